@@ -1,0 +1,84 @@
+# nvsrelayd - MongoDB-style change streams for NVSentinel on PostgreSQL.
+#
+#   make            build the daemon, the CLI and the tests
+#   make demo       throwaway TLS PostgreSQL + daemon + sample events + a subscriber
+#   make check      unit and integration tests (TAP, prove)
+#   make check SANITIZE=address,undefined
+#   make deps       install the Debian packages the build, demo and tests need
+
+VERSION   := 0.1.0
+PREFIX    ?= /usr/local
+BINDIR    ?= $(PREFIX)/bin
+SBINDIR   ?= $(PREFIX)/sbin
+SYSCONFDIR ?= /etc
+DESTDIR   ?=
+
+CC        ?= cc
+B         := build
+PKGS      := libpq libcjson libsystemd openssl
+WARN      := -Wall -Wextra -Wpedantic -Wshadow -Wmissing-prototypes -Wformat=2 -Werror
+OPT       ?= -O2 -g
+CFLAGS    ?= $(OPT)
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -Iproto -Idaemon -I$(B) \
+             $(shell pkg-config --cflags $(PKGS))
+LIBS       = $(shell pkg-config --libs $(PKGS)) -lev -lm
+ifneq ($(SANITIZE),)
+ALL_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDSAN      := -fsanitize=$(SANITIZE)
+endif
+
+PROTO_SRC  := proto/frame.c proto/token.c
+DAEMON_SRC := $(filter-out daemon/main.c daemon/nvsrelay.c,$(wildcard daemon/*.c))
+SQL_FILES  := $(sort $(wildcard sql/[0-9]*.sql))
+PROTO_OBJ  := $(PROTO_SRC:%.c=$(B)/%.o)
+DAEMON_OBJ := $(DAEMON_SRC:%.c=$(B)/%.o) $(B)/sql_embed.o
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
+
+all: $(B)/nvsrelayd $(B)/nvsrelay $(UNIT_BIN)
+
+$(B)/%.o: %.c $(wildcard daemon/*.h proto/*.h) | $(B)/daemon $(B)/proto $(B)/tests
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(B)/sql_embed.c: $(SQL_FILES) sql/embed.sh | $(B)/daemon
+	sh sql/embed.sh $(SQL_FILES) > $@.tmp && mv $@.tmp $@
+
+$(B)/sql_embed.o: $(B)/sql_embed.c
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(B)/nvsrelayd: $(B)/daemon/main.o $(DAEMON_OBJ) $(PROTO_OBJ)
+	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(B)/nvsrelay: $(B)/daemon/nvsrelay.o $(PROTO_OBJ)
+	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+# Unit tests link the pure modules they exercise and cmocka.
+$(B)/tests/test_%: tests/unit/test_%.c $(DAEMON_OBJ) $(PROTO_OBJ) | $(B)/tests
+	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags cmocka) -o $@ $< \
+	    $(DAEMON_OBJ) $(PROTO_OBJ) $(LIBS) $(shell pkg-config --libs cmocka) $(LDSAN)
+
+$(B)/daemon $(B)/proto $(B)/tests:
+	mkdir -p $@
+
+deps:
+	@sh tests/tools/deps.sh
+
+check: deps
+	$(MAKE) all
+	CMOCKA_MESSAGE_OUTPUT=TAP NVSRELAY_BUILD=$(CURDIR)/$(B) \
+	    prove -j2 $(PROVE_FLAGS) --exec '' $(UNIT_BIN) $(wildcard tests/integ/*.t)
+
+demo: deps
+	$(MAKE) all
+	sh tests/tools/demo.sh $(CURDIR)/$(B)
+
+install: all
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSCONFDIR)/nvsrelayd
+	install -m 755 $(B)/nvsrelayd $(DESTDIR)$(SBINDIR)/nvsrelayd
+	install -m 755 $(B)/nvsrelay $(DESTDIR)$(BINDIR)/nvsrelay
+	install -m 640 conf/nvsrelayd.conf $(DESTDIR)$(SYSCONFDIR)/nvsrelayd/nvsrelayd.conf
+
+clean:
+	rm -rf $(B)
+
+.PHONY: all deps check demo install clean

@@ -1,0 +1,93 @@
+/*
+ * conf.h - configuration: one option table, layered sources (built-in
+ * defaults < config file < environment < --set), validation.  Pure code: the
+ * caller supplies file text and the environment, errors come back as text in
+ * a caller buffer, nothing is logged.  main.c owns the Conf.
+ */
+#ifndef NVSRELAY_CONF_H
+#define NVSRELAY_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+enum conf_sslmode { SSLMODE_DISABLE, SSLMODE_REQUIRE, SSLMODE_VERIFY_CA, SSLMODE_VERIFY_FULL };
+enum conf_schema { SCHEMA_AUTO, SCHEMA_VERIFY };
+enum conf_log_format { LOG_FORMAT_AUTO, LOG_FORMAT_TEXT, LOG_FORMAT_JOURNAL, LOG_FORMAT_JSON };
+
+/* Read-only view used by the daemon after conf_finish(). Strings are owned by
+ * the Conf and never NULL (empty string when unset). */
+struct conf_values {
+	const char *datastore_host;      /* comma list = libpq multi-host */
+	int datastore_port;
+	const char *datastore_database;
+	const char *datastore_username;
+	const char *datastore_password;
+	enum conf_sslmode datastore_sslmode;
+	const char *datastore_sslcert;
+	const char *datastore_sslkey;
+	const char *datastore_sslrootcert;
+	const char *datastore_options;   /* extra libpq key=value pairs */
+	const char *client_cert_mount_path;
+	const char *listen_unix;         /* socket path, "" = none */
+	int unix_socket_mode;            /* octal in text, e.g. 0660 */
+	enum conf_schema schema;
+	const char *log_level;           /* err|warning|notice|info|debug */
+	enum conf_log_format log_format;
+	int poll_interval_ms;            /* changelog head probe */
+	int tick_min_interval_ms;        /* floor between ticks while busy */
+	int tick_idle_ms;                /* heartbeat tick when nothing moved */
+	int batch_rows;                  /* rows per batch page */
+	int ring_events;                 /* recent events kept in memory */
+	int max_frame_bytes;
+	int max_clients;
+	int client_output_limit;         /* bytes queued to one client before disconnect */
+	int ack_flush_ms;                /* durable positions written at most this often */
+	int reconnect_min_ms;
+	int reconnect_max_ms;
+	int connect_timeout_s;
+	int shutdown_timeout_ms;
+};
+
+typedef struct conf Conf;
+
+/* A Conf holding the built-in defaults; NULL when out of memory. */
+Conf *conf_new(void);
+void conf_free(Conf *c);
+
+/* Sets one key from text (the config file, environment and --set all come
+ * here).  Returns 0, -ENOENT for an unknown key, -EINVAL for a bad value; err
+ * gets a message naming the key and the accepted values. */
+int conf_set(Conf *c, const char *key, const char *value, char *err, size_t errlen);
+
+/* Parses "key = value" lines (# comments, blank lines, optional quotes).
+ * source names the file in messages ("file:line: ...").  Stops at the first
+ * error: returns -EINVAL/-ENOENT with err filled in. */
+int conf_load_text(Conf *c, const char *text, const char *source, char *err, size_t errlen);
+
+/* Applies the environment: the seed's DATASTORE_* variables,
+ * POSTGRESQL_CLIENT_CERT_MOUNT_PATH (else MONGODB_CLIENT_CERT_MOUNT_PATH) and
+ * NVSRELAYD_<KEY> for every key.  envp is a NULL-terminated "NAME=value"
+ * array (pass environ).  Returns as conf_set, naming the variable. */
+int conf_load_env(Conf *c, char *const *envp, char *err, size_t errlen);
+
+/* Cross-key validation and derived values (cert files from the mount path
+ * when sslcert/sslkey/sslrootcert are unset; ranges).  Returns 0 or -EINVAL. */
+int conf_finish(Conf *c, char *err, size_t errlen);
+
+const struct conf_values *conf_values(const Conf *c);
+
+/* libpq keywords/values for PQconnectStartParams, NULL-terminated, owned by
+ * the Conf (valid until conf_free).  Includes application_name=nvsrelayd,
+ * gssencmode=disable for TCP hosts and keepalive settings. */
+void conf_libpq_params(const Conf *c, const char *const **ret_keys, const char *const **ret_vals);
+
+/* Writes every key with its effective value, one "key = value" per line, the
+ * password shown as "(set)" or "".  Returns bytes that would be written, like
+ * snprintf. */
+size_t conf_dump(const Conf *c, char *buf, size_t len);
+
+/* Iterates the option table for documentation checks: returns the i-th key
+ * name, or NULL past the end. */
+const char *conf_key_name(size_t i);
+
+#endif
