@@ -16,7 +16,7 @@ typedef struct frame_reader FrameReader;
 FrameReader *frame_reader_new(size_t max_frame);
 void frame_reader_free(FrameReader *fr);
 
-/* Space to read into: sets *ret_buf/*ret_len to writable room (at least
+/* Space to read into: sets *ret_buf and *ret_len to writable room (at least
  * min_room bytes, growing the buffer but never past max_frame + min_room).
  * Returns 0 or -ENOMEM. */
 int frame_reader_space(FrameReader *fr, size_t min_room, char **ret_buf, size_t *ret_len);
@@ -27,7 +27,7 @@ void frame_reader_commit(FrameReader *fr, size_t n);
 /* Copies len bytes in (space + memcpy + commit).  Returns 0 or -ENOMEM. */
 int frame_reader_feed(FrameReader *fr, const char *buf, size_t len);
 
-/* Next complete frame.  Returns 1 and sets *ret_line/*ret_len (without the
+/* Next complete frame.  Returns 1 and sets *ret_line and *ret_len (without the
  * newline; a trailing '\r' is stripped; valid until the next call on fr);
  * 0 when no complete frame is buffered; -EMSGSIZE once for each frame longer
  * than max_frame: its bytes are discarded up to and including its newline,
