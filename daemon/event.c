@@ -1,0 +1,138 @@
+/*
+ * event.c - turns a changelog row into the change event NVSentinel's
+ * components consume (its Go provider's buildEventDocument, completed with
+ * MongoDB's ns, documentKey and removedFields).  The documents arrive as the
+ * jsonb text PostgreSQL produced and are embedded raw, so content is exactly
+ * what was stored; only updates are parsed, to compute updateDescription.
+ */
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cJSON.h>
+
+#include "diff.h"
+#include "event.h"
+
+enum event_table event_table_of(const char *name)
+{
+	if (strcmp(name, "health_events") == 0)
+		return TABLE_HEALTH_EVENTS;
+	if (strcmp(name, "maintenance_events") == 0)
+		return TABLE_MAINTENANCE_EVENTS;
+	return TABLE_OTHER;
+}
+
+static const char *op_name(const char *op)
+{
+	if (strcmp(op, "INSERT") == 0)
+		return "insert";
+	if (strcmp(op, "UPDATE") == 0)
+		return "update";
+	if (strcmp(op, "DELETE") == 0)
+		return "delete";
+	return "unknown";
+}
+
+static cJSON *raw_or_null(const char *text)
+{
+	return text ? cJSON_CreateRaw(text) : cJSON_CreateNull();
+}
+
+static char *print(cJSON *root, size_t *ret_len)
+{
+	char *s = cJSON_PrintUnformatted(root);
+
+	if (s)
+		*ret_len = strlen(s);
+	return s;
+}
+
+struct event *event_build(const struct change_row *row, const struct token *pos, const char *db,
+			  const char **ret_err)
+{
+	struct event *ev = NULL;
+	cJSON *root = NULL, *o, *olddoc = NULL, *newdoc = NULL, *ud;
+	char tok[TOKEN_HEX_LEN + 1];
+	const char *op = op_name(row->operation);
+	bool is_update = strcmp(op, "update") == 0;
+	bool is_delete = strcmp(op, "delete") == 0;
+
+	*ret_err = "out of memory";
+	ev = calloc(1, sizeof(*ev));
+	root = cJSON_CreateObject();
+	if (!ev || !root)
+		goto fail;
+	ev->refs = 1;
+	ev->pos = *pos;
+	ev->table = event_table_of(row->table);
+	token_format(pos, tok);
+
+	if (!(o = cJSON_AddObjectToObject(root, "_id")) || !cJSON_AddStringToObject(o, "_data", tok))
+		goto fail;
+	if (!cJSON_AddStringToObject(root, "operationType", op) ||
+	    !cJSON_AddStringToObject(root, "clusterTime", row->cluster_time))
+		goto fail;
+	if (!(o = cJSON_AddObjectToObject(root, "ns")) || !cJSON_AddStringToObject(o, "db", db) ||
+	    !cJSON_AddStringToObject(o, "coll", row->table))
+		goto fail;
+	if (!(o = cJSON_AddObjectToObject(root, "documentKey")) ||
+	    !cJSON_AddStringToObject(o, "_id", row->record_id))
+		goto fail;
+	if (!cJSON_AddItemToObject(root, "fullDocument", raw_or_null(is_delete ? NULL : row->new_doc)))
+		goto fail;
+	if (is_delete && !cJSON_AddItemToObject(root, "fullDocumentBeforeChange", raw_or_null(row->old_doc)))
+		goto fail;
+	if (is_update) {
+		olddoc = row->old_doc ? cJSON_Parse(row->old_doc) : NULL;
+		newdoc = row->new_doc ? cJSON_Parse(row->new_doc) : NULL;
+		if ((row->old_doc && !olddoc) || (row->new_doc && !newdoc)) {
+			*ret_err = "changelog document is not valid JSON";
+			goto fail;
+		}
+		if (!(ud = diff_update(olddoc, newdoc)))
+			goto fail;
+		cJSON_AddItemToObject(root, "updateDescription", ud);
+	}
+	if (!(ev->json = print(root, &ev->len)))
+		goto fail;
+	if (is_update && row->old_doc) {
+		/* The variant for subscribers that asked for the pre-image; MongoDB
+		 * puts it before updateDescription. */
+		cJSON *before = cJSON_CreateRaw(row->old_doc);
+		cJSON *udesc = cJSON_DetachItemFromObject(root, "updateDescription");
+		if (!before || !cJSON_AddItemToObject(root, "fullDocumentBeforeChange", before)) {
+			cJSON_Delete(udesc);
+			goto fail;
+		}
+		cJSON_AddItemToObject(root, "updateDescription", udesc);
+		if (!(ev->json_before = print(root, &ev->len_before)))
+			goto fail;
+	}
+	cJSON_Delete(olddoc);
+	cJSON_Delete(newdoc);
+	cJSON_Delete(root);
+	*ret_err = NULL;
+	return ev;
+fail:
+	cJSON_Delete(olddoc);
+	cJSON_Delete(newdoc);
+	cJSON_Delete(root);
+	event_unref(ev);
+	return NULL;
+}
+
+struct event *event_ref(struct event *ev)
+{
+	ev->refs++;
+	return ev;
+}
+
+void event_unref(struct event *ev)
+{
+	if (!ev || --ev->refs > 0)
+		return;
+	free(ev->json);
+	free(ev->json_before);
+	free(ev);
+}

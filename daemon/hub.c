@@ -1,0 +1,521 @@
+/*
+ * hub.c - subscriptions, the ring of recent events, and delivery.
+ *
+ * Every subscription is a cursor: the position of the last change it has
+ * passed (delivered, or skipped because it belongs to another table).  The
+ * ring holds the most recent events in position order and covers the
+ * positions (ring_start, head].  A subscription at or after ring_start is
+ * served from the ring; one before it (a resume from an old token, or a
+ * reader too slow for the ring) is served page by page from PostgreSQL by
+ * relay_read_page until it reaches the ring.  Since both paths read the
+ * same tick batches in the same order, the switch has no gap and no
+ * duplicate.  Output per client is bounded: the pump stops at a high-water
+ * mark and resumes when the client drains, falling back to catch-up reads
+ * if the ring moved on meanwhile.
+ *
+ * Durable subscriptions (a consumer name) keep the acknowledged position
+ * and write it to resume_tokens at most every ack_flush_ms.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client.h"
+#include "hub.h"
+#include "log.h"
+#include "relay.h"
+
+/* Stop filling a client's output buffer beyond this; resume on drain. */
+#define PUMP_HIGH_WATER (256 * 1024)
+#define BOOKMARK_INTERVAL 1.0
+
+enum sub_state { SUB_LOADING, SUB_ACTIVE, SUB_DEAD };
+
+struct sub {
+	struct sub *next, *prev;      /* hub list */
+	Hub *hub;
+	Client *client;
+	long long sid;
+	enum event_table table;
+	char *consumer;               /* durable name, or NULL */
+	bool before;                  /* wants fullDocumentBeforeChange */
+	enum sub_state state;
+	bool reading;                 /* catch-up page in flight */
+	bool saving;                  /* position write in flight */
+	bool dirty;                   /* acked moved since the last write */
+	bool shutdown_wait;           /* shutdown waits for this write */
+	struct token pos;             /* passed up to here */
+	struct token sent;            /* position of the last frame sent */
+	struct token acked;           /* acknowledged (durable only) */
+};
+
+struct hub {
+	struct ev_loop *loop;
+	const struct conf_values *cv;
+	struct relay *relay;
+	struct sub *subs;
+	size_t nsubs;
+	struct event **ring;
+	size_t cap, first, count;
+	struct token ring_start;      /* position just before ring[first] */
+	struct token head;            /* live position: everything up to it read */
+	bool have_head;
+	ev_timer tick;                /* bookmarks and position writes */
+	void (*shutdown_done)(void *);
+	void *shutdown_arg;
+	int shutdown_pending;
+};
+
+static void pump(struct sub *s);
+
+static const struct token *tmax(const struct token *a, const struct token *b)
+{
+	return token_cmp(a, b) >= 0 ? a : b;
+}
+
+static struct event *ring_at(const Hub *h, size_t i)
+{
+	return h->ring[(h->first + i) % h->cap];
+}
+
+/* Index of the first ring event with a position after pos. */
+static size_t ring_after(const Hub *h, const struct token *pos)
+{
+	size_t lo = 0, hi = h->count;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (token_cmp(&ring_at(h, mid)->pos, pos) <= 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static void sub_free(struct sub *s)
+{
+	free(s->consumer);
+	free(s);
+}
+
+static void sub_unlink(struct sub *s)
+{
+	Hub *h = s->hub;
+
+	if (s->prev)
+		s->prev->next = s->next;
+	else if (h->subs == s)
+		h->subs = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	s->next = s->prev = NULL;
+	h->nsubs--;
+}
+
+static void save_position(struct sub *s);
+
+static void save_done(void *arg, int status)
+{
+	struct sub *s = arg;
+	Hub *h = s->hub;
+
+	s->saving = false;
+	if (status < 0)
+		s->dirty = true;   /* retried on the next flush */
+	else if (s->dirty)
+		save_position(s);  /* acked again while the write was in flight */
+	if (s->shutdown_wait && (!s->saving || status < 0)) {
+		s->shutdown_wait = false;
+		if (--h->shutdown_pending == 0)
+			h->shutdown_done(h->shutdown_arg);
+	}
+	if (s->state == SUB_DEAD && !s->reading && !s->saving)
+		sub_free(s);
+}
+
+static void save_position(struct sub *s)
+{
+	if (!s->consumer || !s->dirty || s->saving || !s->hub->relay)
+		return;
+	if (relay_save_position(s->hub->relay, s->consumer, &s->acked, save_done, s) == 0) {
+		s->saving = true;
+		s->dirty = false;
+	}
+}
+
+/* Detaches a subscription; the memory goes once no callback can reach it. */
+static void sub_kill(struct sub *s)
+{
+	if (s->state == SUB_DEAD)
+		return;
+	sub_unlink(s);
+	s->state = SUB_DEAD;
+	s->client = NULL;
+	save_position(s);
+	if (!s->reading && !s->saving)
+		sub_free(s);
+}
+
+static void send_event(struct sub *s, const struct event *ev)
+{
+	if (s->before && ev->json_before)
+		client_send_event(s->client, s->sid, ev->json_before, ev->len_before);
+	else
+		client_send_event(s->client, s->sid, ev->json, ev->len);
+	s->sent = ev->pos;
+}
+
+static void page_done(void *arg, struct event **evs, size_t n, const struct token *next,
+		      int code, const char *msg)
+{
+	struct sub *s = arg;
+	size_t i;
+
+	s->reading = false;
+	if (s->state == SUB_DEAD) {
+		for (i = 0; i < n; i++)
+			event_unref(evs[i]);
+		if (!s->saving)
+			sub_free(s);
+		return;
+	}
+	if (code) {
+		if (code == ERR_HOST_UNREACHABLE) {
+			/* PostgreSQL is away: the subscription waits, the client stays. */
+			return;
+		}
+		client_send_error(s->client, s->sid, code,
+				  code == ERR_HISTORY_LOST ? "ChangeStreamHistoryLost" : "ChangeStreamFatalError",
+				  msg, &s->pos);
+		sub_kill(s);
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		if (token_cmp(&evs[i]->pos, &s->pos) > 0 && evs[i]->table == s->table) {
+			send_event(s, evs[i]);
+			s->pos = evs[i]->pos;
+		}
+		event_unref(evs[i]);
+	}
+	s->pos = *tmax(&s->pos, next);
+	pump(s);
+}
+
+static void pump(struct sub *s)
+{
+	Hub *h = s->hub;
+	size_t i;
+
+	if (s->state != SUB_ACTIVE || s->reading || !h->have_head)
+		return;
+	while (client_pending(s->client) < PUMP_HIGH_WATER) {
+		if (token_cmp(&s->pos, &h->ring_start) < 0) {
+			if (relay_read_page(h->relay, &s->pos, s->table, page_done, s) == 0)
+				s->reading = true;
+			return;
+		}
+		for (i = ring_after(h, &s->pos); i < h->count; i++) {
+			struct event *ev = ring_at(h, i);
+			if (ev->table == s->table)
+				send_event(s, ev);
+			s->pos = ev->pos;
+			if (client_pending(s->client) >= PUMP_HIGH_WATER)
+				return;
+		}
+		s->pos = *tmax(&s->pos, &h->head);
+		return;
+	}
+}
+
+static void pump_all(Hub *h)
+{
+	struct sub *s, *next;
+
+	for (s = h->subs; s; s = next) {
+		next = s->next;
+		pump(s);
+	}
+}
+
+static void bookmark(struct sub *s)
+{
+	client_send_bookmark(s->client, s->sid, &s->pos);
+	s->sent = s->pos;
+}
+
+static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	Hub *h = w->data;
+	struct sub *s;
+
+	(void)loop;
+	(void)revents;
+	for (s = h->subs; s; s = s->next) {
+		save_position(s);
+		/* A bookmark tells a filtered or idle subscriber how far it got,
+		 * so its durable position moves even when nothing matches. */
+		if (s->state == SUB_ACTIVE && !s->reading && client_pending(s->client) == 0 &&
+		    token_cmp(&s->pos, &s->sent) > 0)
+			bookmark(s);
+	}
+}
+
+Hub *hub_new(struct ev_loop *loop, const struct conf_values *cv)
+{
+	Hub *h = calloc(1, sizeof(*h));
+
+	if (!h)
+		return NULL;
+	h->loop = loop;
+	h->cv = cv;
+	h->cap = cv->ring_events > 0 ? (size_t)cv->ring_events : 1;
+	h->ring = calloc(h->cap, sizeof(*h->ring));
+	if (!h->ring) {
+		free(h);
+		return NULL;
+	}
+	ev_timer_init(&h->tick, tick_cb, 0.2, 0.2);
+	h->tick.data = h;
+	double iv = cv->ack_flush_ms / 1000.0;
+	if (iv > BOOKMARK_INTERVAL)
+		iv = BOOKMARK_INTERVAL;
+	ev_timer_set(&h->tick, iv, iv);
+	ev_timer_start(loop, &h->tick);
+	return h;
+}
+
+void hub_free(Hub *h)
+{
+	size_t i;
+
+	if (!h)
+		return;
+	ev_timer_stop(h->loop, &h->tick);
+	while (h->subs)
+		sub_kill(h->subs);
+	for (i = 0; i < h->count; i++)
+		event_unref(ring_at(h, i));
+	free(h->ring);
+	free(h);
+}
+
+void hub_set_relay(Hub *h, struct relay *r)
+{
+	h->relay = r;
+}
+
+void hub_set_head(Hub *h, const struct token *head)
+{
+	if (!h->have_head) {
+		h->ring_start = *head;
+		h->have_head = true;
+	}
+	if (token_cmp(head, &h->head) > 0 || h->head.gen != head->gen)
+		h->head = *head;
+	pump_all(h);
+}
+
+void hub_publish(Hub *h, struct event *ev)
+{
+	if (h->count == h->cap) {
+		struct event *old = h->ring[h->first];
+		h->ring_start = old->pos;
+		event_unref(old);
+		h->first = (h->first + 1) % h->cap;
+		h->count--;
+	}
+	h->ring[(h->first + h->count) % h->cap] = ev;
+	h->count++;
+	h->head = *tmax(&h->head, &ev->pos);
+}
+
+static struct sub *find_sub(Hub *h, Client *c, long long sid)
+{
+	struct sub *s;
+
+	for (s = h->subs; s; s = s->next)
+		if (s->client == c && s->sid == sid)
+			return s;
+	return NULL;
+}
+
+static void activate(struct sub *s, const struct token *start)
+{
+	s->pos = *start;
+	s->sent = *start;
+	s->acked = *start;
+	s->state = SUB_ACTIVE;
+	/* The first bookmark confirms the subscription and gives a token to
+	 * resume from even if nothing ever matches. */
+	bookmark(s);
+	if (s->consumer) {
+		s->dirty = true;
+		save_position(s);
+	}
+	log_info("subscription started client=c%llu sid=%lld table=%s consumer='%s'",
+		 (unsigned long long)client_id(s->client), s->sid,
+		 s->table == TABLE_HEALTH_EVENTS ? "health_events" : "maintenance_events",
+		 s->consumer ? s->consumer : "");
+	pump(s);
+}
+
+static void position_loaded(void *arg, int status, const struct token *pos, const char *msg)
+{
+	struct sub *s = arg;
+	Hub *h = s->hub;
+
+	s->reading = false;
+	if (s->state == SUB_DEAD) {
+		if (!s->saving)
+			sub_free(s);
+		return;
+	}
+	if (status == -ENOENT) {
+		activate(s, &h->head);
+	} else if (status < 0) {
+		client_send_error(s->client, s->sid,
+				  status == -ESTALE ? ERR_HISTORY_LOST : ERR_CHANGE_STREAM_FATAL,
+				  status == -ESTALE ? "ChangeStreamHistoryLost" : "ChangeStreamFatalError",
+				  msg, NULL);
+		sub_kill(s);
+	} else if (pos->gen != h->head.gen) {
+		client_send_error(s->client, s->sid, ERR_HISTORY_LOST, "ChangeStreamHistoryLost",
+				  "stored position belongs to another changelog generation", NULL);
+		sub_kill(s);
+	} else {
+		activate(s, pos);
+	}
+}
+
+int hub_watch(Hub *h, Client *c, const struct watch_req *req)
+{
+	struct sub *s;
+
+	if (find_sub(h, c, req->sid)) {
+		client_send_error(c, req->sid, ERR_BAD_VALUE, "BadValue", "sid already in use", NULL);
+		return -EEXIST;
+	}
+	if (!h->have_head || !h->relay) {
+		client_send_error(c, req->sid, ERR_HOST_UNREACHABLE, "HostUnreachable",
+				  "not ready: PostgreSQL not reached yet", NULL);
+		return -EAGAIN;
+	}
+	if (req->has_resume && req->resume.gen != h->head.gen) {
+		client_send_error(c, req->sid, ERR_CHANGE_STREAM_FATAL, "ChangeStreamFatalError",
+				  "resume token belongs to another database or changelog generation", NULL);
+		return -EINVAL;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s || (req->consumer && !(s->consumer = strdup(req->consumer)))) {
+		free(s);
+		client_send_error(c, req->sid, ERR_BAD_VALUE, "BadValue", "out of memory", NULL);
+		return -ENOMEM;
+	}
+	s->hub = h;
+	s->client = c;
+	s->sid = req->sid;
+	s->table = req->table;
+	s->before = req->before;
+	s->state = SUB_LOADING;
+	s->next = h->subs;
+	if (h->subs)
+		h->subs->prev = s;
+	h->subs = s;
+	h->nsubs++;
+
+	if (req->has_resume) {
+		activate(s, &req->resume);
+	} else if (s->consumer) {
+		if (relay_load_position(h->relay, s->consumer, position_loaded, s) == 0) {
+			s->reading = true;
+		} else {
+			client_send_error(c, s->sid, ERR_HOST_UNREACHABLE, "HostUnreachable",
+					  "PostgreSQL unavailable, retry", NULL);
+			sub_kill(s);
+			return -EAGAIN;
+		}
+	} else {
+		activate(s, &h->head);
+	}
+	return 0;
+}
+
+int hub_ack(Hub *h, Client *c, long long sid, const struct token *tok)
+{
+	struct sub *s = find_sub(h, c, sid);
+
+	if (!s || s->state != SUB_ACTIVE) {
+		client_send_error(c, sid, ERR_BAD_VALUE, "BadValue", "ack for an unknown sid", NULL);
+		return -ENOENT;
+	}
+	if (tok->gen != h->head.gen || token_cmp(tok, &s->pos) > 0) {
+		client_send_error(c, sid, ERR_BAD_VALUE, "BadValue",
+				  "ack token is not a position this subscription was sent", &s->pos);
+		return -EINVAL;
+	}
+	if (token_cmp(tok, &s->acked) > 0) {
+		s->acked = *tok;
+		s->dirty = s->consumer != NULL;
+	}
+	return 0;
+}
+
+int hub_unwatch(Hub *h, Client *c, long long sid)
+{
+	struct sub *s = find_sub(h, c, sid);
+
+	if (!s) {
+		client_send_error(c, sid, ERR_BAD_VALUE, "BadValue", "unwatch for an unknown sid", NULL);
+		return -ENOENT;
+	}
+	sub_kill(s);
+	return 0;
+}
+
+void hub_client_gone(Hub *h, Client *c)
+{
+	struct sub *s, *next;
+
+	for (s = h->subs; s; s = next) {
+		next = s->next;
+		if (s->client == c)
+			sub_kill(s);
+	}
+}
+
+void hub_client_writable(Hub *h, Client *c)
+{
+	struct sub *s, *next;
+
+	for (s = h->subs; s; s = next) {
+		next = s->next;
+		if (s->client == c)
+			pump(s);
+	}
+}
+
+void hub_shutdown(Hub *h, void (*done)(void *arg), void *arg)
+{
+	struct sub *s;
+
+	h->shutdown_done = done;
+	h->shutdown_arg = arg;
+	h->shutdown_pending = 1;
+	for (s = h->subs; s; s = s->next) {
+		if (s->state == SUB_ACTIVE)
+			bookmark(s);
+		save_position(s);
+		if (s->saving) {
+			s->shutdown_wait = true;
+			h->shutdown_pending++;
+		}
+	}
+	if (--h->shutdown_pending == 0)
+		done(arg);
+}
+
+size_t hub_subscription_count(const Hub *h)
+{
+	return h->nsubs;
+}

@@ -1,0 +1,53 @@
+/*
+ * hub.h - subscriptions and the ring of recent events.  The relay publishes
+ * each event once; the hub hands it by reference to every matching
+ * subscription, serves subscribers that fell behind the ring through
+ * catch-up reads, emits bookmarks and persists durable positions.
+ * client.c calls the subscription functions; relay.c publishes.
+ */
+#ifndef NVSRELAY_HUB_H
+#define NVSRELAY_HUB_H
+
+#include <stdbool.h>
+#include <ev.h>
+
+#include "conf.h"
+#include "event.h"
+#include "token.h"
+
+typedef struct hub Hub;
+struct client;
+struct relay;
+
+struct watch_req {
+	long long sid;
+	enum event_table table;
+	const char *consumer;      /* durable name or NULL */
+	bool has_resume;           /* resumeAfter / startAfter given */
+	struct token resume;
+	bool before;               /* fullDocumentBeforeChange on updates */
+};
+
+Hub *hub_new(struct ev_loop *loop, const struct conf_values *cv);
+void hub_free(Hub *h);
+void hub_set_relay(Hub *h, struct relay *r);
+
+/* The live stream: start position once known, then events and head moves. */
+void hub_set_head(Hub *h, const struct token *head);
+void hub_publish(Hub *h, struct event *ev);        /* takes a reference */
+
+/* Subscription calls from client.c.  Each returns 0 or a negative errno with
+ * an error frame already sent to the client. */
+int hub_watch(Hub *h, struct client *c, const struct watch_req *req);
+int hub_ack(Hub *h, struct client *c, long long sid, const struct token *tok);
+int hub_unwatch(Hub *h, struct client *c, long long sid);
+void hub_client_gone(Hub *h, struct client *c);
+void hub_client_writable(Hub *h, struct client *c);
+
+/* Shutdown: a final bookmark to every subscription and a last write of
+ * durable positions; done() runs when the writes finished or failed. */
+void hub_shutdown(Hub *h, void (*done)(void *arg), void *arg);
+
+size_t hub_subscription_count(const Hub *h);
+
+#endif

@@ -1,0 +1,325 @@
+/*
+ * main.c - nvsrelayd: command line, configuration layering, the event loop
+ * and the shutdown sequence.  Owns the loop, the Conf, the relay, the hub
+ * and the listener.
+ *
+ * Exit codes: 0 clean stop, 1 runtime failure, 64 bad usage, 78 bad
+ * configuration or a schema this binary must not touch (systemd units use
+ * RestartPreventExitStatus=78 so a bad config does not restart-loop).
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ev.h>
+#include <systemd/sd-daemon.h>
+
+#include "client.h"
+#include "conf.h"
+#include "hub.h"
+#include "listener.h"
+#include "log.h"
+#include "relay.h"
+
+#define EXIT_USAGE 64
+#define EXIT_CONFIG 78
+#define DEFAULT_CONFIG "/etc/nvsrelayd/nvsrelayd.conf"
+
+extern char **environ;
+
+static struct {
+	struct ev_loop *loop;
+	Conf *conf;
+	const struct conf_values *cv;
+	Hub *hub;
+	Relay *relay;
+	Listener *listener;
+	struct client_env cenv;
+	ev_signal sigterm, sigint, sighup;
+	ev_timer deadline, drain;
+	bool stopping;
+	int exit_code;
+} g;
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: nvsrelayd [options]\n"
+		"Relays committed changes of NVSentinel's PostgreSQL tables to subscribers\n"
+		"as MongoDB-style change streams over a Unix socket (NDJSON).\n\n"
+		"Options:\n"
+		"  -c, --config FILE    configuration file (default " DEFAULT_CONFIG " if present)\n"
+		"      --set KEY=VALUE  override one setting (repeatable; wins over file and environment)\n"
+		"      --check-config   validate the configuration, print it and exit\n"
+		"  -V, --version        print the version and exit\n"
+		"  -h, --help           print this help and exit\n\n"
+		"Environment: DATASTORE_HOST, DATASTORE_PORT, DATASTORE_DATABASE, DATASTORE_USERNAME,\n"
+		"DATASTORE_PASSWORD, DATASTORE_SSLMODE, DATASTORE_SSLCERT, DATASTORE_SSLKEY,\n"
+		"DATASTORE_SSLROOTCERT, POSTGRESQL_CLIENT_CERT_MOUNT_PATH (tls.crt, tls.key, ca.crt),\n"
+		"and NVSRELAYD_<KEY> for every configuration key.\n");
+}
+
+static uint32_t generation(void)
+{
+	return g.relay ? relay_generation(g.relay) : 0;
+}
+
+static char *read_file(const char *path, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "r");
+	char *buf = NULL;
+	size_t len = 0, cap = 0, n;
+
+	if (!f) {
+		snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+		return NULL;
+	}
+	for (;;) {
+		if (cap - len < 4096) {
+			char *p = realloc(buf, cap + 65536);
+			if (!p) {
+				snprintf(err, errlen, "out of memory reading %s", path);
+				free(buf);
+				fclose(f);
+				return NULL;
+			}
+			buf = p;
+			cap += 65536;
+		}
+		n = fread(buf + len, 1, cap - len - 1, f);
+		len += n;
+		if (n == 0)
+			break;
+	}
+	buf[len] = '\0';
+	fclose(f);
+	return buf;
+}
+
+static void on_ready(void *ud)
+{
+	char err[256];
+
+	(void)ud;
+	if (g.listener || g.stopping)
+		return;
+	if (g.cv->listen_unix[0]) {
+		g.listener = listener_new(&g.cenv, g.cv->listen_unix, g.cv->unix_socket_mode, err, sizeof(err));
+		if (!g.listener) {
+			log_err("%s", err);
+			g.exit_code = 1;
+			ev_break(g.loop, EVBREAK_ALL);
+			return;
+		}
+		log_notice("listening socket=%s", g.cv->listen_unix);
+	}
+	sd_notify(0, "READY=1\nSTATUS=streaming");
+}
+
+static void on_fatal(void *ud, const char *why)
+{
+	(void)ud;
+	log_err("stopping: %s", why);
+	g.exit_code = EXIT_CONFIG;
+	ev_break(g.loop, EVBREAK_ALL);
+}
+
+static void drain_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)w;
+	(void)revents;
+	if (client_count() == 0)
+		ev_break(loop, EVBREAK_ALL);
+}
+
+static void positions_saved(void *arg)
+{
+	(void)arg;
+	client_close_all("server shutting down");
+	ev_timer_init(&g.drain, drain_cb, 0., 0.05);
+	ev_timer_start(g.loop, &g.drain);
+}
+
+static void deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)w;
+	(void)revents;
+	log_warning("shutdown deadline reached, exiting with %zu clients still open", client_count());
+	ev_break(loop, EVBREAK_ALL);
+}
+
+static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	(void)revents;
+	if (g.stopping) {
+		log_warning("second signal, exiting now");
+		ev_break(loop, EVBREAK_ALL);
+		return;
+	}
+	g.stopping = true;
+	log_notice("shutting down signal=%s", w->signum == SIGTERM ? "TERM" : "INT");
+	sd_notify(0, "STOPPING=1");
+	listener_free(g.listener);
+	g.listener = NULL;
+	ev_timer_init(&g.deadline, deadline_cb, g.cv->shutdown_timeout_ms / 1000.0, 0.);
+	ev_timer_start(loop, &g.deadline);
+	hub_shutdown(g.hub, positions_saved, NULL);
+}
+
+static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
+	log_notice("SIGHUP received; configuration reload is not supported yet, ignoring");
+}
+
+static int load_config(int argc, char **argv, bool *check_only)
+{
+	const char *config = NULL;
+	char err[512], *text;
+	int i, r;
+
+	*check_only = false;
+	for (i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+			usage(stdout);
+			exit(0);
+		} else if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
+			printf("nvsrelayd %s\n", NVSRELAY_VERSION);
+			exit(0);
+		} else if (strcmp(a, "--check-config") == 0) {
+			*check_only = true;
+		} else if ((strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) && i + 1 < argc) {
+			config = argv[++i];
+		} else if (strcmp(a, "--set") == 0 && i + 1 < argc) {
+			i++;
+		} else {
+			fprintf(stderr, "nvsrelayd: unknown or incomplete option '%s'\n", a);
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+
+	g.conf = conf_new();
+	if (!g.conf) {
+		fprintf(stderr, "nvsrelayd: out of memory\n");
+		return 1;
+	}
+	if (!config && access(DEFAULT_CONFIG, F_OK) == 0)
+		config = DEFAULT_CONFIG;
+	if (config) {
+		if (!(text = read_file(config, err, sizeof(err)))) {
+			fprintf(stderr, "nvsrelayd: %s\n", err);
+			return EXIT_CONFIG;
+		}
+		r = conf_load_text(g.conf, text, config, err, sizeof(err));
+		free(text);
+		if (r < 0) {
+			fprintf(stderr, "nvsrelayd: %s\n", err);
+			return EXIT_CONFIG;
+		}
+	}
+	if (conf_load_env(g.conf, environ, err, sizeof(err)) < 0) {
+		fprintf(stderr, "nvsrelayd: %s\n", err);
+		return EXIT_CONFIG;
+	}
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--set") != 0)
+			continue;
+		char *kv = strdup(argv[++i]), *eq = kv ? strchr(kv, '=') : NULL;
+		if (!eq) {
+			fprintf(stderr, "nvsrelayd: --set expects KEY=VALUE, got '%s'\n", argv[i]);
+			free(kv);
+			return EXIT_USAGE;
+		}
+		*eq = '\0';
+		r = conf_set(g.conf, kv, eq + 1, err, sizeof(err));
+		free(kv);
+		if (r < 0) {
+			fprintf(stderr, "nvsrelayd: --set: %s\n", err);
+			return EXIT_CONFIG;
+		}
+	}
+	if (conf_finish(g.conf, err, sizeof(err)) < 0) {
+		fprintf(stderr, "nvsrelayd: %s\n", err);
+		return EXIT_CONFIG;
+	}
+	g.cv = conf_values(g.conf);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	bool check_only;
+	int r;
+
+	r = load_config(argc, argv, &check_only);
+	if (r != 0) {
+		conf_free(g.conf);
+		return r;
+	}
+	if (check_only) {
+		size_t n = conf_dump(g.conf, NULL, 0);
+		char *buf = malloc(n + 1);
+		if (buf) {
+			conf_dump(g.conf, buf, n + 1);
+			fputs(buf, stdout);
+			free(buf);
+		}
+		printf("# configuration OK\n");
+		conf_free(g.conf);
+		return 0;
+	}
+	if (log_setup(g.cv->log_level, g.cv->log_format == LOG_FORMAT_TEXT ? "text"
+			 : g.cv->log_format == LOG_FORMAT_JOURNAL ? "journal"
+			 : g.cv->log_format == LOG_FORMAT_JSON ? "json" : "auto") < 0) {
+		fprintf(stderr, "nvsrelayd: bad log_level or log_format\n");
+		conf_free(g.conf);
+		return EXIT_CONFIG;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	srandom((unsigned)time(NULL) ^ (unsigned)getpid());
+
+	g.loop = ev_loop_new(EVFLAG_AUTO);
+	g.hub = hub_new(g.loop, g.cv);
+	g.relay = relay_new(g.loop, g.conf, g.hub, on_ready, on_fatal, NULL);
+	if (!g.loop || !g.hub || !g.relay) {
+		log_err("out of memory at start-up");
+		return 1;
+	}
+	hub_set_relay(g.hub, g.relay);
+	g.cenv.loop = g.loop;
+	g.cenv.hub = g.hub;
+	g.cenv.cv = g.cv;
+	g.cenv.generation = generation;
+
+	ev_signal_init(&g.sigterm, stop_cb, SIGTERM);
+	ev_signal_init(&g.sigint, stop_cb, SIGINT);
+	ev_signal_init(&g.sighup, hup_cb, SIGHUP);
+	ev_signal_start(g.loop, &g.sigterm);
+	ev_signal_start(g.loop, &g.sigint);
+	ev_signal_start(g.loop, &g.sighup);
+
+	log_notice("nvsrelayd %s starting database=%s host=%s sslmode=%s", NVSRELAY_VERSION,
+		   g.cv->datastore_database, g.cv->datastore_host,
+		   (const char *[]){ "disable", "require", "verify-ca", "verify-full" }[g.cv->datastore_sslmode]);
+	relay_start(g.relay);
+	ev_run(g.loop, 0);
+
+	listener_free(g.listener);
+	client_close_all("server exiting");
+	hub_free(g.hub);
+	relay_free(g.relay);
+	ev_loop_destroy(g.loop);
+	conf_free(g.conf);
+	if (g.exit_code == 0)
+		log_notice("stopped");
+	return g.exit_code;
+}

@@ -1,0 +1,456 @@
+/*
+ * pgconn.c - a libpq connection as a libev-driven state machine.
+ *
+ * Connecting follows PQconnectPoll, re-reading PQsocket on every step because
+ * libpq may switch sockets (multi-host lists, SSL fallbacks).  Queries are
+ * queued and sent one at a time; results are collected until PQgetResult
+ * returns NULL, then handed to the caller's callback.  Watchers stay
+ * level-triggered because OpenSSL may hold decrypted bytes that epoll cannot
+ * see; we keep calling PQconsumeInput until libpq is no longer busy.
+ *
+ * Any failure (connect, I/O, a fatal connection error) funnels into
+ * conn_lost(): every pending callback gets NULL, the owner's down() runs,
+ * and a reconnect timer fires after a jittered exponential backoff.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "pgconn.h"
+
+enum state { ST_IDLE, ST_CONNECTING, ST_SESSION, ST_UP, ST_WAIT };
+
+struct query {
+	struct query *next;
+	char *sql;
+	int nparams;
+	char **params;
+	pgconn_cb cb;
+	void *arg;
+};
+
+struct pgconn {
+	struct ev_loop *loop;
+	const char *name;
+	struct pgconn_cfg cfg;
+	struct pgconn_ops ops;
+	void *ud;
+	PGconn *conn;
+	enum state state;
+	ev_io io;
+	int io_fd;
+	int io_events;
+	ev_timer timer;          /* connect timeout or reconnect backoff */
+	int backoff_ms;
+	struct query *head, *tail;
+	bool in_flight;
+	PGresult *keep;          /* result handed to the callback */
+};
+
+static void conn_lost(PgConn *pc, const char *why);
+static void send_next(PgConn *pc);
+
+static void query_free(struct query *q)
+{
+	int i;
+
+	if (!q)
+		return;
+	for (i = 0; i < q->nparams; i++)
+		free(q->params[i]);
+	free(q->params);
+	free(q->sql);
+	free(q);
+}
+
+static void watch(PgConn *pc, int events)
+{
+	int fd = PQsocket(pc->conn);
+
+	if (fd == pc->io_fd && events == pc->io_events && ev_is_active(&pc->io))
+		return;
+	ev_io_stop(pc->loop, &pc->io);
+	pc->io_fd = fd;
+	pc->io_events = events;
+	if (fd >= 0 && events) {
+		ev_io_set(&pc->io, fd, events);
+		ev_io_start(pc->loop, &pc->io);
+	}
+}
+
+static void flush_or_watch(PgConn *pc)
+{
+	int r = PQflush(pc->conn);
+
+	if (r < 0) {
+		conn_lost(pc, PQerrorMessage(pc->conn));
+		return;
+	}
+	/* Watching for write only while libpq has unsent data avoids spinning. */
+	watch(pc, EV_READ | (r == 1 ? EV_WRITE : 0));
+}
+
+static char *trim_msg(const char *m)
+{
+	static char buf[512];
+	size_t n;
+
+	snprintf(buf, sizeof(buf), "%s", m ? m : "");
+	for (n = strlen(buf); n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '); n--)
+		buf[n - 1] = '\0';
+	for (char *p = buf; *p; p++)
+		if (*p == '\n')
+			*p = ' ';
+	return buf;
+}
+
+static void schedule_reconnect(PgConn *pc)
+{
+	double delay;
+	int base = pc->backoff_ms ? pc->backoff_ms : pc->cfg.backoff_min_ms;
+
+	/* Full jitter in [base/2, base]: relays restarted together spread out. */
+	delay = (base / 2 + (double)(random() % (base / 2 + 1))) / 1000.0;
+	pc->backoff_ms = base * 2 > pc->cfg.backoff_max_ms ? pc->cfg.backoff_max_ms : base * 2;
+	pc->state = ST_WAIT;
+	ev_timer_stop(pc->loop, &pc->timer);
+	ev_timer_set(&pc->timer, delay, 0.);
+	ev_timer_start(pc->loop, &pc->timer);
+}
+
+static void fail_queries(PgConn *pc)
+{
+	struct query *q;
+
+	while ((q = pc->head)) {
+		pc->head = q->next;
+		if (!pc->head)
+			pc->tail = NULL;
+		pc->in_flight = false;
+		if (q->cb)
+			q->cb(pc, NULL, q->arg);
+		query_free(q);
+	}
+}
+
+static void conn_lost(PgConn *pc, const char *why)
+{
+	char reason[512];
+	bool was_up = pc->state == ST_UP || pc->state == ST_SESSION;
+
+	snprintf(reason, sizeof(reason), "%s", trim_msg(why));
+	ev_io_stop(pc->loop, &pc->io);
+	ev_timer_stop(pc->loop, &pc->timer);
+	pc->io_fd = -1;
+	if (pc->conn) {
+		PQfinish(pc->conn);
+		pc->conn = NULL;
+	}
+	if (was_up)
+		log_warning("postgresql connection lost conn=%s reason='%s'", pc->name, reason);
+	else
+		log_warning("postgresql connect failed conn=%s reason='%s'", pc->name, reason);
+	schedule_reconnect(pc);
+	fail_queries(pc);
+	if (pc->ops.down)
+		pc->ops.down(pc, pc->ud, reason);
+}
+
+static void session_done(PgConn *pc, PGresult *res, void *arg)
+{
+	(void)arg;
+	if (!res)
+		return;
+	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
+		log_err("session setup failed conn=%s error='%s'", pc->name,
+			trim_msg(PQresultErrorMessage(res)));
+		return;
+	}
+	pc->state = ST_UP;
+	pc->backoff_ms = 0;
+	if (pc->ops.up)
+		pc->ops.up(pc, pc->ud);
+}
+
+static void connected(PgConn *pc)
+{
+	ev_timer_stop(pc->loop, &pc->timer);
+	if (PQsetnonblocking(pc->conn, 1) != 0) {
+		conn_lost(pc, PQerrorMessage(pc->conn));
+		return;
+	}
+	log_info("postgresql connected conn=%s host=%s port=%s tls=%s", pc->name,
+		 PQhost(pc->conn), PQport(pc->conn),
+		 PQsslInUse(pc->conn) ? PQsslAttribute(pc->conn, "protocol") : "off");
+	pc->state = ST_SESSION;
+	watch(pc, EV_READ);
+	/* The session query is queued ahead of anything the owner sends. */
+	struct query *q = calloc(1, sizeof(*q));
+	if (!q || !(q->sql = strdup(pc->cfg.session_sql ? pc->cfg.session_sql : "SELECT 1"))) {
+		free(q);
+		conn_lost(pc, "out of memory");
+		return;
+	}
+	q->cb = session_done;
+	q->next = pc->head;
+	pc->head = q;
+	if (!pc->tail)
+		pc->tail = q;
+	send_next(pc);
+}
+
+static void connect_step(PgConn *pc)
+{
+	switch (PQconnectPoll(pc->conn)) {
+	case PGRES_POLLING_READING:
+		watch(pc, EV_READ);
+		break;
+	case PGRES_POLLING_WRITING:
+		watch(pc, EV_WRITE);
+		break;
+	case PGRES_POLLING_OK:
+		connected(pc);
+		break;
+	default:
+		conn_lost(pc, PQerrorMessage(pc->conn));
+	}
+}
+
+static void begin_connect(PgConn *pc)
+{
+	pc->conn = PQconnectStartParams(pc->cfg.keys, pc->cfg.vals, 0);
+	if (!pc->conn) {
+		conn_lost(pc, "out of memory");
+		return;
+	}
+	if (PQstatus(pc->conn) == CONNECTION_BAD) {
+		conn_lost(pc, PQerrorMessage(pc->conn));
+		return;
+	}
+	PQsetNoticeProcessor(pc->conn, NULL, NULL);
+	pc->state = ST_CONNECTING;
+	ev_timer_stop(pc->loop, &pc->timer);
+	ev_timer_set(&pc->timer, pc->cfg.connect_timeout_s, 0.);
+	ev_timer_start(pc->loop, &pc->timer);
+	/* libpq's first wait is for writability. */
+	pc->io_fd = -1;
+	watch(pc, EV_WRITE);
+}
+
+static void deliver_notifies(PgConn *pc)
+{
+	PGnotify *n;
+
+	while (pc->conn && (n = PQnotifies(pc->conn))) {
+		if (pc->ops.notify)
+			pc->ops.notify(pc, pc->ud, n);
+		PQfreemem(n);
+	}
+}
+
+static bool is_error(const PGresult *r)
+{
+	ExecStatusType st = PQresultStatus(r);
+
+	return st == PGRES_FATAL_ERROR || st == PGRES_BAD_RESPONSE;
+}
+
+static void read_results(PgConn *pc)
+{
+	for (;;) {
+		PGresult *r;
+		struct query *q;
+
+		if (!pc->in_flight || PQisBusy(pc->conn))
+			return;
+		r = PQgetResult(pc->conn);
+		if (r) {
+			/* Keep the first error, else the last result. */
+			if (pc->keep && is_error(pc->keep)) {
+				PQclear(r);
+			} else {
+				PQclear(pc->keep);
+				pc->keep = r;
+			}
+			continue;
+		}
+		q = pc->head;
+		pc->head = q->next;
+		if (!pc->head)
+			pc->tail = NULL;
+		pc->in_flight = false;
+		r = pc->keep;
+		pc->keep = NULL;
+		if (q->cb)
+			q->cb(pc, r, q->arg);
+		PQclear(r);
+		query_free(q);
+		if (!pc->conn || PQstatus(pc->conn) == CONNECTION_BAD) {
+			if (pc->conn)
+				conn_lost(pc, PQerrorMessage(pc->conn));
+			return;
+		}
+		send_next(pc);
+	}
+}
+
+static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	PgConn *pc = w->data;
+
+	(void)loop;
+	if (pc->state == ST_CONNECTING) {
+		connect_step(pc);
+		return;
+	}
+	if (revents & EV_WRITE) {
+		flush_or_watch(pc);
+		if (!pc->conn)
+			return;
+	}
+	if (revents & EV_READ) {
+		if (!PQconsumeInput(pc->conn)) {
+			conn_lost(pc, PQerrorMessage(pc->conn));
+			return;
+		}
+		read_results(pc);
+		if (!pc->conn)
+			return;
+		deliver_notifies(pc);
+		if (pc->conn && PQstatus(pc->conn) == CONNECTION_BAD)
+			conn_lost(pc, PQerrorMessage(pc->conn));
+	}
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	PgConn *pc = w->data;
+
+	(void)loop;
+	(void)revents;
+	if (pc->state == ST_CONNECTING)
+		conn_lost(pc, "connect timeout");
+	else if (pc->state == ST_WAIT)
+		begin_connect(pc);
+}
+
+static void send_next(PgConn *pc)
+{
+	struct query *q = pc->head;
+	int ok;
+
+	if (!q || pc->in_flight || !pc->conn)
+		return;
+	if (q->nparams > 0)
+		ok = PQsendQueryParams(pc->conn, q->sql, q->nparams, NULL,
+				       (const char *const *)q->params, NULL, NULL, 0);
+	else
+		ok = PQsendQuery(pc->conn, q->sql);
+	if (!ok) {
+		conn_lost(pc, PQerrorMessage(pc->conn));
+		return;
+	}
+	pc->in_flight = true;
+	flush_or_watch(pc);
+}
+
+PgConn *pgconn_new(struct ev_loop *loop, const char *name, const struct pgconn_cfg *cfg,
+		   const struct pgconn_ops *ops, void *ud)
+{
+	PgConn *pc = calloc(1, sizeof(*pc));
+
+	if (!pc)
+		return NULL;
+	pc->loop = loop;
+	pc->name = name;
+	pc->cfg = *cfg;
+	pc->ops = *ops;
+	pc->ud = ud;
+	pc->io_fd = -1;
+	ev_init(&pc->io, io_cb);
+	pc->io.data = pc;
+	ev_init(&pc->timer, timer_cb);
+	pc->timer.data = pc;
+	return pc;
+}
+
+void pgconn_free(PgConn *pc)
+{
+	struct query *q;
+
+	if (!pc)
+		return;
+	ev_io_stop(pc->loop, &pc->io);
+	ev_timer_stop(pc->loop, &pc->timer);
+	while ((q = pc->head)) {
+		pc->head = q->next;
+		query_free(q);
+	}
+	PQclear(pc->keep);
+	if (pc->conn)
+		PQfinish(pc->conn);
+	free(pc);
+}
+
+void pgconn_start(PgConn *pc)
+{
+	if (pc->state == ST_IDLE)
+		begin_connect(pc);
+}
+
+int pgconn_query(PgConn *pc, const char *sql, int nparams, const char *const *params,
+		 pgconn_cb cb, void *arg)
+{
+	struct query *q;
+	int i;
+
+	if (pc->state != ST_UP)
+		return -ENOTCONN;
+	q = calloc(1, sizeof(*q));
+	if (!q)
+		goto oom;
+	q->cb = cb;
+	q->arg = arg;
+	if (!(q->sql = strdup(sql)))
+		goto oom;
+	if (nparams > 0) {
+		if (!(q->params = calloc((size_t)nparams, sizeof(char *))))
+			goto oom;
+		q->nparams = nparams;
+		for (i = 0; i < nparams; i++)
+			if (params[i] && !(q->params[i] = strdup(params[i])))
+				goto oom;
+	}
+	if (pc->tail)
+		pc->tail->next = q;
+	else
+		pc->head = q;
+	pc->tail = q;
+	send_next(pc);
+	return 0;
+oom:
+	query_free(q);
+	return -ENOMEM;
+}
+
+void pgconn_reset(PgConn *pc, const char *why)
+{
+	if (pc->state == ST_UP || pc->state == ST_SESSION || pc->state == ST_CONNECTING)
+		conn_lost(pc, why);
+}
+
+bool pgconn_is_up(const PgConn *pc)
+{
+	return pc->state == ST_UP;
+}
+
+bool pgconn_is_idle(const PgConn *pc)
+{
+	return pc->state == ST_UP && !pc->head;
+}
+
+const char *pgconn_name(const PgConn *pc)
+{
+	return pc->name;
+}

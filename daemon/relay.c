@@ -1,0 +1,627 @@
+/*
+ * relay.c - the PostgreSQL side of the daemon.
+ *
+ * Owns three connections: "main" (schema, batch reads, catch-up pages,
+ * durable positions), the ticker's own, and "listen" (LISTEN only, so a
+ * NOTIFY is never stuck behind a long read).  The live reader walks the
+ * ticks in order and, for each pair, reads the batch in id-ordered pages;
+ * each row becomes an event at position (tick, id) and goes to the hub.
+ * Catch-up pages for subscribers behind the ring use the same statement,
+ * so a batch looks the same to everyone, whenever it is read.
+ *
+ * PostgreSQL going away never ends the process: connections reconnect with
+ * backoff, the live position is kept in memory, and reading resumes from it.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cJSON.h>
+
+#include "hub.h"
+#include "log.h"
+#include "pgconn.h"
+#include "relay.h"
+#include "schema.h"
+#include "ticker.h"
+
+/*
+ * One page of one batch.  $1 tick, $2 true = "the batch after tick $1",
+ * false = "the batch ending at tick $1"; $3 rows after this changelog id;
+ * $4 page size; $5 table or NULL.  The first row (id NULL) is a header: the
+ * batch's end tick (NULL when there is none yet) and whether tick $1 exists.
+ * The batch is the range of xids that started after the previous tick and
+ * are visible in this one, plus the xids in progress at the previous tick
+ * that this one sees committed (form B of the tick prototype: its cost does
+ * not grow with old transactions elsewhere in the cluster).
+ */
+static const char page_sql[] =
+	"WITH n AS (SELECT tick_id, snap FROM nvsrelay.tick WHERE tick_id = CASE WHEN $2::boolean"
+	"  THEN (SELECT min(tick_id) FROM nvsrelay.tick WHERE tick_id > $1::bigint) ELSE $1::bigint END),"
+	" s AS (SELECT n.tick_id AS t, p.snap AS ps, n.snap AS ns FROM n, nvsrelay.tick p"
+	"  WHERE p.tick_id = (SELECT max(tick_id) FROM nvsrelay.tick WHERE tick_id < n.tick_id)),"
+	" c AS (SELECT c.* FROM s, datastore_changelog c"
+	"  WHERE c.xid >= pg_snapshot_xmax(s.ps) AND c.xid < pg_snapshot_xmax(s.ns)"
+	"   AND pg_visible_in_snapshot(c.xid, s.ns) AND c.id > $3::bigint"
+	"   AND ($5::text IS NULL OR c.table_name = $5::text)"
+	"  UNION ALL SELECT c.* FROM s, pg_snapshot_xip(s.ps) AS x(xid), datastore_changelog c"
+	"  WHERE c.xid = x.xid AND pg_visible_in_snapshot(x.xid, s.ns) AND c.id > $3::bigint"
+	"   AND ($5::text IS NULL OR c.table_name = $5::text)"
+	"  ORDER BY id LIMIT $4::integer)"
+	" SELECT (SELECT t FROM s), NULL::bigint,"
+	"  (SELECT 'y' FROM nvsrelay.tick WHERE tick_id = $1::bigint), NULL, NULL, NULL, NULL, NULL"
+	" UNION ALL SELECT (SELECT t FROM s), c.id, c.table_name, c.record_id::text, c.operation,"
+	"  to_char(c.changed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+	"  (CASE WHEN c.table_name = 'health_events'"
+	"   THEN (c.new_values->'document') || jsonb_build_object('id', c.record_id)"
+	"   ELSE c.new_values END)::text,"
+	"  (CASE WHEN c.table_name = 'health_events'"
+	"   THEN (c.old_values->'document') || jsonb_build_object('id', c.record_id)"
+	"   ELSE c.old_values END)::text"
+	" FROM c ORDER BY 2 NULLS FIRST";
+
+/* The durable position, as a superset of NVSentinel's {timestamp, eventID}
+ * so a component can move between its in-process watcher and the relay.
+ * A write never moves a stored relay token backwards. */
+static const char save_sql[] =
+	"INSERT INTO resume_tokens (client_name, resume_token, last_updated)"
+	" SELECT $1, jsonb_build_object('token', $2::text, 'eventID', e.id, 'timestamp',"
+	"  to_char(coalesce(e.changed_at, clock_timestamp()) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')),"
+	"  now()"
+	" FROM (SELECT c.id, c.changed_at FROM (SELECT coalesce($3::bigint,"
+	"   (SELECT max_id FROM nvsrelay.tick WHERE tick_id = $4::bigint)) AS id) v"
+	"  LEFT JOIN datastore_changelog c ON c.id = v.id) e"
+	" ON CONFLICT (client_name) DO UPDATE SET resume_token = EXCLUDED.resume_token, last_updated = now()"
+	" WHERE resume_tokens.resume_token->>'token' IS NULL"
+	"  OR resume_tokens.resume_token->>'token' < EXCLUDED.resume_token->>'token'";
+
+struct relay {
+	struct ev_loop *loop;
+	const Conf *conf;
+	const struct conf_values *cv;
+	struct hub *hub;
+	void (*ready_cb)(void *ud);
+	void (*fatal_cb)(void *ud, const char *why);
+	void *ud;
+	const char *const *keys, *const *vals;
+	PgConn *main, *listen;
+	Ticker *ticker;
+	bool schema_done;
+	bool ready;
+	uint32_t generation;
+	char dbname[128];
+	struct token live;          /* everything up to here is in the hub */
+	bool live_known;
+	bool live_reading;
+	bool live_again;            /* kicked while reading */
+	ev_timer poll;              /* safety net when another relay ticks */
+};
+
+struct page_req {
+	Relay *r;
+	struct token pos;
+	relay_page_cb cb;
+	void *arg;
+};
+
+static void live_kick(Relay *r);
+
+bool relay_is_ready(const Relay *r)
+{
+	return r->ready;
+}
+
+uint32_t relay_generation(const Relay *r)
+{
+	return r->generation;
+}
+
+static void page_cb(PgConn *pc, PGresult *res, void *arg)
+{
+	struct page_req *q = arg;
+	Relay *r = q->r;
+	struct event **evs = NULL;
+	struct token next = q->pos;
+	size_t n = 0, i;
+	int rows;
+	char msg[600];
+
+	(void)pc;
+	if (!res) {
+		q->cb(q->arg, NULL, 0, &q->pos, ERR_HOST_UNREACHABLE, "PostgreSQL connection lost");
+		goto out;
+	}
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		snprintf(msg, sizeof(msg), "batch read failed: %s", PQresultErrorMessage(res));
+		log_err("%s", msg);
+		q->cb(q->arg, NULL, 0, &q->pos, ERR_HOST_UNREACHABLE, msg);
+		goto out;
+	}
+	rows = PQntuples(res);
+	if (rows < 1 || PQgetisnull(res, 0, 2)) {
+		/* The token's tick is not in this database. */
+		q->cb(q->arg, NULL, 0, &q->pos, ERR_HISTORY_LOST,
+		      "resume position is not in the retained history of this database");
+		goto out;
+	}
+	if (PQgetisnull(res, 0, 0)) {
+		if (q->pos.id == TOKEN_ID_END) {
+			q->cb(q->arg, NULL, 0, &q->pos, 0, NULL);   /* no newer tick yet */
+		} else {
+			q->cb(q->arg, NULL, 0, &q->pos, ERR_HISTORY_LOST,
+			      "resume position precedes the first batch of this database");
+		}
+		goto out;
+	}
+	next.tick = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+	next.id = TOKEN_ID_END;
+	if (rows > 1 && !(evs = calloc((size_t)rows - 1, sizeof(*evs)))) {
+		q->cb(q->arg, NULL, 0, &q->pos, ERR_HOST_UNREACHABLE, "out of memory");
+		goto out;
+	}
+	for (i = 1; i < (size_t)rows; i++) {
+		struct change_row row;
+		struct token pos = next;
+		const char *err;
+		struct event *ev;
+
+		row.id = strtoull(PQgetvalue(res, (int)i, 1), NULL, 10);
+		row.table = PQgetvalue(res, (int)i, 2);
+		row.record_id = PQgetvalue(res, (int)i, 3);
+		row.operation = PQgetvalue(res, (int)i, 4);
+		row.cluster_time = PQgetvalue(res, (int)i, 5);
+		row.new_doc = PQgetisnull(res, (int)i, 6) ? NULL : PQgetvalue(res, (int)i, 6);
+		row.old_doc = PQgetisnull(res, (int)i, 7) ? NULL : PQgetvalue(res, (int)i, 7);
+		pos.id = row.id;
+		ev = event_build(&row, &pos, r->dbname, &err);
+		if (!ev) {
+			/* Never skip silently: stop here and retry this row later. */
+			log_err("cannot build event changelog_id=%" PRIu64 " reason='%s'", row.id, err);
+			break;
+		}
+		evs[n++] = ev;
+	}
+	if (n > 0 && n == (size_t)r->cv->batch_rows)
+		next.id = evs[n - 1]->pos.id;        /* more of this batch to read */
+	else if (n + 1 < (size_t)rows)
+		next = n ? evs[n - 1]->pos : q->pos; /* stopped at a bad row */
+	q->cb(q->arg, evs, n, &next, 0, NULL);
+out:
+	free(evs);
+	free(q);
+}
+
+int relay_read_page(Relay *r, const struct token *pos, enum event_table table,
+		    relay_page_cb cb, void *arg)
+{
+	char tick[24], after[24], limit[16];
+	const char *params[5];
+	struct page_req *q;
+
+	if (!r->main || !pgconn_is_up(r->main))
+		return -ENOTCONN;
+	q = calloc(1, sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	q->r = r;
+	q->pos = *pos;
+	q->cb = cb;
+	q->arg = arg;
+	snprintf(tick, sizeof(tick), "%" PRIu64, pos->tick);
+	snprintf(after, sizeof(after), "%" PRIu64, pos->id == TOKEN_ID_END ? 0 : pos->id);
+	snprintf(limit, sizeof(limit), "%d", r->cv->batch_rows);
+	params[0] = tick;
+	params[1] = pos->id == TOKEN_ID_END ? "t" : "f";
+	params[2] = after;
+	params[3] = limit;
+	params[4] = table == TABLE_HEALTH_EVENTS ? "health_events"
+		  : table == TABLE_MAINTENANCE_EVENTS ? "maintenance_events" : NULL;
+	if (pgconn_query(r->main, page_sql, 5, params, page_cb, q) < 0) {
+		free(q);
+		return -ENOTCONN;
+	}
+	return 0;
+}
+
+/* --- live reader --------------------------------------------------------- */
+
+static void live_page(void *arg, struct event **evs, size_t n, const struct token *next,
+		      int code, const char *msg)
+{
+	Relay *r = arg;
+	bool moved;
+	size_t i;
+
+	r->live_reading = false;
+	if (code) {
+		log_warning("live read failed reason='%s'", msg);
+		return;
+	}
+	for (i = 0; i < n; i++)
+		hub_publish(r->hub, evs[i]);
+	moved = token_cmp(next, &r->live) != 0;
+	r->live = *next;
+	hub_set_head(r->hub, &r->live);
+	/* Keep reading while there is more: the rest of this batch, or the
+	 * batches of ticks written while we were busy. */
+	if (moved || r->live_again) {
+		r->live_again = false;
+		live_kick(r);
+	}
+}
+
+static void live_kick(Relay *r)
+{
+	if (!r->live_known)
+		return;
+	if (r->live_reading) {
+		r->live_again = true;
+		return;
+	}
+	if (relay_read_page(r, &r->live, TABLE_OTHER, live_page, r) == 0)
+		r->live_reading = true;
+}
+
+static void set_ready(Relay *r)
+{
+	char tok[TOKEN_HEX_LEN + 1];
+
+	if (r->ready)
+		return;
+	r->ready = true;
+	token_format(&r->live, tok);
+	log_notice("ready generation=%08" PRIx32 " head=%s", r->generation, tok);
+	hub_set_head(r->hub, &r->live);
+	r->ready_cb(r->ud);
+}
+
+static void head_cb(PgConn *pc, PGresult *res, void *arg)
+{
+	Relay *r = arg;
+
+	(void)pc;
+	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQgetisnull(res, 0, 0))
+		return;   /* no tick yet: the ticker's first tick calls back */
+	r->live.gen = r->generation;
+	r->live.tick = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+	r->live.id = TOKEN_ID_END;
+	r->live_known = true;
+	set_ready(r);
+	live_kick(r);
+}
+
+static void find_head(Relay *r)
+{
+	pgconn_query(r->main, "SELECT max(tick_id) FROM nvsrelay.tick", 0, NULL, head_cb, r);
+}
+
+static void ticked(void *ud)
+{
+	Relay *r = ud;
+
+	if (!r->live_known)
+		find_head(r);
+	else
+		live_kick(r);
+}
+
+static void meta_cb(PgConn *pc, PGresult *res, void *arg)
+{
+	Relay *r = arg;
+
+	(void)pc;
+	if (!res)
+		return;
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+		log_err("cannot read nvsrelay.meta error='%s'", PQresultErrorMessage(res));
+		r->fatal_cb(r->ud, "nvsrelay.meta unreadable");
+		return;
+	}
+	r->generation = (uint32_t)strtoul(PQgetvalue(res, 0, 0), NULL, 10);
+	snprintf(r->dbname, sizeof(r->dbname), "%s", PQgetvalue(res, 0, 1));
+	r->schema_done = true;
+	ticker_start(r->ticker);
+	find_head(r);
+}
+
+static void schema_done(void *arg, int status, unsigned applied, const char *msg)
+{
+	Relay *r = arg;
+
+	if (status == -EPROTO) {
+		log_err("schema check failed: %s", msg);
+		r->fatal_cb(r->ud, msg);
+		return;
+	}
+	if (status < 0) {
+		log_err("schema step failed, will retry after reconnect: %s", msg);
+		pgconn_reset(r->main, "schema step failed");
+		return;
+	}
+	if (applied)
+		log_notice("schema migrated applied=%u", applied);
+	else
+		log_info("schema is current");
+	pgconn_query(r->main, "SELECT generation, database_name FROM nvsrelay.meta", 0, NULL, meta_cb, r);
+}
+
+static void main_up(PgConn *pc, void *ud)
+{
+	Relay *r = ud;
+
+	if (!r->schema_done) {
+		if (schema_run(pc, conf_values(r->conf)->schema == SCHEMA_AUTO, schema_done, r) < 0)
+			pgconn_reset(pc, "schema step could not start");
+		return;
+	}
+	if (!r->live_known)
+		find_head(r);
+	else
+		live_kick(r);
+	hub_set_head(r->hub, &r->live);   /* waiting subscribers resume */
+}
+
+static void main_down(PgConn *pc, void *ud, const char *why)
+{
+	Relay *r = ud;
+
+	(void)pc;
+	(void)why;
+	r->live_reading = false;
+}
+
+static void listen_done(PgConn *pc, PGresult *res, void *arg)
+{
+	Relay *r = arg;
+
+	if (res && PQresultStatus(res) != PGRES_COMMAND_OK) {
+		log_err("LISTEN failed conn=%s error='%s'", pgconn_name(pc), PQresultErrorMessage(res));
+		return;
+	}
+	/* NOTIFYs sent while we were not listening are gone: look now. */
+	ticker_kick(r->ticker);
+	live_kick(r);
+}
+
+static void listen_up(PgConn *pc, void *ud)
+{
+	pgconn_query(pc, "LISTEN nvsentinel_changes", 0, NULL, listen_done, ud);
+}
+
+static void listen_notify(PgConn *pc, void *ud, const PGnotify *n)
+{
+	Relay *r = ud;
+
+	(void)pc;
+	(void)n;
+	ticker_kick(r->ticker);
+	if (!ticker_is_leader(r->ticker))
+		live_kick(r);
+}
+
+static void poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	Relay *r = w->data;
+
+	(void)loop;
+	(void)revents;
+	/* The leader's own ticks kick the reader; a standby relay only learns
+	 * of ticks by looking. */
+	if (!ticker_is_leader(r->ticker) || !r->ready)
+		ticked(r);
+}
+
+/* --- durable positions ---------------------------------------------------- */
+
+struct pos_req {
+	Relay *r;
+	relay_pos_cb cb;
+	relay_done_cb done;
+	void *arg;
+	char *consumer;
+};
+
+static void legacy_cb(PgConn *pc, PGresult *res, void *arg)
+{
+	struct pos_req *q = arg;
+	struct token t = { 0, 0, 0 };
+
+	(void)pc;
+	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+		q->cb(q->arg, -EIO, NULL, "cannot read the stored position");
+	} else if (PQgetisnull(res, 0, 0)) {
+		q->cb(q->arg, -ESTALE, NULL,
+		      "stored NVSentinel position refers to a changelog row that is no longer retained");
+	} else {
+		t.gen = q->r->generation;
+		t.tick = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+		/* A row already visible at the first tick predates the relay:
+		 * the stream starts after it. */
+		t.id = strcmp(PQgetvalue(res, 0, 1), "t") == 0 ? TOKEN_ID_END
+		     : strtoull(PQgetvalue(res, 0, 2), NULL, 10);
+		q->cb(q->arg, 0, &t, NULL);
+	}
+	free(q->consumer);
+	free(q);
+}
+
+static void load_cb(PgConn *pc, PGresult *res, void *arg)
+{
+	struct pos_req *q = arg;
+	cJSON *j = NULL;
+	const cJSON *tok, *eid;
+	struct token t;
+	char id[24];
+	const char *params[1];
+
+	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+		q->cb(q->arg, -EIO, NULL, "cannot read the stored position");
+		goto out;
+	}
+	if (PQntuples(res) == 0) {
+		q->cb(q->arg, -ENOENT, NULL, NULL);
+		goto out;
+	}
+	j = cJSON_Parse(PQgetvalue(res, 0, 0));
+	tok = cJSON_GetObjectItemCaseSensitive(j, "token");
+	eid = cJSON_GetObjectItemCaseSensitive(j, "eventID");
+	if (cJSON_IsString(tok)) {
+		if (token_parse(tok->valuestring, strlen(tok->valuestring), &t) < 0)
+			q->cb(q->arg, -EINVAL, NULL, "stored resume token is malformed");
+		else
+			q->cb(q->arg, 0, &t, NULL);
+		goto out;
+	}
+	if (cJSON_IsNumber(eid) && eid->valuedouble >= 0) {
+		/* NVSentinel's own {timestamp, eventID}: resume after that row, in
+		 * the batch of the first tick that saw it committed. */
+		snprintf(id, sizeof(id), "%.0f", eid->valuedouble);
+		params[0] = id;
+		if (pgconn_query(pc,
+				 "SELECT min(t.tick_id), min(t.tick_id) = (SELECT min(tick_id) FROM nvsrelay.tick), $1::bigint"
+				 " FROM datastore_changelog c, nvsrelay.tick t"
+				 " WHERE c.id = $1::bigint AND pg_visible_in_snapshot(c.xid, t.snap)",
+				 1, params, legacy_cb, q) == 0) {
+			cJSON_Delete(j);
+			return;
+		}
+		q->cb(q->arg, -EIO, NULL, "PostgreSQL connection lost");
+		goto out;
+	}
+	q->cb(q->arg, -EINVAL, NULL, "stored resume token has neither a token nor an eventID");
+out:
+	cJSON_Delete(j);
+	free(q->consumer);
+	free(q);
+}
+
+int relay_load_position(Relay *r, const char *consumer, relay_pos_cb cb, void *arg)
+{
+	struct pos_req *q;
+	const char *params[1] = { consumer };
+
+	if (!pgconn_is_up(r->main))
+		return -ENOTCONN;
+	q = calloc(1, sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	q->r = r;
+	q->cb = cb;
+	q->arg = arg;
+	if (pgconn_query(r->main, "SELECT resume_token::text FROM resume_tokens WHERE client_name = $1",
+			 1, params, load_cb, q) < 0) {
+		free(q);
+		return -ENOTCONN;
+	}
+	return 0;
+}
+
+static void save_cb(PgConn *pc, PGresult *res, void *arg)
+{
+	struct pos_req *q = arg;
+	int status = 0;
+
+	(void)pc;
+	if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
+		log_warning("cannot store position consumer='%s' error='%s'", q->consumer,
+			    res ? PQresultErrorMessage(res) : "connection lost");
+		status = -EIO;
+	}
+	q->done(q->arg, status);
+	free(q->consumer);
+	free(q);
+}
+
+int relay_save_position(Relay *r, const char *consumer, const struct token *pos,
+			relay_done_cb cb, void *arg)
+{
+	char hex[TOKEN_HEX_LEN + 1], id[24], tick[24];
+	const char *params[4];
+	struct pos_req *q;
+
+	if (!pgconn_is_up(r->main))
+		return -ENOTCONN;
+	q = calloc(1, sizeof(*q));
+	if (!q || !(q->consumer = strdup(consumer))) {
+		free(q);
+		return -ENOMEM;
+	}
+	q->r = r;
+	q->done = cb;
+	q->arg = arg;
+	token_format(pos, hex);
+	snprintf(id, sizeof(id), "%" PRIu64, pos->id);
+	snprintf(tick, sizeof(tick), "%" PRIu64, pos->tick);
+	params[0] = consumer;
+	params[1] = hex;
+	params[2] = pos->id == TOKEN_ID_END ? NULL : id;
+	params[3] = tick;
+	if (pgconn_query(r->main, save_sql, 4, params, save_cb, q) < 0) {
+		free(q->consumer);
+		free(q);
+		return -ENOTCONN;
+	}
+	return 0;
+}
+
+/* --- lifecycle ---------------------------------------------------------- */
+
+Relay *relay_new(struct ev_loop *loop, const Conf *conf, struct hub *hub,
+		 void (*ready)(void *ud), void (*fatal)(void *ud, const char *why), void *ud)
+{
+	static const struct pgconn_ops main_ops = { .up = main_up, .down = main_down };
+	static const struct pgconn_ops listen_ops = { .up = listen_up, .notify = listen_notify };
+	Relay *r = calloc(1, sizeof(*r));
+	struct pgconn_cfg pcfg;
+	double iv;
+
+	if (!r)
+		return NULL;
+	r->loop = loop;
+	r->conf = conf;
+	r->cv = conf_values(conf);
+	r->hub = hub;
+	r->ready_cb = ready;
+	r->fatal_cb = fatal;
+	r->ud = ud;
+	conf_libpq_params(conf, &r->keys, &r->vals);
+	pcfg.keys = r->keys;
+	pcfg.vals = r->vals;
+	pcfg.backoff_min_ms = r->cv->reconnect_min_ms;
+	pcfg.backoff_max_ms = r->cv->reconnect_max_ms;
+	pcfg.connect_timeout_s = r->cv->connect_timeout_s;
+	/* JIT adds tens of milliseconds to the batch query for nothing. */
+	pcfg.session_sql = "SET jit = off";
+	r->main = pgconn_new(loop, "main", &pcfg, &main_ops, r);
+	r->listen = pgconn_new(loop, "listen", &pcfg, &listen_ops, r);
+	pcfg.session_sql = "SET jit = off; SET synchronous_commit = on";
+	r->ticker = ticker_new(loop, r->cv, &pcfg, ticked, r);
+	if (!r->main || !r->listen || !r->ticker) {
+		relay_free(r);
+		return NULL;
+	}
+	iv = r->cv->poll_interval_ms / 1000.0;
+	ev_timer_init(&r->poll, poll_cb, iv, iv);
+	r->poll.data = r;
+	return r;
+}
+
+void relay_free(Relay *r)
+{
+	if (!r)
+		return;
+	ev_timer_stop(r->loop, &r->poll);
+	ticker_free(r->ticker);
+	pgconn_free(r->main);
+	pgconn_free(r->listen);
+	free(r);
+}
+
+void relay_start(Relay *r)
+{
+	pgconn_start(r->main);
+	pgconn_start(r->listen);
+	ev_timer_start(r->loop, &r->poll);
+}

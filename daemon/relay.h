@@ -1,0 +1,57 @@
+/*
+ * relay.h - the PostgreSQL side: connections, schema, the live batch reader
+ * over snapshot ticks, catch-up pages for subscribers behind the ring, and
+ * durable positions in resume_tokens.  main.c creates it; hub.c calls the
+ * read and position functions.
+ */
+#ifndef NVSRELAY_RELAY_H
+#define NVSRELAY_RELAY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <ev.h>
+
+#include "conf.h"
+#include "event.h"
+#include "token.h"
+
+typedef struct relay Relay;
+struct hub;
+
+/* MongoDB error codes used in error frames. */
+#define ERR_BAD_VALUE 2
+#define ERR_FAILED_TO_PARSE 9
+#define ERR_TYPE_MISMATCH 14
+#define ERR_COMMAND_NOT_FOUND 59
+#define ERR_INVALID_NAMESPACE 73
+#define ERR_HOST_UNREACHABLE 6
+#define ERR_CHANGE_STREAM_FATAL 280
+#define ERR_HISTORY_LOST 286
+#define ERR_TOO_LARGE 10334
+
+/* Called with the events of one page (references owned by the callee), the
+ * position after them, or an error (code != 0, events empty). */
+typedef void (*relay_page_cb)(void *arg, struct event **evs, size_t n, const struct token *next,
+			      int code, const char *msg);
+/* status 0: found (*pos set); -ENOENT: no stored position; other: error. */
+typedef void (*relay_pos_cb)(void *arg, int status, const struct token *pos, const char *msg);
+typedef void (*relay_done_cb)(void *arg, int status);
+
+Relay *relay_new(struct ev_loop *loop, const Conf *conf, struct hub *hub,
+		 void (*ready)(void *ud), void (*fatal)(void *ud, const char *why), void *ud);
+void relay_free(Relay *r);
+void relay_start(Relay *r);
+
+bool relay_is_ready(const Relay *r);
+uint32_t relay_generation(const Relay *r);
+
+/* Reads the next page after pos; table limits rows to one table (the
+ * position still advances over the others). */
+int relay_read_page(Relay *r, const struct token *pos, enum event_table table,
+		    relay_page_cb cb, void *arg);
+int relay_load_position(Relay *r, const char *consumer, relay_pos_cb cb, void *arg);
+int relay_save_position(Relay *r, const char *consumer, const struct token *pos,
+			relay_done_cb cb, void *arg);
+
+#endif

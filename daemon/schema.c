@@ -1,0 +1,181 @@
+/*
+ * schema.c - brings the database to the embedded schema version.
+ *
+ * Two round trips on the relay's main connection: the first opens a
+ * transaction, takes a transaction-scoped advisory lock (so relays starting
+ * together migrate one at a time) and reads what is applied; the second runs
+ * every missing migration plus its bookkeeping row and commits.  A migration
+ * whose recorded checksum differs from the embedded one, or a database newer
+ * than this binary, stops the daemon rather than guess.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "log.h"
+#include "schema.h"
+
+#define MIGRATE_LOCK_KEY "7243381923472001"
+
+struct run {
+	bool apply;
+	schema_cb cb;
+	void *arg;
+	unsigned pending;
+};
+
+void schema_checksum(const char *sql, char out[65])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int len = 0, i;
+
+	EVP_Digest(sql, strlen(sql), md, &len, EVP_sha256(), NULL);
+	for (i = 0; i < len && i < 32; i++)
+		snprintf(out + 2 * i, 3, "%02x", md[i]);
+	out[64] = '\0';
+}
+
+static void finish(PgConn *pc, struct run *run, int status, unsigned applied, const char *msg)
+{
+	if (status < 0 && run->apply && pgconn_is_up(pc))
+		pgconn_query(pc, "ROLLBACK", 0, NULL, NULL, NULL);
+	run->cb(run->arg, status, applied, msg);
+	free(run);
+}
+
+static void applied_cb(PgConn *pc, PGresult *res, void *arg)
+{
+	struct run *run = arg;
+	char msg[600];
+
+	if (!res) {
+		finish(pc, run, -EIO, 0, "connection lost during migration");
+		return;
+	}
+	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
+		snprintf(msg, sizeof(msg), "migration failed: %s", PQresultErrorMessage(res));
+		finish(pc, run, -EIO, 0, msg);
+		return;
+	}
+	finish(pc, run, 0, run->pending, NULL);
+}
+
+static int append(char **buf, size_t *len, const char *s)
+{
+	size_t n = strlen(s);
+	char *p = realloc(*buf, *len + n + 1);
+
+	if (!p)
+		return -ENOMEM;
+	memcpy(p + *len, s, n + 1);
+	*buf = p;
+	*len += n;
+	return 0;
+}
+
+static void state_cb(PgConn *pc, PGresult *res, void *arg)
+{
+	struct run *run = arg;
+	char msg[600], sum[65], row[256];
+	char *sql = NULL;
+	size_t len = 0;
+	unsigned i;
+	int n, r;
+
+	if (!res) {
+		finish(pc, run, -EIO, 0, "connection lost while reading the schema version");
+		return;
+	}
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		snprintf(msg, sizeof(msg), "%s: %s",
+			 run->apply ? "cannot prepare migrations" : "schema not installed (schema = verify)",
+			 PQresultErrorMessage(res));
+		finish(pc, run, run->apply ? -EIO : -EPROTO, 0, msg);
+		return;
+	}
+	n = PQntuples(res);
+	for (r = 0; r < n; r++) {
+		unsigned v = (unsigned)strtoul(PQgetvalue(res, r, 0), NULL, 10);
+		const struct schema_migration *m = NULL;
+		for (i = 0; i < schema_migration_count; i++)
+			if (schema_migrations[i].version == v)
+				m = &schema_migrations[i];
+		if (!m) {
+			snprintf(msg, sizeof(msg), "database has schema version %u, newer than this nvsrelayd knows (%u)",
+				 v, schema_migrations[schema_migration_count - 1].version);
+			finish(pc, run, -EPROTO, 0, msg);
+			return;
+		}
+		schema_checksum(m->sql, sum);
+		if (strcmp(sum, PQgetvalue(res, r, 1)) != 0) {
+			snprintf(msg, sizeof(msg), "migration %s was applied with a different checksum", m->name);
+			finish(pc, run, -EPROTO, 0, msg);
+			return;
+		}
+	}
+	if ((unsigned)n == schema_migration_count) {
+		if (run->apply) {
+			pgconn_query(pc, "COMMIT", 0, NULL, NULL, NULL);
+			run->apply = false;
+		}
+		finish(pc, run, 0, 0, NULL);
+		return;
+	}
+	if (!run->apply) {
+		snprintf(msg, sizeof(msg), "schema is at version %d of %u and schema = verify", n,
+			 schema_migration_count);
+		finish(pc, run, -EPROTO, 0, msg);
+		return;
+	}
+	for (i = (unsigned)n; i < schema_migration_count; i++) {
+		const struct schema_migration *m = &schema_migrations[i];
+		log_notice("applying migration %s", m->name);
+		schema_checksum(m->sql, sum);
+		snprintf(row, sizeof(row),
+			 "\nINSERT INTO nvsrelay.schema_migrations (version, name, checksum) VALUES (%u, '%s', '%s');\n",
+			 m->version, m->name, sum);
+		if (append(&sql, &len, m->sql) < 0 || append(&sql, &len, row) < 0)
+			goto oom;
+		run->pending++;
+	}
+	if (append(&sql, &len, "COMMIT;") < 0)
+		goto oom;
+	if (pgconn_query(pc, sql, 0, NULL, applied_cb, run) < 0)
+		goto oom;
+	free(sql);
+	return;
+oom:
+	free(sql);
+	finish(pc, run, -EIO, 0, "out of memory or connection lost");
+}
+
+int schema_run(PgConn *pc, bool apply, schema_cb cb, void *arg)
+{
+	struct run *run = calloc(1, sizeof(*run));
+	int r;
+
+	if (!run)
+		return -ENOMEM;
+	run->apply = apply;
+	run->cb = cb;
+	run->arg = arg;
+	if (apply)
+		r = pgconn_query(pc,
+				 "BEGIN;"
+				 "SELECT pg_advisory_xact_lock(" MIGRATE_LOCK_KEY ");"
+				 "CREATE SCHEMA IF NOT EXISTS nvsrelay;"
+				 "CREATE TABLE IF NOT EXISTS nvsrelay.schema_migrations ("
+				 " version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL,"
+				 " applied_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp());"
+				 "SELECT version, checksum FROM nvsrelay.schema_migrations ORDER BY version;",
+				 0, NULL, state_cb, run);
+	else
+		r = pgconn_query(pc, "SELECT version, checksum FROM nvsrelay.schema_migrations ORDER BY version",
+				 0, NULL, state_cb, run);
+	if (r < 0)
+		free(run);
+	return r;
+}

@@ -1,0 +1,241 @@
+/*
+ * ticker.c - the elected writer of nvsrelay.tick.
+ *
+ * A tick stores pg_current_snapshot(); the batch between two ticks is fixed
+ * forever, which is what makes tokens valid on any relay and across
+ * restarts.  Three things make a tick happen: a kick (NOTIFY), the head
+ * probe (every poll_interval_ms a read-only query asks whether any changelog
+ * row became visible since the last tick; it consumes no xid, and it is what
+ * picks up commits whose NOTIFY was lost and long transactions that finally
+ * committed), and the idle heartbeat (tick_idle_ms), which keeps bookmarks
+ * moving and shows standby relays that the leader is alive.
+ *
+ * Ticks are written with synchronous_commit = on (set for the session):
+ * with it off a crash could lose a tick a reader already used and PostgreSQL
+ * would reuse its xids.  Only the holder of the advisory lock ticks, since
+ * two tickers could commit snapshots out of order.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "ticker.h"
+
+#define TICKER_LOCK_KEY "7243381923472002"
+
+struct ticker {
+	struct ev_loop *loop;
+	const struct conf_values *cv;
+	PgConn *pc;
+	void (*ticked)(void *ud);
+	void *ud;
+	bool leader;
+	bool busy;            /* a tick, probe or lock attempt in flight */
+	bool wanted;          /* a kick arrived while busy or too early */
+	char *last_snap;      /* snapshot text of the latest tick */
+	ev_tstamp last_tick;
+	ev_timer poll;        /* head probe / lock retry */
+	ev_timer soon;        /* deferred tick honouring the floor interval */
+};
+
+static void do_tick(Ticker *t);
+
+static void tick_done(PgConn *pc, PGresult *res, void *arg)
+{
+	Ticker *t = arg;
+
+	(void)pc;
+	t->busy = false;
+	if (!res)
+		return;
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+		log_err("tick failed error='%s'", PQresultErrorMessage(res));
+		return;
+	}
+	free(t->last_snap);
+	t->last_snap = strdup(PQgetvalue(res, 0, 1));
+	t->last_tick = ev_now(t->loop);
+	log_debug("tick %s", PQgetvalue(res, 0, 0));
+	t->ticked(t->ud);
+	if (t->wanted)
+		ticker_kick(t);
+}
+
+static void do_tick(Ticker *t)
+{
+	/* max(tick_id) + 1 inside the INSERT: only the lock holder writes, and
+	 * its statements are serial, so ids are consecutive. */
+	static const char sql[] =
+		"INSERT INTO nvsrelay.tick (tick_id, snap, max_id) "
+		"SELECT coalesce((SELECT max(tick_id) FROM nvsrelay.tick), 0) + 1, pg_current_snapshot(), "
+		"coalesce((SELECT max(id) FROM datastore_changelog), 0) "
+		"RETURNING tick_id, snap::text";
+
+	if (t->busy || !t->leader)
+		return;
+	t->wanted = false;
+	if (pgconn_query(t->pc, sql, 0, NULL, tick_done, t) == 0)
+		t->busy = true;
+}
+
+void ticker_kick(Ticker *t)
+{
+	double wait;
+
+	if (!t->leader)
+		return;
+	if (t->busy) {
+		t->wanted = true;
+		return;
+	}
+	wait = t->last_tick + t->cv->tick_min_interval_ms / 1000.0 - ev_now(t->loop);
+	if (wait > 0) {
+		t->wanted = true;
+		if (!ev_is_active(&t->soon)) {
+			ev_timer_set(&t->soon, wait, 0.);
+			ev_timer_start(t->loop, &t->soon);
+		}
+		return;
+	}
+	do_tick(t);
+}
+
+static void soon_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	Ticker *t = w->data;
+
+	(void)loop;
+	(void)revents;
+	if (t->wanted)
+		ticker_kick(t);
+}
+
+static void probe_done(PgConn *pc, PGresult *res, void *arg)
+{
+	Ticker *t = arg;
+
+	(void)pc;
+	t->busy = false;
+	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK)
+		return;
+	if (strcmp(PQgetvalue(res, 0, 0), "t") == 0)
+		ticker_kick(t);
+}
+
+static void lock_done(PgConn *pc, PGresult *res, void *arg)
+{
+	Ticker *t = arg;
+
+	(void)pc;
+	t->busy = false;
+	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK)
+		return;
+	if (strcmp(PQgetvalue(res, 0, 0), "t") != 0)
+		return;
+	t->leader = true;
+	log_notice("ticker elected: this relay writes the snapshot ticks");
+	do_tick(t);
+}
+
+static void poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	Ticker *t = w->data;
+	/* Rows visible now that the last tick did not see: the range branch
+	 * and the xip branch of the batch query, with "now" as the snapshot. */
+	static const char probe[] =
+		"SELECT EXISTS (SELECT 1 FROM datastore_changelog c "
+		" WHERE c.xid >= pg_snapshot_xmax($1::pg_snapshot) AND c.xid < pg_snapshot_xmax(pg_current_snapshot())"
+		" AND pg_visible_in_snapshot(c.xid, pg_current_snapshot())"
+		" UNION ALL SELECT 1 FROM pg_snapshot_xip($1::pg_snapshot) AS x(xid) JOIN datastore_changelog c ON c.xid = x.xid"
+		" WHERE pg_visible_in_snapshot(x.xid, pg_current_snapshot()))";
+	const char *params[1];
+
+	(void)loop;
+	(void)revents;
+	if (!pgconn_is_up(t->pc) || t->busy)
+		return;
+	if (!t->leader) {
+		if (pgconn_query(t->pc, "SELECT pg_try_advisory_lock(" TICKER_LOCK_KEY ")", 0, NULL,
+				 lock_done, t) == 0)
+			t->busy = true;
+		return;
+	}
+	if (!t->last_snap || ev_now(t->loop) - t->last_tick >= t->cv->tick_idle_ms / 1000.0) {
+		do_tick(t);
+		return;
+	}
+	params[0] = t->last_snap;
+	if (pgconn_query(t->pc, probe, 1, params, probe_done, t) == 0)
+		t->busy = true;
+}
+
+static void up(PgConn *pc, void *ud)
+{
+	Ticker *t = ud;
+
+	(void)pc;
+	t->busy = false;
+	poll_cb(t->loop, &t->poll, 0);
+}
+
+static void down(PgConn *pc, void *ud, const char *why)
+{
+	Ticker *t = ud;
+
+	(void)pc;
+	(void)why;
+	/* The lock died with the session; another relay may take over. */
+	if (t->leader)
+		log_warning("ticker lost its connection; leadership released");
+	t->leader = false;
+	t->busy = false;
+}
+
+Ticker *ticker_new(struct ev_loop *loop, const struct conf_values *cv, const struct pgconn_cfg *pcfg,
+		   void (*ticked)(void *ud), void *ud)
+{
+	static const struct pgconn_ops ops = { .up = up, .down = down };
+	Ticker *t = calloc(1, sizeof(*t));
+	double iv;
+
+	if (!t)
+		return NULL;
+	t->loop = loop;
+	t->cv = cv;
+	t->ticked = ticked;
+	t->ud = ud;
+	t->pc = pgconn_new(loop, "ticker", pcfg, &ops, t);
+	if (!t->pc) {
+		free(t);
+		return NULL;
+	}
+	iv = cv->poll_interval_ms / 1000.0;
+	ev_timer_init(&t->poll, poll_cb, iv, iv);
+	t->poll.data = t;
+	ev_init(&t->soon, soon_cb);
+	t->soon.data = t;
+	return t;
+}
+
+void ticker_free(Ticker *t)
+{
+	if (!t)
+		return;
+	ev_timer_stop(t->loop, &t->poll);
+	ev_timer_stop(t->loop, &t->soon);
+	pgconn_free(t->pc);
+	free(t->last_snap);
+	free(t);
+}
+
+void ticker_start(Ticker *t)
+{
+	ev_timer_start(t->loop, &t->poll);
+	pgconn_start(t->pc);
+}
+
+bool ticker_is_leader(const Ticker *t)
+{
+	return t->leader;
+}

@@ -1,0 +1,29 @@
+/*
+ * ticker.h - writes snapshot ticks (DESIGN section 4).  One relay per
+ * database ticks at a time, elected by a session advisory lock on its own
+ * connection; the others stand by and retry.  relay.c owns the ticker and
+ * kicks it on NOTIFY; the ticker calls back after each committed tick.
+ */
+#ifndef NVSRELAY_TICKER_H
+#define NVSRELAY_TICKER_H
+
+#include <stdbool.h>
+#include <ev.h>
+
+#include "conf.h"
+#include "pgconn.h"
+
+typedef struct ticker Ticker;
+
+Ticker *ticker_new(struct ev_loop *loop, const struct conf_values *cv, const struct pgconn_cfg *pcfg,
+		   void (*ticked)(void *ud), void *ud);
+void ticker_free(Ticker *t);
+void ticker_start(Ticker *t);
+
+/* Something may have committed (a NOTIFY arrived): tick soon, no sooner
+ * than tick_min_interval_ms after the previous tick. */
+void ticker_kick(Ticker *t);
+
+bool ticker_is_leader(const Ticker *t);
+
+#endif
