@@ -1,0 +1,1087 @@
+/*
+ * conf.c - the configuration of nvsrelayd.  Owns the option table (the one
+ * source of truth for key names, types, defaults, ranges, the environment
+ * variables that set them and their help text), the layered sources (built-in
+ * defaults < config file < environment < --set), validation, the client
+ * certificate paths derived from the mount path, and the libpq connection
+ * parameters built from all of it.
+ *
+ * Pure code: no I/O, no getenv(), no logging.  main.c reads the config file,
+ * passes its text and environ here, applies each --set through conf_set(),
+ * calls conf_finish() and owns the Conf; errors come back as text in the
+ * caller's buffer so that main.c decides how to report them.
+ *
+ * tests/integ/optscan.t reads the OPT(...) entries below to check that
+ * conf/nvsrelayd.conf and README.md list every key with its default, so keep
+ * "OPT(name, type, "default"," together on the entry's first line.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+
+#include "conf.h"
+
+enum opt_type {
+	T_STR,          /* const char * field, any text */
+	T_INT,          /* int field, decimal, min..max */
+	T_MODE,         /* int field, octal file mode, 0..max */
+	T_ENUM,         /* enum conf_* field, index into names */
+	T_NAME,         /* const char * field pointing at one of names */
+};
+
+#define OPT_NONEMPTY    0x1     /* "" is rejected */
+#define OPT_SECRET      0x2     /* never shown, wiped before free */
+#define OPT_CONNINFO    0x4     /* libpq pairs; sslpassword is not shown */
+
+struct opt {
+	const char *name;
+	enum opt_type type;
+	size_t off;                     /* field in struct conf_values */
+	const char *def;                /* default, as config text */
+	int min, max;                   /* T_INT, T_MODE */
+	const char *const *names;       /* T_ENUM, T_NAME; NULL-terminated */
+	unsigned flags;                 /* OPT_* */
+	const char *env;                /* seed variable that sets it, or NULL */
+	const char *env_alt;            /* read when env is unset or empty */
+	int (*check)(const struct opt *o, const char *value, char *err, size_t errlen);
+	const char *help;
+};
+
+/* The names are in the order of the enums in conf.h, which index them. */
+static const char *const sslmode_names[] = { "disable", "require", "verify-ca", "verify-full", NULL };
+static const char *const schema_names[] = { "auto", "verify", NULL };
+static const char *const level_names[] = { "err", "warning", "notice", "info", "debug", NULL };
+static const char *const format_names[] = { "auto", "text", "journal", "json", NULL };
+
+_Static_assert(SSLMODE_DISABLE == 0 && SSLMODE_VERIFY_FULL == 3, "sslmode_names order");
+_Static_assert(SCHEMA_AUTO == 0 && SCHEMA_VERIFY == 1, "schema_names order");
+_Static_assert(LOG_FORMAT_AUTO == 0 && LOG_FORMAT_JSON == 3, "format_names order");
+/* Enum fields are written as int (memcpy), which needs the same size. */
+_Static_assert(sizeof(enum conf_sslmode) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum conf_schema) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum conf_log_format) == sizeof(int), "enum size");
+
+static int check_options(const struct opt *o, const char *value, char *err, size_t errlen);
+static int check_socket_path(const struct opt *o, const char *value, char *err, size_t errlen);
+
+/* #n keeps the key name and the struct field from drifting apart. */
+#define OPT(n, t, d, ...) \
+	{ .name = #n, .type = t, .off = offsetof(struct conf_values, n), .def = d, __VA_ARGS__ }
+
+static const struct opt opts[] = {
+	OPT(datastore_host, T_STR, "localhost", .flags = OPT_NONEMPTY, .env = "DATASTORE_HOST",
+	    .help = "host name, address or socket directory; a comma list means libpq multi-host failover"),
+	OPT(datastore_port, T_INT, "5432", .min = 1, .max = 65535, .env = "DATASTORE_PORT",
+	    .help = "PostgreSQL port, used for every host of the list"),
+	OPT(datastore_database, T_STR, "nvsentinel", .flags = OPT_NONEMPTY, .env = "DATASTORE_DATABASE",
+	    .help = "database holding NVSentinel's tables"),
+	OPT(datastore_username, T_STR, "nvsentinel", .flags = OPT_NONEMPTY, .env = "DATASTORE_USERNAME",
+	    .help = "PostgreSQL user; with client-certificate auth it must equal the certificate's CN"),
+	OPT(datastore_password, T_STR, "", .flags = OPT_SECRET, .env = "DATASTORE_PASSWORD",
+	    .help = "password for SCRAM-SHA-256 auth; empty for client-certificate auth"),
+	OPT(datastore_sslmode, T_ENUM, "require", .names = sslmode_names, .env = "DATASTORE_SSLMODE",
+	    .help = "TLS to PostgreSQL: disable, require, verify-ca or verify-full"),
+	OPT(datastore_sslcert, T_STR, "", .env = "DATASTORE_SSLCERT",
+	    .help = "client certificate file; empty: <client_cert_mount_path>/tls.crt when that is set"),
+	OPT(datastore_sslkey, T_STR, "", .env = "DATASTORE_SSLKEY",
+	    .help = "client key file (mode 0600); empty: <client_cert_mount_path>/tls.key when that is set"),
+	OPT(datastore_sslrootcert, T_STR, "", .env = "DATASTORE_SSLROOTCERT",
+	    .help = "CA bundle for verify-ca/full; empty: <client_cert_mount_path>/ca.crt when that is set"),
+	OPT(datastore_options, T_STR, "", .flags = OPT_CONNINFO, .check = check_options,
+	    .help = "extra libpq parameters as \"key=value key2='value 2'\""),
+	OPT(client_cert_mount_path, T_STR, "", .env = "POSTGRESQL_CLIENT_CERT_MOUNT_PATH",
+	    .env_alt = "MONGODB_CLIENT_CERT_MOUNT_PATH",
+	    .help = "directory holding tls.crt, tls.key and ca.crt, as mounted from a Kubernetes secret"),
+	OPT(listen_unix, T_STR, "/run/nvsrelayd/nvsrelayd.sock", .check = check_socket_path,
+	    .help = "subscriber Unix socket path; empty for none"),
+	OPT(unix_socket_mode, T_MODE, "0660", .max = 0777,
+	    .help = "file mode of the Unix socket, in octal"),
+	OPT(schema, T_ENUM, "auto", .names = schema_names,
+	    .help = "auto installs and migrates the schema; verify only checks it, refusing to run when behind"),
+	OPT(log_level, T_NAME, "info", .names = level_names,
+	    .help = "least severe level logged: err, warning, notice, info or debug"),
+	OPT(log_format, T_ENUM, "auto", .names = format_names,
+	    .help = "auto picks journal under systemd, else text; or text, journal, json"),
+	OPT(poll_interval_ms, T_INT, "250", .min = 1, .max = 600000,
+	    .help = "how often the changelog head is probed when no NOTIFY arrives"),
+	OPT(tick_min_interval_ms, T_INT, "10", .min = 1, .max = 60000,
+	    .help = "shortest time between two ticks while changes keep coming"),
+	OPT(tick_idle_ms, T_INT, "5000", .min = 1, .max = 3600000,
+	    .help = "a tick is written at least this often, so long transactions are picked up"),
+	OPT(batch_rows, T_INT, "1000", .min = 1, .max = 1000000,
+	    .help = "changelog rows read per batch page"),
+	OPT(ring_events, T_INT, "65536", .min = 1, .max = 16777216,
+	    .help = "recent events kept in memory for subscribers that are catching up"),
+	OPT(max_frame_bytes, T_INT, "16777216", .min = 1024, .max = 1073741824,
+	    .help = "largest protocol frame accepted or sent"),
+	OPT(max_clients, T_INT, "1024", .min = 1, .max = 1048576,
+	    .help = "subscriber connections accepted at once"),
+	OPT(client_output_limit, T_INT, "67108864", .min = 1024, .max = INT_MAX,
+	    .help = "bytes queued to one subscriber before it is disconnected to resume later"),
+	OPT(ack_flush_ms, T_INT, "200", .min = 1, .max = 600000,
+	    .help = "acknowledged positions are written to resume_tokens at most this often"),
+	OPT(reconnect_min_ms, T_INT, "100", .min = 1, .max = 3600000,
+	    .help = "first delay before reconnecting to PostgreSQL"),
+	OPT(reconnect_max_ms, T_INT, "10000", .min = 1, .max = 3600000,
+	    .help = "longest delay between reconnect attempts"),
+	OPT(connect_timeout_s, T_INT, "10", .min = 2, .max = 3600,
+	    .help = "give up on one connection attempt after this many seconds"),
+	OPT(shutdown_timeout_ms, T_INT, "5000", .min = 1, .max = 3600000,
+	    .help = "on SIGTERM, time allowed to flush subscribers and acknowledged positions"),
+};
+
+#define N_OPTS (sizeof(opts) / sizeof(opts[0]))
+
+/*
+ * libpq keywords that have a key of their own.  datastore_options may not set
+ * them: the key is validated (sslmode) and documented, and a second spelling
+ * would silently win or lose depending on order.
+ */
+static const struct {
+	const char *libpq;
+	const char *key;
+} reserved[] = {
+	{ "host", "datastore_host" },
+	{ "port", "datastore_port" },
+	{ "dbname", "datastore_database" },
+	{ "user", "datastore_username" },
+	{ "password", "datastore_password" },
+	{ "sslmode", "datastore_sslmode" },
+	{ "sslcert", "datastore_sslcert" },
+	{ "sslkey", "datastore_sslkey" },
+	{ "sslrootcert", "datastore_sslrootcert" },
+};
+
+/*
+ * A LISTEN connection can sit idle for hours; without keepalives a primary
+ * that vanished (node loss, failover) leaves the socket looking open until
+ * the kernel's two-hour default.  30 s idle plus 3 probes 10 s apart finds a
+ * dead peer in about a minute.  datastore_options can override them.
+ */
+#define KEEPALIVES_IDLE         "30"
+#define KEEPALIVES_INTERVAL     "10"
+#define KEEPALIVES_COUNT        "3"
+
+/* One set of libpq parameters.  Older sets stay allocated until conf_free()
+ * because callers were promised their arrays live that long. */
+struct pqparams {
+	struct pqparams *older;
+	size_t n, cap;
+	const char **keys;      /* n + 1 entries, NULL-terminated */
+	char **vals;            /* owned copies, NULL-terminated */
+	char *arena;            /* keys taken from datastore_options */
+	size_t arena_len;       /* its size, to wipe it */
+};
+
+struct conf {
+	struct conf_values v;           /* the public view; strings point into str[] */
+	char *str[N_OPTS];              /* owned text of T_STR options */
+	bool derived[N_OPTS];           /* filled in by conf_finish, not by a source */
+	struct pqparams *pq;            /* newest libpq parameters */
+};
+
+__attribute__((format(printf, 3, 4)))
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* Values are echoed in messages; keep them one short printable line so a
+ * stray newline cannot break the caller's log line. */
+static const char *shown(const char *s, char *buf, size_t len)
+{
+	size_t i;
+
+	for (i = 0; s[i] && i + 4 < len; i++)
+		buf[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+	if (s[i]) {
+		memcpy(buf + i, "...", 3);
+		i += 3;
+	}
+	buf[i] = '\0';
+	return buf;
+}
+
+/* Writes "a, b, c" for the accepted-values part of messages. */
+static const char *names_list(const char *const *names, char *buf, size_t len)
+{
+	size_t pos = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; names[i]; i++) {
+		int n = snprintf(buf + pos, len - pos, "%s%s", i ? ", " : "", names[i]);
+
+		if (n < 0 || (size_t)n >= len - pos)
+			break;
+		pos += (size_t)n;
+	}
+	return buf;
+}
+
+static bool is_space(char ch)
+{
+	return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f' || ch == '\v';
+}
+
+static const struct opt *find_opt(const char *key)
+{
+	for (size_t i = 0; i < N_OPTS; i++)
+		if (strcmp(opts[i].name, key) == 0)
+			return &opts[i];
+	return NULL;
+}
+
+static size_t opt_index(const char *key)
+{
+	return (size_t)(find_opt(key) - opts);
+}
+
+static void *field(Conf *c, const struct opt *o)
+{
+	return (char *)&c->v + o->off;
+}
+
+static int enum_get(const Conf *c, const struct opt *o)
+{
+	int idx;
+
+	memcpy(&idx, (const char *)&c->v + o->off, sizeof(idx));
+	return idx;
+}
+
+/* Frees a string that may hold a secret; a core dump or a reused heap block
+ * should not show it. */
+static void free_wiped(char *s)
+{
+	if (s) {
+		explicit_bzero(s, strlen(s));
+		free(s);
+	}
+}
+
+/* Replaces the text of string option i and points the view at it. */
+static int str_replace(Conf *c, size_t i, const char *value, bool derived)
+{
+	char *dup = strdup(value);
+
+	if (!dup)
+		return -ENOMEM;
+	free_wiped(c->str[i]);
+	c->str[i] = dup;
+	c->derived[i] = derived;
+	*(const char **)field(c, &opts[i]) = dup;
+	return 0;
+}
+
+/* Parses a decimal int; false on anything but optional '-' and digits. */
+static bool parse_int(const char *s, long long *ret)
+{
+	long long n = 0;
+	bool neg = false;
+
+	if (*s == '-') {
+		neg = true;
+		s++;
+	}
+	if (!*s)
+		return false;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9')
+			return false;
+		/* Saturate: anything this large is out of every range anyway. */
+		if (n < LLONG_MAX / 10 - 10)
+			n = n * 10 + (*s - '0');
+	}
+	*ret = neg ? -n : n;
+	return true;
+}
+
+static bool parse_octal(const char *s, long long *ret)
+{
+	long long n = 0;
+
+	if (!*s)
+		return false;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '7')
+			return false;
+		if (n < LLONG_MAX / 8 - 8)
+			n = n * 8 + (*s - '0');
+	}
+	*ret = n;
+	return true;
+}
+
+static int find_name(const char *const *names, const char *value)
+{
+	for (int i = 0; names[i]; i++)
+		if (strcmp(names[i], value) == 0)
+			return i;
+	return -1;
+}
+
+static int set_opt(Conf *c, const struct opt *o, const char *value, char *err, size_t errlen)
+{
+	char sbuf[72], nbuf[128];
+	long long n;
+	int idx, r;
+
+	switch (o->type) {
+	case T_STR:
+		if ((o->flags & OPT_NONEMPTY) && !*value) {
+			seterr(err, errlen, "%s: must not be empty", o->name);
+			return -EINVAL;
+		}
+		if (o->check && (r = o->check(o, value, err, errlen)) < 0)
+			return r;
+		return str_replace(c, (size_t)(o - opts), value, false);
+	case T_INT:
+		if (!parse_int(value, &n)) {
+			seterr(err, errlen, "%s: invalid value '%s' (expected an integer %d..%d)",
+			       o->name, shown(value, sbuf, sizeof(sbuf)), o->min, o->max);
+			return -EINVAL;
+		}
+		if (n < o->min || n > o->max) {
+			seterr(err, errlen, "%s: %s is out of range (expected %d..%d)",
+			       o->name, shown(value, sbuf, sizeof(sbuf)), o->min, o->max);
+			return -EINVAL;
+		}
+		*(int *)field(c, o) = (int)n;
+		return 0;
+	case T_MODE:
+		if (!parse_octal(value, &n) || n < o->min || n > o->max) {
+			seterr(err, errlen, "%s: invalid value '%s' (expected an octal file mode %04o..%04o, such as 0660)",
+			       o->name, shown(value, sbuf, sizeof(sbuf)), (unsigned)o->min, (unsigned)o->max);
+			return -EINVAL;
+		}
+		*(int *)field(c, o) = (int)n;
+		return 0;
+	case T_ENUM:
+	case T_NAME:
+		idx = find_name(o->names, value);
+		if (idx < 0) {
+			seterr(err, errlen, "%s: invalid value '%s' (accepted: %s)", o->name,
+			       shown(value, sbuf, sizeof(sbuf)), names_list(o->names, nbuf, sizeof(nbuf)));
+			return -EINVAL;
+		}
+		if (o->type == T_ENUM)
+			memcpy(field(c, o), &idx, sizeof(idx));
+		else
+			*(const char **)field(c, o) = o->names[idx];
+		return 0;
+	}
+	return -EINVAL;
+}
+
+int conf_set(Conf *c, const char *key, const char *value, char *err, size_t errlen)
+{
+	const struct opt *o = find_opt(key);
+	char sbuf[72];
+
+	if (!o) {
+		seterr(err, errlen, "unknown key '%s'", shown(key, sbuf, sizeof(sbuf)));
+		return -ENOENT;
+	}
+	return set_opt(c, o, value ? value : "", err, errlen);
+}
+
+/* Each input byte yields at most one output byte, each pair ("k=") takes at
+ * least two input bytes and adds two NULs. */
+static size_t arena_len(const char *s)
+{
+	return 2 * strlen(s) + 2;
+}
+
+/* Frees an options arena; it holds many strings, some maybe secret. */
+static void arena_free(char *arena, size_t len)
+{
+	if (arena) {
+		explicit_bzero(arena, len);
+		free(arena);
+	}
+}
+
+/*
+ * Splits datastore_options, which uses libpq's conninfo syntax: "key=value"
+ * pairs separated by white space, white space around '=' allowed, a value in
+ * single quotes may hold spaces, and a backslash escapes the next character.
+ * Writes "key\0value\0" pairs to a new *ret_arena (arena_len(s) bytes, free
+ * with arena_free) and returns how many, or -EINVAL / -ENOMEM.  Messages name
+ * the pair and its key but never a value: options can carry secrets
+ * (sslpassword).
+ */
+static int options_split(const char *s, char **ret_arena, char *err, size_t errlen)
+{
+	char *arena = malloc(arena_len(s)), *w = arena, *key;
+	const char *p = s;
+	int n = 0, r = -EINVAL;
+
+	if (!arena)
+		return -ENOMEM;
+	for (;;) {
+		while (is_space(*p))
+			p++;
+		if (!*p)
+			break;
+		key = w;
+		while (*p && *p != '=' && !is_space(*p)) {
+			if (!((*p >= 'a' && *p <= 'z') || *p == '_')) {
+				seterr(err, errlen, "datastore_options: pair %d: a libpq keyword is made of "
+				       "lower-case letters and '_'", n + 1);
+				goto out;
+			}
+			*w++ = *p++;
+		}
+		*w++ = '\0';
+		while (is_space(*p))
+			p++;
+		if (*p != '=' || !*key) {
+			seterr(err, errlen, "datastore_options: pair %d is not key=value", n + 1);
+			goto out;
+		}
+		for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
+			if (strcmp(key, reserved[i].libpq) == 0) {
+				seterr(err, errlen, "datastore_options: '%s' has its own key, set %s instead",
+				       key, reserved[i].key);
+				goto out;
+			}
+		}
+		p++;
+		while (is_space(*p))
+			p++;
+		if (*p == '\'') {
+			for (p++;; p++) {
+				if (*p == '\\' && p[1])
+					p++;
+				else if (*p == '\'')
+					break;
+				if (!*p) {
+					seterr(err, errlen, "datastore_options: '%s': unterminated quote", key);
+					goto out;
+				}
+				*w++ = *p;
+			}
+			p++;
+		} else {
+			for (; *p && !is_space(*p); p++) {
+				if (*p == '\\' && p[1])
+					p++;
+				*w++ = *p;
+			}
+		}
+		*w++ = '\0';
+		n++;
+	}
+	*ret_arena = arena;
+	return n;
+out:
+	arena_free(arena, arena_len(s));
+	return r;
+}
+
+static int check_options(const struct opt *o, const char *value, char *err, size_t errlen)
+{
+	char *arena = NULL;
+	int r = options_split(value, &arena, err, errlen);
+
+	(void)o;
+	if (r >= 0)
+		arena_free(arena, arena_len(value));
+	return r < 0 ? r : 0;
+}
+
+/* bind() would fail later with a bare ENAMETOOLONG; say it here instead. */
+static int check_socket_path(const struct opt *o, const char *value, char *err, size_t errlen)
+{
+	size_t max = sizeof(((struct sockaddr_un *)0)->sun_path);
+
+	if (strlen(value) >= max) {
+		seterr(err, errlen, "%s: path is %zu bytes, a Unix socket path must be shorter than %zu",
+		       o->name, strlen(value), max);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void pq_free(struct pqparams *b)
+{
+	while (b) {
+		struct pqparams *older = b->older;
+
+		/* Values include the password. */
+		for (size_t i = 0; i < b->n; i++)
+			free_wiped(b->vals[i]);
+		free(b->keys);
+		free(b->vals);
+		arena_free(b->arena, b->arena_len);
+		free(b);
+		b = older;
+	}
+}
+
+/* Sets key to val, replacing an earlier value of the same key so that
+ * datastore_options overrides the built-in tuning instead of repeating it. */
+static int pq_put(struct pqparams *b, const char *key, const char *val)
+{
+	char *dup = strdup(val);
+	size_t i;
+
+	if (!dup)
+		return -ENOMEM;
+	for (i = 0; i < b->n; i++) {
+		if (strcmp(b->keys[i], key) == 0) {
+			free_wiped(b->vals[i]);
+			b->vals[i] = dup;
+			return 0;
+		}
+	}
+	if (b->n + 1 >= b->cap) {
+		size_t cap = b->cap ? 2 * b->cap : 32;
+		const char **keys = realloc(b->keys, cap * sizeof(*keys));
+		char **vals;
+
+		if (keys)
+			b->keys = keys;
+		vals = keys ? realloc(b->vals, cap * sizeof(*vals)) : NULL;
+		if (!vals) {
+			free(dup);
+			return -ENOMEM;
+		}
+		b->vals = vals;
+		b->cap = cap;
+	}
+	b->keys[b->n] = key;
+	b->vals[b->n] = dup;
+	b->n++;
+	b->keys[b->n] = NULL;
+	b->vals[b->n] = NULL;
+	return 0;
+}
+
+static int pq_put_int(struct pqparams *b, const char *key, int val)
+{
+	char buf[16];
+
+	snprintf(buf, sizeof(buf), "%d", val);
+	return pq_put(b, key, buf);
+}
+
+/* Puts key only when its value is set: an empty value would override libpq's
+ * own default (for sslrootcert, ~/.postgresql/root.crt). */
+static int pq_put_set(struct pqparams *b, const char *key, const char *val)
+{
+	return *val ? pq_put(b, key, val) : 0;
+}
+
+static int pq_build(Conf *c, char *err, size_t errlen)
+{
+	const struct conf_values *v = &c->v;
+	struct pqparams *b = calloc(1, sizeof(*b));
+	const char *p;
+	int n, r = -ENOMEM;
+
+	if (!b)
+		return -ENOMEM;
+	if ((r = pq_put(b, "host", v->datastore_host)) < 0 ||
+	    (r = pq_put_int(b, "port", v->datastore_port)) < 0 ||
+	    (r = pq_put(b, "dbname", v->datastore_database)) < 0 ||
+	    (r = pq_put(b, "user", v->datastore_username)) < 0 ||
+	    (r = pq_put_set(b, "password", v->datastore_password)) < 0 ||
+	    (r = pq_put(b, "sslmode", sslmode_names[v->datastore_sslmode])) < 0 ||
+	    (r = pq_put_set(b, "sslcert", v->datastore_sslcert)) < 0 ||
+	    (r = pq_put_set(b, "sslkey", v->datastore_sslkey)) < 0 ||
+	    (r = pq_put_set(b, "sslrootcert", v->datastore_sslrootcert)) < 0 ||
+	    (r = pq_put(b, "application_name", "nvsrelayd")) < 0 ||
+	    /* With a Kerberos credential cache around, libpq's default
+	     * (prefer) first tries GSS encryption on every TCP connect, which
+	     * costs a round trip or a stall; the relay never uses GSS.  libpq
+	     * ignores the setting for Unix sockets. */
+	    (r = pq_put(b, "gssencmode", "disable")) < 0 ||
+	    (r = pq_put(b, "keepalives", "1")) < 0 ||
+	    (r = pq_put(b, "keepalives_idle", KEEPALIVES_IDLE)) < 0 ||
+	    (r = pq_put(b, "keepalives_interval", KEEPALIVES_INTERVAL)) < 0 ||
+	    (r = pq_put(b, "keepalives_count", KEEPALIVES_COUNT)) < 0 ||
+	    /* libpq honours this only in its blocking connect; the daemon
+	     * times out its non-blocking connects itself, with the same value. */
+	    (r = pq_put_int(b, "connect_timeout", v->connect_timeout_s)) < 0)
+		goto out;
+	/* Ticks are written and batches read on the primary: after a failover
+	 * libpq must skip the host that became a standby. */
+	if (strchr(v->datastore_host, ',') && (r = pq_put(b, "target_session_attrs", "read-write")) < 0)
+		goto out;
+
+	b->arena_len = arena_len(v->datastore_options);
+	n = options_split(v->datastore_options, &b->arena, err, errlen);
+	if (n < 0) {
+		r = n;
+		goto out;
+	}
+	p = b->arena;
+	for (int i = 0; i < n; i++) {
+		const char *val = p + strlen(p) + 1;
+
+		if ((r = pq_put(b, p, val)) < 0)
+			goto out;
+		p = val + strlen(val) + 1;
+	}
+	b->older = c->pq;
+	c->pq = b;
+	return 0;
+out:
+	if (r == -ENOMEM)
+		seterr(err, errlen, "out of memory");
+	pq_free(b);
+	return r;
+}
+
+/* Fills an unset certificate key with <mount>/<file>.  A value derived
+ * earlier is derived again, so that a changed mount path is followed. */
+static int derive_cert(Conf *c, const char *key, const char *file)
+{
+	size_t i = opt_index(key);
+	const char *mount = c->v.client_cert_mount_path;
+	size_t len = strlen(mount);
+	char *path;
+	int r;
+
+	if (*c->str[i] && !c->derived[i])
+		return 0;               /* set by a source: the operator's choice */
+	if (!len)
+		return c->derived[i] ? str_replace(c, i, "", false) : 0;
+	/* "/etc/ssl/client-certs/" should not give "//tls.crt". */
+	while (len > 1 && mount[len - 1] == '/')
+		len--;
+	path = malloc(len + 1 + strlen(file) + 1);
+	if (!path)
+		return -ENOMEM;
+	snprintf(path, len + 1 + strlen(file) + 1, "%.*s%s%s", (int)len, mount,
+		 mount[len - 1] == '/' ? "" : "/", file);
+	r = str_replace(c, i, path, true);
+	free(path);
+	return r;
+}
+
+int conf_finish(Conf *c, char *err, size_t errlen)
+{
+	const struct conf_values *v = &c->v;
+	int r;
+
+	if (v->reconnect_min_ms > v->reconnect_max_ms) {
+		seterr(err, errlen, "reconnect_min_ms (%d) must not be greater than reconnect_max_ms (%d)",
+		       v->reconnect_min_ms, v->reconnect_max_ms);
+		return -EINVAL;
+	}
+	if (v->tick_min_interval_ms > v->tick_idle_ms) {
+		seterr(err, errlen, "tick_min_interval_ms (%d) must not be greater than tick_idle_ms (%d)",
+		       v->tick_min_interval_ms, v->tick_idle_ms);
+		return -EINVAL;
+	}
+	/* Otherwise one large event would disconnect every subscriber. */
+	if (v->client_output_limit < v->max_frame_bytes) {
+		seterr(err, errlen, "client_output_limit (%d) must be at least max_frame_bytes (%d)",
+		       v->client_output_limit, v->max_frame_bytes);
+		return -EINVAL;
+	}
+	if ((r = derive_cert(c, "datastore_sslcert", "tls.crt")) < 0 ||
+	    (r = derive_cert(c, "datastore_sslkey", "tls.key")) < 0 ||
+	    (r = derive_cert(c, "datastore_sslrootcert", "ca.crt")) < 0) {
+		seterr(err, errlen, "out of memory");
+		return r;
+	}
+	return pq_build(c, err, errlen);
+}
+
+Conf *conf_new(void)
+{
+	Conf *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	/* Defaults go through the same validation as every other source, so a
+	 * bad default in the table fails here (and in the unit test). */
+	for (size_t i = 0; i < N_OPTS; i++)
+		if (set_opt(c, &opts[i], opts[i].def, NULL, 0) < 0)
+			goto out;
+	if (conf_finish(c, NULL, 0) < 0)
+		goto out;
+	return c;
+out:
+	conf_free(c);
+	return NULL;
+}
+
+void conf_free(Conf *c)
+{
+	if (!c)
+		return;
+	for (size_t i = 0; i < N_OPTS; i++)
+		free_wiped(c->str[i]);
+	pq_free(c->pq);
+	free(c);
+}
+
+/*
+ * Parses one line (without its '\n') into buf as "key\0value\0" and sets it.
+ * Comments are whole lines only, so that passwords and datastore_options may
+ * contain '#'.  A double-quoted value knows \\ \" \n \t \r; a single-quoted
+ * one is literal.  After a closing quote only blanks or a comment may follow.
+ */
+static int load_line(Conf *c, const char *s, size_t n, char *buf, char *err, size_t errlen)
+{
+	size_t i = 0, k;
+	char *w = buf, quote, sbuf[72];
+
+	while (n && (s[n - 1] == '\r' || s[n - 1] == ' ' || s[n - 1] == '\t'))
+		n--;
+	while (i < n && (s[i] == ' ' || s[i] == '\t'))
+		i++;
+	if (i == n || s[i] == '#')
+		return 0;
+	k = i;
+	while (i < n && s[i] != '=' && s[i] != ' ' && s[i] != '\t')
+		*w++ = s[i++];
+	*w++ = '\0';
+	while (i < n && (s[i] == ' ' || s[i] == '\t'))
+		i++;
+	/* The line is not echoed: it may be a mistyped password. */
+	if (i == n || s[i] != '=') {
+		seterr(err, errlen, "expected 'key = value'");
+		return -EINVAL;
+	}
+	if (i == k) {
+		seterr(err, errlen, "missing key before '='");
+		return -EINVAL;
+	}
+	i++;
+	while (i < n && (s[i] == ' ' || s[i] == '\t'))
+		i++;
+	if (i < n && (s[i] == '"' || s[i] == '\'')) {
+		quote = s[i++];
+		for (;; i++) {
+			if (i == n) {
+				seterr(err, errlen, "%s: unterminated quote", shown(buf, sbuf, sizeof(sbuf)));
+				return -EINVAL;
+			}
+			if (s[i] == quote)
+				break;
+			if (s[i] == '\\' && quote == '"') {
+				if (++i == n) {
+					seterr(err, errlen, "%s: unterminated quote", shown(buf, sbuf, sizeof(sbuf)));
+					return -EINVAL;
+				}
+				switch (s[i]) {
+				case '\\': case '"': *w++ = s[i]; break;
+				case 'n': *w++ = '\n'; break;
+				case 't': *w++ = '\t'; break;
+				case 'r': *w++ = '\r'; break;
+				default:
+					seterr(err, errlen, "%s: unknown escape in quoted value (known: \\\\ \\\" \\n \\t \\r)",
+					       shown(buf, sbuf, sizeof(sbuf)));
+					return -EINVAL;
+				}
+				continue;
+			}
+			*w++ = s[i];
+		}
+		for (i++; i < n && (s[i] == ' ' || s[i] == '\t'); i++)
+			;
+		if (i < n && s[i] != '#') {
+			seterr(err, errlen, "%s: unexpected text after the closing quote", shown(buf, sbuf, sizeof(sbuf)));
+			return -EINVAL;
+		}
+	} else {
+		while (i < n)
+			*w++ = s[i++];
+	}
+	*w = '\0';
+	return conf_set(c, buf, buf + strlen(buf) + 1, err, errlen);
+}
+
+int conf_load_text(Conf *c, const char *text, const char *source, char *err, size_t errlen)
+{
+	const char *p = text, *eol;
+	char *buf = NULL, msg[512];
+	size_t cap = 0, n;
+	unsigned line = 0;
+	int r = 0;
+
+	if (!source)
+		source = "(config)";
+	if (!text)
+		return 0;
+	/* Some editors start files with a UTF-8 byte order mark. */
+	if (strncmp(p, "\xEF\xBB\xBF", 3) == 0)
+		p += 3;
+	for (; *p; p = *eol ? eol + 1 : eol) {
+		eol = strchr(p, '\n');
+		if (!eol)
+			eol = p + strlen(p);
+		n = (size_t)(eol - p);
+		line++;
+		if (n + 2 > cap) {
+			/* The old buffer may hold a password: wipe, do not realloc. */
+			if (buf)
+				explicit_bzero(buf, cap);
+			free(buf);
+			cap = n + 2;
+			buf = malloc(cap);
+			if (!buf) {
+				seterr(err, errlen, "%s:%u: out of memory", source, line);
+				r = -ENOMEM;
+				goto out;
+			}
+		}
+		msg[0] = '\0';
+		r = load_line(c, p, n, buf, msg, sizeof(msg));
+		if (r < 0) {
+			seterr(err, errlen, "%s:%u: %s", source, line, msg);
+			goto out;
+		}
+	}
+out:
+	if (buf)
+		explicit_bzero(buf, cap);
+	free(buf);
+	return r;
+}
+
+static const char *env_get(char *const *envp, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (; envp && *envp; envp++)
+		if (strncmp(*envp, name, n) == 0 && (*envp)[n] == '=')
+			return *envp + n + 1;
+	return NULL;
+}
+
+static int env_set(Conf *c, const struct opt *o, const char *var, const char *value, char *err, size_t errlen)
+{
+	char msg[512];
+	int r;
+
+	msg[0] = '\0';
+	r = set_opt(c, o, value, msg, sizeof(msg));
+	if (r < 0)
+		seterr(err, errlen, "environment variable %s: %s", var, msg);
+	return r;
+}
+
+/*
+ * The seed variables first, then NVSRELAYD_<KEY>, so that the relay's own
+ * name wins over the shared DATASTORE_* ones whatever the order of envp.
+ * An empty seed variable counts as unset, as in NVSentinel (Go's Getenv, and
+ * Helm writes "" for unset values); an empty NVSRELAYD_<KEY> sets "" (for
+ * example to disable listen_unix).  Unknown NVSRELAYD_* names are ignored:
+ * Kubernetes injects NVSRELAYD_PORT, NVSRELAYD_SERVICE_HOST and friends
+ * into every pod of a namespace with a Service called nvsrelayd.
+ */
+int conf_load_env(Conf *c, char *const *envp, char *err, size_t errlen)
+{
+	char var[64];
+	const char *val, *name;
+	int r;
+
+	for (size_t i = 0; i < N_OPTS; i++) {
+		const struct opt *o = &opts[i];
+
+		if (!o->env)
+			continue;
+		name = o->env;
+		val = env_get(envp, name);
+		if ((!val || !*val) && o->env_alt) {
+			name = o->env_alt;
+			val = env_get(envp, name);
+		}
+		if (val && *val && (r = env_set(c, o, name, val, err, errlen)) < 0)
+			return r;
+	}
+	for (size_t i = 0; i < N_OPTS; i++) {
+		const struct opt *o = &opts[i];
+		size_t j;
+
+		j = (size_t)snprintf(var, sizeof(var), "NVSRELAYD_");
+		for (const char *s = o->name; *s && j + 1 < sizeof(var); s++)
+			var[j++] = (*s >= 'a' && *s <= 'z') ? (char)(*s - 'a' + 'A') : *s;
+		var[j] = '\0';
+		val = env_get(envp, var);
+		if (val && (r = env_set(c, o, var, val, err, errlen)) < 0)
+			return r;
+	}
+	return 0;
+}
+
+const struct conf_values *conf_values(const Conf *c)
+{
+	return &c->v;
+}
+
+/* The arrays reflect the last conf_finish() (conf_new runs one).  Callers
+ * pass expand_dbname = 0: datastore_database is a name, never a conninfo. */
+void conf_libpq_params(const Conf *c, const char *const **ret_keys, const char *const **ret_vals)
+{
+	*ret_keys = (const char *const *)c->pq->keys;
+	*ret_vals = (const char *const *)c->pq->vals;
+}
+
+/* snprintf-style output: counts everything, writes what fits. */
+struct out {
+	char *buf;
+	size_t len, pos;
+};
+
+static void out_ch(struct out *o, char ch)
+{
+	if (o->pos + 1 < o->len)
+		o->buf[o->pos] = ch;
+	o->pos++;
+}
+
+static void out_str(struct out *o, const char *s)
+{
+	while (*s)
+		out_ch(o, *s++);
+}
+
+/* Writes a value so that conf_load_text reads it back unchanged. */
+static void out_value(struct out *o, const char *s)
+{
+	size_t n = strlen(s);
+	bool quote = n == 0 || s[0] == ' ' || s[0] == '\t' || s[n - 1] == ' ' || s[n - 1] == '\t' ||
+		     s[0] == '"' || s[0] == '\'' || strpbrk(s, "\n\r") != NULL;
+
+	if (!quote) {
+		out_str(o, s);
+		return;
+	}
+	out_ch(o, '"');
+	for (; *s; s++) {
+		switch (*s) {
+		case '"': out_str(o, "\\\""); break;
+		case '\\': out_str(o, "\\\\"); break;
+		case '\n': out_str(o, "\\n"); break;
+		case '\r': out_str(o, "\\r"); break;
+		case '\t': out_str(o, "\\t"); break;
+		default: out_ch(o, *s); break;
+		}
+	}
+	out_ch(o, '"');
+}
+
+/*
+ * datastore_options as the dump shows it: as written, unless it sets
+ * sslpassword (the client key's passphrase), in which case the pairs are
+ * written back in libpq syntax with that value replaced by "(set)".
+ */
+static void out_options(struct out *o, const char *s)
+{
+	char *arena = NULL, *text, *w;
+	const char *p;
+	bool secret = false;
+	int n = options_split(s, &arena, NULL, 0);
+
+	if (n < 0) {
+		/* Validated when set, so only out of memory gets here. */
+		out_str(o, "(not shown)");
+		return;
+	}
+	p = arena;
+	for (int i = 0; i < n; i++) {
+		secret |= strcmp(p, "sslpassword") == 0;
+		p += strlen(p) + 1;
+		p += strlen(p) + 1;
+	}
+	/* Worst case per pair: key, '=', quotes, each value byte escaped,
+	 * "(set)" and a separator. */
+	text = secret ? malloc(2 * strlen(s) + 16 * (size_t)n + 1) : NULL;
+	if (!secret || !text) {
+		out_value(o, secret ? "(not shown)" : s);
+		arena_free(arena, arena_len(s));
+		return;
+	}
+	w = text;
+	p = arena;
+	for (int i = 0; i < n; i++) {
+		const char *val = p + strlen(p) + 1;
+		bool quote = !*val || strpbrk(val, " \t\n\r\f\v'\\") != NULL;
+
+		w += sprintf(w, "%s%s=", i ? " " : "", p);
+		if (strcmp(p, "sslpassword") == 0) {
+			w += sprintf(w, "(set)");
+		} else {
+			if (quote)
+				*w++ = '\'';
+			for (const char *v = val; *v; v++) {
+				if (*v == '\'' || *v == '\\')
+					*w++ = '\\';
+				*w++ = *v;
+			}
+			if (quote)
+				*w++ = '\'';
+		}
+		p = val + strlen(val) + 1;
+	}
+	*w = '\0';
+	out_value(o, text);
+	free_wiped(text);
+	arena_free(arena, arena_len(s));
+}
+
+size_t conf_dump(const Conf *c, char *buf, size_t len)
+{
+	struct out o = { buf, len, 0 };
+	char num[16];
+
+	for (size_t i = 0; i < N_OPTS; i++) {
+		const struct opt *opt = &opts[i];
+		const void *f = (const char *)&c->v + opt->off;
+
+		out_str(&o, opt->name);
+		out_str(&o, " = ");
+		switch (opt->type) {
+		case T_STR:
+			if (opt->flags & OPT_SECRET)
+				out_str(&o, **(const char *const *)f ? "(set)" : "\"\"");
+			else if (opt->flags & OPT_CONNINFO)
+				out_options(&o, *(const char *const *)f);
+			else
+				out_value(&o, *(const char *const *)f);
+			break;
+		case T_INT:
+			snprintf(num, sizeof(num), "%d", *(const int *)f);
+			out_str(&o, num);
+			break;
+		case T_MODE:
+			snprintf(num, sizeof(num), "%04o", (unsigned)*(const int *)f);
+			out_str(&o, num);
+			break;
+		case T_ENUM:
+			out_str(&o, opt->names[enum_get(c, opt)]);
+			break;
+		case T_NAME:
+			out_str(&o, *(const char *const *)f);
+			break;
+		}
+		out_ch(&o, '\n');
+	}
+	if (len)
+		buf[o.pos < len ? o.pos : len - 1] = '\0';
+	return o.pos;
+}
+
+const char *conf_key_name(size_t i)
+{
+	return i < N_OPTS ? opts[i].name : NULL;
+}
