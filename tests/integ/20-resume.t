@@ -1,0 +1,166 @@
+#!/usr/bin/perl
+# 20-resume.t - positions survive everything: resuming by token (from the
+# ring and from PostgreSQL once the ring has moved on), durable consumers
+# resuming from their acknowledged position, SIGKILL of the daemon in the
+# middle of a stream (nothing lost, duplicates only after the last stored
+# ack), and a PostgreSQL crash-restart while clients stay connected.  The
+# ring and the batch page are kept tiny so catch-up reads and paging are
+# exercised, not just the in-memory path.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/../lib";
+use Test::More;
+use POSIX ();
+use NvsTest;
+
+my %small = (ring_events => 8, batch_rows => 3, ack_flush_ms => 50);
+my $pg  = NvsTest::Pg->start();
+my $d   = NvsTest::Daemon->start($pg, set => \%small);
+my $dbh = $pg->dbh();
+$dbh->{AutoInactiveDestroy} = 1;
+
+sub tok { $_[0]{event}{_id}{_data} }
+sub rid { $_[0]{event}{documentKey}{_id} }
+
+sub insert_n {
+    my ($n, $prefix) = @_;
+    return [ map { NvsTest::insert_health_event($dbh, node => "$prefix-$_") } 1 .. $n ];
+}
+
+# Reads events until every id in $want is seen or the time is up.
+sub collect {
+    my ($c, $want, $timeout, %o) = @_;
+    my %left = map { $_ => 1 } @$want;
+    my @got;
+    my $deadline = NvsTest::now() + $timeout;
+    while (%left && NvsTest::now() < $deadline) {
+        my $ev = $c->events(1, $deadline - NvsTest::now(), sid => $o{sid} // 1);
+        last unless @$ev;
+        push @got, $ev->[0];
+        delete $left{ rid($ev->[0]) };
+        $c->ack($o{sid} // 1, $ev->[0]{event}{_id}) if $o{ack};
+    }
+    return \@got;
+}
+
+# --- resumeAfter, within the ring and behind it --------------------------------
+my $c = NvsTest::Client->connect($d->socket);
+$c->watch();
+$c->recv_op('bookmark', 10);
+my $first = insert_n(3, 'r');
+my $ev = collect($c, $first, 10);
+is_deeply([ map { rid($_) } @$ev ], $first, 'three events');
+$c->close;
+my $more = insert_n(3, 's');
+$c = NvsTest::Client->connect($d->socket);
+$c->watch(resumeAfter => $ev->[1]{event}{_id});
+my $got = collect($c, [ $first->[2], @$more ], 10);
+is_deeply([ map { rid($_) } @$got ], [ $first->[2], @$more ], 'resumeAfter the 2nd: 3rd and the new ones, no gap, no duplicate');
+$c->close;
+
+my $many = insert_n(20, 't');   # pushes the earlier events out of the 8-slot ring
+$c = NvsTest::Client->connect($d->socket);
+$c->watch(resumeAfter => $ev->[0]{event}{_id});
+$got = collect($c, $many, 15);
+is_deeply([ map { rid($_) } @$got ], [ @$first[1, 2], @$more, @$many ], 'resume from behind the ring: catch-up reads, then live, in order');
+my @toks = map { tok($_) } @$got;
+is_deeply(\@toks, [ sort @toks ], 'tokens strictly ordered across the catch-up/live switch');
+$c->close;
+
+# --- durable consumer ------------------------------------------------------------
+$c = NvsTest::Client->connect($d->socket);
+$c->watch(consumer => 'node-drainer');
+ok($c->recv_op('bookmark', 10), 'durable consumer started at the head');
+my $five = insert_n(5, 'u');
+$got = collect($c, $five, 10);
+is(scalar @$got, 5, 'five events');
+$c->ack(1, $got->[2]{event}{_id});
+select(undef, undef, undef, 0.5);
+$c->close;
+my ($stored) = $dbh->selectrow_array(q{SELECT resume_token::text FROM resume_tokens WHERE client_name = 'node-drainer'});
+my $st = $NvsTest::JSON->decode($stored);
+is($st->{token}, tok($got->[2]), 'resume_tokens holds the acknowledged token, not the last sent');
+is($st->{eventID}, hex substr(tok($got->[2]), 24, 16), 'with NVSentinel\'s eventID');
+like($st->{timestamp}, qr/^\d{4}-\d\d-\d\dT[\d:.]+Z$/, 'and timestamp');
+my $later = insert_n(2, 'v');
+$c = NvsTest::Client->connect($d->socket);
+$c->watch(consumer => 'node-drainer');
+my $re = collect($c, $later, 10);
+is_deeply([ map { rid($_) } @$re ], [ @$five[3, 4], @$later ], 'consumer resumes after its ack: unacked events again, then new ones');
+$c->close;
+
+# --- SIGKILL mid-stream -----------------------------------------------------------
+my $N = 200;
+my $writer = fork // die "fork: $!";
+if (!$writer) {
+    my $w = $pg->dbh(autocommit => 0);
+    my $i = 0;
+    while ($i < $N) {
+        my $k = 1 + int rand 5;
+        for (1 .. $k) { last if $i >= $N; NvsTest::insert_health_event($w, node => 'k-' . $i++) }
+        $w->commit;
+        select(undef, undef, undef, 0.005 + rand 0.01);
+    }
+    $w->disconnect;
+    POSIX::_exit(0);
+}
+$c = NvsTest::Client->connect($d->socket);
+$c->watch(consumer => 'event-exporter');
+$c->recv_op('bookmark', 10);
+my (%seen, $n_before);
+my $deadline = NvsTest::now() + 20;
+while (keys %seen < 60 && NvsTest::now() < $deadline) {
+    my $e = $c->events(1, 5);
+    last unless @$e;
+    $seen{ rid($e->[0]) }++;
+    $c->ack(1, $e->[0]{event}{_id});
+}
+$n_before = keys %seen;
+cmp_ok($n_before, '>=', 60, 'stream under way before the kill');
+$d->kill('KILL');
+is($d->wait_exit(10), 128 + 9, 'daemon killed with SIGKILL');
+$c->close;
+my ($acked) = $dbh->selectrow_array(q{SELECT resume_token->>'token' FROM resume_tokens WHERE client_name = 'event-exporter'});
+waitpid($writer, 0);
+is($? >> 8, 0, 'writer finished');
+$d = NvsTest::Daemon->start($pg, set => \%small);
+$c = NvsTest::Client->connect($d->socket);
+$c->watch(consumer => 'event-exporter');
+my $ids = $dbh->selectcol_arrayref(q{SELECT id FROM health_events WHERE node_name LIKE 'k-%'});
+is(scalar @$ids, $N, "writer committed $N rows");
+my %want = map { $_ => 1 } @$ids;
+my ($dups_before_ack, $dups) = (0, 0);
+$deadline = NvsTest::now() + 30;
+while (grep { !$seen{$_} } keys %want and NvsTest::now() < $deadline) {
+    my $e = $c->events(1, 5);
+    last unless @$e;
+    my $r = rid($e->[0]);
+    next unless $want{$r};
+    if ($seen{$r}++) {
+        $dups++;
+        $dups_before_ack++ if tok($e->[0]) le $acked;
+    }
+    $c->ack(1, $e->[0]{event}{_id});
+}
+my @missing = grep { !$seen{$_} } keys %want;
+is(scalar @missing, 0, 'SIGKILL: nothing lost (' . scalar(keys %seen) . " of $N seen, $dups redelivered)");
+is($dups_before_ack, 0, 'redeliveries only after the last stored ack');
+$c->close;
+
+# --- PostgreSQL crash-restart while clients stay connected ------------------------
+$c = NvsTest::Client->connect($d->socket);
+$c->watch(sid => 5);
+$c->recv_op('bookmark', 10);
+my $pre = insert_n(10, 'p');
+$dbh->disconnect;
+$pg->restart('immediate');
+$dbh = $pg->dbh();
+my $post = insert_n(10, 'q');
+$got = collect($c, [ @$pre, @$post ], 30, sid => 5);
+my %g = map { rid($_) => 1 } @$got;
+is(scalar(grep { $g{$_} } @$pre, @$post), 20, 'all 20 rows delivered across the PostgreSQL restart');
+ok(!$c->eof, 'the client stayed connected');
+like($d->log, qr/postgresql connection lost/, 'the daemon noticed the restart');
+is($d->stop, 0, 'clean stop');
+done_testing();
