@@ -14,7 +14,8 @@ SYSCONFDIR ?= /etc
 DESTDIR   ?=
 
 CC        ?= cc
-B         := build
+# Sanitizer builds get their own tree so objects never mix.
+B         := build$(if $(SANITIZE),-san)
 PKGS      := libpq libcjson libsystemd openssl
 WARN      := -Wall -Wextra -Wpedantic -Wshadow -Wmissing-prototypes -Wformat=2 -Werror
 OPT       ?= -O2 -g
@@ -82,6 +83,6 @@ install: all
 	install -m 640 conf/nvsrelayd.conf $(DESTDIR)$(SYSCONFDIR)/nvsrelayd/nvsrelayd.conf
 
 clean:
-	rm -rf $(B)
+	rm -rf build build-san
 
 .PHONY: all deps check demo install clean
