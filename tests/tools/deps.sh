@@ -1,0 +1,45 @@
+#!/bin/sh
+# deps.sh - installs the Debian packages that the build, `make demo` and `make check` need.
+# Run by `make deps` (which demo and check run first) and so by .ci/run.
+# Silent and quick when everything is present. As root it installs what is missing;
+# otherwise it prints the command to run and fails.
+#
+# apt may upgrade PostgreSQL as a dependency of a missing package. A server running from
+# the old binaries then fails to load plpgsql.so, so this must run before any test
+# cluster starts. It starts none itself.
+set -eu
+
+PKGS="build-essential pkg-config libpq-dev libev-dev libssl-dev openssl libcjson-dev \
+libsystemd-dev libcmocka-dev postgresql-15 postgresql-contrib libdbd-pg-perl perl \
+valgrind clang libclang-rt-14-dev"
+
+command -v dpkg-query >/dev/null 2>&1 || {
+	echo "deps: dpkg-query not found; install by hand: $PKGS" >&2
+	exit 1
+}
+
+missing() {
+	m=
+	for p in $PKGS; do
+		s=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+		[ "$s" = installed ] || m="$m $p"
+	done
+	echo "${m# }"
+}
+
+miss=$(missing)
+[ -z "$miss" ] && exit 0
+
+if [ "$(id -u)" != 0 ]; then
+	echo "deps: missing packages: $miss" >&2
+	echo "sudo apt-get install -y --no-install-recommends $miss"
+	exit 1
+fi
+
+echo "deps: installing: $miss"
+apt-get update
+# shellcheck disable=SC2086 # one word per package
+DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $miss
+
+miss=$(missing)
+[ -z "$miss" ] || { echo "deps: still missing after install: $miss" >&2; exit 1; }
