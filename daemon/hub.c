@@ -54,6 +54,7 @@ struct hub {
 	const struct conf_values *cv;
 	struct relay *relay;
 	struct sub *subs;
+	struct sub *dead;             /* detached, freed once no callback is pending */
 	size_t nsubs;
 	struct event **ring;
 	size_t cap, first, count;
@@ -130,8 +131,6 @@ static void save_done(void *arg, int status)
 		if (--h->shutdown_pending == 0)
 			h->shutdown_done(h->shutdown_arg);
 	}
-	if (s->state == SUB_DEAD && !s->reading && !s->saving)
-		sub_free(s);
 }
 
 static void save_position(struct sub *s)
@@ -144,17 +143,35 @@ static void save_position(struct sub *s)
 	}
 }
 
-/* Detaches a subscription; the memory goes once no callback can reach it. */
+/* Detaches a subscription.  Its memory is only freed by reap(), from the
+ * timer, so a caller further up the stack (a pump loop, a callback) may
+ * still look at s->state safely. */
 static void sub_kill(struct sub *s)
 {
+	Hub *h = s->hub;
+
 	if (s->state == SUB_DEAD)
 		return;
 	sub_unlink(s);
 	s->state = SUB_DEAD;
 	s->client = NULL;
 	save_position(s);
-	if (!s->reading && !s->saving)
-		sub_free(s);
+	s->next = h->dead;
+	h->dead = s;
+}
+
+static void reap(Hub *h, bool all)
+{
+	struct sub **pp = &h->dead, *s;
+
+	while ((s = *pp)) {
+		if (all || (!s->reading && !s->saving)) {
+			*pp = s->next;
+			sub_free(s);
+		} else {
+			pp = &s->next;
+		}
+	}
 }
 
 static void send_event(struct sub *s, const struct event *ev)
@@ -176,8 +193,6 @@ static void page_done(void *arg, struct event **evs, size_t n, const struct toke
 	if (s->state == SUB_DEAD) {
 		for (i = 0; i < n; i++)
 			event_unref(evs[i]);
-		if (!s->saving)
-			sub_free(s);
 		return;
 	}
 	if (code) {
@@ -192,12 +207,15 @@ static void page_done(void *arg, struct event **evs, size_t n, const struct toke
 		return;
 	}
 	for (i = 0; i < n; i++) {
-		if (token_cmp(&evs[i]->pos, &s->pos) > 0 && evs[i]->table == s->table) {
+		if (s->state == SUB_ACTIVE && token_cmp(&evs[i]->pos, &s->pos) > 0 &&
+		    evs[i]->table == s->table) {
 			send_event(s, evs[i]);
 			s->pos = evs[i]->pos;
 		}
 		event_unref(evs[i]);
 	}
+	if (s->state != SUB_ACTIVE)
+		return;
 	s->pos = *tmax(&s->pos, next);
 	pump(s);
 }
@@ -217,8 +235,11 @@ static void pump(struct sub *s)
 		}
 		for (i = ring_after(h, &s->pos); i < h->count; i++) {
 			struct event *ev = ring_at(h, i);
-			if (ev->table == s->table)
+			if (ev->table == s->table) {
 				send_event(s, ev);
+				if (s->state != SUB_ACTIVE)
+					return;   /* the send closed the client */
+			}
 			s->pos = ev->pos;
 			if (client_pending(s->client) >= PUMP_HIGH_WATER)
 				return;
@@ -235,6 +256,9 @@ static void pump_all(Hub *h)
 	for (s = h->subs; s; s = next) {
 		next = s->next;
 		pump(s);
+		/* Closing a client kills all its subscriptions, maybe next too. */
+		if (next && next->state == SUB_DEAD)
+			next = h->subs;
 	}
 }
 
@@ -247,17 +271,21 @@ static void bookmark(struct sub *s)
 static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	Hub *h = w->data;
-	struct sub *s;
+	struct sub *s, *next;
 
 	(void)loop;
 	(void)revents;
-	for (s = h->subs; s; s = s->next) {
+	reap(h, false);
+	for (s = h->subs; s; s = next) {
+		next = s->next;
 		save_position(s);
 		/* A bookmark tells a filtered or idle subscriber how far it got,
 		 * so its durable position moves even when nothing matches. */
 		if (s->state == SUB_ACTIVE && !s->reading && client_pending(s->client) == 0 &&
 		    token_cmp(&s->pos, &s->sent) > 0)
 			bookmark(s);
+		if (next && next->state == SUB_DEAD)
+			next = h->subs;
 	}
 }
 
@@ -294,6 +322,7 @@ void hub_free(Hub *h)
 	ev_timer_stop(h->loop, &h->tick);
 	while (h->subs)
 		sub_kill(h->subs);
+	reap(h, true);
 	for (i = 0; i < h->count; i++)
 		event_unref(ring_at(h, i));
 	free(h->ring);
@@ -366,11 +395,8 @@ static void position_loaded(void *arg, int status, const struct token *pos, cons
 	Hub *h = s->hub;
 
 	s->reading = false;
-	if (s->state == SUB_DEAD) {
-		if (!s->saving)
-			sub_free(s);
+	if (s->state == SUB_DEAD)
 		return;
-	}
 	if (status == -ENOENT) {
 		activate(s, &h->head);
 	} else if (status < 0) {
@@ -497,12 +523,13 @@ void hub_client_writable(Hub *h, Client *c)
 
 void hub_shutdown(Hub *h, void (*done)(void *arg), void *arg)
 {
-	struct sub *s;
+	struct sub *s, *next;
 
 	h->shutdown_done = done;
 	h->shutdown_arg = arg;
 	h->shutdown_pending = 1;
-	for (s = h->subs; s; s = s->next) {
+	for (s = h->subs; s; s = next) {
+		next = s->next;
 		if (s->state == SUB_ACTIVE)
 			bookmark(s);
 		save_position(s);
