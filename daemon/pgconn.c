@@ -217,6 +217,17 @@ static void connect_step(PgConn *pc)
 	}
 }
 
+/* Server notices (the idempotent migrations' "already exists, skipping")
+ * go to the log at debug level; libpq's default processor would print them
+ * raw on stderr, outside the log format.  PQsetNoticeProcessor ignores a
+ * NULL processor, so silencing needs a real one. */
+static void notice_cb(void *arg, const char *msg)
+{
+	PgConn *pc = arg;
+
+	log_debug("postgresql notice conn=%s message='%s'", pc->name, trim_msg(msg));
+}
+
 static void begin_connect(PgConn *pc)
 {
 	pc->conn = PQconnectStartParams(pc->cfg.keys, pc->cfg.vals, 0);
@@ -228,7 +239,7 @@ static void begin_connect(PgConn *pc)
 		conn_lost(pc, PQerrorMessage(pc->conn));
 		return;
 	}
-	PQsetNoticeProcessor(pc->conn, NULL, NULL);
+	PQsetNoticeProcessor(pc->conn, notice_cb, pc);
 	pc->state = ST_CONNECTING;
 	ev_timer_stop(pc->loop, &pc->timer);
 	ev_timer_set(&pc->timer, pc->cfg.connect_timeout_s, 0.);
