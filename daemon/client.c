@@ -258,6 +258,12 @@ void client_close_all(const char *reason)
 	}
 }
 
+void client_free_all(void)
+{
+	while (clients)
+		client_free(clients);
+}
+
 /* --- protocol ---------------------------------------------------------- */
 
 static bool get_sid(Client *c, const cJSON *m, long long *ret)

@@ -43,6 +43,9 @@ void client_close(Client *c, const char *reason);
 
 /* Closes every client (shutdown), flushing queued output first. */
 void client_close_all(const char *reason);
+
+/* Frees every client at once; only after the loop has stopped. */
+void client_free_all(void);
 size_t client_count(void);
 
 #endif

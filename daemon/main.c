@@ -313,10 +313,14 @@ int main(int argc, char **argv)
 	relay_start(g.relay);
 	ev_run(g.loop, 0);
 
+	/* The relay goes first: failing its pending queries calls back into
+	 * the hub, which must still exist but must not query again. */
 	listener_free(g.listener);
-	client_close_all("server exiting");
-	hub_free(g.hub);
+	hub_set_relay(g.hub, NULL);
 	relay_free(g.relay);
+	g.relay = NULL;
+	hub_free(g.hub);
+	client_free_all();
 	ev_loop_destroy(g.loop);
 	conf_free(g.conf);
 	if (g.exit_code == 0)

@@ -388,16 +388,14 @@ PgConn *pgconn_new(struct ev_loop *loop, const char *name, const struct pgconn_c
 
 void pgconn_free(PgConn *pc)
 {
-	struct query *q;
-
 	if (!pc)
 		return;
 	ev_io_stop(pc->loop, &pc->io);
 	ev_timer_stop(pc->loop, &pc->timer);
-	while ((q = pc->head)) {
-		pc->head = q->next;
-		query_free(q);
-	}
+	/* Owners free what they attached to a query in its callback; a
+	 * callback that queries again is refused by the idle state. */
+	pc->state = ST_IDLE;
+	fail_queries(pc);
 	PQclear(pc->keep);
 	if (pc->conn)
 		PQfinish(pc->conn);

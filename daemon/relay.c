@@ -27,6 +27,18 @@
 #include "schema.h"
 #include "ticker.h"
 
+/* The columns of one changelog row as event_build wants them: clusterTime
+ * in UTC, and for health_events the stored document plus its record id. */
+#define ROW_COLUMNS \
+	"c.id, c.table_name, c.record_id::text, c.operation," \
+	" to_char(c.changed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')," \
+	" (CASE WHEN c.table_name = 'health_events'" \
+	"  THEN (c.new_values->'document') || jsonb_build_object('id', c.record_id)" \
+	"  ELSE c.new_values END)::text," \
+	" (CASE WHEN c.table_name = 'health_events'" \
+	"  THEN (c.old_values->'document') || jsonb_build_object('id', c.record_id)" \
+	"  ELSE c.old_values END)::text"
+
 /*
  * One page of one batch.  $1 tick, $2 true = "the batch after tick $1",
  * false = "the batch ending at tick $1"; $3 rows after this changelog id;
@@ -51,15 +63,25 @@ static const char page_sql[] =
 	"   AND ($5::text IS NULL OR c.table_name = $5::text)"
 	"  ORDER BY id LIMIT $4::integer)"
 	" SELECT (SELECT t FROM s), NULL::bigint,"
-	"  (SELECT 'y' FROM nvsrelay.tick WHERE tick_id = $1::bigint), NULL, NULL, NULL, NULL, NULL"
-	" UNION ALL SELECT (SELECT t FROM s), c.id, c.table_name, c.record_id::text, c.operation,"
-	"  to_char(c.changed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
-	"  (CASE WHEN c.table_name = 'health_events'"
-	"   THEN (c.new_values->'document') || jsonb_build_object('id', c.record_id)"
-	"   ELSE c.new_values END)::text,"
-	"  (CASE WHEN c.table_name = 'health_events'"
-	"   THEN (c.old_values->'document') || jsonb_build_object('id', c.record_id)"
-	"   ELSE c.old_values END)::text"
+	"  (SELECT 'y' FROM nvsrelay.tick WHERE tick_id = $1::bigint),"
+	"  (SELECT min(tick_id) FROM nvsrelay.tick)::text, NULL, NULL, NULL, NULL"
+	" UNION ALL SELECT (SELECT t FROM s), " ROW_COLUMNS
+	" FROM c ORDER BY 2 NULLS FIRST";
+
+/*
+ * The batch of the first tick: every row already committed when the relay
+ * started ticking.  Live streams never read it (they start at a later head);
+ * it serves consumers arriving from NVSentinel's own watcher with a position
+ * that predates the relay, in NVSentinel's id order, so they move over
+ * without a gap.  $1 first tick, $2 after id, $3 page size, $4 table.
+ */
+static const char history_sql[] =
+	"WITH n AS (SELECT snap, max_id FROM nvsrelay.tick WHERE tick_id = $1::bigint),"
+	" c AS (SELECT c.* FROM n, datastore_changelog c"
+	"  WHERE c.id > $2::bigint AND c.id <= n.max_id AND pg_visible_in_snapshot(c.xid, n.snap)"
+	"   AND ($4::text IS NULL OR c.table_name = $4::text) ORDER BY c.id LIMIT $3::integer)"
+	" SELECT $1::bigint, NULL::bigint, 'y', $1::text, NULL, NULL, NULL, NULL"
+	" UNION ALL SELECT $1::bigint, " ROW_COLUMNS
 	" FROM c ORDER BY 2 NULLS FIRST";
 
 /* The durable position, as a superset of NVSentinel's {timestamp, eventID}
@@ -97,16 +119,21 @@ struct relay {
 	bool live_reading;
 	bool live_again;            /* kicked while reading */
 	ev_timer poll;              /* safety net when another relay ticks */
+	ev_timer schema_retry;      /* a failed schema step, retried with backoff */
+	int schema_backoff_ms;
+	bool closing;
 };
 
 struct page_req {
 	Relay *r;
 	struct token pos;
+	enum event_table table;
 	relay_page_cb cb;
 	void *arg;
 };
 
 static void live_kick(Relay *r);
+static int read_history(Relay *r, struct page_req *q);
 
 bool relay_is_ready(const Relay *r)
 {
@@ -149,6 +176,11 @@ static void page_cb(PgConn *pc, PGresult *res, void *arg)
 	if (PQgetisnull(res, 0, 0)) {
 		if (q->pos.id == TOKEN_ID_END) {
 			q->cb(q->arg, NULL, 0, &q->pos, 0, NULL);   /* no newer tick yet */
+		} else if (!PQgetisnull(res, 0, 3) &&
+			   strtoull(PQgetvalue(res, 0, 3), NULL, 10) == q->pos.tick) {
+			if (read_history(r, q) == 0)
+				return;
+			q->cb(q->arg, NULL, 0, &q->pos, ERR_HOST_UNREACHABLE, "PostgreSQL connection lost");
 		} else {
 			q->cb(q->arg, NULL, 0, &q->pos, ERR_HISTORY_LOST,
 			      "resume position precedes the first batch of this database");
@@ -193,6 +225,23 @@ out:
 	free(q);
 }
 
+static const char *table_param(enum event_table table)
+{
+	return table == TABLE_HEALTH_EVENTS ? "health_events"
+	     : table == TABLE_MAINTENANCE_EVENTS ? "maintenance_events" : NULL;
+}
+
+static int read_history(Relay *r, struct page_req *q)
+{
+	char tick[24], after[24], limit[16];
+	const char *params[4] = { tick, after, limit, table_param(q->table) };
+
+	snprintf(tick, sizeof(tick), "%" PRIu64, q->pos.tick);
+	snprintf(after, sizeof(after), "%" PRIu64, q->pos.id);
+	snprintf(limit, sizeof(limit), "%d", r->cv->batch_rows);
+	return pgconn_query(r->main, history_sql, 4, params, page_cb, q);
+}
+
 int relay_read_page(Relay *r, const struct token *pos, enum event_table table,
 		    relay_page_cb cb, void *arg)
 {
@@ -207,6 +256,7 @@ int relay_read_page(Relay *r, const struct token *pos, enum event_table table,
 		return -ENOMEM;
 	q->r = r;
 	q->pos = *pos;
+	q->table = table;
 	q->cb = cb;
 	q->arg = arg;
 	snprintf(tick, sizeof(tick), "%" PRIu64, pos->tick);
@@ -216,8 +266,7 @@ int relay_read_page(Relay *r, const struct token *pos, enum event_table table,
 	params[1] = pos->id == TOKEN_ID_END ? "t" : "f";
 	params[2] = after;
 	params[3] = limit;
-	params[4] = table == TABLE_HEALTH_EVENTS ? "health_events"
-		  : table == TABLE_MAINTENANCE_EVENTS ? "maintenance_events" : NULL;
+	params[4] = table_param(table);
 	if (pgconn_query(r->main, page_sql, 5, params, page_cb, q) < 0) {
 		free(q);
 		return -ENOTCONN;
@@ -236,7 +285,8 @@ static void live_page(void *arg, struct event **evs, size_t n, const struct toke
 
 	r->live_reading = false;
 	if (code) {
-		log_warning("live read failed reason='%s'", msg);
+		if (!r->closing)
+			log_warning("live read failed reason='%s'", msg);
 		return;
 	}
 	for (i = 0; i < n; i++)
@@ -336,10 +386,18 @@ static void schema_done(void *arg, int status, unsigned applied, const char *msg
 		return;
 	}
 	if (status < 0) {
-		log_err("schema step failed, will retry after reconnect: %s", msg);
-		pgconn_reset(r->main, "schema step failed");
+		/* Not a reconnect storm: a missing privilege stays missing, so
+		 * retry on the same connection, backing off. */
+		r->schema_backoff_ms = r->schema_backoff_ms ? r->schema_backoff_ms * 2 : 1000;
+		if (r->schema_backoff_ms > r->cv->reconnect_max_ms)
+			r->schema_backoff_ms = r->cv->reconnect_max_ms;
+		log_err("schema step failed, retrying in %d ms: %s", r->schema_backoff_ms, msg);
+		ev_timer_stop(r->loop, &r->schema_retry);
+		ev_timer_set(&r->schema_retry, r->schema_backoff_ms / 1000.0, 0.);
+		ev_timer_start(r->loop, &r->schema_retry);
 		return;
 	}
+	r->schema_backoff_ms = 0;
 	if (applied)
 		log_notice("schema migrated applied=%u", applied);
 	else
@@ -347,13 +405,28 @@ static void schema_done(void *arg, int status, unsigned applied, const char *msg
 	pgconn_query(r->main, "SELECT generation, database_name FROM nvsrelay.meta", 0, NULL, meta_cb, r);
 }
 
+static void run_schema(Relay *r)
+{
+	if (!r->schema_done && !ev_is_active(&r->schema_retry) &&
+	    schema_run(r->main, r->cv->schema == SCHEMA_AUTO, schema_done, r) < 0)
+		pgconn_reset(r->main, "schema step could not start");
+}
+
+static void schema_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	if (pgconn_is_up(((Relay *)w->data)->main))
+		run_schema(w->data);
+}
+
 static void main_up(PgConn *pc, void *ud)
 {
 	Relay *r = ud;
 
+	(void)pc;
 	if (!r->schema_done) {
-		if (schema_run(pc, conf_values(r->conf)->schema == SCHEMA_AUTO, schema_done, r) < 0)
-			pgconn_reset(pc, "schema step could not start");
+		run_schema(r);
 		return;
 	}
 	if (!r->live_known)
@@ -435,12 +508,11 @@ static void legacy_cb(PgConn *pc, PGresult *res, void *arg)
 		q->cb(q->arg, -ESTALE, NULL,
 		      "stored NVSentinel position refers to a changelog row that is no longer retained");
 	} else {
+		/* After that row in the batch of the first tick that saw it;
+		 * for rows older than the relay that is the history batch. */
 		t.gen = q->r->generation;
 		t.tick = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
-		/* A row already visible at the first tick predates the relay:
-		 * the stream starts after it. */
-		t.id = strcmp(PQgetvalue(res, 0, 1), "t") == 0 ? TOKEN_ID_END
-		     : strtoull(PQgetvalue(res, 0, 2), NULL, 10);
+		t.id = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
 		q->cb(q->arg, 0, &t, NULL);
 	}
 	free(q->consumer);
@@ -480,7 +552,7 @@ static void load_cb(PgConn *pc, PGresult *res, void *arg)
 		snprintf(id, sizeof(id), "%.0f", eid->valuedouble);
 		params[0] = id;
 		if (pgconn_query(pc,
-				 "SELECT min(t.tick_id), min(t.tick_id) = (SELECT min(tick_id) FROM nvsrelay.tick), $1::bigint"
+				 "SELECT min(t.tick_id), $1::bigint"
 				 " FROM datastore_changelog c, nvsrelay.tick t"
 				 " WHERE c.id = $1::bigint AND pg_visible_in_snapshot(c.xid, t.snap)",
 				 1, params, legacy_cb, q) == 0) {
@@ -605,6 +677,8 @@ Relay *relay_new(struct ev_loop *loop, const Conf *conf, struct hub *hub,
 	iv = r->cv->poll_interval_ms / 1000.0;
 	ev_timer_init(&r->poll, poll_cb, iv, iv);
 	r->poll.data = r;
+	ev_init(&r->schema_retry, schema_retry_cb);
+	r->schema_retry.data = r;
 	return r;
 }
 
@@ -612,7 +686,9 @@ void relay_free(Relay *r)
 {
 	if (!r)
 		return;
+	r->closing = true;
 	ev_timer_stop(r->loop, &r->poll);
+	ev_timer_stop(r->loop, &r->schema_retry);
 	ticker_free(r->ticker);
 	pgconn_free(r->main);
 	pgconn_free(r->listen);

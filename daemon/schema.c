@@ -1,10 +1,12 @@
 /*
  * schema.c - brings the database to the embedded schema version.
  *
- * Two round trips on the relay's main connection: the first opens a
- * transaction, takes a transaction-scoped advisory lock (so relays starting
- * together migrate one at a time) and reads what is applied; the second runs
- * every missing migration plus its bookkeeping row and commits.  A migration
+ * First a plain read of nvsrelay.schema_migrations: when everything is
+ * applied with matching checksums that is all, and a role without DDL rights
+ * can run the relay.  Otherwise (schema = auto) a transaction takes an
+ * advisory lock (relays starting together migrate one at a time), reads
+ * again, then runs every missing migration with its bookkeeping row and
+ * commits.  A migration
  * whose recorded checksum differs from the embedded one, or a database newer
  * than this binary, stops the daemon rather than guess.
  */
@@ -21,6 +23,7 @@
 #define MIGRATE_LOCK_KEY "7243381923472001"
 
 struct run {
+	bool probe;          /* first, read-only look: no DDL rights needed when current */
 	bool apply;
 	schema_cb cb;
 	void *arg;
@@ -76,6 +79,9 @@ static int append(char **buf, size_t *len, const char *s)
 	return 0;
 }
 
+static bool complete(const PGresult *res);
+static int begin_locked(PgConn *pc, struct run *run);
+
 static void state_cb(PgConn *pc, PGresult *res, void *arg)
 {
 	struct run *run = arg;
@@ -88,6 +94,20 @@ static void state_cb(PgConn *pc, PGresult *res, void *arg)
 	if (!res) {
 		finish(pc, run, -EIO, 0, "connection lost while reading the schema version");
 		return;
+	}
+	if (run->probe) {
+		run->probe = false;
+		if (complete(res)) {
+			finish(pc, run, 0, 0, NULL);
+			return;
+		}
+		if (run->apply) {
+			/* Missing or behind: take the lock and look again inside
+			 * the transaction, another relay may be migrating now. */
+			if (begin_locked(pc, run) < 0)
+				finish(pc, run, -EIO, 0, "connection lost");
+			return;
+		}
 	}
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		snprintf(msg, sizeof(msg), "%s: %s",
@@ -152,18 +172,26 @@ oom:
 	finish(pc, run, -EIO, 0, "out of memory or connection lost");
 }
 
-int schema_run(PgConn *pc, bool apply, schema_cb cb, void *arg)
+/* True when every embedded migration is recorded with its checksum. */
+static bool complete(const PGresult *res)
 {
-	struct run *run = calloc(1, sizeof(*run));
-	int r;
+	char sum[65];
+	unsigned i;
 
-	if (!run)
-		return -ENOMEM;
-	run->apply = apply;
-	run->cb = cb;
-	run->arg = arg;
-	if (apply)
-		r = pgconn_query(pc,
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || (unsigned)PQntuples(res) != schema_migration_count)
+		return false;
+	for (i = 0; i < schema_migration_count; i++) {
+		schema_checksum(schema_migrations[i].sql, sum);
+		if (strtoul(PQgetvalue(res, (int)i, 0), NULL, 10) != schema_migrations[i].version ||
+		    strcmp(PQgetvalue(res, (int)i, 1), sum) != 0)
+			return false;
+	}
+	return true;
+}
+
+static int begin_locked(PgConn *pc, struct run *run)
+{
+	return pgconn_query(pc,
 				 "BEGIN;"
 				 "SELECT pg_advisory_xact_lock(" MIGRATE_LOCK_KEY ");"
 				 "CREATE SCHEMA IF NOT EXISTS nvsrelay;"
@@ -172,9 +200,21 @@ int schema_run(PgConn *pc, bool apply, schema_cb cb, void *arg)
 				 " applied_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp());"
 				 "SELECT version, checksum FROM nvsrelay.schema_migrations ORDER BY version;",
 				 0, NULL, state_cb, run);
-	else
-		r = pgconn_query(pc, "SELECT version, checksum FROM nvsrelay.schema_migrations ORDER BY version",
-				 0, NULL, state_cb, run);
+}
+
+int schema_run(PgConn *pc, bool apply, schema_cb cb, void *arg)
+{
+	struct run *run = calloc(1, sizeof(*run));
+	int r;
+
+	if (!run)
+		return -ENOMEM;
+	run->probe = true;
+	run->apply = apply;
+	run->cb = cb;
+	run->arg = arg;
+	r = pgconn_query(pc, "SELECT version, checksum FROM nvsrelay.schema_migrations ORDER BY version",
+			 0, NULL, state_cb, run);
 	if (r < 0)
 		free(run);
 	return r;

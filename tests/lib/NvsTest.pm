@@ -395,10 +395,12 @@ sub start {
         push @args, '--set', "$k=$set{$k}";
     }
     push @args, @{ $o{args} || [] };
+    # An installed /etc/nvsrelayd/nvsrelayd.conf must not leak into tests.
+    unshift @args, '--config', '/dev/null' unless grep { $_ eq '-c' || $_ eq '--config' } @args;
 
     # Only the cluster under test may configure the daemon, not the caller's environment.
     my %env = %ENV;
-    delete $env{$_} for grep { /^(PG|DATASTORE_|NOTIFY_SOCKET$|WATCHDOG_|LISTEN_)/ || /_CLIENT_CERT_MOUNT_PATH$/ } keys %env;
+    delete $env{$_} for grep { /^(PG|DATASTORE_|NVSRELAYD_|NOTIFY_SOCKET$|WATCHDOG_|LISTEN_)/ || /_CLIENT_CERT_MOUNT_PATH$/ } keys %env;
     %env = (%env, %{ $pg->env });
     while (my ($k, $v) = each %{ $o{env} || {} }) {
         if (defined $v) { $env{$k} = $v } else { delete $env{$k} }
