@@ -17,6 +17,7 @@
  * and write it to resume_tokens at most every ack_flush_ms.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -47,6 +48,8 @@ struct sub {
 	struct token pos;             /* passed up to here */
 	struct token sent;            /* position of the last frame sent */
 	struct token acked;           /* acknowledged (durable only) */
+	bool fenced;                  /* took over a consumer: start no earlier than */
+	struct token fence;           /* ... what the previous holder acknowledged */
 };
 
 struct hub {
@@ -398,25 +401,57 @@ static void position_loaded(void *arg, int status, const struct token *pos, cons
 	if (s->state == SUB_DEAD)
 		return;
 	if (status == -ENOENT) {
-		activate(s, &h->head);
+		activate(s, s->fenced ? &s->fence : &h->head);
 	} else if (status < 0) {
-		client_send_error(s->client, s->sid,
-				  status == -ESTALE ? ERR_HISTORY_LOST : ERR_CHANGE_STREAM_FATAL,
-				  status == -ESTALE ? "ChangeStreamHistoryLost" : "ChangeStreamFatalError",
-				  msg, NULL);
+		if (status == -ESTALE)
+			client_send_error(s->client, s->sid, ERR_HISTORY_LOST, "ChangeStreamHistoryLost", msg, NULL);
+		else if (status == -EINVAL)
+			client_send_error(s->client, s->sid, ERR_CHANGE_STREAM_FATAL, "ChangeStreamFatalError", msg, NULL);
+		else
+			client_send_error(s->client, s->sid, ERR_HOST_UNREACHABLE, "HostUnreachable", msg, NULL);
 		sub_kill(s);
 	} else if (pos->gen != h->head.gen) {
 		client_send_error(s->client, s->sid, ERR_HISTORY_LOST, "ChangeStreamHistoryLost",
-				  "stored position belongs to another changelog generation", NULL);
+				  "stored position belongs to another database or changelog generation", NULL);
 		sub_kill(s);
 	} else {
-		activate(s, pos);
+		/* The previous holder's last acks may still be on their way to
+		 * resume_tokens: never start before them. */
+		activate(s, s->fenced ? tmax(pos, &s->fence) : pos);
+	}
+}
+
+/* Durable consumer fencing: one live subscription per consumer name.  The
+ * newcomer wins (the old connection is usually a dead peer not yet noticed)
+ * and starts no earlier than what the old one acknowledged; the old one is
+ * told why.  Stored positions never move backwards (relay.c's upsert). */
+static void take_over(Hub *h, struct sub *s)
+{
+	struct sub *o, *next;
+	char msg[320];
+
+	for (o = h->subs; o; o = next) {
+		next = o->next;
+		if (o == s || !o->consumer || strcmp(o->consumer, s->consumer) != 0)
+			continue;
+		if (o->state == SUB_ACTIVE && (!s->fenced || token_cmp(&o->acked, &s->fence) > 0)) {
+			s->fence = o->acked;
+			s->fenced = true;
+		}
+		snprintf(msg, sizeof(msg), "consumer '%s' was taken over by another subscription", o->consumer);
+		log_notice("consumer taken over consumer='%s' from=c%llu to=c%llu", o->consumer,
+			   (unsigned long long)client_id(o->client), (unsigned long long)client_id(s->client));
+		client_send_error(o->client, o->sid, ERR_INTERRUPTED, "Interrupted", msg, &o->sent);
+		sub_kill(o);
+		if (next && next->state == SUB_DEAD)
+			next = h->subs;
 	}
 }
 
 int hub_watch(Hub *h, Client *c, const struct watch_req *req)
 {
 	struct sub *s;
+	int r;
 
 	if (find_sub(h, c, req->sid)) {
 		client_send_error(c, req->sid, ERR_BAD_VALUE, "BadValue", "sid already in use", NULL);
@@ -428,8 +463,11 @@ int hub_watch(Hub *h, Client *c, const struct watch_req *req)
 		return -EAGAIN;
 	}
 	if (req->has_resume && req->resume.gen != h->head.gen) {
-		client_send_error(c, req->sid, ERR_CHANGE_STREAM_FATAL, "ChangeStreamFatalError",
-				  "resume token belongs to another database or changelog generation", NULL);
+		char msg[160];
+		snprintf(msg, sizeof(msg),
+			 "resume token belongs to another database or changelog generation (this one is %08x)",
+			 (unsigned)h->head.gen);
+		client_send_error(c, req->sid, ERR_HISTORY_LOST, "ChangeStreamHistoryLost", msg, NULL);
 		return -EINVAL;
 	}
 	s = calloc(1, sizeof(*s));
@@ -450,20 +488,29 @@ int hub_watch(Hub *h, Client *c, const struct watch_req *req)
 	h->subs = s;
 	h->nsubs++;
 
+	if (s->consumer)
+		take_over(h, s);
 	if (req->has_resume) {
 		activate(s, &req->resume);
-	} else if (s->consumer) {
-		if (relay_load_position(h->relay, s->consumer, position_loaded, s) == 0) {
-			s->reading = true;
-		} else {
-			client_send_error(c, s->sid, ERR_HOST_UNREACHABLE, "HostUnreachable",
-					  "PostgreSQL unavailable, retry", NULL);
-			sub_kill(s);
-			return -EAGAIN;
-		}
-	} else {
-		activate(s, &h->head);
+		return 0;
 	}
+	if (req->has_event_id)
+		r = relay_position_of_event(h->relay, req->event_id, position_loaded, s);
+	else if (req->start_at)
+		r = relay_position_at_time(h->relay, req->start_at, position_loaded, s);
+	else if (s->consumer)
+		r = relay_load_position(h->relay, s->consumer, position_loaded, s);
+	else {
+		activate(s, &h->head);
+		return 0;
+	}
+	if (r < 0) {
+		client_send_error(c, s->sid, ERR_HOST_UNREACHABLE, "HostUnreachable",
+				  "PostgreSQL unavailable, retry", NULL);
+		sub_kill(s);
+		return -EAGAIN;
+	}
+	s->reading = true;
 	return 0;
 }
 

@@ -9,6 +9,7 @@
 #define NVSRELAY_HUB_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <ev.h>
 
 #include "conf.h"
@@ -25,6 +26,9 @@ struct watch_req {
 	const char *consumer;      /* durable name or NULL */
 	bool has_resume;           /* resumeAfter / startAfter given */
 	struct token resume;
+	bool has_event_id;         /* resumeAfter in NVSentinel's {timestamp, eventID} form */
+	uint64_t event_id;
+	const char *start_at;      /* startAtOperationTime (RFC 3339) or NULL */
 	bool before;               /* fullDocumentBeforeChange on updates */
 };
 

@@ -78,7 +78,8 @@ static const char page_sql[] =
 static const char history_sql[] =
 	"WITH n AS (SELECT snap, max_id FROM nvsrelay.tick WHERE tick_id = $1::bigint),"
 	" c AS (SELECT c.* FROM n, datastore_changelog c"
-	"  WHERE c.id > $2::bigint AND c.id <= n.max_id AND pg_visible_in_snapshot(c.xid, n.snap)"
+	"  WHERE c.id > $2::bigint AND c.id <= n.max_id"
+	"   AND (c.xid IS NULL OR pg_visible_in_snapshot(c.xid, n.snap))"
 	"   AND ($4::text IS NULL OR c.table_name = $4::text) ORDER BY c.id LIMIT $3::integer)"
 	" SELECT $1::bigint, NULL::bigint, 'y', $1::text, NULL, NULL, NULL, NULL"
 	" UNION ALL SELECT $1::bigint, " ROW_COLUMNS
@@ -134,6 +135,7 @@ struct page_req {
 
 static void live_kick(Relay *r);
 static int read_history(Relay *r, struct page_req *q);
+static void oldest_msg(const Relay *r, const char *what, const char *min_tick, char *buf, size_t len);
 
 bool relay_is_ready(const Relay *r)
 {
@@ -168,9 +170,10 @@ static void page_cb(PgConn *pc, PGresult *res, void *arg)
 	}
 	rows = PQntuples(res);
 	if (rows < 1 || PQgetisnull(res, 0, 2)) {
-		/* The token's tick is not in this database. */
-		q->cb(q->arg, NULL, 0, &q->pos, ERR_HISTORY_LOST,
-		      "resume position is not in the retained history of this database");
+		/* The token's tick is not (or no longer) in this database. */
+		oldest_msg(r, "resume position", rows < 1 || PQgetisnull(res, 0, 3) ? NULL : PQgetvalue(res, 0, 3),
+			   msg, sizeof(msg));
+		q->cb(q->arg, NULL, 0, &q->pos, ERR_HISTORY_LOST, msg);
 		goto out;
 	}
 	if (PQgetisnull(res, 0, 0)) {
@@ -496,17 +499,41 @@ struct pos_req {
 	char *consumer;
 };
 
-static void legacy_cb(PgConn *pc, PGresult *res, void *arg)
+/* Row 0: the tick whose batch holds the row (NULL: no tick covers it yet)
+ * and the row id; no row: the changelog no longer has it. */
+static const char event_pos_sql[] =
+	"SELECT CASE WHEN c.xid IS NULL THEN (SELECT min(tick_id) FROM nvsrelay.tick)"
+	"  ELSE (SELECT min(t.tick_id) FROM nvsrelay.tick t WHERE pg_visible_in_snapshot(c.xid, t.snap)) END,"
+	" c.id, (SELECT min(tick_id) FROM nvsrelay.tick)"
+	" FROM datastore_changelog c WHERE c.id = $1::bigint";
+
+static void oldest_msg(const Relay *r, const char *what, const char *min_tick, char *buf, size_t len)
+{
+	struct token t = { r->generation, min_tick ? strtoull(min_tick, NULL, 10) : 0, TOKEN_ID_END };
+	char hex[TOKEN_HEX_LEN + 1];
+
+	token_format(&t, hex);
+	if (min_tick && *min_tick)
+		snprintf(buf, len, "%s is older than the retained history; the oldest available position is {\"_data\":\"%s\"}",
+			 what, hex);
+	else
+		snprintf(buf, len, "%s is older than the retained history, which is empty", what);
+}
+
+static void event_pos_cb(PgConn *pc, PGresult *res, void *arg)
 {
 	struct pos_req *q = arg;
 	struct token t = { 0, 0, 0 };
+	char msg[256];
 
 	(void)pc;
 	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
-		q->cb(q->arg, -EIO, NULL, "cannot read the stored position");
+		q->cb(q->arg, -EIO, NULL, "cannot resolve the NVSentinel position");
+	} else if (PQntuples(res) == 0) {
+		oldest_msg(q->r, "NVSentinel position (eventID)", NULL, msg, sizeof(msg));
+		q->cb(q->arg, -ESTALE, NULL, msg);
 	} else if (PQgetisnull(res, 0, 0)) {
-		q->cb(q->arg, -ESTALE, NULL,
-		      "stored NVSentinel position refers to a changelog row that is no longer retained");
+		q->cb(q->arg, -EAGAIN, NULL, "the changelog row of that eventID is not committed in any tick yet; retry");
 	} else {
 		/* After that row in the batch of the first tick that saw it;
 		 * for rows older than the relay that is the history batch. */
@@ -517,6 +544,80 @@ static void legacy_cb(PgConn *pc, PGresult *res, void *arg)
 	}
 	free(q->consumer);
 	free(q);
+}
+
+static struct pos_req *pos_req_new(Relay *r, relay_pos_cb cb, void *arg)
+{
+	struct pos_req *q = calloc(1, sizeof(*q));
+
+	if (q) {
+		q->r = r;
+		q->cb = cb;
+		q->arg = arg;
+	}
+	return q;
+}
+
+int relay_position_of_event(Relay *r, uint64_t event_id, relay_pos_cb cb, void *arg)
+{
+	char id[24];
+	const char *params[1] = { id };
+	struct pos_req *q;
+
+	if (!pgconn_is_up(r->main))
+		return -ENOTCONN;
+	if (!(q = pos_req_new(r, cb, arg)))
+		return -ENOMEM;
+	snprintf(id, sizeof(id), "%" PRIu64, event_id);
+	if (pgconn_query(r->main, event_pos_sql, 1, params, event_pos_cb, q) < 0) {
+		free(q);
+		return -ENOTCONN;
+	}
+	return 0;
+}
+
+static void time_pos_cb(PgConn *pc, PGresult *res, void *arg)
+{
+	struct pos_req *q = arg;
+	struct token t = { 0, 0, TOKEN_ID_END };
+	char msg[256];
+
+	(void)pc;
+	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+		snprintf(msg, sizeof(msg), "cannot resolve startAtOperationTime: %s",
+			 res ? PQresultErrorMessage(res) : "connection lost");
+		q->cb(q->arg, res ? -EINVAL : -EIO, NULL, msg);
+	} else if (PQgetisnull(res, 0, 0)) {
+		oldest_msg(q->r, "startAtOperationTime", PQgetisnull(res, 0, 1) ? NULL : PQgetvalue(res, 0, 1),
+			   msg, sizeof(msg));
+		q->cb(q->arg, -ESTALE, NULL, msg);
+	} else {
+		t.gen = q->r->generation;
+		t.tick = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+		q->cb(q->arg, 0, &t, NULL);
+	}
+	free(q);
+}
+
+int relay_position_at_time(Relay *r, const char *rfc3339, relay_pos_cb cb, void *arg)
+{
+	const char *params[1] = { rfc3339 };
+	struct pos_req *q;
+
+	if (!pgconn_is_up(r->main))
+		return -ENOTCONN;
+	if (!(q = pos_req_new(r, cb, arg)))
+		return -ENOMEM;
+	/* Every change committed after the last tick written at or before the
+	 * time is delivered: a batch is never split by time. */
+	if (pgconn_query(r->main,
+			 "SELECT max(tick_id), (SELECT min(tick_id) FROM nvsrelay.tick) FROM nvsrelay.tick"
+			 " WHERE created_at <= $1::timestamptz",
+			 1, params, time_pos_cb, q) < 0) {
+		free(q);
+		return -ENOTCONN;
+	}
+	return 0;
 }
 
 static void load_cb(PgConn *pc, PGresult *res, void *arg)
@@ -547,15 +648,10 @@ static void load_cb(PgConn *pc, PGresult *res, void *arg)
 		goto out;
 	}
 	if (cJSON_IsNumber(eid) && eid->valuedouble >= 0) {
-		/* NVSentinel's own {timestamp, eventID}: resume after that row, in
-		 * the batch of the first tick that saw it committed. */
+		/* NVSentinel's own {timestamp, eventID}. */
 		snprintf(id, sizeof(id), "%.0f", eid->valuedouble);
 		params[0] = id;
-		if (pgconn_query(pc,
-				 "SELECT min(t.tick_id), $1::bigint"
-				 " FROM datastore_changelog c, nvsrelay.tick t"
-				 " WHERE c.id = $1::bigint AND pg_visible_in_snapshot(c.xid, t.snap)",
-				 1, params, legacy_cb, q) == 0) {
+		if (pgconn_query(pc, event_pos_sql, 1, params, event_pos_cb, q) == 0) {
 			cJSON_Delete(j);
 			return;
 		}

@@ -26,6 +26,7 @@ struct hub;
 #define ERR_COMMAND_NOT_FOUND 59
 #define ERR_INVALID_NAMESPACE 73
 #define ERR_HOST_UNREACHABLE 6
+#define ERR_INTERRUPTED 11601
 #define ERR_CHANGE_STREAM_FATAL 280
 #define ERR_HISTORY_LOST 286
 #define ERR_TOO_LARGE 10334
@@ -51,6 +52,11 @@ uint32_t relay_generation(const Relay *r);
 int relay_read_page(Relay *r, const struct token *pos, enum event_table table,
 		    relay_page_cb cb, void *arg);
 int relay_load_position(Relay *r, const char *consumer, relay_pos_cb cb, void *arg);
+/* The position after changelog row event_id (NVSentinel's {"timestamp",
+ * "eventID"} tokens), or of the last tick written at or before an RFC 3339
+ * time (startAtOperationTime).  -ESTALE: older than the retained history. */
+int relay_position_of_event(Relay *r, uint64_t event_id, relay_pos_cb cb, void *arg);
+int relay_position_at_time(Relay *r, const char *rfc3339, relay_pos_cb cb, void *arg);
 int relay_save_position(Relay *r, const char *consumer, const struct token *pos,
 			relay_done_cb cb, void *arg);
 

@@ -1,0 +1,89 @@
+#!/usr/bin/perl
+# 25-start.t - every way to start a stream and every way it refuses to:
+# startAtOperationTime, NVSentinel's {"timestamp","eventID"} positions given
+# as resumeAfter, a token of another generation or a tick that is not
+# retained (286, naming the oldest position), malformed tokens and times,
+# and durable consumer fencing (the newer connection takes over, the older
+# one is told, the stored position never moves backwards).
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/../lib";
+use Test::More;
+use POSIX ();
+use NvsTest;
+
+my $pg  = NvsTest::Pg->start();
+my $d   = NvsTest::Daemon->start($pg, set => { ack_flush_ms => 50 });
+my $dbh = $pg->dbh();
+sub rid { $_[0]{event}{documentKey}{_id} }
+
+my $gen = NvsTest::Client->connect($d->socket)->hello('t25')->{generation};
+my @a = map { NvsTest::insert_health_event($dbh, node => "a-$_") } 1 .. 3;
+select(undef, undef, undef, 1.2);
+my ($t) = $dbh->selectrow_array(q{SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')});
+select(undef, undef, undef, 0.3);
+my @b = map { NvsTest::insert_health_event($dbh, node => "b-$_") } 1 .. 3;
+
+# --- startAtOperationTime ----------------------------------------------------
+my $c = NvsTest::Client->connect($d->socket);
+$c->watch(startAtOperationTime => $t);
+my $ev = $c->events(3, 10);
+is_deeply([ map { rid($_) } @$ev ], \@b, 'startAtOperationTime: the changes after that time');
+$c->close;
+$c = NvsTest::Client->connect($d->socket);
+$c->watch(startAtOperationTime => '2001-01-01T00:00:00Z');
+my $e = $c->recv_op('error', 10);
+is($e->{code}, 286, 'a time before the retained history: 286');
+like($e->{message}, qr/oldest available position is \{"_data":"$gen[0-9a-f]{16}f{16}"\}/, '... naming the oldest position');
+$c->watch(sid => 2, startAtOperationTime => 'yesterday');
+is($c->recv_op('error', 10)->{code}, 2, 'a malformed time: BadValue');
+
+# --- NVSentinel positions ----------------------------------------------------------
+my ($cl_a2) = $dbh->selectrow_array(q{SELECT c.id FROM datastore_changelog c WHERE c.record_id = ?}, undef, $a[1]);
+$c = NvsTest::Client->connect($d->socket);
+$c->watch(resumeAfter => { timestamp => '2026-11-25T10:00:00Z', eventID => $cl_a2 + 0 });
+$ev = $c->events(4, 10);
+is_deeply([ map { rid($_) } @$ev ], [ $a[2], @b ], 'resumeAfter {timestamp, eventID}: everything after that changelog row');
+$c->watch(sid => 3, resumeAfter => { eventID => 999999999 });
+is($c->recv_op('error', 10)->{code}, 286, 'an eventID no longer in the changelog: 286');
+$c->close;
+
+# --- foreign and missing positions ---------------------------------------------------
+$c = NvsTest::Client->connect($d->socket);
+my $other = sprintf('%08x', (hex($gen) ^ 1)) . ('0' x 15) . '2' . ('f' x 16);
+$c->watch(resumeAfter => { _data => $other });
+$e = $c->recv_op('error', 10);
+is($e->{code}, 286, 'a token of another generation: 286');
+like($e->{message}, qr/another database/, '... saying why');
+$c->watch(sid => 4, resumeAfter => { _data => $gen . ('0' x 16) . ('0' x 15) . '1' });
+$e = $c->recv_op('error', 10);
+is($e->{code}, 286, 'a tick that is not retained: 286');
+like($e->{message}, qr/oldest available position/, '... naming the oldest position');
+$c->watch(sid => 5, resumeAfter => { _data => 'not-a-token' });
+is($c->recv_op('error', 10)->{code}, 280, 'a malformed token: 280');
+$c->close;
+
+# --- fencing -----------------------------------------------------------------------
+my $c1 = NvsTest::Client->connect($d->socket);
+$c1->watch(consumer => 'fault-quarantine');
+$c1->recv_op('bookmark', 10);
+my @f = map { NvsTest::insert_health_event($dbh, node => "f-$_") } 1 .. 4;
+$ev = $c1->events(4, 10);
+is(scalar @$ev, 4, 'first connection receives');
+$c1->ack(1, $ev->[1]{event}{_id});
+my $c2 = NvsTest::Client->connect($d->socket);
+$c2->watch(consumer => 'fault-quarantine');
+$e = $c1->recv_op('error', 10);
+is($e->{code}, 11601, 'the first connection is told it was taken over');
+is($e->{token}{_data}, $ev->[3]{event}{_id}{_data}, '... with its last delivered token');
+my $ev2 = $c2->events(2, 10);
+is_deeply([ map { rid($_) } @$ev2 ], [ @f[2, 3] ], 'the second continues after the first one\'s ack');
+$c1->ack(1, $ev->[3]{event}{_id});
+ok($c1->recv_op('error', 5), 'an ack from the fenced connection is refused');
+$c2->ack(1, $ev2->[0]{event}{_id});
+select(undef, undef, undef, 0.5);
+my ($stored) = $dbh->selectrow_array(q{SELECT resume_token->>'token' FROM resume_tokens WHERE client_name = 'fault-quarantine'});
+is($stored, $ev2->[0]{event}{_id}{_data}, 'the stored position is the new holder\'s ack');
+is($d->stop, 0, 'clean stop');
+done_testing();
