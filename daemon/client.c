@@ -324,10 +324,28 @@ static void op_hello(Client *c, const cJSON *m)
 	client_send(c, buf, (size_t)n);
 }
 
+/* Shape check only (PostgreSQL parses the value): digits, separators and a
+ * zone, so nothing else reaches SQL even as a parameter. */
+static bool valid_rfc3339(const cJSON *v)
+{
+	const char *s = cJSON_IsString(v) ? v->valuestring : NULL;
+	size_t n, i;
+
+	if (!s || (n = strlen(s)) < 20 || n > 40)
+		return false;
+	for (i = 0; i < n; i++) {
+		char ch = s[i];
+		if (!((ch >= '0' && ch <= '9') || ch == '-' || ch == ':' || ch == '.' || ch == 'T' ||
+		      ch == 'Z' || ch == '+' || ch == 't' || ch == 'z'))
+			return false;
+	}
+	return s[4] == '-' && s[7] == '-' && (s[10] == 'T' || s[10] == 't') && s[13] == ':';
+}
+
 static void op_watch(Client *c, const cJSON *m)
 {
 	struct watch_req req;
-	const cJSON *t, *consumer, *ra, *sa, *fdbc, *pipe;
+	const cJSON *t, *consumer, *ra, *sa, *sat, *eid, *fdbc, *pipe;
 	long long sid;
 
 	memset(&req, 0, sizeof(req));
@@ -355,10 +373,35 @@ static void op_watch(Client *c, const cJSON *m)
 		client_send_error(c, sid, ERR_BAD_VALUE, "BadValue", "give only one of resumeAfter and startAfter", NULL);
 		return;
 	}
-	if (ra || sa) {
+	sat = cJSON_GetObjectItemCaseSensitive(m, "startAtOperationTime");
+	if ((ra || sa) && sat) {
+		client_send_error(c, sid, ERR_BAD_VALUE, "BadValue",
+				  "give only one of resumeAfter, startAfter and startAtOperationTime", NULL);
+		return;
+	}
+	eid = cJSON_IsObject(ra ? ra : sa) ? cJSON_GetObjectItemCaseSensitive(ra ? ra : sa, "eventID") : NULL;
+	if (eid && !cJSON_GetObjectItemCaseSensitive(ra ? ra : sa, "_data")) {
+		/* NVSentinel's stored {"timestamp","eventID"}: a component moving
+		 * over from its in-process watcher passes what it had. */
+		if (!cJSON_IsNumber(eid) || eid->valuedouble < 0 || eid->valuedouble > 9007199254740991.0) {
+			client_send_error(c, sid, ERR_CHANGE_STREAM_FATAL, "ChangeStreamFatalError",
+					  "eventID must be a non-negative integer", NULL);
+			return;
+		}
+		req.has_event_id = true;
+		req.event_id = (uint64_t)eid->valuedouble;
+	} else if (ra || sa) {
 		if (get_token(c, sid, ra ? ra : sa, ra ? "resumeAfter" : "startAfter", &req.resume) < 0)
 			return;
 		req.has_resume = true;
+	}
+	if (sat) {
+		if (!valid_rfc3339(sat)) {
+			client_send_error(c, sid, ERR_BAD_VALUE, "BadValue",
+					  "startAtOperationTime must be an RFC 3339 time such as 2026-11-25T10:00:00Z", NULL);
+			return;
+		}
+		req.start_at = sat->valuestring;
 	}
 	fdbc = cJSON_GetObjectItemCaseSensitive(m, "fullDocumentBeforeChange");
 	if (fdbc) {
