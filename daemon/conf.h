@@ -42,6 +42,11 @@ struct conf_values {
 	int max_clients;
 	int client_output_limit;         /* bytes queued to one client before disconnect */
 	int ack_flush_ms;                /* durable positions written at most this often */
+	int retention_max_age_hours;     /* 0 = no age cap */
+	int retention_max_rows;          /* 0 = no size cap */
+	int consumer_idle_hours;
+	int prune_interval_s;
+	int prune_chunk_rows;
 	int reconnect_min_ms;
 	int reconnect_max_ms;
 	int connect_timeout_s;
