@@ -45,6 +45,7 @@ struct conf_values {
 	int retention_max_age_hours;     /* 0 = no age cap */
 	int retention_max_rows;          /* 0 = no size cap */
 	int consumer_idle_hours;
+	int retention_floor_s;
 	int prune_interval_s;
 	int prune_chunk_rows;
 	int reconnect_min_ms;

@@ -593,3 +593,14 @@ size_t hub_subscription_count(const Hub *h)
 {
 	return h->nsubs;
 }
+
+size_t hub_consumers(const Hub *h, const char **names, size_t max)
+{
+	const struct sub *s;
+	size_t n = 0;
+
+	for (s = h->subs; s && n < max; s = s->next)
+		if (s->consumer)
+			names[n++] = s->consumer;
+	return n;
+}

@@ -54,4 +54,8 @@ void hub_shutdown(Hub *h, void (*done)(void *arg), void *arg);
 
 size_t hub_subscription_count(const Hub *h);
 
+/* Up to max names of the durable consumers subscribed right now (pointers
+ * valid until the next loop iteration); returns how many were written. */
+size_t hub_consumers(const Hub *h, const char **names, size_t max);
+
 #endif

@@ -24,6 +24,7 @@
 #include "log.h"
 #include "pgconn.h"
 #include "relay.h"
+#include "retention.h"
 #include "schema.h"
 #include "ticker.h"
 
@@ -111,6 +112,7 @@ struct relay {
 	const char *const *keys, *const *vals;
 	PgConn *main, *listen;
 	Ticker *ticker;
+	Retention *retention;
 	bool schema_done;
 	bool ready;
 	uint32_t generation;
@@ -179,8 +181,10 @@ static void page_cb(PgConn *pc, PGresult *res, void *arg)
 	if (PQgetisnull(res, 0, 0)) {
 		if (q->pos.id == TOKEN_ID_END) {
 			q->cb(q->arg, NULL, 0, &q->pos, 0, NULL);   /* no newer tick yet */
-		} else if (!PQgetisnull(res, 0, 3) &&
-			   strtoull(PQgetvalue(res, 0, 3), NULL, 10) == q->pos.tick) {
+		} else if (q->pos.tick == 1) {
+			/* Tick 1 has no predecessor: its batch is the history the
+			 * relay found when it started (tick 1 still exists: checked
+			 * above). */
 			if (read_history(r, q) == 0)
 				return;
 			q->cb(q->arg, NULL, 0, &q->pos, ERR_HOST_UNREACHABLE, "PostgreSQL connection lost");
@@ -376,6 +380,7 @@ static void meta_cb(PgConn *pc, PGresult *res, void *arg)
 	snprintf(r->dbname, sizeof(r->dbname), "%s", PQgetvalue(res, 0, 1));
 	r->schema_done = true;
 	ticker_start(r->ticker);
+	retention_start(r->retention);
 	find_head(r);
 }
 
@@ -736,6 +741,21 @@ int relay_save_position(Relay *r, const char *consumer, const struct token *pos,
 
 /* --- lifecycle ---------------------------------------------------------- */
 
+static bool retention_is_leader(void *ud)
+{
+	return ticker_is_leader(((Relay *)ud)->ticker);
+}
+
+static size_t retention_consumers(void *ud, const char **names, size_t max)
+{
+	return hub_consumers(((Relay *)ud)->hub, names, max);
+}
+
+static const struct retention_ops retention_ops = {
+	.is_leader = retention_is_leader,
+	.consumers = retention_consumers,
+};
+
 Relay *relay_new(struct ev_loop *loop, const Conf *conf, struct hub *hub,
 		 void (*ready)(void *ud), void (*fatal)(void *ud, const char *why), void *ud)
 {
@@ -766,7 +786,9 @@ Relay *relay_new(struct ev_loop *loop, const Conf *conf, struct hub *hub,
 	r->listen = pgconn_new(loop, "listen", &pcfg, &listen_ops, r);
 	pcfg.session_sql = "SET jit = off; SET synchronous_commit = on";
 	r->ticker = ticker_new(loop, r->cv, &pcfg, ticked, r);
-	if (!r->main || !r->listen || !r->ticker) {
+	pcfg.session_sql = "SET jit = off";
+	r->retention = retention_new(loop, r->cv, &pcfg, &retention_ops, r);
+	if (!r->main || !r->listen || !r->ticker || !r->retention) {
 		relay_free(r);
 		return NULL;
 	}
@@ -785,6 +807,7 @@ void relay_free(Relay *r)
 	r->closing = true;
 	ev_timer_stop(r->loop, &r->poll);
 	ev_timer_stop(r->loop, &r->schema_retry);
+	retention_free(r->retention);
 	ticker_free(r->ticker);
 	pgconn_free(r->main);
 	pgconn_free(r->listen);

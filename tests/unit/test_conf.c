@@ -120,6 +120,7 @@ static void test_defaults(void **state)
 	assert_int_equal(v->retention_max_age_hours, 168);
 	assert_int_equal(v->retention_max_rows, 0);
 	assert_int_equal(v->consumer_idle_hours, 168);
+	assert_int_equal(v->retention_floor_s, 600);
 	assert_int_equal(v->prune_interval_s, 60);
 	assert_int_equal(v->prune_chunk_rows, 5000);
 	assert_int_equal(v->reconnect_min_ms, 100);
@@ -480,6 +481,7 @@ static const struct {
 	{ "retention_max_age_hours", "24", NULL },
 	{ "retention_max_rows", "1000000", NULL },
 	{ "consumer_idle_hours", "12", NULL },
+	{ "retention_floor_s", "120", NULL },
 	{ "prune_interval_s", "30", NULL },
 	{ "prune_chunk_rows", "2000", NULL },
 	{ "reconnect_min_ms", "200", NULL },
