@@ -33,7 +33,7 @@ DAEMON_SRC := $(filter-out daemon/main.c daemon/nvsrelay.c,$(wildcard daemon/*.c
 SQL_FILES  := $(sort $(wildcard sql/[0-9]*.sql))
 PROTO_OBJ  := $(PROTO_SRC:%.c=$(B)/%.o)
 DAEMON_OBJ := $(DAEMON_SRC:%.c=$(B)/%.o) $(B)/sql_embed.o
-PURE_OBJ   := $(PROTO_OBJ) $(patsubst %.c,$(B)/%.o,$(wildcard daemon/diff.c daemon/conf.c daemon/event.c daemon/filter.c))
+PURE_OBJ   := $(PROTO_OBJ) $(patsubst %.c,$(B)/%.o,$(wildcard daemon/diff.c daemon/conf.c daemon/event.c daemon/filter.c daemon/metrics.c))
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
