@@ -217,7 +217,7 @@ void client_send_error(Client *c, long long sid, int code, const char *name, con
 	cJSON_Delete(o);
 	if (!s)
 		return;
-	log_info("client error client=c%" PRIu64 " sid=%lld code=%d reason='%s'", c->id, sid, code, msg);
+	log_info("client error client=c%" PRIu64 " sid=%lld code=%d reason=%s", c->id, sid, code, LOGQ(msg));
 	client_send(c, s, strlen(s));
 	client_send(c, "\n", 1);
 	free(s);

@@ -385,10 +385,10 @@ static void activate(struct sub *s, const struct token *start)
 		s->dirty = true;
 		save_position(s);
 	}
-	log_info("subscription started client=c%llu sid=%lld table=%s consumer='%s'",
+	log_info("subscription started client=c%llu sid=%lld table=%s consumer=%s",
 		 (unsigned long long)client_id(s->client), s->sid,
 		 s->table == TABLE_HEALTH_EVENTS ? "health_events" : "maintenance_events",
-		 s->consumer ? s->consumer : "");
+		 LOGQ(s->consumer ? s->consumer : ""));
 	pump(s);
 }
 
@@ -439,7 +439,7 @@ static void take_over(Hub *h, struct sub *s)
 			s->fenced = true;
 		}
 		snprintf(msg, sizeof(msg), "consumer '%s' was taken over by another subscription", o->consumer);
-		log_notice("consumer taken over consumer='%s' from=c%llu to=c%llu", o->consumer,
+		log_notice("consumer taken over consumer=%s from=c%llu to=c%llu", LOGQ(o->consumer),
 			   (unsigned long long)client_id(o->client), (unsigned long long)client_id(s->client));
 		client_send_error(o->client, o->sid, ERR_INTERRUPTED, "Interrupted", msg, &o->sent);
 		sub_kill(o);

@@ -60,6 +60,82 @@ static void json_escape(const char *s, FILE *f)
 	}
 }
 
+/* Length of the valid UTF-8 sequence at s, or 0. */
+static size_t utf8_len(const unsigned char *s)
+{
+	size_t n, i;
+	unsigned cp;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+		n = 2;
+		cp = s[0] & 0x1f;
+	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+		n = 3;
+		cp = s[0] & 0x0f;
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		n = 4;
+		cp = s[0] & 0x07;
+	} else {
+		return 0;
+	}
+	for (i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	return n;
+}
+
+const char *log_quote(const char *s, char *buf, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)(s ? s : "");
+	size_t n = 0;
+
+	if (len < 8) {
+		if (len)
+			buf[0] = '\0';
+		return buf;
+	}
+	buf[n++] = '\'';
+	while (*p) {
+		char esc[8];
+		size_t k = utf8_len(p), el = 0;
+
+		if (*p == '\'' || *p == '\\')
+			el = (size_t)snprintf(esc, sizeof(esc), "\\%c", *p);
+		else if (*p == '\n')
+			el = (size_t)snprintf(esc, sizeof(esc), "\\n");
+		else if (*p == '\t')
+			el = (size_t)snprintf(esc, sizeof(esc), "\\t");
+		else if (*p == '\r')
+			el = (size_t)snprintf(esc, sizeof(esc), "\\r");
+		else if (k == 0 || *p < 0x20 || *p == 0x7f)
+			el = (size_t)snprintf(esc, sizeof(esc), "\\x%02x", *p);
+		/* Keep room for "...", the closing quote and the NUL. */
+		if (n + (el ? el : k) + 5 > len) {
+			memcpy(buf + n, "...", 3);
+			n += 3;
+			break;
+		}
+		if (el) {
+			memcpy(buf + n, esc, el);
+			n += el;
+			p++;
+		} else {
+			memcpy(buf + n, p, k);
+			n += k;
+			p += k;
+		}
+	}
+	buf[n++] = '\'';
+	buf[n] = '\0';
+	return buf;
+}
+
 void log_msg(enum log_level lvl, const char *fmt, ...)
 {
 	char msg[2048], ts[64];
@@ -77,6 +153,8 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 	for (char *p = msg; *p; p++)
 		if (*p == '\n' || *p == '\r' || *p == '\t')
 			*p = ' ';
+		else if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';    /* no terminal escapes from a PostgreSQL message */
 	for (size_t n = strlen(msg); n > 0 && msg[n - 1] == ' '; n--)
 		msg[n - 1] = '\0';
 

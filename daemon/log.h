@@ -7,6 +7,7 @@
 #define NVSRELAY_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 enum log_level { LOG_ERR = 3, LOG_WARNING = 4, LOG_NOTICE = 5, LOG_INFO = 6, LOG_DEBUG = 7 };
 
@@ -16,6 +17,17 @@ enum log_level { LOG_ERR = 3, LOG_WARNING = 4, LOG_NOTICE = 5, LOG_INFO = 6, LOG
 int log_setup(const char *level, const char *format);
 
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Quotes a string that came from outside (a consumer or client name, a
+ * message echoing input) for a log line: in single quotes, with ' and \
+ * backslash-escaped, control characters and bytes that are not UTF-8 as
+ * \n, \t, \r or \xNN, cut with "..." to fit len.  Returns buf. */
+const char *log_quote(const char *s, char *buf, size_t len);
+
+/* log_quote into a temporary that lives until the end of the statement's
+ * block: log_info("x=%s", LOGQ(name)). */
+#define LOG_QUOTE_MAX 320
+#define LOGQ(s) log_quote((s), (char[LOG_QUOTE_MAX]){ 0 }, LOG_QUOTE_MAX)
 
 #define log_err(...)     log_msg(LOG_ERR, __VA_ARGS__)
 #define log_warning(...) log_msg(LOG_WARNING, __VA_ARGS__)

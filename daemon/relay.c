@@ -698,7 +698,7 @@ static void save_cb(PgConn *pc, PGresult *res, void *arg)
 
 	(void)pc;
 	if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
-		log_warning("cannot store position consumer='%s' error='%s'", q->consumer,
+		log_warning("cannot store position consumer=%s error='%s'", LOGQ(q->consumer),
 			    res ? PQresultErrorMessage(res) : "connection lost");
 		status = -EIO;
 	}
