@@ -69,6 +69,7 @@ _Static_assert(sizeof(enum conf_log_format) == sizeof(int), "enum size");
 
 static int check_options(const struct opt *o, const char *value, char *err, size_t errlen);
 static int check_socket_path(const struct opt *o, const char *value, char *err, size_t errlen);
+static int check_listen_addr(const struct opt *o, const char *value, char *err, size_t errlen);
 
 /* #n keeps the key name and the struct field from drifting apart. */
 #define OPT(n, t, d, ...) \
@@ -146,9 +147,24 @@ static const struct opt opts[] = {
 	    .help = "give up on one connection attempt after this many seconds"),
 	OPT(shutdown_timeout_ms, T_INT, "5000", .min = 1, .max = 3600000,
 	    .help = "on SIGTERM, time allowed to flush subscribers and acknowledged positions"),
+	OPT(http_listen, T_STR, "127.0.0.1:9187", .check = check_listen_addr,
+	    .help = "HOST:PORT of the HTTP endpoint for /metrics, /livez and /readyz; empty for none"),
+	OPT(stats_interval_s, T_INT, "15", .min = 0, .max = 86400,
+	    .help = "how often PostgreSQL statistics for /metrics are sampled; 0 for never"),
+	OPT(admin_socket, T_STR, "/run/nvsrelayd/admin.sock", .check = check_socket_path,
+	    .help = "admin Unix socket (JSON lines; root and the daemon's user only); empty for none"),
 };
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
+
+/* Keys a running daemon takes over on reload (conf_reload).  Their readers
+ * look them up on every use, or re-arm their timers when told; none is a
+ * string, so no module can be left holding a freed pointer. */
+static const char *const reloadable[] = {
+	"log_level", "log_format", "poll_interval_ms", "tick_min_interval_ms", "tick_idle_ms",
+	"batch_rows", "max_clients", "client_output_limit", "ack_flush_ms", "shutdown_timeout_ms",
+	"stats_interval_s",
+};
 
 /*
  * libpq keywords that have a key of their own.  datastore_options may not set
@@ -522,6 +538,30 @@ static int check_socket_path(const struct opt *o, const char *value, char *err, 
 	if (strlen(value) >= max) {
 		seterr(err, errlen, "%s: path is %zu bytes, a Unix socket path must be shorter than %zu",
 		       o->name, strlen(value), max);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* HOST:PORT, HOST a name or an address ([...] for IPv6), PORT 1..65535. */
+static int check_listen_addr(const struct opt *o, const char *value, char *err, size_t errlen)
+{
+	const char *colon = strrchr(value, ':');
+	size_t hlen = colon ? (size_t)(colon - value) : 0;
+	long long port = 0;
+	bool ok;
+
+	if (!*value)
+		return 0;
+	ok = hlen > 0 && colon[1] != '-' && parse_int(colon + 1, &port) && port >= 1 && port <= 65535;
+	/* A bare IPv6 address would be ambiguous with the port. */
+	if (ok && value[0] == '[')
+		ok = hlen >= 3 && value[hlen - 1] == ']';
+	else if (ok)
+		ok = memchr(value, ':', hlen) == NULL;
+	if (!ok) {
+		seterr(err, errlen, "%s: expected HOST:PORT (such as 127.0.0.1:9187 or [::1]:9187) or \"\"",
+		       o->name);
 		return -EINVAL;
 	}
 	return 0;
@@ -1096,4 +1136,63 @@ size_t conf_dump(const Conf *c, char *buf, size_t len)
 const char *conf_key_name(size_t i)
 {
 	return i < N_OPTS ? opts[i].name : NULL;
+}
+
+static bool is_reloadable(const char *name)
+{
+	for (size_t i = 0; i < sizeof(reloadable) / sizeof(reloadable[0]); i++)
+		if (strcmp(reloadable[i], name) == 0)
+			return true;
+	return false;
+}
+
+static void list_add(char *buf, size_t len, const char *name)
+{
+	size_t n = strlen(buf);
+
+	if (len > n)
+		snprintf(buf + n, len - n, "%s%s", n ? "," : "", name);
+}
+
+int conf_reload(Conf *dst, const Conf *src, char *applied, size_t alen, char *restart, size_t rlen)
+{
+	int changed = 0;
+
+	if (alen)
+		applied[0] = '\0';
+	if (rlen)
+		restart[0] = '\0';
+	for (size_t i = 0; i < N_OPTS; i++) {
+		const struct opt *o = &opts[i];
+		void *d = field(dst, o);
+		const void *s = (const char *)&src->v + o->off;
+		bool same;
+
+		if (o->type == T_STR || o->type == T_NAME)
+			same = strcmp(*(const char *const *)d, *(const char *const *)s) == 0;
+		else
+			same = memcmp(d, s, sizeof(int)) == 0;
+		if (same)
+			continue;
+		if (o->type == T_STR || !is_reloadable(o->name)) {
+			list_add(restart, rlen, o->name);
+			continue;
+		}
+		/* Names point into the static tables, ints are copied: nothing
+		 * that a module may hold a pointer to is freed. */
+		if (o->type == T_NAME)
+			*(const char **)d = *(const char *const *)s;
+		else
+			memcpy(d, s, sizeof(int));
+		list_add(applied, alen, o->name);
+		changed++;
+	}
+	return changed;
+}
+
+bool conf_key_reloadable(const char *key)
+{
+	const struct opt *o = find_opt(key);
+
+	return o && o->type != T_STR && is_reloadable(key);
 }

@@ -52,6 +52,9 @@ struct conf_values {
 	int reconnect_max_ms;
 	int connect_timeout_s;
 	int shutdown_timeout_ms;
+	const char *http_listen;         /* HOST:PORT of /metrics, /livez and /readyz, "" = off */
+	int stats_interval_s;            /* PostgreSQL statistics sampling, 0 = off */
+	const char *admin_socket;        /* admin socket path, "" = none */
 };
 
 typedef struct conf Conf;
@@ -95,5 +98,14 @@ size_t conf_dump(const Conf *c, char *buf, size_t len);
 /* Iterates the option table for documentation checks: returns the i-th key
  * name, or NULL past the end. */
 const char *conf_key_name(size_t i);
+
+/* Reload: copies the keys that may change at runtime from src (a complete,
+ * finished Conf built from the same sources) into dst, which stays the one
+ * Conf every module points into.  applied gets the comma-separated names of
+ * the keys taken over, restart those that differ but only take effect after
+ * a restart (connection settings, listeners; secrets are only named).
+ * Returns the number of keys applied. */
+int conf_reload(Conf *dst, const Conf *src, char *applied, size_t alen, char *restart, size_t rlen);
+bool conf_key_reloadable(const char *key);
 
 #endif

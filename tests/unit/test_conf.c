@@ -488,6 +488,9 @@ static const struct {
 	{ "reconnect_max_ms", "30000", NULL },
 	{ "connect_timeout_s", "5", NULL },
 	{ "shutdown_timeout_ms", "20000", NULL },
+	{ "http_listen", "[::1]:9100", NULL },
+	{ "stats_interval_s", "60", NULL },
+	{ "admin_socket", "/tmp/a.sock", NULL },
 };
 
 #define N_EVERY (sizeof(every_key) / sizeof(every_key[0]))
