@@ -4,6 +4,7 @@
 #   make demo       throwaway TLS PostgreSQL + daemon + sample events + a subscriber
 #   make check      unit and integration tests (TAP, prove)
 #   make check SANITIZE=address,undefined
+#   make fuzz FUZZ_TIME=30   each libFuzzer target for FUZZ_TIME seconds (clang)
 #   make deps       install the Debian packages the build, demo and tests need
 
 VERSION   := 0.1.0
@@ -36,8 +37,12 @@ DAEMON_OBJ := $(DAEMON_SRC:%.c=$(B)/%.o) $(B)/sql_embed.o
 PURE_OBJ   := $(PROTO_OBJ) $(patsubst %.c,$(B)/%.o,$(wildcard daemon/diff.c daemon/conf.c daemon/event.c daemon/filter.c daemon/metrics.c))
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
+# Every fuzz target is also built with the normal compiler into a replay
+# driver that runs it over its corpus, so `make check` catches regressions.
+FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+REPLAY_BIN   := $(FUZZ_TARGETS:%=$(B)/tests/replay_%)
 
-all: $(B)/nvsrelayd $(B)/nvsrelay $(UNIT_BIN)
+all: $(B)/nvsrelayd $(B)/nvsrelay $(UNIT_BIN) $(REPLAY_BIN)
 
 $(B)/%.o: %.c $(wildcard daemon/*.h proto/*.h) | $(B)/daemon $(B)/proto $(B)/tests
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
@@ -70,7 +75,7 @@ deps:
 check: deps
 	$(MAKE) all
 	CMOCKA_MESSAGE_OUTPUT=TAP NVSRELAY_BUILD=$(CURDIR)/$(B) \
-	    prove -j2 $(PROVE_FLAGS) --exec '' $(UNIT_BIN) $(wildcard tests/integ/*.t)
+	    prove -j2 $(PROVE_FLAGS) --exec '' $(UNIT_BIN) $(REPLAY_BIN) $(wildcard tests/integ/*.t)
 
 demo: deps
 	$(MAKE) all
@@ -82,7 +87,35 @@ install: all
 	install -m 755 $(B)/nvsrelay $(DESTDIR)$(BINDIR)/nvsrelay
 	install -m 640 conf/nvsrelayd.conf $(DESTDIR)$(SYSCONFDIR)/nvsrelayd/nvsrelayd.conf
 
-clean:
-	rm -rf build build-san
+# The replay driver defaults to the target's corpus, so prove can run it bare.
+$(B)/tests/replay_%: tests/fuzz/replay.c tests/fuzz/fuzz_%.c $(PURE_OBJ) | $(B)/tests
+	$(CC) $(ALL_CFLAGS) -DREPLAY_CORPUS=\"$(CURDIR)/tests/fuzz/corpus/$*\" -o $@ \
+	    tests/fuzz/replay.c tests/fuzz/fuzz_$*.c $(PURE_OBJ) $(LIBS) $(LDSAN)
 
-.PHONY: all deps check demo install clean
+# libFuzzer builds (clang only) in their own tree.  New inputs go to
+# build-fuzz/corpus/<target>, crashes to build-fuzz/crash/; the checked-in
+# corpus is only read.  A fixed crasher belongs in tests/fuzz/corpus/<target>/.
+FUZZ_TIME ?= 30
+FUZZ_CC   ?= clang
+FUZZ_B    := build-fuzz
+FUZZ_SRC  := $(patsubst $(B)/%.o,%.c,$(PURE_OBJ))
+
+$(FUZZ_B)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRC) $(wildcard daemon/*.h proto/*.h)
+	@mkdir -p $(FUZZ_B)
+	$(FUZZ_CC) -std=c11 -D_GNU_SOURCE $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined \
+	    -fno-sanitize-recover=all -Iproto -Idaemon $(shell pkg-config --cflags $(PKGS)) \
+	    -o $@ $< $(FUZZ_SRC) $(LIBS)
+
+fuzz: $(FUZZ_TARGETS:%=$(FUZZ_B)/fuzz_%)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	    mkdir -p $(FUZZ_B)/corpus/$$t $(FUZZ_B)/crash; \
+	    dict=; [ ! -f tests/fuzz/$$t.dict ] || dict=-dict=tests/fuzz/$$t.dict; \
+	    echo "fuzz_$$t: $(FUZZ_TIME) s"; \
+	    $(FUZZ_B)/fuzz_$$t -max_total_time=$(FUZZ_TIME) -print_final_stats=1 $$dict \
+	        -artifact_prefix=$(FUZZ_B)/crash/$$t- $(FUZZ_B)/corpus/$$t tests/fuzz/corpus/$$t; \
+	done
+
+clean:
+	rm -rf build build-san build-fuzz
+
+.PHONY: all deps check demo install clean fuzz
