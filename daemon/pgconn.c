@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "pgconn.h"
 
 enum state { ST_IDLE, ST_CONNECTING, ST_SESSION, ST_UP, ST_WAIT };
@@ -28,6 +29,8 @@ struct query {
 	char **params;
 	pgconn_cb cb;
 	void *arg;
+	const char *kind;        /* metrics label */
+	ev_tstamp sent;
 };
 
 struct pgconn {
@@ -46,7 +49,12 @@ struct pgconn {
 	struct query *head, *tail;
 	bool in_flight;
 	PGresult *keep;          /* result handed to the callback */
+	struct pgconn *next_conn, *prev_conn;  /* every connection, for pool metrics */
 };
+
+static PgConn *conns;
+/* Connect attempts and finished queries: the watchdog's sign of life. */
+static uint64_t activity;
 
 static void conn_lost(PgConn *pc, const char *why);
 static void send_next(PgConn *pc);
@@ -128,6 +136,7 @@ static void fail_queries(PgConn *pc)
 		if (!pc->head)
 			pc->tail = NULL;
 		pc->in_flight = false;
+		metrics_add(M_PG_QUERY_ERRORS, q->kind, 1);
 		if (q->cb)
 			q->cb(pc, NULL, q->arg);
 		query_free(q);
@@ -147,6 +156,8 @@ static void conn_lost(PgConn *pc, const char *why)
 		PQfinish(pc->conn);
 		pc->conn = NULL;
 	}
+	activity++;
+	metrics_set(M_PG_UP, pc->name, 0);
 	if (was_up)
 		log_warning("postgresql connection lost conn=%s reason='%s'", pc->name, reason);
 	else
@@ -169,6 +180,7 @@ static void session_done(PgConn *pc, PGresult *res, void *arg)
 	}
 	pc->state = ST_UP;
 	pc->backoff_ms = 0;
+	metrics_set(M_PG_UP, pc->name, 1);
 	if (pc->ops.up)
 		pc->ops.up(pc, pc->ud);
 }
@@ -193,6 +205,7 @@ static void connected(PgConn *pc)
 		return;
 	}
 	q->cb = session_done;
+	q->kind = "session";
 	q->next = pc->head;
 	pc->head = q;
 	if (!pc->tail)
@@ -230,6 +243,7 @@ static void notice_cb(void *arg, const char *msg)
 
 static void begin_connect(PgConn *pc)
 {
+	activity++;
 	pc->conn = PQconnectStartParams(pc->cfg.keys, pc->cfg.vals, 0);
 	if (!pc->conn) {
 		conn_lost(pc, "out of memory");
@@ -293,6 +307,10 @@ static void read_results(PgConn *pc)
 		pc->in_flight = false;
 		r = pc->keep;
 		pc->keep = NULL;
+		activity++;
+		metrics_add(M_PG_QUERY_SECONDS, q->kind, ev_time() - q->sent);
+		if (!r || is_error(r))
+			metrics_add(M_PG_QUERY_ERRORS, q->kind, 1);
 		if (q->cb)
 			q->cb(pc, r, q->arg);
 		PQclear(r);
@@ -342,8 +360,10 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)revents;
 	if (pc->state == ST_CONNECTING)
 		conn_lost(pc, "connect timeout");
-	else if (pc->state == ST_WAIT)
+	else if (pc->state == ST_WAIT) {
+		metrics_add(M_PG_RECONNECTS, pc->name, 1);
 		begin_connect(pc);
+	}
 }
 
 static void send_next(PgConn *pc)
@@ -363,6 +383,7 @@ static void send_next(PgConn *pc)
 		return;
 	}
 	pc->in_flight = true;
+	q->sent = ev_time();
 	flush_or_watch(pc);
 }
 
@@ -383,6 +404,11 @@ PgConn *pgconn_new(struct ev_loop *loop, const char *name, const struct pgconn_c
 	pc->io.data = pc;
 	ev_init(&pc->timer, timer_cb);
 	pc->timer.data = pc;
+	pc->next_conn = conns;
+	if (conns)
+		conns->prev_conn = pc;
+	conns = pc;
+	metrics_set(M_PG_UP, name, 0);
 	return pc;
 }
 
@@ -399,6 +425,12 @@ void pgconn_free(PgConn *pc)
 	PQclear(pc->keep);
 	if (pc->conn)
 		PQfinish(pc->conn);
+	if (pc->prev_conn)
+		pc->prev_conn->next_conn = pc->next_conn;
+	else
+		conns = pc->next_conn;
+	if (pc->next_conn)
+		pc->next_conn->prev_conn = pc->prev_conn;
 	free(pc);
 }
 
@@ -411,6 +443,12 @@ void pgconn_start(PgConn *pc)
 int pgconn_query(PgConn *pc, const char *sql, int nparams, const char *const *params,
 		 pgconn_cb cb, void *arg)
 {
+	return pgconn_query_kind(pc, "other", sql, nparams, params, cb, arg);
+}
+
+int pgconn_query_kind(PgConn *pc, const char *kind, const char *sql, int nparams,
+		      const char *const *params, pgconn_cb cb, void *arg)
+{
 	struct query *q;
 	int i;
 
@@ -421,6 +459,7 @@ int pgconn_query(PgConn *pc, const char *sql, int nparams, const char *const *pa
 		goto oom;
 	q->cb = cb;
 	q->arg = arg;
+	q->kind = kind;
 	if (!(q->sql = strdup(sql)))
 		goto oom;
 	if (nparams > 0) {
@@ -462,4 +501,24 @@ bool pgconn_is_idle(const PgConn *pc)
 const char *pgconn_name(const PgConn *pc)
 {
 	return pc->name;
+}
+
+bool pgconn_is_busy(const PgConn *pc)
+{
+	return pc->in_flight;
+}
+
+void pgconn_pool_stats(unsigned *total, unsigned *up, unsigned *busy)
+{
+	*total = *up = *busy = 0;
+	for (const PgConn *pc = conns; pc; pc = pc->next_conn) {
+		(*total)++;
+		*up += pc->state == ST_UP;
+		*busy += pc->in_flight;
+	}
+}
+
+uint64_t pgconn_activity(void)
+{
+	return activity;
 }

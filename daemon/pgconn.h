@@ -8,6 +8,7 @@
 #define NVSRELAY_PGCONN_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <ev.h>
 #include <libpq-fe.h>
 
@@ -47,6 +48,11 @@ void pgconn_start(PgConn *pc);
  * Returns 0, or -ENOTCONN when the connection is not up. */
 int pgconn_query(PgConn *pc, const char *sql, int nparams, const char *const *params,
 		 pgconn_cb cb, void *arg);
+/* The same, naming the kind of query for the latency histogram and error
+ * counter of /metrics (a static string: "batch", "tick", ...); plain
+ * pgconn_query counts as "other". */
+int pgconn_query_kind(PgConn *pc, const char *kind, const char *sql, int nparams,
+		      const char *const *params, pgconn_cb cb, void *arg);
 
 /* Drops the connection (failing queued queries) and reconnects after backoff. */
 void pgconn_reset(PgConn *pc, const char *why);
@@ -54,5 +60,14 @@ void pgconn_reset(PgConn *pc, const char *why);
 bool pgconn_is_up(const PgConn *pc);
 bool pgconn_is_idle(const PgConn *pc);   /* up, nothing queued or in flight */
 const char *pgconn_name(const PgConn *pc);
+bool pgconn_is_busy(const PgConn *pc);   /* a query in flight */
+
+/* Every connection of the process: how many, how many up, how many with a
+ * query in flight (pool utilisation for /metrics). */
+void pgconn_pool_stats(unsigned *total, unsigned *up, unsigned *busy);
+
+/* Grows with every connect attempt, lost connection and finished query:
+ * the watchdog pings only while it moves. */
+uint64_t pgconn_activity(void);
 
 #endif
