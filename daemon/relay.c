@@ -22,6 +22,7 @@
 
 #include "hub.h"
 #include "log.h"
+#include "metrics.h"
 #include "pgconn.h"
 #include "relay.h"
 #include "retention.h"
@@ -125,6 +126,7 @@ struct relay {
 	ev_timer schema_retry;      /* a failed schema step, retried with backoff */
 	int schema_backoff_ms;
 	bool closing;
+	ev_tstamp head_moved;       /* the live reader last moved the head */
 };
 
 struct page_req {
@@ -246,7 +248,7 @@ static int read_history(Relay *r, struct page_req *q)
 	snprintf(tick, sizeof(tick), "%" PRIu64, q->pos.tick);
 	snprintf(after, sizeof(after), "%" PRIu64, q->pos.id);
 	snprintf(limit, sizeof(limit), "%d", r->cv->batch_rows);
-	return pgconn_query(r->main, history_sql, 4, params, page_cb, q);
+	return pgconn_query_kind(r->main, "history", history_sql, 4, params, page_cb, q);
 }
 
 int relay_read_page(Relay *r, const struct token *pos, enum event_table table,
@@ -274,7 +276,7 @@ int relay_read_page(Relay *r, const struct token *pos, enum event_table table,
 	params[2] = after;
 	params[3] = limit;
 	params[4] = table_param(table);
-	if (pgconn_query(r->main, page_sql, 5, params, page_cb, q) < 0) {
+	if (pgconn_query_kind(r->main, table == TABLE_OTHER ? "batch" : "catchup", page_sql, 5, params, page_cb, q) < 0) {
 		free(q);
 		return -ENOTCONN;
 	}
@@ -299,6 +301,12 @@ static void live_page(void *arg, struct event **evs, size_t n, const struct toke
 	for (i = 0; i < n; i++)
 		hub_publish(r->hub, evs[i]);
 	moved = token_cmp(next, &r->live) != 0;
+	if (moved) {
+		r->head_moved = ev_now(r->loop);
+		metrics_add(M_EVENTS_READ, NULL, (double)n);
+		metrics_add(M_BATCH_ROWS, NULL, (double)n);
+		metrics_add(M_TICKS_READ, NULL, next->id == TOKEN_ID_END);
+	}
 	r->live = *next;
 	hub_set_head(r->hub, &r->live);
 	/* Keep reading while there is more: the rest of this batch, or the
@@ -328,6 +336,7 @@ static void set_ready(Relay *r)
 	if (r->ready)
 		return;
 	r->ready = true;
+	r->head_moved = ev_now(r->loop);
 	token_format(&r->live, tok);
 	log_notice("ready generation=%08" PRIx32 " head=%s", r->generation, tok);
 	hub_set_head(r->hub, &r->live);
@@ -351,7 +360,7 @@ static void head_cb(PgConn *pc, PGresult *res, void *arg)
 
 static void find_head(Relay *r)
 {
-	pgconn_query(r->main, "SELECT max(tick_id) FROM nvsrelay.tick", 0, NULL, head_cb, r);
+	pgconn_query_kind(r->main, "head", "SELECT max(tick_id) FROM nvsrelay.tick", 0, NULL, head_cb, r);
 }
 
 static void ticked(void *ud)
@@ -410,7 +419,7 @@ static void schema_done(void *arg, int status, unsigned applied, const char *msg
 		log_notice("schema migrated applied=%u", applied);
 	else
 		log_info("schema is current");
-	pgconn_query(r->main, "SELECT generation, database_name FROM nvsrelay.meta", 0, NULL, meta_cb, r);
+	pgconn_query_kind(r->main, "meta", "SELECT generation, database_name FROM nvsrelay.meta", 0, NULL, meta_cb, r);
 }
 
 static void run_schema(Relay *r)
@@ -468,7 +477,7 @@ static void listen_done(PgConn *pc, PGresult *res, void *arg)
 
 static void listen_up(PgConn *pc, void *ud)
 {
-	pgconn_query(pc, "LISTEN nvsentinel_changes", 0, NULL, listen_done, ud);
+	pgconn_query_kind(pc, "listen", "LISTEN nvsentinel_changes", 0, NULL, listen_done, ud);
 }
 
 static void listen_notify(PgConn *pc, void *ud, const PGnotify *n)
@@ -574,7 +583,7 @@ int relay_position_of_event(Relay *r, uint64_t event_id, relay_pos_cb cb, void *
 	if (!(q = pos_req_new(r, cb, arg)))
 		return -ENOMEM;
 	snprintf(id, sizeof(id), "%" PRIu64, event_id);
-	if (pgconn_query(r->main, event_pos_sql, 1, params, event_pos_cb, q) < 0) {
+	if (pgconn_query_kind(r->main, "position_event", event_pos_sql, 1, params, event_pos_cb, q) < 0) {
 		free(q);
 		return -ENOTCONN;
 	}
@@ -615,7 +624,7 @@ int relay_position_at_time(Relay *r, const char *rfc3339, relay_pos_cb cb, void 
 		return -ENOMEM;
 	/* Every change committed after the last tick written at or before the
 	 * time is delivered: a batch is never split by time. */
-	if (pgconn_query(r->main,
+	if (pgconn_query_kind(r->main, "position_time",
 			 "SELECT max(tick_id), (SELECT min(tick_id) FROM nvsrelay.tick) FROM nvsrelay.tick"
 			 " WHERE created_at <= $1::timestamptz",
 			 1, params, time_pos_cb, q) < 0) {
@@ -656,7 +665,7 @@ static void load_cb(PgConn *pc, PGresult *res, void *arg)
 		/* NVSentinel's own {timestamp, eventID}. */
 		snprintf(id, sizeof(id), "%.0f", eid->valuedouble);
 		params[0] = id;
-		if (pgconn_query(pc, event_pos_sql, 1, params, event_pos_cb, q) == 0) {
+		if (pgconn_query_kind(pc, "position_event", event_pos_sql, 1, params, event_pos_cb, q) == 0) {
 			cJSON_Delete(j);
 			return;
 		}
@@ -683,7 +692,7 @@ int relay_load_position(Relay *r, const char *consumer, relay_pos_cb cb, void *a
 	q->r = r;
 	q->cb = cb;
 	q->arg = arg;
-	if (pgconn_query(r->main, "SELECT resume_token::text FROM resume_tokens WHERE client_name = $1",
+	if (pgconn_query_kind(r->main, "position_load", "SELECT resume_token::text FROM resume_tokens WHERE client_name = $1",
 			 1, params, load_cb, q) < 0) {
 		free(q);
 		return -ENOTCONN;
@@ -731,7 +740,7 @@ int relay_save_position(Relay *r, const char *consumer, const struct token *pos,
 	params[1] = hex;
 	params[2] = pos->id == TOKEN_ID_END ? NULL : id;
 	params[3] = tick;
-	if (pgconn_query(r->main, save_sql, 4, params, save_cb, q) < 0) {
+	if (pgconn_query_kind(r->main, "position_save", save_sql, 4, params, save_cb, q) < 0) {
 		free(q->consumer);
 		free(q);
 		return -ENOTCONN;
@@ -819,4 +828,31 @@ void relay_start(Relay *r)
 	pgconn_start(r->main);
 	pgconn_start(r->listen);
 	ev_timer_start(r->loop, &r->poll);
+}
+
+/* --- operations ------------------------------------------------------------ */
+
+void relay_get_status(const Relay *r, struct relay_status *st)
+{
+	st->ready = r->ready;
+	st->main_up = pgconn_is_up(r->main);
+	st->leader = ticker_is_leader(r->ticker);
+	st->generation = r->generation;
+	st->head = r->live;
+	st->head_age = r->ready ? ev_now(r->loop) - r->head_moved : -1;
+}
+
+struct pgconn *relay_main_conn(Relay *r)
+{
+	return r->main;
+}
+
+void relay_reconfigure(Relay *r)
+{
+	/* The interval is read when the timer is re-armed; the other runtime
+	 * keys are looked up on every use. */
+	r->poll.repeat = r->cv->poll_interval_ms / 1000.0;
+	if (ev_is_active(&r->poll))
+		ev_timer_again(r->loop, &r->poll);
+	ticker_reconfigure(r->ticker);
 }

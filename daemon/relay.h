@@ -18,6 +18,7 @@
 
 typedef struct relay Relay;
 struct hub;
+struct pgconn;
 
 /* MongoDB error codes used in error frames. */
 #define ERR_BAD_VALUE 2
@@ -59,5 +60,21 @@ int relay_position_of_event(Relay *r, uint64_t event_id, relay_pos_cb cb, void *
 int relay_position_at_time(Relay *r, const char *rfc3339, relay_pos_cb cb, void *arg);
 int relay_save_position(Relay *r, const char *consumer, const struct token *pos,
 			relay_done_cb cb, void *arg);
+
+/* For /readyz, /metrics and the admin socket (ops.c, admin.c). */
+struct relay_status {
+	bool ready;                 /* schema verified, live head known */
+	bool main_up;               /* the main connection is up */
+	bool leader;                /* this relay writes the ticks */
+	uint32_t generation;
+	struct token head;          /* everything up to here was read */
+	double head_age;            /* seconds since the head last moved; -1 before ready */
+};
+void relay_get_status(const Relay *r, struct relay_status *st);
+/* The main connection, for the statistics sampler and admin commands: their
+ * queries queue behind the batch reads, in order. */
+struct pgconn *relay_main_conn(Relay *r);
+/* Re-arms timers after a reload changed poll_interval_ms. */
+void relay_reconfigure(Relay *r);
 
 #endif

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "ticker.h"
 
 #define TICKER_LOCK_KEY "7243381923472002"
@@ -56,6 +57,7 @@ static void tick_done(PgConn *pc, PGresult *res, void *arg)
 	free(t->last_snap);
 	t->last_snap = strdup(PQgetvalue(res, 0, 1));
 	t->last_tick = ev_now(t->loop);
+	metrics_add(M_TICKS_WRITTEN, NULL, 1);
 	log_debug("tick %s", PQgetvalue(res, 0, 0));
 	t->ticked(t->ud);
 	if (t->wanted)
@@ -75,7 +77,7 @@ static void do_tick(Ticker *t)
 	if (t->busy || !t->leader)
 		return;
 	t->wanted = false;
-	if (pgconn_query(t->pc, sql, 0, NULL, tick_done, t) == 0)
+	if (pgconn_query_kind(t->pc, "tick", sql, 0, NULL, tick_done, t) == 0)
 		t->busy = true;
 }
 
@@ -156,7 +158,7 @@ static void poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	if (!pgconn_is_up(t->pc) || t->busy)
 		return;
 	if (!t->leader) {
-		if (pgconn_query(t->pc, "SELECT pg_try_advisory_lock(" TICKER_LOCK_KEY ")", 0, NULL,
+		if (pgconn_query_kind(t->pc, "lock", "SELECT pg_try_advisory_lock(" TICKER_LOCK_KEY ")", 0, NULL,
 				 lock_done, t) == 0)
 			t->busy = true;
 		return;
@@ -166,7 +168,7 @@ static void poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		return;
 	}
 	params[0] = t->last_snap;
-	if (pgconn_query(t->pc, probe, 1, params, probe_done, t) == 0)
+	if (pgconn_query_kind(t->pc, "probe", probe, 1, params, probe_done, t) == 0)
 		t->busy = true;
 }
 
@@ -238,4 +240,11 @@ void ticker_start(Ticker *t)
 bool ticker_is_leader(const Ticker *t)
 {
 	return t->leader;
+}
+
+void ticker_reconfigure(Ticker *t)
+{
+	t->poll.repeat = t->cv->poll_interval_ms / 1000.0;
+	if (ev_is_active(&t->poll))
+		ev_timer_again(t->loop, &t->poll);
 }

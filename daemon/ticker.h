@@ -26,4 +26,7 @@ void ticker_kick(Ticker *t);
 
 bool ticker_is_leader(const Ticker *t);
 
+/* Re-arms the head probe after a reload changed poll_interval_ms. */
+void ticker_reconfigure(Ticker *t);
+
 #endif
