@@ -48,6 +48,8 @@ struct sub {
 	struct token pos;             /* passed up to here */
 	struct token sent;            /* position of the last frame sent */
 	struct token acked;           /* acknowledged (durable only) */
+	struct token last_event;      /* position of the last event sent */
+	struct token saved;           /* durable position written or being written */
 	bool fenced;                  /* took over a consumer: start no earlier than */
 	struct token fence;           /* ... what the previous holder acknowledged */
 };
@@ -127,7 +129,7 @@ static void save_done(void *arg, int status)
 	s->saving = false;
 	if (status < 0)
 		s->dirty = true;   /* retried on the next flush */
-	else if (s->dirty)
+	else
 		save_position(s);  /* acked again while the write was in flight */
 	if (s->shutdown_wait && (!s->saving || status < 0)) {
 		s->shutdown_wait = false;
@@ -136,13 +138,29 @@ static void save_done(void *arg, int status)
 	}
 }
 
+/* What a durable consumer has finished: its acknowledged position, and
+ * once every event sent is acknowledged, everything the subscription has
+ * passed since (other tables, filtered out, idle ticks).  So a consumer
+ * that only acks events still moves forward, and holds no history back,
+ * through hours of nothing to deliver. */
+static struct token durable_pos(const struct sub *s)
+{
+	return token_cmp(&s->acked, &s->last_event) >= 0 ? *tmax(&s->acked, &s->pos) : s->acked;
+}
+
 static void save_position(struct sub *s)
 {
-	if (!s->consumer || !s->dirty || s->saving || !s->hub->relay)
+	struct token pos;
+
+	if (!s->consumer || s->saving || !s->hub->relay)
 		return;
-	if (relay_save_position(s->hub->relay, s->consumer, &s->acked, save_done, s) == 0) {
+	pos = durable_pos(s);
+	if (!s->dirty && token_cmp(&pos, &s->saved) <= 0)
+		return;
+	if (relay_save_position(s->hub->relay, s->consumer, &pos, save_done, s) == 0) {
 		s->saving = true;
 		s->dirty = false;
+		s->saved = pos;
 	}
 }
 
@@ -184,6 +202,7 @@ static void send_event(struct sub *s, const struct event *ev)
 	else
 		client_send_event(s->client, s->sid, ev->json, ev->len);
 	s->sent = ev->pos;
+	s->last_event = ev->pos;
 }
 
 static void page_done(void *arg, struct event **evs, size_t n, const struct token *next,
@@ -377,6 +396,8 @@ static void activate(struct sub *s, const struct token *start)
 	s->pos = *start;
 	s->sent = *start;
 	s->acked = *start;
+	s->last_event = *start;
+	s->saved = *start;
 	s->state = SUB_ACTIVE;
 	/* The first bookmark confirms the subscription and gives a token to
 	 * resume from even if nothing ever matches. */
@@ -434,9 +455,12 @@ static void take_over(Hub *h, struct sub *s)
 		next = o->next;
 		if (o == s || !o->consumer || strcmp(o->consumer, s->consumer) != 0)
 			continue;
-		if (o->state == SUB_ACTIVE && (!s->fenced || token_cmp(&o->acked, &s->fence) > 0)) {
-			s->fence = o->acked;
-			s->fenced = true;
+		if (o->state == SUB_ACTIVE) {
+			struct token done = durable_pos(o);
+			if (!s->fenced || token_cmp(&done, &s->fence) > 0) {
+				s->fence = done;
+				s->fenced = true;
+			}
 		}
 		snprintf(msg, sizeof(msg), "consumer '%s' was taken over by another subscription", o->consumer);
 		log_notice("consumer taken over consumer=%s from=c%llu to=c%llu", LOGQ(o->consumer),
@@ -527,10 +551,8 @@ int hub_ack(Hub *h, Client *c, long long sid, const struct token *tok)
 				  "ack token is not a position this subscription was sent", &s->pos);
 		return -EINVAL;
 	}
-	if (token_cmp(tok, &s->acked) > 0) {
-		s->acked = *tok;
-		s->dirty = s->consumer != NULL;
-	}
+	if (token_cmp(tok, &s->acked) > 0)
+		s->acked = *tok;   /* written by the flush timer */
 	return 0;
 }
 
