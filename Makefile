@@ -30,11 +30,19 @@ LDSAN      := -fsanitize=$(SANITIZE)
 endif
 
 PROTO_SRC  := proto/frame.c proto/token.c
-DAEMON_SRC := $(filter-out daemon/main.c daemon/nvsrelay.c,$(wildcard daemon/*.c))
+# ctl.c and import.c, when present, are subcommands of nvsrelay, not the daemon.
+DAEMON_SRC := $(filter-out daemon/main.c daemon/nvsrelay.c daemon/ctl.c daemon/import.c,$(wildcard daemon/*.c))
+CLI_OBJ    := $(patsubst %.c,$(B)/%.o,$(wildcard daemon/ctl.c daemon/import.c))
+# libnvsrelay, the C client library (API: proto/nvsrelay.h).
+LIB_SRC    := proto/frame.c proto/token.c proto/wire.c proto/nvsrelay.c
+LIB_OBJ    := $(LIB_SRC:%.c=$(B)/pic/%.o)
+LIB_LIBS    = $(shell pkg-config --libs libcjson openssl)
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
 SQL_FILES  := $(sort $(wildcard sql/[0-9]*.sql))
 PROTO_OBJ  := $(PROTO_SRC:%.c=$(B)/%.o)
 DAEMON_OBJ := $(DAEMON_SRC:%.c=$(B)/%.o) $(B)/sql_embed.o
-PURE_OBJ   := $(PROTO_OBJ) $(patsubst %.c,$(B)/%.o,$(wildcard daemon/diff.c daemon/conf.c daemon/event.c daemon/filter.c daemon/metrics.c))
+PURE_OBJ   := $(PROTO_OBJ) $(B)/proto/wire.o $(patsubst %.c,$(B)/%.o,$(wildcard daemon/diff.c daemon/conf.c daemon/event.c daemon/filter.c daemon/metrics.c))
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 # Every fuzz target is also built with the normal compiler into a replay
@@ -42,7 +50,7 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 REPLAY_BIN   := $(FUZZ_TARGETS:%=$(B)/tests/replay_%)
 
-all: $(B)/nvsrelayd $(B)/nvsrelay $(UNIT_BIN) $(REPLAY_BIN)
+all: $(B)/nvsrelayd $(B)/nvsrelay $(B)/libnvsrelay.a $(B)/libnvsrelay.so.0 $(UNIT_BIN) $(REPLAY_BIN)
 
 $(B)/%.o: %.c $(wildcard daemon/*.h proto/*.h) | $(B)/daemon $(B)/proto $(B)/tests
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
@@ -58,15 +66,32 @@ $(B)/sql_embed.o: $(B)/sql_embed.c
 $(B)/nvsrelayd: $(B)/daemon/main.o $(DAEMON_OBJ) $(PROTO_OBJ)
 	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(B)/nvsrelay: $(B)/daemon/nvsrelay.o $(PROTO_OBJ)
+$(B)/nvsrelay: $(B)/daemon/nvsrelay.o $(CLI_OBJ) $(B)/libnvsrelay.a $(PROTO_OBJ)
 	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-# Unit tests link only the pure modules (no I/O) and cmocka.
+# libnvsrelay: position-independent objects in their own tree.  Only the API
+# of nvsrelay.h is exported, from the .so by visibility and from the .a by
+# localizing everything else, so its helpers never clash with a program's.
+$(B)/pic/%.o: %.c $(wildcard proto/*.h) | $(B)/pic/proto
+	$(CC) $(ALL_CFLAGS) -fPIC -fvisibility=hidden -c $< -o $@
+
+$(B)/libnvsrelay.a: $(LIB_OBJ)
+	$(LD) -r -o $(B)/pic/libnvsrelay.o $(LIB_OBJ)
+	objcopy --localize-hidden $(B)/pic/libnvsrelay.o
+	rm -f $@ && $(AR) rcs $@ $(B)/pic/libnvsrelay.o
+
+$(B)/libnvsrelay.so.0: $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname,libnvsrelay.so.0 $(if $(SANITIZE),,-Wl,--no-undefined) $(LDSAN) $(LDFLAGS) \
+	    -o $@ $(LIB_OBJ) $(LIB_LIBS)
+
+# Unit tests link only the pure modules (no I/O) and cmocka.  Pattern rules
+# alone would make some of them intermediate files, deleted after each build.
+.SECONDARY: $(PURE_OBJ)
 $(B)/tests/test_%: tests/unit/test_%.c $(PURE_OBJ) | $(B)/tests
 	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags cmocka) -o $@ $< \
 	    $(PURE_OBJ) $(LIBS) $(shell pkg-config --libs cmocka) $(LDSAN)
 
-$(B)/daemon $(B)/proto $(B)/tests:
+$(B)/daemon $(B)/proto $(B)/tests $(B)/pic/proto:
 	mkdir -p $@
 
 deps:
@@ -81,11 +106,21 @@ demo: deps
 	$(MAKE) all
 	sh tests/tools/demo.sh $(CURDIR)/$(B)
 
-install: all
+install: all install-lib
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSCONFDIR)/nvsrelayd
 	install -m 755 $(B)/nvsrelayd $(DESTDIR)$(SBINDIR)/nvsrelayd
 	install -m 755 $(B)/nvsrelay $(DESTDIR)$(BINDIR)/nvsrelay
 	install -m 640 conf/nvsrelayd.conf $(DESTDIR)$(SYSCONFDIR)/nvsrelayd/nvsrelayd.conf
+
+# The client library alone: header, static and shared library, pkg-config file.
+install-lib: $(B)/libnvsrelay.a $(B)/libnvsrelay.so.0
+	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR)/pkgconfig
+	install -m 644 proto/nvsrelay.h $(DESTDIR)$(INCLUDEDIR)/nvsrelay.h
+	install -m 644 $(B)/libnvsrelay.a $(DESTDIR)$(LIBDIR)/libnvsrelay.a
+	install -m 755 $(B)/libnvsrelay.so.0 $(DESTDIR)$(LIBDIR)/libnvsrelay.so.0
+	ln -sf libnvsrelay.so.0 $(DESTDIR)$(LIBDIR)/libnvsrelay.so
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' \
+	    -e 's|@VERSION@|$(VERSION)|g' proto/nvsrelay.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/nvsrelay.pc
 
 # The replay driver defaults to the target's corpus, so prove can run it bare.
 $(B)/tests/replay_%: tests/fuzz/replay.c tests/fuzz/fuzz_%.c $(PURE_OBJ) | $(B)/tests
@@ -118,4 +153,4 @@ fuzz: $(FUZZ_TARGETS:%=$(FUZZ_B)/fuzz_%)
 clean:
 	rm -rf build build-san build-fuzz
 
-.PHONY: all deps check demo install clean fuzz
+.PHONY: all deps check demo install install-lib clean fuzz

@@ -1,26 +1,37 @@
 /*
- * nvsrelay.c - the command-line tool.  `nvsrelay watch` subscribes over the
- * daemon's Unix socket and prints each change event as one JSON line; with
- * --consumer it acknowledges each event after printing it, so the durable
- * position only moves past what was actually written out.
+ * nvsrelay.c - the command-line tool.
+ *
+ * `nvsrelay watch` subscribes through libnvsrelay (proto/nvsrelay.h), over
+ * the daemon's Unix socket or its TCP listener, and prints each change event
+ * as one JSON line on stdout.  With --ack (implied by --consumer, for
+ * compatibility with the first version of this tool) it acknowledges each
+ * event only after the line is written and flushed, so a durable position
+ * never moves past what was actually printed.
+ *
+ * Other subcommands live in their own files and are linked in when they
+ * exist (see the Makefile): `status`, `consumers`, `reset`, `reload` call
+ * ctl_main() from ctl.c, `import` calls import_main() from import.c, each
+ * with argv[0] set to the subcommand's name.  They are weak references, so
+ * this file builds and runs without them.
  */
 #include <errno.h>
-#include <poll.h>
-#include <stdbool.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
 
-#include <cJSON.h>
-
-#include "frame.h"
-#include "token.h"
+#include "nvsrelay.h"
 
 #define DEFAULT_SOCKET "/run/nvsrelayd/nvsrelayd.sock"
+#define EXIT_USAGE 64
+#define MAX_PIPELINE_FILE (16u << 20)
+/* Longest wait between checks of the stop flag: a signal that lands just
+ * before poll() starts is then noticed within this time. */
+#define STOP_CHECK_MS 500
+
+int ctl_main(int argc, char **argv) __attribute__((weak));
+int import_main(int argc, char **argv) __attribute__((weak));
 
 static volatile sig_atomic_t stop;
 
@@ -33,211 +44,401 @@ static void on_signal(int sig)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"Usage: nvsrelay watch [--socket PATH] [--table TABLE] [--consumer NAME]\n"
-		"                      [--resume-after TOKEN] [--before] [--count N] [--timeout SEC]\n"
-		"                      [--bookmarks]\n"
+		"Usage: nvsrelay watch [OPTIONS]\n"
+		"       nvsrelay status | consumers | reset | reload ...   (admin commands)\n"
+		"       nvsrelay import ...\n"
 		"       nvsrelay --version\n\n"
-		"watch prints change events as NDJSON on stdout.\n"
+		"watch prints change events as NDJSON on stdout, one event per line.\n\n"
+		"Connection:\n"
 		"  --socket PATH         daemon socket (default $NVSRELAY_SOCKET or " DEFAULT_SOCKET ")\n"
+		"  --tcp HOST:PORT       the daemon's TCP listener instead, over TLS ([ADDR]:PORT for IPv6)\n"
+		"  --cacert FILE         CA bundle that verifies the server (default: the system CAs)\n"
+		"  --cert FILE           client certificate for mutual TLS\n"
+		"  --key FILE            its private key (default: read from --cert)\n"
+		"  --server-name NAME    name expected in the server certificate (default: HOST)\n"
+		"  --token-file FILE     present the bearer token in FILE (first line)\n"
+		"  --plaintext           TCP without TLS (only a loopback plaintext listener)\n"
+		"Subscription:\n"
 		"  --table TABLE         health_events (default) or maintenance_events\n"
-		"  --consumer NAME       durable consumer: resume from its stored position and\n"
-		"                        acknowledge each event after printing it\n"
-		"  --resume-after TOKEN  start after this 40-hex-digit token\n"
+		"  --consumer NAME       durable consumer: start from its stored position; implies --ack\n"
+		"  --resume-after TOKEN  start after this token\n"
+		"  --start-at TIME       start at the first change at or after TIME (RFC 3339)\n"
+		"  --pipeline JSON|@FILE $match stages, as JSON text or read from FILE\n"
 		"  --before              include fullDocumentBeforeChange on updates\n"
+		"Output:\n"
+		"  --ack                 acknowledge each event (and bookmark) once it is printed\n"
+		"  --no-ack              do not, even with --consumer\n"
 		"  --count N             exit after N events\n"
-		"  --timeout SEC         exit after SEC seconds without a frame\n"
-		"  --bookmarks           print bookmark frames too (on stderr)\n");
+		"  --timeout SEC         exit after SEC seconds without an event\n"
+		"  --bookmarks           print bookmark frames too (on stderr)\n\n"
+		"Exit status: 0 after --count, --timeout or a signal; 1 when the connection\n"
+		"fails or the server sends an error (printed on stderr); 64 for bad usage.\n");
 }
 
-static int send_all(int fd, const char *s, size_t len)
+struct watch_args {
+	const char *socket;
+	char *host, *port;		/* --tcp, split */
+	struct nvsrelay_options conn;
+	struct nvsrelay_watch_opts w;
+	char *token;			/* read from --token-file */
+	char *pipeline;			/* read from @FILE */
+	int ack;			/* -1: not given */
+	bool bookmarks;
+	long count;			/* -1: no limit */
+	long timeout_ms;		/* -1: none */
+};
+
+/* Reads a whole file of at most max bytes; NULL with errno on failure. */
+static char *read_file(const char *path, size_t max)
 {
-	while (len > 0) {
-		ssize_t n = send(fd, s, len, MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
+	FILE *f = fopen(path, "r");
+	char *buf = NULL;
+	size_t len = 0, cap = 0;
+
+	if (!f)
+		return NULL;
+	for (;;) {
+		size_t n;
+
+		if (len + 4096 + 1 > cap) {
+			char *p;
+
+			cap = cap ? cap * 2 : 8192;
+			p = realloc(buf, cap);
+			if (!p) {
+				errno = ENOMEM;
+				goto fail;
+			}
+			buf = p;
+		}
+		n = fread(buf + len, 1, cap - len - 1, f);
+		len += n;
+		if (len > max) {
+			errno = EFBIG;
+			goto fail;
+		}
+		if (n == 0)
+			break;
+	}
+	if (ferror(f)) {
+		errno = EIO;
+		goto fail;
+	}
+	fclose(f);
+	buf[len] = '\0';
+	return buf;
+fail:
+	free(buf);
+	fclose(f);
+	return NULL;
+}
+
+/* HOST:PORT or [ADDR]:PORT. */
+static int split_hostport(const char *s, char **host, char **port)
+{
+	const char *colon = strrchr(s, ':'), *h = s;
+	size_t hlen;
+
+	if (!colon || !colon[1])
+		return -EINVAL;
+	hlen = (size_t)(colon - s);
+	if (hlen >= 2 && s[0] == '[' && s[hlen - 1] == ']') {
+		h = s + 1;
+		hlen -= 2;
+	} else if (memchr(s, ':', hlen)) {
+		return -EINVAL;	/* a bare IPv6 address needs brackets */
+	}
+	if (hlen == 0)
+		return -EINVAL;
+	*host = strndup(h, hlen);
+	*port = strdup(colon + 1);
+	return *host && *port ? 0 : -ENOMEM;
+}
+
+static bool parse_long(const char *s, long min, long *ret)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < min)
+		return false;
+	*ret = v;
+	return true;
+}
+
+static int parse_args(int argc, char **argv, struct watch_args *a)
+{
+	int i;
+
+	a->socket = getenv("NVSRELAY_SOCKET");
+	if (!a->socket || !a->socket[0])
+		a->socket = DEFAULT_SOCKET;
+	a->ack = -1;
+	a->count = -1;
+	a->timeout_ms = -1;
+	a->conn.client = "nvsrelay-cli";
+	for (i = 0; i < argc; i++) {
+		const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+		if (strcmp(o, "--before") == 0) {
+			a->w.full_document_before_change = "whenAvailable";
 			continue;
-		if (n <= 0)
-			return -errno;
-		s += n;
-		len -= (size_t)n;
+		} else if (strcmp(o, "--bookmarks") == 0) {
+			a->bookmarks = true;
+			continue;
+		} else if (strcmp(o, "--ack") == 0) {
+			a->ack = 1;
+			continue;
+		} else if (strcmp(o, "--no-ack") == 0) {
+			a->ack = 0;
+			continue;
+		} else if (strcmp(o, "--plaintext") == 0) {
+			a->conn.plaintext = 1;
+			continue;
+		}
+		if (strncmp(o, "--", 2) != 0 || !v) {
+			fprintf(stderr, "nvsrelay: unknown or incomplete option '%s'\n", o);
+			return -EINVAL;
+		}
+		i++;
+		if (strcmp(o, "--socket") == 0) {
+			a->socket = v;
+		} else if (strcmp(o, "--tcp") == 0) {
+			free(a->host);
+			free(a->port);
+			a->host = a->port = NULL;
+			if (split_hostport(v, &a->host, &a->port) < 0) {
+				fprintf(stderr, "nvsrelay: --tcp expects HOST:PORT or [ADDR]:PORT\n");
+				return -EINVAL;
+			}
+		} else if (strcmp(o, "--cacert") == 0) {
+			a->conn.ca_file = v;
+		} else if (strcmp(o, "--cert") == 0) {
+			a->conn.cert_file = v;
+		} else if (strcmp(o, "--key") == 0) {
+			a->conn.key_file = v;
+		} else if (strcmp(o, "--server-name") == 0) {
+			a->conn.server_name = v;
+		} else if (strcmp(o, "--token-file") == 0) {
+			size_t n;
+
+			free(a->token);
+			a->token = read_file(v, 65536);
+			if (!a->token) {
+				fprintf(stderr, "nvsrelay: cannot read %s: %s\n", v, strerror(errno));
+				return -EINVAL;
+			}
+			a->token[strcspn(a->token, "\r\n")] = '\0';
+			n = strlen(a->token);
+			while (n > 0 && (a->token[n - 1] == ' ' || a->token[n - 1] == '\t'))
+				a->token[--n] = '\0';
+			if (n == 0) {
+				fprintf(stderr, "nvsrelay: %s holds no token\n", v);
+				return -EINVAL;
+			}
+			a->conn.auth_token = a->token;
+		} else if (strcmp(o, "--table") == 0) {
+			a->w.table = v;
+		} else if (strcmp(o, "--consumer") == 0) {
+			a->w.consumer = v;
+		} else if (strcmp(o, "--resume-after") == 0) {
+			a->w.resume_after = v;
+		} else if (strcmp(o, "--start-at") == 0) {
+			a->w.start_at_operation_time = v;
+		} else if (strcmp(o, "--pipeline") == 0) {
+			if (v[0] == '@') {
+				free(a->pipeline);
+				a->pipeline = read_file(v + 1, MAX_PIPELINE_FILE);
+				if (!a->pipeline) {
+					fprintf(stderr, "nvsrelay: cannot read %s: %s\n", v + 1, strerror(errno));
+					return -EINVAL;
+				}
+				a->w.pipeline = a->pipeline;
+			} else {
+				a->w.pipeline = v;
+			}
+		} else if (strcmp(o, "--count") == 0) {
+			if (!parse_long(v, 0, &a->count)) {
+				fprintf(stderr, "nvsrelay: --count expects a number >= 0\n");
+				return -EINVAL;
+			}
+		} else if (strcmp(o, "--timeout") == 0) {
+			char *end;
+			double s;
+
+			errno = 0;
+			s = strtod(v, &end);
+			if (errno || end == v || *end || !(s > 0) || s > 86400.0 * 365) {
+				fprintf(stderr, "nvsrelay: --timeout expects seconds > 0\n");
+				return -EINVAL;
+			}
+			a->timeout_ms = (long)(s * 1000 + 0.5);
+		} else {
+			fprintf(stderr, "nvsrelay: unknown option '%s'\n", o);
+			return -EINVAL;
+		}
+	}
+	if (a->ack < 0)
+		a->ack = a->w.consumer != NULL;
+	if (!a->host && (a->conn.ca_file || a->conn.cert_file || a->conn.key_file || a->conn.server_name ||
+			 a->conn.auth_token || a->conn.plaintext)) {
+		fprintf(stderr, "nvsrelay: --cacert, --cert, --key, --server-name, --token-file and "
+			"--plaintext need --tcp\n");
+		return -EINVAL;
+	}
+	if (a->conn.key_file && !a->conn.cert_file) {
+		fprintf(stderr, "nvsrelay: --key needs --cert\n");
+		return -EINVAL;
 	}
 	return 0;
 }
 
-static int send_json(int fd, cJSON *o)
+static void print_server_error(const struct nvsrelay_error *e)
 {
-	char *s = cJSON_PrintUnformatted(o);
-	int r;
+	fprintf(stderr, "nvsrelay: server error %d %s: %s", e->code, e->code_name, e->message);
+	if (e->token)
+		fprintf(stderr, " (last position %s)", e->token);
+	fputc('\n', stderr);
+}
 
-	cJSON_Delete(o);
-	if (!s)
-		return -ENOMEM;
-	r = send_all(fd, s, strlen(s));
-	if (r == 0)
-		r = send_all(fd, "\n", 1);
-	free(s);
-	return r;
+static void print_failure(nvsrelay_conn *c, const char *what)
+{
+	const struct nvsrelay_error *e = nvsrelay_error(c);
+
+	if (e->code)
+		print_server_error(e);
+	else
+		fprintf(stderr, "nvsrelay: %s: %s\n", what, e->message[0] ? e->message : strerror(-nvsrelay_status(c)));
+}
+
+/* Prints one event line; false when stdout is gone. */
+static bool print_event(const nvsrelay_frame *f)
+{
+	size_t len;
+	const char *json = nvsrelay_event_json(f, &len);
+
+	if (fwrite(json, 1, len, stdout) != len || putchar('\n') == EOF || fflush(stdout) == EOF) {
+		fprintf(stderr, "nvsrelay: cannot write to stdout: %s\n", strerror(errno));
+		return false;
+	}
+	return true;
+}
+
+static int run_watch(const struct watch_args *a, nvsrelay_conn *c)
+{
+	long seen = 0;
+	long long deadline_left = a->timeout_ms;
+	bool acked = false;
+	int rc = 0, r;
+
+	r = nvsrelay_watch(c, 1, &a->w);
+	if (r == -EINVAL) {
+		fprintf(stderr, "nvsrelay: %s\n", nvsrelay_error(c)->message);
+		return EXIT_USAGE;
+	}
+	if (r < 0) {
+		print_failure(c, "watch failed");
+		return 1;
+	}
+	while (!stop && (a->count < 0 || seen < a->count)) {
+		const nvsrelay_frame *f;
+		int wait = STOP_CHECK_MS;
+
+		if (a->timeout_ms >= 0 && deadline_left < wait)
+			wait = (int)deadline_left;
+		r = nvsrelay_next(c, wait, &f);
+		if (r == -EINTR)
+			continue;
+		if (r < 0) {
+			print_failure(c, "connection failed");
+			rc = 1;
+			break;
+		}
+		if (r == 0) {
+			if (a->timeout_ms >= 0) {
+				deadline_left -= wait;
+				if (deadline_left <= 0)
+					break;
+			}
+			continue;
+		}
+		switch (nvsrelay_frame_type(f)) {
+		case NVSRELAY_FRAME_EVENT:
+			if (!print_event(f)) {
+				rc = 1;
+				goto out;
+			}
+			seen++;
+			deadline_left = a->timeout_ms;
+			if (a->ack) {
+				nvsrelay_ack(c, 1, nvsrelay_frame_token(f));
+				acked = true;
+			}
+			break;
+		case NVSRELAY_FRAME_BOOKMARK:
+			if (a->bookmarks)
+				fprintf(stderr, "%s\n", nvsrelay_frame_text(f, NULL));
+			/* Everything before the bookmark is printed already. */
+			if (a->ack) {
+				nvsrelay_ack(c, 1, nvsrelay_frame_token(f));
+				acked = true;
+			}
+			break;
+		case NVSRELAY_FRAME_ERROR:
+			print_server_error(nvsrelay_frame_error(f));
+			rc = 1;
+			goto out;
+		default:
+			break;
+		}
+	}
+out:
+	/* The last acknowledgement must reach the server before we go. */
+	if (acked && nvsrelay_status(c) == 0 && nvsrelay_flush(c, 5000) < 0) {
+		print_failure(c, "acknowledgement not sent");
+		rc = 1;
+	}
+	return rc;
 }
 
 static int do_watch(int argc, char **argv)
 {
-	const char *sock = getenv("NVSRELAY_SOCKET"), *table = "health_events", *consumer = NULL;
-	const char *resume = NULL;
-	bool before = false, bookmarks = false;
-	long count = -1, seen = 0;
-	int timeout_ms = -1, fd, i, rc = 1;
-	struct sockaddr_un sa;
-	FrameReader *fr = NULL;
-	cJSON *o;
-	struct token t;
+	struct watch_args a;
+	nvsrelay_conn *c;
+	int rc;
 
-	if (!sock)
-		sock = DEFAULT_SOCKET;
-	for (i = 0; i < argc; i++) {
-		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-		if (strcmp(a, "--before") == 0) {
-			before = true;
-			continue;
-		}
-		if (strcmp(a, "--bookmarks") == 0) {
-			bookmarks = true;
-			continue;
-		}
-		if (!v) {
-			fprintf(stderr, "nvsrelay: unknown or incomplete option '%s'\n", a);
-			usage(stderr);
-			return 64;
-		}
-		i++;
-		if (strcmp(a, "--socket") == 0)
-			sock = v;
-		else if (strcmp(a, "--table") == 0)
-			table = v;
-		else if (strcmp(a, "--consumer") == 0)
-			consumer = v;
-		else if (strcmp(a, "--resume-after") == 0)
-			resume = v;
-		else if (strcmp(a, "--count") == 0)
-			count = strtol(v, NULL, 10);
-		else if (strcmp(a, "--timeout") == 0)
-			timeout_ms = (int)(strtod(v, NULL) * 1000);
-		else {
-			fprintf(stderr, "nvsrelay: unknown option '%s'\n", a);
-			usage(stderr);
-			return 64;
-		}
-	}
-	if (resume && token_parse(resume, strlen(resume), &t) < 0) {
-		fprintf(stderr, "nvsrelay: --resume-after expects a 40-hex-digit token\n");
-		return 64;
-	}
-	if (strlen(sock) >= sizeof(sa.sun_path)) {
-		fprintf(stderr, "nvsrelay: socket path too long\n");
-		return 64;
-	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	memcpy(sa.sun_path, sock, strlen(sock) + 1);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		fprintf(stderr, "nvsrelay: cannot connect to %s: %s\n", sock, strerror(errno));
+	memset(&a, 0, sizeof(a));
+	if (parse_args(argc, argv, &a) < 0) {
+		rc = EXIT_USAGE;
 		goto out;
 	}
-	o = cJSON_CreateObject();
-	cJSON_AddStringToObject(o, "op", "hello");
-	cJSON_AddNumberToObject(o, "v", 1);
-	cJSON_AddStringToObject(o, "client", "nvsrelay-cli");
-	send_json(fd, o);
-	o = cJSON_CreateObject();
-	cJSON_AddStringToObject(o, "op", "watch");
-	cJSON_AddNumberToObject(o, "sid", 1);
-	cJSON_AddStringToObject(o, "table", table);
-	if (consumer)
-		cJSON_AddStringToObject(o, "consumer", consumer);
-	if (resume)
-		cJSON_AddStringToObject(cJSON_AddObjectToObject(o, "resumeAfter"), "_data", resume);
-	if (before)
-		cJSON_AddStringToObject(o, "fullDocumentBeforeChange", "whenAvailable");
-	if (send_json(fd, o) < 0) {
-		fprintf(stderr, "nvsrelay: send failed: %s\n", strerror(errno));
+	c = a.host ? nvsrelay_connect_tcp(a.host, a.port, &a.conn) : nvsrelay_connect_unix(a.socket, &a.conn);
+	if (!c) {
+		fprintf(stderr, "nvsrelay: out of memory\n");
+		rc = 1;
 		goto out;
 	}
-	fr = frame_reader_new(64u << 20);
-	if (!fr)
-		goto out;
-	while (!stop && (count < 0 || seen < count)) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		const char *line;
-		size_t len, room;
-		char *buf;
-		int r = poll(&p, 1, timeout_ms);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r == 0) {
-			rc = 0;   /* quiet for --timeout: done */
-			goto out;
-		}
-		if (frame_reader_space(fr, 65536, &buf, &room) < 0)
-			goto out;
-		ssize_t n = recv(fd, buf, room, 0);
-		if (n <= 0) {
-			fprintf(stderr, "nvsrelay: connection closed by the server\n");
-			goto out;
-		}
-		frame_reader_commit(fr, (size_t)n);
-		while ((r = frame_reader_next(fr, &line, &len)) != 0 && (count < 0 || seen < count)) {
-			cJSON *m, *ev, *opv, *id;
-			if (r < 0)
-				continue;
-			m = cJSON_ParseWithLength(line, len);
-			opv = cJSON_GetObjectItemCaseSensitive(m, "op");
-			if (!cJSON_IsString(opv)) {
-				cJSON_Delete(m);
-				continue;
-			}
-			if (strcmp(opv->valuestring, "event") == 0) {
-				ev = cJSON_GetObjectItemCaseSensitive(m, "event");
-				char *s = cJSON_PrintUnformatted(ev);
-				if (s) {
-					fputs(s, stdout);
-					fputc('\n', stdout);
-					fflush(stdout);
-					free(s);
-				}
-				seen++;
-				id = cJSON_GetObjectItemCaseSensitive(ev, "_id");
-				if (consumer && id) {
-					cJSON *ack = cJSON_CreateObject();
-					cJSON_AddStringToObject(ack, "op", "ack");
-					cJSON_AddNumberToObject(ack, "sid", 1);
-					cJSON_AddItemToObject(ack, "token", cJSON_Duplicate(id, 1));
-					send_json(fd, ack);
-				}
-			} else if (strcmp(opv->valuestring, "bookmark") == 0) {
-				if (bookmarks)
-					fprintf(stderr, "%.*s\n", (int)len, line);
-				if (consumer) {
-					cJSON *ack = cJSON_CreateObject();
-					cJSON_AddStringToObject(ack, "op", "ack");
-					cJSON_AddNumberToObject(ack, "sid", 1);
-					cJSON_AddItemToObject(ack, "token",
-							      cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(m, "token"), 1));
-					send_json(fd, ack);
-				}
-			} else if (strcmp(opv->valuestring, "error") == 0) {
-				fprintf(stderr, "nvsrelay: server error: %.*s\n", (int)len, line);
-				cJSON_Delete(m);
-				goto out;
-			}
-			cJSON_Delete(m);
-		}
+	if (nvsrelay_status(c) < 0) {
+		print_failure(c, "cannot connect");
+		rc = 1;
+	} else {
+		rc = run_watch(&a, c);
 	}
-	rc = 0;
+	nvsrelay_close(c);
 out:
-	frame_reader_free(fr);
-	if (fd >= 0)
-		close(fd);
+	free(a.host);
+	free(a.port);
+	free(a.token);
+	free(a.pipeline);
 	return rc;
+}
+
+static bool is_ctl_command(const char *s)
+{
+	return strcmp(s, "status") == 0 || strcmp(s, "consumers") == 0 || strcmp(s, "reset") == 0 ||
+	       strcmp(s, "reload") == 0;
 }
 
 int main(int argc, char **argv)
@@ -258,6 +459,18 @@ int main(int argc, char **argv)
 	}
 	if (argc >= 2 && strcmp(argv[1], "watch") == 0)
 		return do_watch(argc - 2, argv + 2);
+	if (argc >= 2 && (is_ctl_command(argv[1]) || strcmp(argv[1], "import") == 0)) {
+		int (*fn)(int, char **) = strcmp(argv[1], "import") == 0 ? import_main : ctl_main;
+
+		if (!fn) {
+			fprintf(stderr, "nvsrelay: '%s' is not built into this binary\n", argv[1]);
+			return EXIT_USAGE;
+		}
+		/* The subcommands install their own handlers if they want any. */
+		signal(SIGINT, SIG_DFL);
+		signal(SIGTERM, SIG_DFL);
+		return fn(argc - 1, argv + 1);
+	}
 	usage(stderr);
-	return 64;
+	return EXIT_USAGE;
 }
