@@ -12,7 +12,8 @@ set -eu
 PKGS="build-essential pkg-config libpq-dev libev-dev libssl-dev openssl libcjson-dev \
 libsystemd-dev libcmocka-dev postgresql-15 postgresql-contrib libdbd-pg-perl perl \
 valgrind clang libclang-rt-14-dev \
-yamllint unzip debhelper"
+yamllint unzip debhelper \
+golang-go"
 # lintian (about 140 packages, mostly Perl) only where the Debian package test
 # runs (tests/integ/93-deb.t with NVSRELAY_TEST_DEB=1, as .ci/run does).
 if [ "${NVSRELAY_TEST_DEB:-0}" = 1 ]; then PKGS="$PKGS lintian"; fi
