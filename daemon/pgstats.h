@@ -1,0 +1,23 @@
+/*
+ * pgstats.h - samples PostgreSQL statistics for /metrics every
+ * stats_interval_s seconds with one cheap query on the relay's main
+ * connection: table sizes and growth, oldest open transaction, NOTIFY queue
+ * use, commits, index hit ratio, replication lag.  ops.c owns it.
+ */
+#ifndef NVSRELAY_PGSTATS_H
+#define NVSRELAY_PGSTATS_H
+
+#include <ev.h>
+
+#include "conf.h"
+#include "relay.h"
+
+typedef struct pgstats PgStats;
+
+PgStats *pgstats_new(struct ev_loop *loop, const struct conf_values *cv, Relay *r);
+/* Safe with a sample in flight: its answer is then dropped. */
+void pgstats_free(PgStats *ps);
+/* stats_interval_s changed (reload). */
+void pgstats_reconfigure(PgStats *ps);
+
+#endif
