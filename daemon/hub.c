@@ -24,6 +24,7 @@
 #include "client.h"
 #include "hub.h"
 #include "log.h"
+#include "metrics.h"
 #include "relay.h"
 
 /* Stop filling a client's output buffer beyond this; resume on drain. */
@@ -48,6 +49,7 @@ struct sub {
 	struct token pos;             /* passed up to here */
 	struct token sent;            /* position of the last frame sent */
 	struct token acked;           /* acknowledged (durable only) */
+	ev_tstamp acked_at;           /* when acked last moved */
 	struct token last_event;      /* position of the last event sent */
 	struct token saved;           /* durable position written or being written */
 	bool fenced;                  /* took over a consumer: start no earlier than */
@@ -63,6 +65,7 @@ struct hub {
 	size_t nsubs;
 	struct event **ring;
 	size_t cap, first, count;
+	ev_tstamp *ring_time;         /* when each ring event was read */
 	struct token ring_start;      /* position just before ring[first] */
 	struct token head;            /* live position: everything up to it read */
 	bool have_head;
@@ -203,6 +206,7 @@ static void send_event(struct sub *s, const struct event *ev)
 		client_send_event(s->client, s->sid, ev->json, ev->len);
 	s->sent = ev->pos;
 	s->last_event = ev->pos;
+	metrics_add(M_EVENTS_DELIVERED, NULL, 1);
 }
 
 static void page_done(void *arg, struct event **evs, size_t n, const struct token *next,
@@ -288,6 +292,7 @@ static void bookmark(struct sub *s)
 {
 	client_send_bookmark(s->client, s->sid, &s->pos);
 	s->sent = s->pos;
+	metrics_add(M_BOOKMARKS_SENT, NULL, 1);
 }
 
 static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -321,7 +326,10 @@ Hub *hub_new(struct ev_loop *loop, const struct conf_values *cv)
 	h->cv = cv;
 	h->cap = cv->ring_events > 0 ? (size_t)cv->ring_events : 1;
 	h->ring = calloc(h->cap, sizeof(*h->ring));
-	if (!h->ring) {
+	h->ring_time = calloc(h->cap, sizeof(*h->ring_time));
+	if (!h->ring || !h->ring_time) {
+		free(h->ring);
+		free(h->ring_time);
 		free(h);
 		return NULL;
 	}
@@ -348,6 +356,7 @@ void hub_free(Hub *h)
 	for (i = 0; i < h->count; i++)
 		event_unref(ring_at(h, i));
 	free(h->ring);
+	free(h->ring_time);
 	free(h);
 }
 
@@ -377,6 +386,7 @@ void hub_publish(Hub *h, struct event *ev)
 		h->count--;
 	}
 	h->ring[(h->first + h->count) % h->cap] = ev;
+	h->ring_time[(h->first + h->count) % h->cap] = ev_now(h->loop);
 	h->count++;
 	h->head = *tmax(&h->head, &ev->pos);
 }
@@ -396,6 +406,7 @@ static void activate(struct sub *s, const struct token *start)
 	s->pos = *start;
 	s->sent = *start;
 	s->acked = *start;
+	s->acked_at = ev_now(s->hub->loop);
 	s->last_event = *start;
 	s->saved = *start;
 	s->state = SUB_ACTIVE;
@@ -551,8 +562,11 @@ int hub_ack(Hub *h, Client *c, long long sid, const struct token *tok)
 				  "ack token is not a position this subscription was sent", &s->pos);
 		return -EINVAL;
 	}
-	if (token_cmp(tok, &s->acked) > 0)
+	metrics_add(M_ACKS, NULL, 1);
+	if (token_cmp(tok, &s->acked) > 0) {
 		s->acked = *tok;   /* written by the flush timer */
+		s->acked_at = ev_now(h->loop);
+	}
 	return 0;
 }
 
@@ -625,4 +639,77 @@ size_t hub_consumers(const Hub *h, const char **names, size_t max)
 		if (s->consumer)
 			names[n++] = s->consumer;
 	return n;
+}
+
+/* --- operations (ops.c, admin.c) ----------------------------------------- */
+
+/* How far s is behind the head: the events of its table in the ring after
+ * what it has finished (a durable consumer: its durable position; others:
+ * what they were sent), and the age of the oldest of them. */
+static void sub_lag(const Hub *h, const struct sub *s, struct hub_sub_info *si)
+{
+	struct token from = s->consumer ? durable_pos(s) : s->pos;
+	ev_tstamp now = ev_now(h->loop);
+
+	si->lag_events = 0;
+	si->lag_seconds = 0;
+	si->lag_exact = s->state == SUB_ACTIVE && token_cmp(&from, &h->ring_start) >= 0;
+	if (s->state != SUB_ACTIVE)
+		return;
+	for (size_t i = ring_after(h, &from); i < h->count; i++) {
+		if (ring_at(h, i)->table != s->table)
+			continue;
+		if (si->lag_events++ == 0)
+			si->lag_seconds = now - h->ring_time[(h->first + i) % h->cap];
+	}
+	/* Behind the ring: at least as old as everything in it. */
+	if (!si->lag_exact && h->count)
+		si->lag_seconds = now - h->ring_time[h->first];
+}
+
+void hub_foreach(const Hub *h, void (*fn)(void *arg, const struct hub_sub_info *si), void *arg)
+{
+	struct hub_sub_info si;
+
+	for (const struct sub *s = h->subs; s; s = s->next) {
+		memset(&si, 0, sizeof(si));
+		si.consumer = s->consumer;
+		si.client = client_id(s->client);
+		si.sid = s->sid;
+		si.table = s->table;
+		si.active = s->state == SUB_ACTIVE;
+		si.acked = s->consumer ? s->acked : s->pos;
+		si.ack_age = s->consumer ? ev_now(h->loop) - s->acked_at : 0;
+		si.buffered = client_pending(s->client);
+		sub_lag(h, s, &si);
+		fn(arg, &si);
+	}
+}
+
+bool hub_consumer_busy(const Hub *h, const char *consumer)
+{
+	for (const struct sub *s = h->subs; s; s = s->next)
+		if (s->consumer && strcmp(s->consumer, consumer) == 0)
+			return true;
+	/* A detached subscription's last position write would land after a
+	 * reset and undo it. */
+	for (const struct sub *s = h->dead; s; s = s->next)
+		if (s->consumer && s->saving && strcmp(s->consumer, consumer) == 0)
+			return true;
+	return false;
+}
+
+size_t hub_ring_count(const Hub *h)
+{
+	return h->count;
+}
+
+void hub_reconfigure(Hub *h)
+{
+	double iv = h->cv->ack_flush_ms / 1000.0;
+
+	if (iv > BOOKMARK_INTERVAL)
+		iv = BOOKMARK_INTERVAL;
+	h->tick.repeat = iv;
+	ev_timer_again(h->loop, &h->tick);
 }

@@ -9,6 +9,8 @@
 #define NVSRELAY_HUB_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdint.h>
 #include <ev.h>
 
@@ -53,6 +55,28 @@ void hub_client_writable(Hub *h, struct client *c);
 void hub_shutdown(Hub *h, void (*done)(void *arg), void *arg);
 
 size_t hub_subscription_count(const Hub *h);
+
+/* One subscription as /metrics and the admin socket see it. */
+struct hub_sub_info {
+	const char *consumer;       /* durable name, or NULL */
+	uint64_t client;            /* client id */
+	long long sid;
+	enum event_table table;
+	bool active;                /* false while its start position is loaded */
+	struct token acked;         /* durable: acknowledged; else passed */
+	size_t lag_events;          /* events of its table in the ring after what it finished */
+	bool lag_exact;             /* false when that is behind the ring (a lower bound) */
+	double lag_seconds;         /* age of the oldest of those events; 0 when none */
+	double ack_age;             /* seconds since acked last moved (durable only) */
+	size_t buffered;            /* bytes queued to its connection */
+};
+void hub_foreach(const Hub *h, void (*fn)(void *arg, const struct hub_sub_info *si), void *arg);
+/* true while consumer has a subscription, or a detached one still writes its
+ * position (admin reset must wait for both). */
+bool hub_consumer_busy(const Hub *h, const char *consumer);
+size_t hub_ring_count(const Hub *h);
+/* Re-arms the flush timer after a reload changed ack_flush_ms. */
+void hub_reconfigure(Hub *h);
 
 /* Up to max names of the durable consumers subscribed right now (pointers
  * valid until the next loop iteration); returns how many were written. */
