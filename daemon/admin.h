@@ -1,0 +1,45 @@
+/*
+ * admin.h - the admin socket: JSON lines from `nvsrelay status`,
+ * `consumers`, `reset` and `reload` (daemon/ctl.c).  A Unix socket of mode
+ * 0600 that lets in root and the daemon's own user only (SO_PEERCRED).
+ * ops.c creates it; main.c supplies the reload.
+ *
+ * Requests:  {"cmd":"status"} | {"cmd":"consumers"} | {"cmd":"reload"}
+ *            {"cmd":"reset","consumer":"NAME","to":"head"|"<40 hex token>"}
+ * Answers:   {"ok":true,...} or {"ok":false,"error":"..."}, one line each,
+ *            in request order.
+ */
+#ifndef NVSRELAY_ADMIN_H
+#define NVSRELAY_ADMIN_H
+
+#include <stddef.h>
+#include <ev.h>
+
+#include "conf.h"
+#include "hub.h"
+#include "relay.h"
+
+typedef struct admin Admin;
+
+/* What a configuration reload did (main.c fills it in). */
+struct admin_reload {
+	int status;                 /* 0, or negative: the running config was kept */
+	char error[512];
+	char applied[512];          /* keys taken over, comma-separated */
+	char restart[512];          /* keys that changed but need a restart */
+};
+
+struct admin_env {
+	struct ev_loop *loop;
+	Hub *hub;
+	Relay *relay;
+	const struct conf_values *cv;
+	double start_time;          /* ev_time() at start */
+	void (*reload)(struct admin_reload *res);
+};
+
+Admin *admin_new(const struct admin_env *env, const char *path, char *err, size_t errlen);
+/* Safe with commands in flight: their answers are dropped. */
+void admin_free(Admin *a);
+
+#endif
