@@ -8,6 +8,7 @@
  * RestartPreventExitStatus=78 so a bad config does not restart-loop).
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,8 @@
 #include "hub.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
+#include "ops.h"
 #include "relay.h"
 
 #define EXIT_USAGE 64
@@ -44,6 +47,11 @@ static struct {
 	ev_timer deadline, drain;
 	bool stopping;
 	int exit_code;
+	Ops *ops;
+	int argc;
+	char **argv;
+	const char *config;         /* the file read at start, read again on reload */
+	bool ready_sent;            /* READY=1 went out: reloads are announced */
 } g;
 
 static void usage(FILE *f)
@@ -119,6 +127,7 @@ static void on_ready(void *ud)
 		log_notice("listening socket=%s", g.cv->listen_unix);
 	}
 	sd_notify(0, "READY=1\nSTATUS=streaming");
+	g.ready_sent = true;
 }
 
 static void on_fatal(void *ud, const char *why)
@@ -171,18 +180,121 @@ static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	hub_shutdown(g.hub, positions_saved, NULL);
 }
 
+static const char *log_format_name(enum conf_log_format f)
+{
+	return f == LOG_FORMAT_TEXT ? "text" : f == LOG_FORMAT_JOURNAL ? "journal"
+	     : f == LOG_FORMAT_JSON ? "json" : "auto";
+}
+
+/*
+ * A Conf from the sources, in order: defaults, the config file, the
+ * environment, the --set arguments.  Returns 0, or an exit code with err
+ * filled in.  Used at start and on every reload, so a reload sees exactly
+ * what a restart would.
+ */
+static int build_conf(int argc, char **argv, const char *config, Conf **ret, char *err, size_t errlen)
+{
+	Conf *c = conf_new();
+	char *text, msg[400];
+	int i, r, code = EXIT_CONFIG;
+
+	*ret = NULL;
+	if (!c) {
+		snprintf(err, errlen, "out of memory");
+		return 1;
+	}
+	if (config) {
+		if (!(text = read_file(config, err, errlen)))
+			goto out;
+		r = conf_load_text(c, text, config, err, errlen);
+		explicit_bzero(text, strlen(text));   /* it may hold the password */
+		free(text);
+		if (r < 0)
+			goto out;
+	}
+	if (conf_load_env(c, environ, err, errlen) < 0)
+		goto out;
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) {
+			i++;
+			continue;
+		}
+		if (strcmp(argv[i], "--set") != 0 || i + 1 >= argc)
+			continue;
+		char *kv = strdup(argv[++i]), *eq = kv ? strchr(kv, '=') : NULL;
+		if (!eq) {
+			snprintf(err, errlen, "--set expects KEY=VALUE, got '%s'", argv[i]);
+			free(kv);
+			code = EXIT_USAGE;
+			goto out;
+		}
+		*eq = '\0';
+		r = conf_set(c, kv, eq + 1, msg, sizeof(msg));
+		free(kv);
+		if (r < 0) {
+			snprintf(err, errlen, "--set: %s", msg);
+			goto out;
+		}
+	}
+	if (conf_finish(c, err, errlen) < 0)
+		goto out;
+	*ret = c;
+	return 0;
+out:
+	conf_free(c);
+	return code;
+}
+
+/*
+ * SIGHUP and the admin socket's reload: the sources are read again and the
+ * keys that can change at runtime are copied into the one live Conf (see
+ * conf_reload), so no module is left holding a pointer into a freed one.
+ * A configuration that does not load changes nothing.
+ */
+static void reload(struct admin_reload *res)
+{
+	struct timespec now;
+	Conf *next = NULL;
+
+	memset(res, 0, sizeof(*res));
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (g.ready_sent)
+		sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%" PRIu64,
+			   (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000u);
+	if (build_conf(g.argc, g.argv, g.config, &next, res->error, sizeof(res->error)) != 0) {
+		res->status = -EINVAL;
+		metrics_add(M_RELOADS, "failed", 1);
+		log_err("reload failed, the running configuration is kept: %s", res->error);
+	} else {
+		conf_reload(g.conf, next, res->applied, sizeof(res->applied), res->restart, sizeof(res->restart));
+		conf_free(next);
+		log_setup(g.cv->log_level, log_format_name(g.cv->log_format));
+		hub_reconfigure(g.hub);
+		relay_reconfigure(g.relay);
+		ops_reconfigure(g.ops);
+		metrics_add(M_RELOADS, "applied", 1);
+		log_notice("configuration reloaded applied=%s restart_needed=%s",
+			   res->applied[0] ? res->applied : "(none)", res->restart[0] ? res->restart : "(none)");
+	}
+	if (g.ready_sent)
+		sd_notify(0, "READY=1");
+}
+
 static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
+	struct admin_reload res;
+
 	(void)loop;
 	(void)w;
 	(void)revents;
-	log_notice("SIGHUP received; configuration reload is not supported yet, ignoring");
+	log_notice("SIGHUP received, reloading the configuration");
+	reload(&res);
 }
 
 static int load_config(int argc, char **argv, bool *check_only)
 {
 	const char *config = NULL;
-	char err[512], *text;
+	char err[512];
 	int i, r;
 
 	*check_only = false;
@@ -206,50 +318,15 @@ static int load_config(int argc, char **argv, bool *check_only)
 			return EXIT_USAGE;
 		}
 	}
-
-	g.conf = conf_new();
-	if (!g.conf) {
-		fprintf(stderr, "nvsrelayd: out of memory\n");
-		return 1;
-	}
 	if (!config && access(DEFAULT_CONFIG, F_OK) == 0)
 		config = DEFAULT_CONFIG;
-	if (config) {
-		if (!(text = read_file(config, err, sizeof(err)))) {
-			fprintf(stderr, "nvsrelayd: %s\n", err);
-			return EXIT_CONFIG;
-		}
-		r = conf_load_text(g.conf, text, config, err, sizeof(err));
-		free(text);
-		if (r < 0) {
-			fprintf(stderr, "nvsrelayd: %s\n", err);
-			return EXIT_CONFIG;
-		}
-	}
-	if (conf_load_env(g.conf, environ, err, sizeof(err)) < 0) {
+	g.argc = argc;
+	g.argv = argv;
+	g.config = config;
+	r = build_conf(argc, argv, config, &g.conf, err, sizeof(err));
+	if (r != 0) {
 		fprintf(stderr, "nvsrelayd: %s\n", err);
-		return EXIT_CONFIG;
-	}
-	for (i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--set") != 0)
-			continue;
-		char *kv = strdup(argv[++i]), *eq = kv ? strchr(kv, '=') : NULL;
-		if (!eq) {
-			fprintf(stderr, "nvsrelayd: --set expects KEY=VALUE, got '%s'\n", argv[i]);
-			free(kv);
-			return EXIT_USAGE;
-		}
-		*eq = '\0';
-		r = conf_set(g.conf, kv, eq + 1, err, sizeof(err));
-		free(kv);
-		if (r < 0) {
-			fprintf(stderr, "nvsrelayd: --set: %s\n", err);
-			return EXIT_CONFIG;
-		}
-	}
-	if (conf_finish(g.conf, err, sizeof(err)) < 0) {
-		fprintf(stderr, "nvsrelayd: %s\n", err);
-		return EXIT_CONFIG;
+		return r;
 	}
 	g.cv = conf_values(g.conf);
 	return 0;
@@ -299,6 +376,12 @@ int main(int argc, char **argv)
 	g.cenv.hub = g.hub;
 	g.cenv.cv = g.cv;
 	g.cenv.generation = generation;
+	g.ops = ops_new(&(struct ops_env){ .loop = g.loop, .cv = g.cv, .hub = g.hub, .relay = g.relay,
+					   .reload = reload });
+	if (!g.ops) {
+		log_err("out of memory at start-up");
+		return 1;
+	}
 
 	ev_signal_init(&g.sigterm, stop_cb, SIGTERM);
 	ev_signal_init(&g.sigint, stop_cb, SIGINT);
@@ -316,12 +399,14 @@ int main(int argc, char **argv)
 	/* The relay goes first: failing its pending queries calls back into
 	 * the hub, which must still exist but must not query again. */
 	listener_free(g.listener);
+	ops_free(g.ops);
 	hub_set_relay(g.hub, NULL);
 	relay_free(g.relay);
 	g.relay = NULL;
 	hub_free(g.hub);
 	client_free_all();
 	ev_loop_destroy(g.loop);
+	metrics_reset();
 	conf_free(g.conf);
 	if (g.exit_code == 0)
 		log_notice("stopped");
