@@ -389,10 +389,13 @@ sub start {
     my $dir  = $pg->dir;
     my $sock = $o{socket} || "$dir/relay.sock";
     my $log  = "$dir/nvsrelayd.$n.log";
-    my %set  = (listen_unix => $sock, log_format => 'text', log_level => 'debug', %{ $o{set} || {} });
+    # No HTTP port unless asked for (tests run in parallel), and an admin socket of its
+    # own. A key set to undef is left to the config file and the environment.
+    my %set  = (listen_unix => $sock, log_format => 'text', log_level => 'debug', http_listen => '',
+        admin_socket => "$dir/admin.$n.sock", %{ $o{set} || {} });
     my @args;
     for my $k (qw(listen_unix log_format log_level), grep { !/^(listen_unix|log_format|log_level)$/ } sort keys %set) {
-        push @args, '--set', "$k=$set{$k}";
+        push @args, '--set', "$k=$set{$k}" if defined $set{$k};
     }
     push @args, @{ $o{args} || [] };
     # An installed /etc/nvsrelayd/nvsrelayd.conf must not leak into tests.
@@ -418,7 +421,7 @@ sub start {
         POSIX::_exit(127);
     }
     if (open(my $pf, '>>', "$dir/pids")) { print $pf "$pid\n"; close $pf }
-    my $self = bless { pid => $pid, pg => $pg, socket => $sock, logfile => $log, n => $n,
+    my $self = bless { pid => $pid, pg => $pg, socket => $sock, logfile => $log, n => $n, admin => $set{admin_socket},
         owner => $$, bin => $bin, args => \@args }, $class;
     NvsTest::_register_daemon($self);
     $self->wait_ready($o{ready_timeout} || 30) if !exists $o{wait_ready} || $o{wait_ready};
@@ -427,6 +430,7 @@ sub start {
 
 sub pid     { $_[0]{pid} }
 sub socket  { $_[0]{socket} }
+sub admin_socket { $_[0]{admin} }
 sub logfile { $_[0]{logfile} }
 sub log     { NvsTest::slurp($_[0]{logfile}) }
 sub args    { @{ $_[0]{args} } }
