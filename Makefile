@@ -6,12 +6,16 @@
 #   make check SANITIZE=address,undefined
 #   make fuzz FUZZ_TIME=30   each libFuzzer target for FUZZ_TIME seconds (clang)
 #   make deps       install the Debian packages the build, demo and tests need
+#   make deb        Debian packages in build/deb/ (dpkg-buildpackage)
 
 VERSION   := 0.1.0
 PREFIX    ?= /usr/local
 BINDIR    ?= $(PREFIX)/bin
 SBINDIR   ?= $(PREFIX)/sbin
 SYSCONFDIR ?= /etc
+MANDIR    ?= $(PREFIX)/share/man
+UNITDIR   ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 DESTDIR   ?=
 
 CC        ?= cc
@@ -106,11 +110,47 @@ demo: deps
 	$(MAKE) all
 	sh tests/tools/demo.sh $(CURDIR)/$(B)
 
-install: all install-lib
+install: all man install-lib
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSCONFDIR)/nvsrelayd
 	install -m 755 $(B)/nvsrelayd $(DESTDIR)$(SBINDIR)/nvsrelayd
 	install -m 755 $(B)/nvsrelay $(DESTDIR)$(BINDIR)/nvsrelay
 	install -m 640 conf/nvsrelayd.conf $(DESTDIR)$(SYSCONFDIR)/nvsrelayd/nvsrelayd.conf
+	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
+	install -m 644 $(B)/man/nvsrelay.1 $(DESTDIR)$(MANDIR)/man1/nvsrelay.1
+	install -m 644 $(B)/man/nvsrelayd.conf.5 $(DESTDIR)$(MANDIR)/man5/nvsrelayd.conf.5
+	install -m 644 $(B)/man/nvsrelayd.8 $(DESTDIR)$(MANDIR)/man8/nvsrelayd.8
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR)
+	for u in nvsrelayd.service nvsrelayd.socket nvsrelayd-tcp.socket; do \
+	    sed 's|/usr/sbin/nvsrelayd|$(SBINDIR)/nvsrelayd|g' packaging/systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u && \
+	    chmod 644 $(DESTDIR)$(UNITDIR)/$$u || exit 1; done
+	install -m 644 packaging/systemd/nvsrelayd.sysusers $(DESTDIR)$(SYSUSERSDIR)/nvsrelayd.conf
+
+# Man pages: packaging/man/*.in with the version, and nvsrelayd.conf(5) with
+# every key of the annotated sample.
+MAN_PAGES := $(B)/man/nvsrelayd.8 $(B)/man/nvsrelay.1 $(B)/man/nvsrelayd.conf.5
+man: $(MAN_PAGES)
+$(B)/man/%: packaging/man/%.in packaging/man/manpage.pl conf/nvsrelayd.conf
+	@mkdir -p $(B)/man
+	perl packaging/man/manpage.pl $(VERSION) conf/nvsrelayd.conf < $< > $@.tmp && mv $@.tmp $@
+
+# Debian packages nvsrelayd, libnvsrelay0 and libnvsrelay-dev in DEBDIR,
+# built by dpkg-buildpackage in a copy of the tree with packaging/debian as
+# debian/ (so nothing is written next to the sources).  In a git checkout
+# the copy is the committed tree (HEAD): what is packaged is what others
+# can build.
+DEBDIR    ?= build/deb
+deb:
+	rm -rf $(DEBDIR) && mkdir -p $(DEBDIR)/src
+	if git rev-parse --verify -q HEAD >/dev/null 2>&1; then \
+	    git archive --format=tar HEAD | tar -C $(DEBDIR)/src -xf -; \
+	else \
+	    tar -cf - --exclude=./build --exclude=./build-san --exclude=./build-fuzz --exclude=./debian . | \
+	        tar -C $(DEBDIR)/src -xf -; \
+	fi
+	cp -r $(DEBDIR)/src/packaging/debian $(DEBDIR)/src/debian
+	cd $(DEBDIR)/src && dpkg-buildpackage -us -uc -b
+	rm -rf $(DEBDIR)/src
+	@ls $(DEBDIR)/*.deb
 
 # The client library alone: header, static and shared library, pkg-config file.
 install-lib: $(B)/libnvsrelay.a $(B)/libnvsrelay.so.0
@@ -153,4 +193,4 @@ fuzz: $(FUZZ_TARGETS:%=$(FUZZ_B)/fuzz_%)
 clean:
 	rm -rf build build-san build-fuzz
 
-.PHONY: all deps check demo install install-lib clean fuzz
+.PHONY: all deps check demo install install-lib man deb clean fuzz

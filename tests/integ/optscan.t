@@ -81,4 +81,40 @@ for my $key (sort keys %readme_row) {
 	ok($known{$key}, "README.md: $key is a key");
 }
 
+# The man pages (packaging/man/*.in, made into pages by manpage.pl): every
+# key with its default in nvsrelayd.conf(5), every option and command that
+# the binaries' --help shows in nvsrelayd(8) and nvsrelay(1).
+sub manpage {
+	my ($page) = @_;
+	my $text = `perl "$root/packaging/man/manpage.pl" 0 "$root/conf/nvsrelayd.conf" < "$root/packaging/man/$page.in"`;
+	BAIL_OUT("manpage.pl failed for $page") if $? || !$text;
+	$text =~ s/\\-/-/g;
+	return $text;
+}
+my $conf5 = manpage('nvsrelayd.conf.5');
+for my $o (@opts) {
+	my $shown = $o->{def} eq '' ? '""' : $o->{def};
+	ok($conf5 =~ /^\\fB\Q$o->{name}\E\\fR = \\fI\Q$shown\E\\fR$/m, "nvsrelayd.conf(5): $o->{name} = $shown");
+}
+my $build = $ENV{NVSRELAY_BUILD} || "$root/build";
+for ([ 'nvsrelayd', 'nvsrelayd.8' ], [ 'nvsrelay', 'nvsrelay.1' ]) {
+	my ($prog, $page) = @$_;
+	SKIP: {
+		skip "no executable $build/$prog (build it with make)", 1 unless -x "$build/$prog";
+		my $man = manpage($page);
+		my $help = `"$build/$prog" --help`;
+		my @cmds = $help =~ /^\s*(?:Usage:)?\s*\Q$prog\E ([a-z][a-z-]+)/mg;
+		push @cmds, $help =~ /\|\s*([a-z][a-z-]+)/g;
+		for my $cmd (@cmds) {
+			ok($man =~ /^\.B\w* "?\Q$cmd\E\b/m, "$page: command $cmd");
+			my $sub = `"$build/$prog" $cmd --help 2>/dev/null`;
+			$help .= $sub unless $?;
+		}
+		my %seen;
+		for my $opt (grep { !$seen{$_}++ } $help =~ /(?<![\w-])(--?[A-Za-z][\w-]*)/g) {
+			ok($man =~ /(?<![\w-])\Q$opt\E(?![\w-])/, "$page: $opt");
+		}
+	}
+}
+
 done_testing();
