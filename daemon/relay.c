@@ -95,7 +95,7 @@ static const char save_sql[] =
 	" SELECT $1, jsonb_build_object('token', $2::text, 'eventID', e.id, 'timestamp',"
 	"  to_char(coalesce(e.changed_at, clock_timestamp()) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')),"
 	"  now()"
-	" FROM (SELECT c.id, c.changed_at FROM (SELECT coalesce($3::bigint,"
+	" FROM (SELECT v.id, c.changed_at FROM (SELECT coalesce($3::bigint,"
 	"   (SELECT max_id FROM nvsrelay.tick WHERE tick_id = $4::bigint)) AS id) v"
 	"  LEFT JOIN datastore_changelog c ON c.id = v.id) e"
 	" ON CONFLICT (client_name) DO UPDATE SET resume_token = EXCLUDED.resume_token, last_updated = now()"

@@ -6,7 +6,8 @@
  * can run the relay.  Otherwise (schema = auto) a transaction takes an
  * advisory lock (relays starting together migrate one at a time), reads
  * again, then runs every missing migration with its bookkeeping row and
- * commits.  A migration
+ * commits.  A migration marked no-transaction (a concurrent index build)
+ * runs on its own between rounds, under a session lock.  A migration
  * whose recorded checksum differs from the embedded one, or a database newer
  * than this binary, stops the daemon rather than guess.
  */
@@ -27,8 +28,12 @@ struct run {
 	bool apply;
 	schema_cb cb;
 	void *arg;
-	unsigned pending;
+	unsigned pending;    /* applied in this round */
+	unsigned applied;    /* applied in earlier rounds */
+	const struct schema_migration *notx;
 };
+
+static int start(PgConn *pc, struct run *run);
 
 void schema_checksum(const char *sql, char out[65])
 {
@@ -43,8 +48,10 @@ void schema_checksum(const char *sql, char out[65])
 
 static void finish(PgConn *pc, struct run *run, int status, unsigned applied, const char *msg)
 {
+	/* Outside a transaction ROLLBACK only warns; the session lock is
+	 * held during a no-transaction migration. */
 	if (status < 0 && run->apply && pgconn_is_up(pc))
-		pgconn_query(pc, "ROLLBACK", 0, NULL, NULL, NULL);
+		pgconn_query(pc, "ROLLBACK; SELECT pg_advisory_unlock_all()", 0, NULL, NULL, NULL);
 	run->cb(run->arg, status, applied, msg);
 	free(run);
 }
@@ -63,7 +70,108 @@ static void applied_cb(PgConn *pc, PGresult *res, void *arg)
 		finish(pc, run, -EIO, 0, msg);
 		return;
 	}
-	finish(pc, run, 0, run->pending, NULL);
+	run->applied += run->pending;
+	run->pending = 0;
+	/* A no-transaction migration may follow: look again. */
+	run->probe = true;
+	if (start(pc, run) < 0)
+		finish(pc, run, -EIO, 0, "connection lost during migration");
+}
+
+/*
+ * A no-transaction migration (CREATE INDEX CONCURRENTLY): the transaction
+ * lock is gone, so a session lock keeps other relays out; then the
+ * statement, its bookkeeping row, the unlock, and another round.
+ */
+static void notx_step(PgConn *pc, PGresult *res, void *arg);
+
+static void notx_done(PgConn *pc, PGresult *res, void *arg)
+{
+	struct run *run = arg;
+	char msg[600];
+
+	if (!res || (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)) {
+		snprintf(msg, sizeof(msg), "migration %s failed: %s", run->notx->name,
+			 res ? PQresultErrorMessage(res) : "connection lost");
+		finish(pc, run, -EIO, 0, msg);
+		return;
+	}
+	notx_step(pc, NULL, run);
+}
+
+static void notx_invalid(PgConn *pc, PGresult *res, void *arg)
+{
+	struct run *run = arg;
+	char sql[128], name[64], *p;
+
+	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+		notx_done(pc, res, arg);
+		return;
+	}
+	if (PQgetisnull(res, 0, 0)) {
+		notx_step(pc, NULL, run);
+		return;
+	}
+	p = strstr(run->notx->sql, "IF NOT EXISTS ");
+	if (!p || sscanf(p, "IF NOT EXISTS %63[a-z0-9_]", name) != 1) {
+		notx_step(pc, NULL, run);
+		return;
+	}
+	log_warning("dropping the invalid index %s left by an interrupted migration", name);
+	snprintf(sql, sizeof(sql), "DROP INDEX CONCURRENTLY %s", name);
+	if (pgconn_query(pc, sql, 0, NULL, notx_done, run) < 0)
+		finish(pc, run, -EIO, 0, "connection lost during migration");
+}
+
+static void notx_step(PgConn *pc, PGresult *res, void *arg)
+{
+	struct run *run = arg;
+	const struct schema_migration *m = run->notx;
+	char sum[65], row[256], *p, name[64];
+	const char *params[1] = { name };
+	int r = 0;
+
+	(void)res;
+	switch (run->pending++) {
+	case 0:
+		r = pgconn_query(pc, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")", 0, NULL, notx_done, run);
+		break;
+	case 1:
+		/* An interrupted concurrent build leaves an invalid index that
+		 * IF NOT EXISTS would keep forever: drop it first. */
+		p = strstr(m->sql, "IF NOT EXISTS ");
+		if (!p || sscanf(p, "IF NOT EXISTS %63[a-z0-9_]", name) != 1) {
+			notx_step(pc, NULL, run);
+			return;
+		}
+		r = pgconn_query(pc,
+				 "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_index WHERE indexrelid = to_regclass($1)"
+				 " AND NOT indisvalid) THEN 'invalid' END",
+				 1, params, notx_invalid, run);
+		break;
+	case 2:
+		log_notice("applying migration %s", m->name);
+		r = pgconn_query(pc, m->sql, 0, NULL, notx_done, run);
+		break;
+	case 3:
+		schema_checksum(m->sql, sum);
+		snprintf(row, sizeof(row),
+			 "INSERT INTO nvsrelay.schema_migrations (version, name, checksum) VALUES (%u, '%s', '%s')",
+			 m->version, m->name, sum);
+		r = pgconn_query(pc, row, 0, NULL, notx_done, run);
+		break;
+	case 4:
+		r = pgconn_query(pc, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")", 0, NULL, notx_done, run);
+		break;
+	default:
+		run->applied++;
+		run->pending = 0;
+		run->notx = NULL;
+		run->probe = true;
+		r = start(pc, run);
+	}
+	if (r < 0)
+		finish(pc, run, -EIO, 0, "connection lost during migration");
 }
 
 static int append(char **buf, size_t *len, const char *s)
@@ -98,7 +206,7 @@ static void state_cb(PgConn *pc, PGresult *res, void *arg)
 	if (run->probe) {
 		run->probe = false;
 		if (complete(res)) {
-			finish(pc, run, 0, 0, NULL);
+			finish(pc, run, 0, run->applied, NULL);
 			return;
 		}
 		if (run->apply) {
@@ -141,7 +249,7 @@ static void state_cb(PgConn *pc, PGresult *res, void *arg)
 			pgconn_query(pc, "COMMIT", 0, NULL, NULL, NULL);
 			run->apply = false;
 		}
-		finish(pc, run, 0, 0, NULL);
+		finish(pc, run, 0, run->applied, NULL);
 		return;
 	}
 	if (!run->apply) {
@@ -150,7 +258,15 @@ static void state_cb(PgConn *pc, PGresult *res, void *arg)
 		finish(pc, run, -EPROTO, 0, msg);
 		return;
 	}
-	for (i = (unsigned)n; i < schema_migration_count; i++) {
+	if (schema_migrations[n].notx) {
+		/* Leaves the transaction; notx_step takes a session lock. */
+		pgconn_query(pc, "COMMIT", 0, NULL, NULL, NULL);
+		run->notx = &schema_migrations[n];
+		run->pending = 0;
+		notx_step(pc, NULL, run);
+		return;
+	}
+	for (i = (unsigned)n; i < schema_migration_count && !schema_migrations[i].notx; i++) {
 		const struct schema_migration *m = &schema_migrations[i];
 		log_notice("applying migration %s", m->name);
 		schema_checksum(m->sql, sum);
@@ -202,6 +318,12 @@ static int begin_locked(PgConn *pc, struct run *run)
 				 0, NULL, state_cb, run);
 }
 
+static int start(PgConn *pc, struct run *run)
+{
+	return pgconn_query(pc, "SELECT version, checksum FROM nvsrelay.schema_migrations ORDER BY version",
+			    0, NULL, state_cb, run);
+}
+
 int schema_run(PgConn *pc, bool apply, schema_cb cb, void *arg)
 {
 	struct run *run = calloc(1, sizeof(*run));
@@ -213,8 +335,7 @@ int schema_run(PgConn *pc, bool apply, schema_cb cb, void *arg)
 	run->apply = apply;
 	run->cb = cb;
 	run->arg = arg;
-	r = pgconn_query(pc, "SELECT version, checksum FROM nvsrelay.schema_migrations ORDER BY version",
-			 0, NULL, state_cb, run);
+	r = start(pc, run);
 	if (r < 0)
 		free(run);
 	return r;

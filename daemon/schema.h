@@ -15,6 +15,7 @@
 struct schema_migration {
 	unsigned version;
 	const char *name;
+	bool notx;          /* one statement, run outside any transaction */
 	const char *sql;
 };
 

@@ -5,11 +5,14 @@
 
 -- Which transaction wrote each row: batches are cut by snapshot visibility of
 -- this xid, never by id (ids are allocated in start order, not commit order).
--- Rows already present get the migrating transaction's xid, which every later
--- tick sees as committed: they are history, not news.
-ALTER TABLE datastore_changelog
-    ADD COLUMN IF NOT EXISTS xid xid8 NOT NULL DEFAULT pg_current_xact_id();
-CREATE INDEX IF NOT EXISTS datastore_changelog_xid_idx ON datastore_changelog (xid);
+-- Added without a default first, then given one: both are catalog-only
+-- changes, so a large existing changelog is not rewritten under an exclusive
+-- lock.  Rows already present keep a NULL xid: they predate the relay and
+-- are served, in id order, only to consumers resuming from before it.
+-- The index is built concurrently by the next migration.
+SET LOCAL lock_timeout = '2s';
+ALTER TABLE datastore_changelog ADD COLUMN IF NOT EXISTS xid xid8;
+ALTER TABLE datastore_changelog ALTER COLUMN xid SET DEFAULT pg_current_xact_id();
 -- clusterTime is when the row was written, not when its transaction began.
 ALTER TABLE datastore_changelog ALTER COLUMN changed_at SET DEFAULT clock_timestamp();
 

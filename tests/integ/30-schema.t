@@ -68,7 +68,7 @@ my %COLUMNS = (
         'new_values jsonb',
         "changed_at $TSTZ DEFAULT clock_timestamp()",
         'processed boolean DEFAULT false',
-        'xid xid8 NOT NULL DEFAULT pg_current_xact_id()',
+        'xid xid8 DEFAULT pg_current_xact_id()',
     ],
     resume_tokens => [
         'client_name character varying(255) NOT NULL',
@@ -274,7 +274,7 @@ sub check_installed {
     is_deeply($dbh->selectall_arrayref(
             'SELECT version, name, checksum FROM nvsrelay.schema_migrations ORDER BY version'),
         \@MIGRATIONS, 'schema_migrations: ' . scalar(@MIGRATIONS) . ' rows, checksums = sha256 of sql/*.sql');
-    is(scalar(@MIGRATIONS), 2, 'two migrations in sql/');
+    is(scalar(@MIGRATIONS), 3, 'three migrations in sql/');
     like($_->[2], qr/^[0-9a-f]{64}$/, "checksum of $_->[1] is 64 hex digits") for @MIGRATIONS;
     my $meta = $dbh->selectall_arrayref(
         'SELECT generation, system_identifier, database_name FROM nvsrelay.meta', { Slice => {} });
@@ -339,7 +339,7 @@ subtest 'empty database: the daemon installs the schema and becomes ready' => su
     my $d = NvsTest::Daemon->start($pg);
     note(sprintf 'installed and ready in %.2fs', NvsTest::now() - $t);
     ok(-S $d->socket, 'ready: socket answers hello');
-    like($d->log, qr/applying migration 001_nvsentinel_schema.*applying migration 002_relay_capture.*schema migrated applied=2/s,
+    like($d->log, qr/applying migration 001_nvsentinel_schema.*applying migration 002_relay_capture.*applying migration 003_changelog_xid_index.*schema migrated applied=3/s,
         'log: both migrations applied');
     check_installed($dbh, 'nvsentinel');
     log_is_clean($d, 'fresh install');
@@ -353,7 +353,7 @@ subtest 'a second start over a current schema changes nothing' => sub {
     unlike($d->log, qr/applying migration/, 'no migration applied');
     is_deeply(fingerprint($dbh), $before,
         'applied_at, meta.generation, trigger and function oids, table files unchanged');
-    is($dbh->selectrow_array('SELECT count(*) FROM nvsrelay.schema_migrations'), 2, 'still two migration rows');
+    is($dbh->selectrow_array('SELECT count(*) FROM nvsrelay.schema_migrations'), 3, 'still three migration rows');
     is($d->stop, 0, 'stops with 0');
 };
 
@@ -424,7 +424,7 @@ subtest "over NVSentinel's Go runtime schema with data: data kept, capture upgra
     my $t = NvsTest::now();
     my $d = NvsTest::Daemon->start($pg, env => { DATASTORE_DATABASE => 'gorun' });
     note(sprintf 'migrated and ready in %.2fs', NvsTest::now() - $t);
-    like($d->log, qr/schema migrated applied=2/, 'both migrations applied over the Go schema');
+    like($d->log, qr/schema migrated applied=3/, 'all three migrations applied over the Go schema');
     log_is_clean($d, 'migration over existing objects (server notices included)');
 
     is_deeply({ map { $_ => $go->selectrow_array("SELECT count(*) FROM $_") } keys %snap_sql }, \%count_before,
@@ -434,8 +434,8 @@ subtest "over NVSentinel's Go runtime schema with data: data kept, capture upgra
     is_deeply(decode_json($go->selectrow_array(
             q{SELECT resume_token FROM resume_tokens WHERE client_name = 'fault-quarantine'})),
         { timestamp => $last_ts, eventID => $last_id }, "the Go watcher's resume token is intact");
-    ok($go->selectrow_array(q{SELECT bool_and(xid IS NOT NULL) FROM datastore_changelog}),
-        'existing changelog rows got an xid');
+    ok($go->selectrow_array(q{SELECT bool_and(xid IS NULL) FROM datastore_changelog}),
+        'existing changelog rows were not rewritten (no xid: they predate the relay)');
     check_installed($go, 'gorun');
 
     my $fdef = $go->selectrow_array(q{SELECT pg_get_functiondef('log_table_changes'::regproc)});

@@ -1,0 +1,109 @@
+#!/usr/bin/perl
+# 55-retention.t - the changelog stays bounded: rows and ticks every live
+# durable consumer acknowledged are pruned; a consumer that is behind holds
+# them; an idle consumer stops holding them (with a log line); a component
+# still on NVSentinel's own watcher holds the rows after its eventID; a
+# position that was pruned gets 286 naming the oldest one; under sustained
+# writes the table size stays bounded.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/../lib";
+use Test::More;
+use NvsTest;
+
+my $pg  = NvsTest::Pg->start();
+my $d   = NvsTest::Daemon->start($pg, set => { prune_interval_s => 1, retention_floor_s => 0,
+    consumer_idle_hours => 1, ack_flush_ms => 50, prune_chunk_rows => 100, tick_idle_ms => 200,
+    ring_events => 16 });
+my $dbh = $pg->dbh();
+sub count { ($dbh->selectrow_array("SELECT count(*) FROM $_[0]"))[0] }
+sub wait_until {
+    my ($cond, $timeout) = @_;
+    my $end = NvsTest::now() + $timeout;
+    while (NvsTest::now() < $end) { return 1 if $cond->(); select(undef, undef, undef, 0.2) }
+    return 0;
+}
+sub write_rows {
+    my ($n, $tag) = @_;
+    for my $i (1 .. $n / 10) {
+        $dbh->begin_work;
+        NvsTest::insert_health_event($dbh, node => "$tag-$i-$_") for 1 .. 10;
+        $dbh->commit;
+    }
+}
+
+# An acking consumer: everything it acknowledged goes.
+my $fast = NvsTest::Client->connect($d->socket);
+$fast->watch(consumer => 'fast');
+$fast->recv_op('bookmark', 10);
+# A consumer that stays behind, and connected.
+my $slow = NvsTest::Client->connect($d->socket);
+$slow->watch(consumer => 'slow');
+$slow->recv_op('bookmark', 10);
+write_rows(300, 'r');
+my $ev = $slow->events(300, 20);
+is(scalar @$ev, 300, 'slow consumer received 300 events');
+$slow->ack(1, $ev->[149]{event}{_id});
+my $fe = $fast->events(300, 20);
+$fast->ack(1, $fe->[-1]{event}{_id});
+# Pruning works by batch: the rows of the slow consumer's current batch stay
+# even where it has passed them.
+ok(wait_until(sub { count('datastore_changelog') < 300 }, 15), 'rows both consumers acknowledged are pruned');
+my ($low) = $dbh->selectrow_array('SELECT min(id) FROM datastore_changelog');
+my $held = hex substr($ev->[150]{event}{_id}{_data}, 24, 16);
+cmp_ok($low, '<=', $held, 'the rows after the slow consumer\'s ack are kept');
+cmp_ok(count('datastore_changelog'), '>=', 150, '... all 150 of them');
+
+# The slow consumer disconnects and resumes: nothing lost.
+$slow->close;
+$slow = NvsTest::Client->connect($d->socket);
+$slow->watch(consumer => 'slow');
+my $rest = $slow->events(150, 20);
+is_deeply([ map { $_->{event}{_id}{_data} } @$rest ], [ map { $_->{event}{_id}{_data} } @$ev[150 .. 299] ],
+    'the slow consumer resumes with the 150 kept events');
+$slow->ack(1, $rest->[-1]{event}{_id});
+
+# A pruned position: 286 naming the oldest available one.
+ok(wait_until(sub { count('datastore_changelog') == 0 }, 15), 'everything acknowledged is pruned');
+ok(wait_until(sub { ($dbh->selectrow_array('SELECT min(tick_id) FROM nvsrelay.tick'))[0] > 3 }, 10), 'old ticks pruned');
+my $c = NvsTest::Client->connect($d->socket);
+$c->watch(resumeAfter => $ev->[0]{event}{_id});
+my $e = $c->recv_op('error', 10);
+is($e->{code}, 286, 'a pruned position gets ChangeStreamHistoryLost');
+like($e->{message}, qr/oldest available position is \{"_data":"[0-9a-f]{40}"\}/, '... naming the oldest position');
+
+# An idle consumer no longer holds retention; an NVSentinel watcher does.
+my ($tok) = $fe->[0]{event}{_id}{_data};
+$dbh->do(q{INSERT INTO resume_tokens (client_name, resume_token, last_updated)
+  VALUES ('gone', jsonb_build_object('token', ?::text), now() - interval '2 hours')}, undef, $tok);
+ok($d->wait_log(qr/no longer holds the changelog back consumer='gone'/, 10), 'the idle consumer is logged once');
+$slow->close;
+$fast->close;
+my ($maxid) = $dbh->selectrow_array('SELECT last_value FROM datastore_changelog_id_seq');
+$dbh->do(q{INSERT INTO resume_tokens (client_name, resume_token) VALUES ('event-exporter',
+  jsonb_build_object('timestamp', '2026-11-25T10:00:00Z', 'eventID', ?::bigint))}, undef, $maxid);
+write_rows(50, 'legacy');
+sleep 3;
+is(count('datastore_changelog'), 50, 'rows after an NVSentinel watcher\'s eventID are kept');
+$dbh->do(q{DELETE FROM resume_tokens WHERE client_name = 'event-exporter'});
+
+# Sustained writes with one acking consumer (the others are reset, as
+# resume-control does): the table stays bounded.
+$dbh->do(q{DELETE FROM resume_tokens WHERE client_name <> 'fast'});
+$fast = NvsTest::Client->connect($d->socket);
+$fast->watch(consumer => 'fast');
+my ($max, $written) = (0, 0);
+for my $round (1 .. 10) {
+    write_rows(100, "s$round");
+    $written += 100;
+    my $got = $fast->events(100, 10);
+    $fast->ack(1, $got->[-1]{event}{_id}) if @$got;
+    select(undef, undef, undef, 0.3);
+    my $n = count('datastore_changelog');
+    $max = $n if $n > $max;
+}
+note("sustained: $written rows written, changelog peaked at $max rows");
+cmp_ok($max, '<', $written / 2, "changelog bounded under sustained writes (peak $max of $written)");
+is($d->stop, 0, 'clean stop');
+done_testing();
