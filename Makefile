@@ -186,7 +186,7 @@ fuzz: $(FUZZ_TARGETS:%=$(FUZZ_B)/fuzz_%)
 	    mkdir -p $(FUZZ_B)/corpus/$$t $(FUZZ_B)/crash; \
 	    dict=; [ ! -f tests/fuzz/$$t.dict ] || dict=-dict=tests/fuzz/$$t.dict; \
 	    echo "fuzz_$$t: $(FUZZ_TIME) s"; \
-	    $(FUZZ_B)/fuzz_$$t -max_total_time=$(FUZZ_TIME) -print_final_stats=1 $$dict \
+	    $(FUZZ_B)/fuzz_$$t -max_total_time=$(FUZZ_TIME) -timeout=10 -print_final_stats=1 $$dict \
 	        -artifact_prefix=$(FUZZ_B)/crash/$$t- $(FUZZ_B)/corpus/$$t tests/fuzz/corpus/$$t; \
 	done
 

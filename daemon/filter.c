@@ -696,40 +696,44 @@ lookup(const cJSON *obj, const struct node *n, size_t i, size_t *next)
 typedef bool (*leaf_fn)(const struct node *n, const cJSON *v);
 
 /* Calls fn on every value the path of n reaches from cur (NULL for a
- * missing field) until one returns true.  Through an array, the path goes
- * on in each element that is an object, and a numeric segment also picks
- * that element, as in MongoDB. */
+ * missing field) until one returns true.  Through an array, a numeric
+ * segment picks that element; any other segment goes on in each element
+ * that is an object.  Trying a numeric segment both ways, as MongoDB does,
+ * would reach a node of nested arrays by exponentially many routes; this
+ * way every node is reached at most once, so a match costs at most one
+ * pass over the event per condition. */
 static bool
 walk(const struct node *n, const cJSON *cur, size_t i, leaf_fn fn)
 {
+	const cJSON *e;
+	bool visited = false;
+
 	if (i == n->nseg || cur == NULL)
 		return fn(n, cur);
 	if (cJSON_IsObject(cur)) {
 		size_t next = i + 1;
-		const cJSON *c = lookup(cur, n, i, &next);
 
-		return c != NULL ? walk(n, c, next, fn) : fn(n, NULL);
+		e = lookup(cur, n, i, &next);
+		return e != NULL ? walk(n, e, next, fn) : fn(n, NULL);
 	}
-	if (cJSON_IsArray(cur)) {
-		const cJSON *e;
-		bool visited = false;
+	if (!cJSON_IsArray(cur))
+		return fn(n, NULL);
+	if (n->seg[i].index >= 0) {
 		int32_t k = 0;
 
-		cJSON_ArrayForEach(e, cur) {
-			if (k++ == n->seg[i].index) {
-				visited = true;
-				if (walk(n, e, i + 1, fn))
-					return true;
-			}
-			if (cJSON_IsObject(e)) {
-				visited = true;
-				if (walk(n, e, i, fn))
-					return true;
-			}
-		}
-		return visited ? false : fn(n, NULL);
+		cJSON_ArrayForEach(e, cur)
+			if (k++ == n->seg[i].index)
+				return walk(n, e, i + 1, fn);
+		return fn(n, NULL);
 	}
-	return fn(n, NULL);
+	cJSON_ArrayForEach(e, cur) {
+		if (cJSON_IsObject(e)) {
+			visited = true;
+			if (walk(n, e, i, fn))
+				return true;
+		}
+	}
+	return visited ? false : fn(n, NULL);
 }
 
 /* Equality of two JSON values: numbers by value, objects regardless of key

@@ -581,6 +581,31 @@ test_arrays(void **state)
 	assert_true(q("{\"healthevent.counts\":{\"$in\":[[1,5,9],7]}}", ev));
 }
 
+/* Nested arrays of objects with numeric keys: every node is reached by one
+ * route, so this returns at once (two routes per level would take 2^60). */
+static void
+test_nested_arrays(void **state)
+{
+	char ev[1024] = "", match[1024] = "{\"";
+
+	(void)state;
+	for (int i = 0; i < 60; i++)
+		strcat(ev, "{\"0\":[");
+	strcat(ev, "1");
+	for (int i = 0; i < 60; i++)
+		strcat(ev, "]}");
+	for (int i = 0; i < 120; i++)
+		strcat(match, i ? ".0" : "0");
+	strcat(match, "\":2}");
+	assert_false(q(match, ev));
+	match[strlen(match) - 2] = '1';
+	assert_true(q(match, ev));
+	/* a numeric segment on an array is an index, not a key of its elements */
+	assert_false(q("{\"a.0\":1}", "{\"a\":[{\"0\":1}]}"));
+	assert_true(q("{\"a.0.0\":1}", "{\"a\":[{\"0\":1}]}"));
+	assert_true(q("{\"a.0\":1}", "{\"a\":{\"0\":1}}"));
+}
+
 static void
 test_subdocument(void **state)
 {
@@ -1029,6 +1054,7 @@ main(void)
 		cmocka_unit_test(test_number_forms),
 		cmocka_unit_test(test_case_insensitive),
 		cmocka_unit_test(test_arrays),
+		cmocka_unit_test(test_nested_arrays),
 		cmocka_unit_test(test_subdocument),
 		cmocka_unit_test(test_dotted_keys),
 		cmocka_unit_test(test_odd_events),
