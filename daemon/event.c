@@ -128,10 +128,24 @@ struct event *event_ref(struct event *ev)
 	return ev;
 }
 
+const cJSON *event_tree(struct event *ev)
+{
+	if (!ev->tree)
+		ev->tree = cJSON_ParseWithLength(ev->json, ev->len);
+	return ev->tree;
+}
+
+void event_drop_tree(struct event *ev)
+{
+	cJSON_Delete(ev->tree);
+	ev->tree = NULL;
+}
+
 void event_unref(struct event *ev)
 {
 	if (!ev || --ev->refs > 0)
 		return;
+	cJSON_Delete(ev->tree);
 	free(ev->json);
 	free(ev->json_before);
 	free(ev);

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <cJSON.h>
+
 #include "token.h"
 
 enum event_table { TABLE_HEALTH_EVENTS, TABLE_MAINTENANCE_EVENTS, TABLE_OTHER };
@@ -33,6 +35,7 @@ struct event {
 	size_t len;
 	char *json_before;   /* update with fullDocumentBeforeChange, else NULL */
 	size_t len_before;
+	cJSON *tree;         /* json parsed for filters, while it is hot */
 };
 
 /* Builds the event JSON for row at position pos in database db.  Returns a
@@ -42,6 +45,12 @@ struct event *event_build(const struct change_row *row, const struct token *pos,
 			  const char **ret_err);
 
 enum event_table event_table_of(const char *name);
+
+/* The event parsed, for filter evaluation: parsed on first use and kept
+ * until event_drop_tree (the hub drops it once live delivery is done, so
+ * the ring holds text, not trees).  NULL when out of memory. */
+const cJSON *event_tree(struct event *ev);
+void event_drop_tree(struct event *ev);
 
 struct event *event_ref(struct event *ev);
 void event_unref(struct event *ev);

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "client.h"
+#include "filter.h"
 #include "hub.h"
 #include "log.h"
 #include "metrics.h"
@@ -41,6 +42,7 @@ struct sub {
 	enum event_table table;
 	char *consumer;               /* durable name, or NULL */
 	bool before;                  /* wants fullDocumentBeforeChange */
+	Filter *filter;               /* compiled pipeline, NULL: everything */
 	enum sub_state state;
 	bool reading;                 /* catch-up page in flight */
 	bool saving;                  /* position write in flight */
@@ -65,6 +67,7 @@ struct hub {
 	size_t nsubs;
 	struct event **ring;
 	size_t cap, first, count;
+	size_t unparsed;              /* ring index from which trees may be cached */
 	ev_tstamp *ring_time;         /* when each ring event was read */
 	struct token ring_start;      /* position just before ring[first] */
 	struct token head;            /* live position: everything up to it read */
@@ -104,8 +107,23 @@ static size_t ring_after(const Hub *h, const struct token *pos)
 
 static void sub_free(struct sub *s)
 {
+	filter_free(s->filter);
 	free(s->consumer);
 	free(s);
+}
+
+/* An event that cannot be parsed for the filter (out of memory) is sent:
+ * a duplicate is tolerable, a silent drop is not. */
+static bool wants(const struct sub *s, struct event *ev)
+{
+	const cJSON *tree;
+
+	if (ev->table != s->table)
+		return false;
+	if (!s->filter)
+		return true;
+	tree = event_tree(ev);
+	return !tree || filter_match(s->filter, tree);
 }
 
 static void sub_unlink(struct sub *s)
@@ -198,12 +216,9 @@ static void reap(Hub *h, bool all)
 	}
 }
 
-static void send_event(struct sub *s, const struct event *ev)
+static void send_event(struct sub *s, struct event *ev)
 {
-	if (s->before && ev->json_before)
-		client_send_event(s->client, s->sid, ev->json_before, ev->len_before);
-	else
-		client_send_event(s->client, s->sid, ev->json, ev->len);
+	client_send_event(s->client, s->sid, ev, s->before);
 	s->sent = ev->pos;
 	s->last_event = ev->pos;
 	metrics_add(M_EVENTS_DELIVERED, NULL, 1);
@@ -234,7 +249,7 @@ static void page_done(void *arg, struct event **evs, size_t n, const struct toke
 	}
 	for (i = 0; i < n; i++) {
 		if (s->state == SUB_ACTIVE && token_cmp(&evs[i]->pos, &s->pos) > 0 &&
-		    evs[i]->table == s->table) {
+		    wants(s, evs[i])) {
 			send_event(s, evs[i]);
 			s->pos = evs[i]->pos;
 		}
@@ -261,7 +276,7 @@ static void pump(struct sub *s)
 		}
 		for (i = ring_after(h, &s->pos); i < h->count; i++) {
 			struct event *ev = ring_at(h, i);
-			if (ev->table == s->table) {
+			if (wants(s, ev)) {
 				send_event(s, ev);
 				if (s->state != SUB_ACTIVE)
 					return;   /* the send closed the client */
@@ -374,12 +389,18 @@ void hub_set_head(Hub *h, const struct token *head)
 	if (token_cmp(head, &h->head) > 0 || h->head.gen != head->gen)
 		h->head = *head;
 	pump_all(h);
+	/* Live delivery is done: the ring keeps text; a lagging filtered
+	 * subscriber parses again when it gets there. */
+	for (; h->unparsed < h->count; h->unparsed++)
+		event_drop_tree(ring_at(h, h->unparsed));
 }
 
 void hub_publish(Hub *h, struct event *ev)
 {
 	if (h->count == h->cap) {
 		struct event *old = h->ring[h->first];
+		if (h->unparsed > 0)
+			h->unparsed--;
 		h->ring_start = old->pos;
 		event_unref(old);
 		h->first = (h->first + 1) % h->cap;
@@ -490,11 +511,13 @@ int hub_watch(Hub *h, Client *c, const struct watch_req *req)
 
 	if (find_sub(h, c, req->sid)) {
 		client_send_error(c, req->sid, ERR_BAD_VALUE, "BadValue", "sid already in use", NULL);
+		filter_free(req->filter);
 		return -EEXIST;
 	}
 	if (!h->have_head || !h->relay) {
 		client_send_error(c, req->sid, ERR_HOST_UNREACHABLE, "HostUnreachable",
 				  "not ready: PostgreSQL not reached yet", NULL);
+		filter_free(req->filter);
 		return -EAGAIN;
 	}
 	if (req->has_resume && req->resume.gen != h->head.gen) {
@@ -503,12 +526,14 @@ int hub_watch(Hub *h, Client *c, const struct watch_req *req)
 			 "resume token belongs to another database or changelog generation (this one is %08x)",
 			 (unsigned)h->head.gen);
 		client_send_error(c, req->sid, ERR_HISTORY_LOST, "ChangeStreamHistoryLost", msg, NULL);
+		filter_free(req->filter);
 		return -EINVAL;
 	}
 	s = calloc(1, sizeof(*s));
 	if (!s || (req->consumer && !(s->consumer = strdup(req->consumer)))) {
 		free(s);
 		client_send_error(c, req->sid, ERR_BAD_VALUE, "BadValue", "out of memory", NULL);
+		filter_free(req->filter);
 		return -ENOMEM;
 	}
 	s->hub = h;
@@ -516,6 +541,7 @@ int hub_watch(Hub *h, Client *c, const struct watch_req *req)
 	s->sid = req->sid;
 	s->table = req->table;
 	s->before = req->before;
+	s->filter = req->filter;
 	s->state = SUB_LOADING;
 	s->next = h->subs;
 	if (h->subs)
@@ -591,6 +617,25 @@ void hub_client_gone(Hub *h, Client *c)
 		if (s->client == c)
 			sub_kill(s);
 	}
+}
+
+size_t hub_client_subscriptions(const Hub *h, const Client *c)
+{
+	size_t n = 0;
+
+	for (const struct sub *s = h->subs; s; s = s->next)
+		n += s->client == c;
+	return n;
+}
+
+void hub_client_error(Hub *h, Client *c, int code, const char *name, const char *msg)
+{
+	struct token tok;
+
+	for (struct sub *s = h->subs; s; s = s->next)
+		if (s->client == c)
+			client_send_error(c, s->sid, code, name, msg,
+					  client_delivered(c, s->sid, &tok) ? &tok : NULL);
 }
 
 void hub_client_writable(Hub *h, Client *c)

@@ -31,6 +31,7 @@ struct watch_req {
 	bool has_event_id;         /* resumeAfter in NVSentinel's {timestamp, eventID} form */
 	uint64_t event_id;
 	const char *start_at;      /* startAtOperationTime (RFC 3339) or NULL */
+	struct filter *filter;     /* compiled pipeline or NULL; hub_watch takes it */
 	bool before;               /* fullDocumentBeforeChange on updates */
 };
 
@@ -49,6 +50,11 @@ int hub_ack(Hub *h, struct client *c, long long sid, const struct token *tok);
 int hub_unwatch(Hub *h, struct client *c, long long sid);
 void hub_client_gone(Hub *h, struct client *c);
 void hub_client_writable(Hub *h, struct client *c);
+/* Subscriptions of c, whatever their state (max_subscriptions_per_client). */
+size_t hub_client_subscriptions(const Hub *h, const struct client *c);
+/* An error frame to every subscription of c, each with the position the
+ * client really received (client_delivered), before c is dropped. */
+void hub_client_error(Hub *h, struct client *c, int code, const char *name, const char *msg);
 
 /* Shutdown: a final bookmark to every subscription and a last write of
  * durable positions; done() runs when the writes finished or failed. */

@@ -122,7 +122,7 @@ $bad->send_raw('{"op":"watch","sid":"x","table":"health_events"}' . "\n");
 is($bad->recv_op('error', 5)->{code}, 14, 'sid of the wrong type: TypeMismatch');
 $bad->send_raw('{"op":"ack","sid":99,"token":{"_data":"' . ('0' x 40) . '"}}' . "\n");
 is($bad->recv_op('error', 5)->{code}, 2, 'ack for an unknown sid: BadValue');
-$bad->send_raw('{"op":"watch","sid":4,"table":"health_events","pipeline":[{"$match":{"a":1}}]}' . "\n");
+$bad->send_raw('{"op":"watch","sid":4,"table":"health_events","pipeline":[{"$match":{"a":{"$where":"1"}}}]}' . "\n");
 is($bad->recv_op('error', 5)->{code}, 2, 'pipeline refused, not ignored');
 $bad->send_raw('{"op":"ping","pad":"' . ('x' x 10000) . '"}' . "\n");
 is($bad->recv_op('error', 5)->{code}, 10334, 'oversized frame: BSONObjectTooLarge');
