@@ -68,7 +68,7 @@ SKIP: {
 	my $lintian = which('lintian');
 	skip 'lintian not installed (deps.sh installs it with NVSRELAY_TEST_DEB=1)', 1 unless $lintian;
 	my $t1 = NvsTest::now();
-	my ($rc, $out) = NvsTest::run_cmd([ $lintian, '--fail-on', 'error,warning', '--no-tag-display-limit', $changes ]);
+	my ($rc, $out) = NvsTest::run_cmd([ $lintian, '--fail-on', 'error,warning', '--tag-display-limit', '0', $changes ]);
 	$out =~ s/^running with root privileges is not recommended!\n//m;
 	is($rc, 0, 'lintian: no errors or warnings') or diag($out);
 	note("lintian: $_") for grep {/\S/} split /\n/, $out;
@@ -139,9 +139,11 @@ ok(!-e "$R/etc/systemd/system/sockets.target.wants/nvsrelayd-tcp.socket", 'nvsre
 SKIP: {
 	my $sa = which('systemd-analyze');
 	skip 'systemd-analyze not installed', 2 unless $sa;
-	# The units the packaged ones refer to (sockets.target, ...) come from
-	# this machine.
+	# The units the packaged ones refer to (sockets.target, ...) and the
+	# kill(1) of ExecReload come from this machine.
 	system('cp', '-an', '/lib/systemd/system/.', "$R/lib/systemd/system/");
+	system('mkdir', '-p', "$R/bin");
+	system('cp', '/bin/kill', "$R/bin/kill");
 	($rc) = NvsTest::run_cmd([ $sa, 'verify', '--man=no', "--root=$R",
 		map {"/lib/systemd/system/$_"} qw(nvsrelayd.service nvsrelayd.socket nvsrelayd-tcp.socket) ], "$tmp/verify.err");
 	is($rc, 0, 'systemd-analyze verify --root: packaged units');
@@ -172,11 +174,11 @@ my $pg = NvsTest::Pg->start();
 my $d  = NvsTest::Daemon->start($pg, bin => "$R/usr/sbin/nvsrelayd",
 	args => [ '--config', "$R/etc/nvsrelayd/nvsrelayd.conf" ]);
 ok($d, 'installed nvsrelayd runs with the installed configuration');
-# Both clients start from a time before the insert, so neither has to be
-# subscribed before it happens.
+# Both clients start from a time just before the insert (and after the
+# relay's first tick), so neither has to be subscribed before it happens.
 my $dbh = $pg->dbh;
 my ($since) = $dbh->selectrow_array(
-	q{SELECT to_char((now() - interval '1 minute') AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')});
+	q{SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')});
 my $id = NvsTest::insert_health_event($dbh, node => 'gpu-node-93');
 ($rc, $out) = NvsTest::run_cmd([ "$R/usr/bin/nvsrelay", 'watch', '--socket', $d->socket, '--start-at', $since,
 	'--count', '1', '--timeout', '20' ], "$tmp/watch.err");
@@ -238,7 +240,7 @@ $d->stop;
 ($rc, $out) = NvsTest::run_cmd([ @dpkg, '--purge', qw(libnvsrelay-dev libnvsrelay0 nvsrelayd) ]);
 is($rc, 0, 'dpkg --purge') or diag($out);
 my @left = grep { !m{^\Q$R\E/(?:var|etc/(?:passwd|group|shadow|gshadow|\.pwd\.lock)[-]?$)} }
-	split /\n/, `find '$R' -path '$R/var' -prune -o -path '$R/lib/systemd' -prune -o -type f -print -o -type l -print`;
+	split /\n/, `find '$R' -path '$R/var' -prune -o -path '$R/lib/systemd' -prune -o -path '$R/bin' -prune -o -type f -print -o -type l -print`;
 is_deeply(\@left, [], 'purged: no file of the packages is left');
 
 done_testing();
