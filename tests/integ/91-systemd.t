@@ -6,9 +6,9 @@
 #    on stderr fails the test;
 #  - `systemd-analyze security --offline` exposure score (reported only);
 #  - systemd-sysusers creates the service user from nvsrelayd.sysusers;
-#  - socket activation through systemd-socket-activate with the fd named
-#    "unix": a client that connects before nvsrelayd runs is served and
-#    receives events;
+#  - socket activation through systemd-socket-activate with fds named
+#    "unix" and "tcp": a client that connects before nvsrelayd runs is
+#    served and receives events, and the TCP socket is served too;
 #  - READY=1 (with STATUS=), WATCHDOG=1, RELOADING=1 on SIGHUP and
 #    STOPPING=1 arrive on a NOTIFY_SOCKET datagram socket.
 # Parts whose daemon feature is not in the binary are skipped with the reason.
@@ -17,6 +17,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/../lib";
 use File::Temp ();
+use IO::Socket::INET;
 use IO::Socket::UNIX;
 use POSIX ();
 use Socket qw(SOCK_DGRAM);
@@ -143,6 +144,13 @@ sub wait_note {
 
 my $sock = "$dir/activated.sock";
 my %set  = (log_format => 'text', log_level => 'debug', tick_idle_ms => 200);
+# The TCP socket, plaintext as nvsrelayd allows on loopback: a free port.
+my $tcp_port;
+if (has_feature('tcp_plaintext')) {
+	my $probe = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1', LocalPort => 0, ReuseAddr => 1);
+	$tcp_port = $probe->sockport;
+	close $probe;
+}
 my $wd_usec = 2_000_000;
 my ($pid, $d);
 if (!$why_not) {
@@ -153,9 +161,11 @@ if (!$why_not) {
 	$env{$_} = $ENV{$_} for grep {/^(ASAN|UBSAN|LSAN)_OPTIONS$/} keys %ENV;
 	# Without the passed socket nvsrelayd would bind this other path; the
 	# client below only gets an answer if the passed one is used.
-	my @args = ('--config', '/dev/null', '--set', "listen_unix=$dir/configured.sock",
-		map { ('--set', "$_=$set{$_}") } sort keys %set);
-	my @cmd = ($sa_bin, '-l', $sock, '--fdname=unix', (map { ('-E', "$_=$env{$_}") } sort keys %env), $bin, @args);
+	my %sa_set = (%set, listen_unix => "$dir/configured.sock", http_listen => '',
+		admin_socket => "$dir/admin.activated.sock", $tcp_port ? (tcp_plaintext => 'on') : ());
+	my @args = ('--config', '/dev/null', map { ('--set', "$_=$sa_set{$_}") } sort keys %sa_set);
+	my @listen = $tcp_port ? ('-l', $sock, '-l', "127.0.0.1:$tcp_port", '--fdname=unix:tcp') : ('-l', $sock, '--fdname=unix');
+	my @cmd = ($sa_bin, @listen, (map { ('-E', "$_=$env{$_}") } sort keys %env), $bin, @args);
 	my $log = "$dir/nvsrelayd.activated.log";
 	$pid = fork;
 	die "fork: $!" unless defined $pid;
@@ -203,6 +213,20 @@ SKIP: {
 	my $c2 = NvsTest::Client->connect($sock);
 	is(($c2->hello('91-second') || {})->{op}, 'hello', 'later connections are accepted too');
 	$c2->close;
+	SKIP: {
+		skip($why_not || 'nvsrelayd has no TCP listener yet (no tcp_plaintext in the binary)', 1)
+			if $why_not || !$tcp_port;
+		my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $tcp_port, Timeout => 10)
+			or die "connect 127.0.0.1:$tcp_port: $!";
+		print $s $NvsTest::JSON->encode({ op => 'hello', v => 1, client => '91-tcp' }), "\n";
+		$s->flush;
+		my $rin = '';
+		vec($rin, fileno($s), 1) = 1;
+		my $line = select(my $rout = $rin, undef, undef, 10) > 0 ? <$s> : undef;
+		my $f = eval { $NvsTest::JSON->decode($line // '') } || {};
+		is($f->{op}, 'hello', 'the socket named "tcp" is served') or diag($line // 'no answer');
+		close $s;
+	}
 
 	SKIP: {
 		skip 'nvsrelayd does not ping the watchdog yet (no sd_watchdog_enabled in the binary)', 1
