@@ -282,11 +282,19 @@ sub check_pod {
 	like($conf{http_listen} // '', qr/^0\.0\.0\.0:(\d+)$/, "$what: HTTP on the pod address, where the kubelet probes");
 	my ($hport) = ($conf{http_listen} // '') =~ /:(\d+)$/;
 	ok($hport && grep({ $_ == $hport } values %ports), "$what: http_listen port is the probed port");
+	# The admin socket: in a directory of the relay's own, where nvsrelay
+	# in the relay container finds it.
+	my ($admindir) = ($conf{admin_socket} // '') =~ m{^(.*)/[^/]+$};
+	my ($amount) = grep { ($_->{mountPath} // '') eq ($admindir // '') } values %mounts;
+	ok($amount && ($vols{ $amount->{name} } || {})->{emptyDir}, "$what: admin_socket is in an emptyDir");
+	is($env->{NVSRELAY_ADMIN_SOCKET}, $conf{admin_socket}, "$what: nvsrelay in the container finds the admin socket");
 	if ($sidecar) {
 		my ($app) = grep { $_->{name} ne 'nvsrelayd' } @main;
 		my ($am) = grep { $smount && $_->{name} eq $smount->{name} } @{ ($app || {})->{volumeMounts} || [] };
 		is($am && $am->{mountPath}, $sockdir, "$what: the component mounts the socket directory at the same path");
 		is(env_of($app || {})->{NVSRELAY_SOCKET}, $conf{listen_unix}, "$what: and is told where the socket is");
+		ok(!grep({ $amount && $_->{name} eq $amount->{name} } map { @{ $_->{volumeMounts} || [] } } @main),
+			"$what: the component cannot reach the admin socket");
 	}
 	return ($relay, $cm ? $cm->{data}{'nvsrelayd.conf'} : '');
 }

@@ -56,6 +56,7 @@ are those of YAML's plain ASCII: \\ and \"), numbers and booleans bare. */}}
 {{- range $k, $val := $v.config }}{{ $_ := set $keys $k $val }}{{ end -}}
 {{- $_ := set $keys "listen_unix" (printf "%s/nvsrelayd.sock" $v.socket.dir) -}}
 {{- $_ := set $keys "http_listen" (printf "0.0.0.0:%d" (int $v.http.port)) -}}
+{{- $_ := set $keys "admin_socket" (printf "%s/admin.sock" $v.admin.dir) -}}
 {{- $_ := set $keys "log_format" "json" -}}
 {{- if $v.tcp.enabled -}}
 {{- $_ := set $keys "listen_tcp" (printf "0.0.0.0:%d" (int $v.tcp.port)) -}}
@@ -94,6 +95,8 @@ are those of YAML's plain ASCII: \\ and \"), numbers and booleans bare. */}}
 {{- end }}
 - name: POSTGRESQL_CLIENT_CERT_MOUNT_PATH
   value: {{ $v.clientCerts.mountPath | quote }}
+- name: NVSRELAY_ADMIN_SOCKET
+  value: {{ printf "%s/admin.sock" $v.admin.dir | quote }}
 {{- if $v.passwordSecret.name }}
 - name: DATASTORE_PASSWORD
   valueFrom:
@@ -154,6 +157,8 @@ before the component, which waits for its startup probe, and stops after it. */}
   volumeMounts:
     - name: nvsrelayd-socket
       mountPath: {{ $v.socket.dir }}
+    - name: nvsrelayd-admin
+      mountPath: {{ $v.admin.dir }}
     - name: nvsrelayd-config
       mountPath: /etc/nvsrelayd
       readOnly: true
@@ -176,6 +181,10 @@ before the component, which waits for its startup probe, and stops after it. */}
 {{- define "nvsrelayd.volumes" -}}
 {{- $v := .values -}}
 - name: nvsrelayd-socket
+  emptyDir:
+    medium: Memory
+    sizeLimit: 1Mi
+- name: nvsrelayd-admin
   emptyDir:
     medium: Memory
     sizeLimit: 1Mi
