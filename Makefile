@@ -103,7 +103,7 @@ deps:
 
 check: deps
 	$(MAKE) all
-	CMOCKA_MESSAGE_OUTPUT=TAP NVSRELAY_BUILD=$(CURDIR)/$(B) \
+	CMOCKA_MESSAGE_OUTPUT=TAP NVSRELAY_BUILD=$(CURDIR)/$(B) NVSRELAY_SANITIZE=$(SANITIZE) \
 	    prove -j2 $(PROVE_FLAGS) --exec '' $(UNIT_BIN) $(REPLAY_BIN) $(wildcard tests/integ/*.t)
 
 demo: deps

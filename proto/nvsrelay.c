@@ -253,6 +253,22 @@ nosig_init(void)
 
 /* --- frames out --------------------------------------------------------- */
 
+/* With TLS 1.3 a server that refuses the client's certificate says so in an
+ * alert after the client's handshake has finished, and closes; the client
+ * then sees only a reset on its first write.  Reading once may find the
+ * alert, which is the reason worth reporting.  True when OpenSSL queued an
+ * error for it. */
+static bool
+tls_read_alert(nvsrelay_conn *c)
+{
+	char buf[256];
+	int r;
+
+	ERR_clear_error();
+	r = SSL_read(c->ssl, buf, sizeof(buf));
+	return r <= 0 && SSL_get_error(c->ssl, r) == SSL_ERROR_SSL;
+}
+
 static int
 write_some(nvsrelay_conn *c)
 {
@@ -270,8 +286,12 @@ write_some(nvsrelay_conn *c)
 
 				if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
 					return 1;
-				if (e == SSL_ERROR_SYSCALL && errno != 0)
-					return fail_errno(c, errno, "write");
+				if (e == SSL_ERROR_SYSCALL && errno != 0) {
+					int err = errno;
+
+					return tls_read_alert(c) ? fail_tls(c, -EPROTO, "refused by the server")
+								 : fail_errno(c, err, "write");
+				}
 				return fail_tls(c, -EPROTO, "TLS write failed");
 			}
 			n = r;

@@ -1,0 +1,3 @@
+module nvsrelay.local/nvsrelay
+
+go 1.19
