@@ -23,6 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
 #include <sys/un.h>
 
 #include "conf.h"
@@ -58,6 +60,7 @@ static const char *const sslmode_names[] = { "disable", "require", "verify-ca", 
 static const char *const schema_names[] = { "auto", "verify", NULL };
 static const char *const level_names[] = { "err", "warning", "notice", "info", "debug", NULL };
 static const char *const format_names[] = { "auto", "text", "journal", "json", NULL };
+static const char *const onoff_names[] = { "off", "on", NULL };
 
 _Static_assert(SSLMODE_DISABLE == 0 && SSLMODE_VERIFY_FULL == 3, "sslmode_names order");
 _Static_assert(SCHEMA_AUTO == 0 && SCHEMA_VERIFY == 1, "schema_names order");
@@ -70,6 +73,7 @@ _Static_assert(sizeof(enum conf_log_format) == sizeof(int), "enum size");
 static int check_options(const struct opt *o, const char *value, char *err, size_t errlen);
 static int check_socket_path(const struct opt *o, const char *value, char *err, size_t errlen);
 static int check_listen_addr(const struct opt *o, const char *value, char *err, size_t errlen);
+static int check_id_list(const struct opt *o, const char *value, char *err, size_t errlen);
 
 /* #n keeps the key name and the struct field from drifting apart. */
 #define OPT(n, t, d, ...) \
@@ -103,6 +107,22 @@ static const struct opt opts[] = {
 	    .help = "subscriber Unix socket path; empty for none"),
 	OPT(unix_socket_mode, T_MODE, "0660", .max = 0777,
 	    .help = "file mode of the Unix socket, in octal"),
+	OPT(unix_allow_uids, T_STR, "", .check = check_id_list,
+	    .help = "users (ids or names, comma-separated) allowed on the Unix socket; empty: any the file mode lets in"),
+	OPT(unix_allow_gids, T_STR, "", .check = check_id_list,
+	    .help = "groups (ids or names, comma-separated) whose members are allowed on the Unix socket"),
+	OPT(listen_tcp, T_STR, "", .check = check_listen_addr,
+	    .help = "HOST:PORT of the subscriber TCP listener (TLS, or plaintext on loopback); empty for none"),
+	OPT(tcp_plaintext, T_ENUM, "off", .names = onoff_names,
+	    .help = "on: without TLS, the TCP listener speaks plaintext, on a loopback address only"),
+	OPT(tls_cert_file, T_STR, "",
+	    .help = "certificate chain (PEM) of the TCP listener"),
+	OPT(tls_key_file, T_STR, "",
+	    .help = "private key (PEM) of tls_cert_file"),
+	OPT(tls_ca_file, T_STR, "",
+	    .help = "CA certificates (PEM); set: TCP clients must present a certificate signed by one"),
+	OPT(auth_token_file, T_STR, "",
+	    .help = "file holding the bearer token TCP clients send in their hello; mode 0600 or stricter"),
 	OPT(schema, T_ENUM, "auto", .names = schema_names,
 	    .help = "auto installs and migrates the schema; verify only checks it, refusing to run when behind"),
 	OPT(log_level, T_NAME, "info", .names = level_names,
@@ -123,8 +143,14 @@ static const struct opt opts[] = {
 	    .help = "largest protocol frame accepted or sent"),
 	OPT(max_clients, T_INT, "1024", .min = 1, .max = 1048576,
 	    .help = "subscriber connections accepted at once"),
+	OPT(max_subscriptions_per_client, T_INT, "64", .min = 1, .max = 65536,
+	    .help = "subscriptions one connection may hold at once"),
 	OPT(client_output_limit, T_INT, "67108864", .min = 1024, .max = INT_MAX,
 	    .help = "bytes queued to one subscriber before it is disconnected to resume later"),
+	OPT(client_output_soft_limit, T_INT, "8388608", .min = 0, .max = INT_MAX,
+	    .help = "a subscriber with more queued than this for client_output_soft_seconds is disconnected (0: none)"),
+	OPT(client_output_soft_seconds, T_INT, "60", .min = 0, .max = 86400,
+	    .help = "seconds above the soft limit, or without reading anything queued, before a disconnect (0: never)"),
 	OPT(ack_flush_ms, T_INT, "200", .min = 1, .max = 600000,
 	    .help = "acknowledged positions are written to resume_tokens at most this often"),
 	OPT(retention_max_age_hours, T_INT, "168", .min = 0, .max = 876000,
@@ -162,7 +188,8 @@ static const struct opt opts[] = {
  * string, so no module can be left holding a freed pointer. */
 static const char *const reloadable[] = {
 	"log_level", "log_format", "poll_interval_ms", "tick_min_interval_ms", "tick_idle_ms",
-	"batch_rows", "max_clients", "client_output_limit", "ack_flush_ms", "shutdown_timeout_ms",
+	"batch_rows", "max_clients", "client_output_limit", "client_output_soft_limit",
+	"client_output_soft_seconds", "max_subscriptions_per_client", "ack_flush_ms", "shutdown_timeout_ms",
 	"stats_interval_s",
 };
 
@@ -567,6 +594,37 @@ static int check_listen_addr(const struct opt *o, const char *value, char *err, 
 	return 0;
 }
 
+/* A comma list of ids and user or group names; listener.c resolves the
+ * names (that needs the user database, which pure code does not read). */
+static int check_id_list(const struct opt *o, const char *value, char *err, size_t errlen)
+{
+	const char *p = value;
+	bool item = false, any = false;
+
+	for (; *p; p++) {
+		char ch = *p;
+
+		if (ch == ',') {
+			if (!item)
+				break;
+			item = false;
+		} else if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+			   ch == '_' || ch == '.' || ch == '@' || ch == '$' || (ch == '-' && item)) {
+			item = any = true;
+		} else if (ch != ' ' && ch != '\t') {
+			break;
+		} else if (item && p[1] && p[1] != ' ' && p[1] != '\t' && p[1] != ',') {
+			break;           /* a blank inside an item */
+		}
+	}
+	if (*p || (any && !item)) {
+		seterr(err, errlen, "%s: expected a comma list of numbers and names, such as \"0, 1000, nvsentinel\"",
+		       o->name);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static void pq_free(struct pqparams *b)
 {
 	while (b) {
@@ -725,6 +783,72 @@ static int derive_cert(Conf *c, const char *key, const char *file)
 	return r;
 }
 
+/* A loopback address written out (127.0.0.0/8, ::1, ::ffff:127.x.y.z).
+ * Names are resolved and checked by listener.c. */
+static bool literal_non_loopback(const char *hostport)
+{
+	const char *colon = strrchr(hostport, ':');
+	char host[INET6_ADDRSTRLEN + 2];
+	size_t n = colon ? (size_t)(colon - hostport) : 0;
+	unsigned char a[16];
+
+	if (n >= 2 && hostport[0] == '[') {
+		hostport++;
+		n -= 2;
+	}
+	if (n == 0 || n >= sizeof(host))
+		return false;
+	memcpy(host, hostport, n);
+	host[n] = '\0';
+	if (inet_pton(AF_INET, host, a) == 1)
+		return a[0] != 127;
+	if (inet_pton(AF_INET6, host, a) == 1) {
+		static const unsigned char lo[16] = { [15] = 1 };
+		static const unsigned char mapped[12] = { [10] = 0xff, [11] = 0xff };
+
+		return memcmp(a, lo, 16) != 0 && !(memcmp(a, mapped, 12) == 0 && a[12] == 127);
+	}
+	return false;
+}
+
+/* The TCP listener is TLS with client certificates or a token, or, when no
+ * TLS is configured and tcp_plaintext allows it, plaintext on loopback;
+ * anything else would hand every change to whoever reaches the port. */
+static int check_tcp(const struct conf_values *v, char *err, size_t errlen)
+{
+	bool tls = *v->tls_cert_file || *v->tls_key_file;
+	char sbuf[72];
+
+	if (!*v->tls_cert_file != !*v->tls_key_file) {
+		seterr(err, errlen, "tls_cert_file and tls_key_file must be set together");
+		return -EINVAL;
+	}
+	if (*v->tls_ca_file && !tls) {
+		seterr(err, errlen, "tls_ca_file is set but tls_cert_file and tls_key_file are not: "
+		       "client certificates are checked only over TLS");
+		return -EINVAL;
+	}
+	if (!*v->listen_tcp)
+		return 0;
+	if (!tls && !v->tcp_plaintext) {
+		seterr(err, errlen, "listen_tcp = %s needs TLS (tls_cert_file and tls_key_file), or tcp_plaintext = on "
+		       "for a loopback address", shown(v->listen_tcp, sbuf, sizeof(sbuf)));
+		return -EINVAL;
+	}
+	if (tls && !*v->tls_ca_file && !*v->auth_token_file) {
+		seterr(err, errlen, "listen_tcp with TLS needs client certificates (tls_ca_file) or a token "
+		       "(auth_token_file): otherwise anyone who reaches the port reads every change");
+		return -EINVAL;
+	}
+	if (!tls && literal_non_loopback(v->listen_tcp)) {
+		seterr(err, errlen, "tcp_plaintext = on is allowed on a loopback address only, and listen_tcp = %s "
+		       "is not one; use TLS (tls_cert_file, tls_key_file) for other addresses",
+		       shown(v->listen_tcp, sbuf, sizeof(sbuf)));
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int conf_finish(Conf *c, char *err, size_t errlen)
 {
 	const struct conf_values *v = &c->v;
@@ -746,6 +870,8 @@ int conf_finish(Conf *c, char *err, size_t errlen)
 		       v->client_output_limit, v->max_frame_bytes);
 		return -EINVAL;
 	}
+	if ((r = check_tcp(v, err, errlen)) < 0)
+		return r;
 	if ((r = derive_cert(c, "datastore_sslcert", "tls.crt")) < 0 ||
 	    (r = derive_cert(c, "datastore_sslkey", "tls.key")) < 0 ||
 	    (r = derive_cert(c, "datastore_sslrootcert", "ca.crt")) < 0) {

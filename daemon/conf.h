@@ -40,7 +40,18 @@ struct conf_values {
 	int ring_events;                 /* recent events kept in memory */
 	int max_frame_bytes;
 	int max_clients;
+	int max_subscriptions_per_client;
 	int client_output_limit;         /* bytes queued to one client before disconnect */
+	int client_output_soft_limit;    /* ... above this for soft_seconds (0 = none) */
+	int client_output_soft_seconds;  /* or not read at all this long (0 = off) */
+	const char *listen_tcp;          /* HOST:PORT of the TCP listener, "" = none */
+	int tcp_plaintext;               /* 1: without TLS, plaintext on loopback */
+	const char *tls_cert_file;       /* TCP listener's certificate chain (PEM) */
+	const char *tls_key_file;
+	const char *tls_ca_file;         /* set: client certificates required */
+	const char *auth_token_file;     /* TCP clients' bearer token, "" = none */
+	const char *unix_allow_uids;     /* comma list of uids/user names, "" = any */
+	const char *unix_allow_gids;     /* comma list of gids/group names, "" = any */
 	int ack_flush_ms;                /* durable positions written at most this often */
 	int retention_max_age_hours;     /* 0 = no age cap */
 	int retention_max_rows;          /* 0 = no size cap */
