@@ -114,17 +114,13 @@ static void on_ready(void *ud)
 	char err[256];
 
 	(void)ud;
-	if (g.listener || g.stopping)
+	if (g.stopping || listener_started(g.listener))
 		return;
-	if (g.cv->listen_unix[0]) {
-		g.listener = listener_new(&g.cenv, g.cv->listen_unix, g.cv->unix_socket_mode, err, sizeof(err));
-		if (!g.listener) {
-			log_err("%s", err);
-			g.exit_code = 1;
-			ev_break(g.loop, EVBREAK_ALL);
-			return;
-		}
-		log_notice("listening socket=%s", g.cv->listen_unix);
+	if (listener_start(g.listener, err, sizeof(err)) < 0) {
+		log_err("%s", err);
+		g.exit_code = 1;
+		ev_break(g.loop, EVBREAK_ALL);
+		return;
 	}
 	sd_notify(0, "READY=1\nSTATUS=streaming");
 	g.ready_sent = true;
@@ -334,6 +330,7 @@ static int load_config(int argc, char **argv, bool *check_only)
 
 int main(int argc, char **argv)
 {
+	char lerr[512];
 	bool check_only;
 	int r;
 
@@ -382,6 +379,14 @@ int main(int argc, char **argv)
 		log_err("out of memory at start-up");
 		return 1;
 	}
+	/* TLS files, the token file and addresses are checked before the
+	 * relay connects anywhere. */
+	g.listener = listener_new(&g.cenv, lerr, sizeof(lerr));
+	if (!g.listener) {
+		log_err("%s", lerr);
+		g.exit_code = EXIT_CONFIG;
+		goto out;
+	}
 
 	ev_signal_init(&g.sigterm, stop_cb, SIGTERM);
 	ev_signal_init(&g.sigint, stop_cb, SIGINT);
@@ -396,6 +401,7 @@ int main(int argc, char **argv)
 	relay_start(g.relay);
 	ev_run(g.loop, 0);
 
+out:
 	/* The relay goes first: failing its pending queries calls back into
 	 * the hub, which must still exist but must not query again. */
 	listener_free(g.listener);
