@@ -31,8 +31,8 @@
 // it as a *ServerError: ChangeStreamHistoryLost (286) when the position is
 // older than the retained history, ChangeStreamFatalError (280) for a
 // foreign token, a refused pipeline, Interrupted (11601) when another
-// connection took the consumer over. NVSentinel's components treat a closed channel as fatal, and this
-// is the behaviour they rely on.
+// connection took the consumer over. NVSentinel's components treat a closed
+// channel as fatal, and this is the behaviour they rely on.
 package nvsrelay
 
 import (
