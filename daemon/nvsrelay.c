@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "nvsrelay.h"
 
@@ -295,6 +296,14 @@ static int parse_args(int argc, char **argv, struct watch_args *a)
 	return 0;
 }
 
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void print_server_error(const struct nvsrelay_error *e)
 {
 	fprintf(stderr, "nvsrelay: server error %d %s: %s", e->code, e->code_name, e->message);
@@ -329,7 +338,9 @@ static bool print_event(const nvsrelay_frame *f)
 static int run_watch(const struct watch_args *a, nvsrelay_conn *c)
 {
 	long seen = 0;
-	long long deadline_left = a->timeout_ms;
+	/* --timeout counts from the last event: bookmarks do not keep an
+	 * idle watcher alive. */
+	long long deadline = a->timeout_ms >= 0 ? now_ms() + a->timeout_ms : -1;
 	bool acked = false;
 	int rc = 0, r;
 
@@ -346,8 +357,14 @@ static int run_watch(const struct watch_args *a, nvsrelay_conn *c)
 		const nvsrelay_frame *f;
 		int wait = STOP_CHECK_MS;
 
-		if (a->timeout_ms >= 0 && deadline_left < wait)
-			wait = (int)deadline_left;
+		if (deadline >= 0) {
+			long long left = deadline - now_ms();
+
+			if (left <= 0)
+				break;
+			if (left < wait)
+				wait = (int)left;
+		}
 		r = nvsrelay_next(c, wait, &f);
 		if (r == -EINTR)
 			continue;
@@ -356,14 +373,8 @@ static int run_watch(const struct watch_args *a, nvsrelay_conn *c)
 			rc = 1;
 			break;
 		}
-		if (r == 0) {
-			if (a->timeout_ms >= 0) {
-				deadline_left -= wait;
-				if (deadline_left <= 0)
-					break;
-			}
+		if (r == 0)
 			continue;
-		}
 		switch (nvsrelay_frame_type(f)) {
 		case NVSRELAY_FRAME_EVENT:
 			if (!print_event(f)) {
@@ -371,7 +382,8 @@ static int run_watch(const struct watch_args *a, nvsrelay_conn *c)
 				goto out;
 			}
 			seen++;
-			deadline_left = a->timeout_ms;
+			if (deadline >= 0)
+				deadline = now_ms() + a->timeout_ms;
 			if (a->ack) {
 				nvsrelay_ack(c, 1, nvsrelay_frame_token(f));
 				acked = true;
