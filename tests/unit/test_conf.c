@@ -653,6 +653,66 @@ static void test_finish_cross_checks(void **state)
 	assert_int_equal(conf_finish(c, NULL, 0), 0);
 }
 
+/* The TCP listener: TLS with client certificates or a token, or plaintext
+ * on loopback; the allow-lists' syntax. */
+static void test_tcp_rules(void **state)
+{
+	Conf *c = *state;
+	static const char *const loopback[] = { "127.0.0.1:7000", "127.9.9.9:7000", "[::1]:7000",
+						"[::ffff:127.0.0.1]:7000", "localhost:7000" };
+	static const char *const bad_lists[] = { ",", "1,", ",1", "1,,2", "a b", "-x", "x;y", "1, ,2" };
+
+	assert_int_equal(conf_set(c, "tls_cert_file", "/x/s.crt", err, sizeof(err)), 0);
+	assert_int_equal(conf_finish(c, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "tls_cert_file and tls_key_file must be set together");
+	assert_int_equal(conf_set(c, "tls_key_file", "/x/s.key", err, sizeof(err)), 0);
+	assert_int_equal(conf_finish(c, err, sizeof(err)), 0);
+	assert_int_equal(conf_set(c, "listen_tcp", "0.0.0.0:6543", err, sizeof(err)), 0);
+	assert_int_equal(conf_finish(c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "needs client certificates (tls_ca_file) or a token (auth_token_file)"));
+	assert_int_equal(conf_set(c, "auth_token_file", "/x/token", err, sizeof(err)), 0);
+	assert_int_equal(conf_finish(c, err, sizeof(err)), 0);
+	assert_int_equal(conf_set(c, "auth_token_file", "", err, sizeof(err)), 0);
+	assert_int_equal(conf_set(c, "tls_ca_file", "/x/ca.crt", err, sizeof(err)), 0);
+	assert_int_equal(conf_finish(c, err, sizeof(err)), 0);
+	/* With TLS, tcp_plaintext has nothing to allow. */
+	assert_int_equal(conf_set(c, "tcp_plaintext", "on", err, sizeof(err)), 0);
+	assert_int_equal(conf_finish(c, err, sizeof(err)), 0);
+
+	/* Without TLS: plaintext, asked for, on loopback only. */
+	assert_int_equal(conf_set(c, "tls_cert_file", "", err, sizeof(err)), 0);
+	assert_int_equal(conf_set(c, "tls_key_file", "", err, sizeof(err)), 0);
+	assert_int_equal(conf_finish(c, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "tls_ca_file is set but tls_cert_file and tls_key_file are not: "
+			    "client certificates are checked only over TLS");
+	assert_int_equal(conf_set(c, "tls_ca_file", "", err, sizeof(err)), 0);
+	assert_int_equal(conf_finish(c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "tcp_plaintext = on is allowed on a loopback address only, and listen_tcp = "
+				    "0.0.0.0:6543 is not one"));
+	assert_int_equal(conf_set(c, "listen_tcp", "[::]:6543", err, sizeof(err)), 0);
+	assert_int_equal(conf_finish(c, err, sizeof(err)), -EINVAL);
+	for (size_t i = 0; i < sizeof(loopback) / sizeof(loopback[0]); i++) {
+		assert_int_equal(conf_set(c, "listen_tcp", loopback[i], err, sizeof(err)), 0);
+		assert_int_equal(conf_finish(c, err, sizeof(err)), 0);
+	}
+	assert_int_equal(conf_set(c, "tcp_plaintext", "off", err, sizeof(err)), 0);
+	assert_int_equal(conf_finish(c, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "listen_tcp = localhost:7000 needs TLS (tls_cert_file and tls_key_file), "
+			    "or tcp_plaintext = on for a loopback address");
+	assert_int_equal(conf_set(c, "tcp_plaintext", "yes", err, sizeof(err)), -EINVAL);
+	assert_int_equal(conf_set(c, "listen_tcp", "", err, sizeof(err)), 0);
+	assert_int_equal(conf_finish(c, err, sizeof(err)), 0);
+
+	assert_int_equal(conf_set(c, "unix_allow_uids", " 0, 1000 ,nvsentinel,svc.a-1,sam$ ", err, sizeof(err)), 0);
+	assert_int_equal(conf_set(c, "unix_allow_gids", "", err, sizeof(err)), 0);
+	for (size_t i = 0; i < sizeof(bad_lists) / sizeof(bad_lists[0]); i++) {
+		err[0] = '\0';
+		assert_int_equal(conf_set(c, "unix_allow_gids", bad_lists[i], err, sizeof(err)), -EINVAL);
+		assert_non_null(strstr(err, "unix_allow_gids: expected a comma list of numbers and names"));
+	}
+	assert_int_equal(conf_finish(c, err, sizeof(err)), 0);
+}
+
 static void test_libpq_defaults(void **state)
 {
 	Conf *c = *state;
@@ -828,6 +888,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_cert_mount_fallback, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cert_explicit_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_finish_cross_checks, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tcp_rules, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_libpq_defaults, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_libpq_full, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_libpq_multihost, setup, teardown),
