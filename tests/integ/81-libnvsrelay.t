@@ -8,7 +8,9 @@
 # the refusals.  Then the library as a user gets it: `make install-lib` into
 # a scratch root, the example event-loop program (proto/example.c) built
 # with pkg-config against the shared and the static library and run over the
-# Unix socket and TCP, under valgrind when the build has no sanitizer.
+# Unix socket and TCP, under valgrind when the build has no sanitizer; and
+# against a scripted server that cuts frames anywhere, sends an error right
+# before closing, sends garbage or never says hello.
 use strict;
 use warnings;
 use FindBin;
@@ -334,6 +336,64 @@ SKIP: {
     example('example-tcp', "$dir/example-static", 'ex-tcp', 'tcp', 'localhost', $port, "$dir/tls/ca.crt",
         "$dir/tls/client.crt", "$dir/tls/client.key", $token, 3);
 }
+
+# --- the library against a scripted server ----------------------------------------------
+# What a daemon does not do on purpose: frames cut into pieces, an error frame
+# right before the connection closes, a malformed frame, a hello that never comes.
+
+use IO::Socket::UNIX;
+use Socket qw(SOCK_STREAM);
+
+# Serves one connection on a fresh socket: answers hello (unless no_hello),
+# reads the watch, then writes each element of @script (a string, or a number
+# of seconds to pause) and closes.  Returns the example's (exit code, output).
+sub scripted {
+    my ($name, %o) = @_;
+    my $path = "$dir/fake-$name.sock";
+    my $l = IO::Socket::UNIX->new(Type => SOCK_STREAM, Local => $path, Listen => 1) or die "listen $path: $!";
+    my $srv = fork // die "fork: $!";
+    if (!$srv) {
+        my $c = $l->accept or POSIX::_exit(1);
+        $c->autoflush(1);
+        my $hello = <$c>;
+        POSIX::_exit(2) unless $hello && $hello =~ /"op":"hello"/;
+        if ($o{no_hello}) { sleep 10; POSIX::_exit(0) }
+        print $c qq({"op":"hello","v":1,"server":"fake","generation":"0000000a","maxFrameBytes":1048576}\n);
+        my $watch = <$c>;
+        for my $step (@{ $o{script} }) {
+            if ($step =~ /^[\d.]+$/) { Time::HiRes::sleep($step) } else { print $c $step }
+        }
+        Time::HiRes::sleep(0.2);
+        close $c;
+        POSIX::_exit(0);
+    }
+    close $l;
+    my ($rc, $out) = NvsTest::run_cmd([ 'env', "LD_LIBRARY_PATH=$root/usr/lib", @vg, "$dir/example-shared", 'unix', $path, 5 ]);
+    kill 'TERM', $srv;
+    waitpid($srv, 0);
+    return ($rc, $out);
+}
+
+my $T1 = '0000000a0000000000000005000000000000000b';
+my $event = qq({"op":"event","sid":7,"event":{"_id":{"_data":"$T1"},"operationType":"delete","fullDocument":null,"x":"}\\"{"}}\n);
+my ($frc, $fout) = scripted('split', script => [
+    qq({"op":"bookmark","sid":7,"token":{"_data":"${T1}"}}\r\n\n),
+    substr($event, 0, 10), 0.1, substr($event, 10, 30), 0.1, substr($event, 40) . qq({"op":"pong"}\n{"op":"news","sid":7}\n{"op":"ev),
+    0.1, substr($event, 9),
+    qq({"op":"error","sid":7,"code":286,"codeName":"ChangeStreamHistoryLost","message":"gone","token":{"_data":"$T1"}}\n),
+]);
+is($frc, 2, 'scripted server: the error frame ends the example (exit 2)') or diag($fout);
+like($fout, qr/^watching $T1\ndelete $T1\ndelete $T1\nerror 286 ChangeStreamHistoryLost: gone$/m,
+    'frames cut anywhere, CRLF, empty lines and unknown ops are handled; the error arrives before the close');
+($frc, $fout) = scripted('garbage', script => ["not json\n"]);
+is($frc, 1, 'a malformed server frame fails the connection');
+like($fout, qr/the server sent a malformed frame: frame is not JSON/, 'and says so');
+($frc, $fout) = scripted('close', script => [ qq({"op":"bookmark","sid":7,"token":{"_data":"$T1"}}\n{"op":"event","sid":7) ]);
+is($frc, 1, 'a connection closed mid-frame fails');
+like($fout, qr/watching $T1\n.*connection closed by the server/s, 'as closed by the server');
+($frc, $fout) = scripted('silent', no_hello => 1);
+is($frc, 1, 'no hello within the timeout: connecting fails');
+like($fout, qr/connect: no hello from the server in time/, 'and says so');
 
 is($d->stop, 0, 'daemon exits 0');
 done_testing();
