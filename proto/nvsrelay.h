@@ -184,9 +184,9 @@ NVSRELAY_API void nvsrelay_close(nvsrelay_conn *c);
  * sid:   the subscription, -1 for connection-level frames.
  * token: events: _id._data; bookmarks: the position; errors: the last
  *        position reached, or NULL.
- * nvsrelay_event_json: events: the event object as the server sent it
- *        (compact JSON, NUL-terminated; *len without the NUL when len is
- *        not NULL); NULL for other frames.
+ * nvsrelay_event_json: events: the event object byte for byte as the
+ *        server sent it (one line of JSON, NUL-terminated; *len without the
+ *        NUL when len is not NULL); NULL for other frames.
  * nvsrelay_event_operation_type: "insert", "update", "delete"; NULL for
  *        other frames.
  * nvsrelay_frame_error: errors: the error; NULL for other frames.
