@@ -22,6 +22,7 @@ use FindBin;
 use lib "$FindBin::Bin/../lib";
 use File::Temp ();
 use JSON::PP ();
+use POSIX ();
 use Test::More;
 use NvsTest;
 
@@ -300,11 +301,13 @@ sub check_pod {
 }
 
 my @checked;    # [what, relay container, conf text, expected connection]
+my %pod_of;     # what => pod spec
 {
 	my $docs = load_yaml($example);
 	my ($dep) = find_docs($docs, 'Deployment');
 	my @r = check_pod('k8s example', $dep->{spec}{template}{spec}, [ find_docs($docs, 'ConfigMap') ], 1);
 	push @checked, [ 'k8s example', @r, undef ] if $r[0];
+	$pod_of{'k8s example'} = $dep->{spec}{template}{spec};
 }
 for my $name (qw(sidecar standalone)) {
 	next unless $rendered{$name};
@@ -314,6 +317,7 @@ for my $name (qw(sidecar standalone)) {
 	ok($dep, "$name: a Deployment runs nvsrelayd") or next;
 	my @r = check_pod("helm $name", $dep->{spec}{template}{spec}, [ find_docs($docs, 'ConfigMap') ], $name eq 'sidecar');
 	push @checked, [ "helm $name", @r, \%seed ] if $r[0];
+	$pod_of{"helm $name"} = $dep->{spec}{template}{spec};
 	if ($name eq 'standalone') {
 		my ($svc) = find_docs($docs, 'Service');
 		my %sp = map { $_->{name} => $_ } @{ $svc->{spec}{ports} || [] };
@@ -362,6 +366,85 @@ SKIP: {
 		is($eff{datastore_host}, $env->{DATASTORE_HOST}, "$what: effective datastore_host");
 		is($eff{log_format}, 'json', "$what: effective log_format");
 	}
+}
+
+# ---- the relay as the pod runs it ------------------------------------------------
+# What the kubelet would do, emulated for the sidecar: the secret's files
+# root:<fsGroup> with the volume's defaultMode, the emptyDirs setgid
+# <fsGroup>, the relay as runAsUser/runAsGroup with fsGroup as a
+# supplementary group, with the rendered nvsrelayd.conf and DATASTORE_*
+# (paths moved under a scratch directory, the server replaced by a
+# throwaway cluster).  libpq must accept the key as mounted, a process of
+# the pod's group must reach the socket, one outside it must not.
+SKIP: {
+	my ($c) = (grep { $_->[0] eq 'helm sidecar' } @checked), (grep { $_->[0] eq 'k8s example' } @checked);
+	my $bin = "$build/nvsrelayd";
+	skip 'needs root (to give files away) and setpriv', 4 unless $> == 0 && which('setpriv');
+	skip "no executable $bin or $build/nvsrelay", 4 unless -x $bin && -x "$build/nvsrelay";
+	skip 'no sidecar rendered', 4 unless $c;
+	my ($what, $relay, $conf) = @$c;
+	my $pod = $pod_of{$what};
+	my $uid = $relay->{securityContext}{runAsUser} // 65532;
+	my $gid = $relay->{securityContext}{runAsGroup} // $uid;
+	my $fsg = $pod->{securityContext}{fsGroup};
+	my %vols = map { $_->{name} => $_ } @{ $pod->{volumes} || [] };
+	my $pg = NvsTest::Pg->start();
+	my $base = $pg->dir . '/pod';
+	my $env = env_of($relay);
+	my $pgenv = $pg->env;
+	for my $m (@{ $relay->{volumeMounts} }) {
+		my $v = $vols{ $m->{name} } || {};
+		my $d = "$base$m->{mountPath}";
+		system('mkdir', '-p', $d);
+		if ($v->{secret}) {
+			my %from = ('tls.crt' => 'DATASTORE_SSLCERT', 'tls.key' => 'DATASTORE_SSLKEY', 'ca.crt' => 'DATASTORE_SSLROOTCERT');
+			for my $f (sort keys %from) {
+				system('cp', $pgenv->{ $from{$f} }, "$d/$f");
+				chown 0, $fsg, "$d/$f";
+				chmod $v->{secret}{defaultMode}, "$d/$f";
+			}
+			chown 0, $fsg, $d;
+			chmod 02755, $d;
+		} elsif ($v->{emptyDir}) {
+			chown 0, $fsg, $d;
+			chmod 02777, $d;
+		} elsif ($v->{configMap}) {
+			open(my $fh, '>', "$d/nvsrelayd.conf") or die $!;
+			print $fh $conf;
+			close $fh;
+		}
+	}
+	my %run = (PATH => $ENV{PATH}, map { $_ => ($env->{$_} =~ m{^/} ? "$base$env->{$_}" : $env->{$_}) } keys %$env);
+	$run{$_} = $pgenv->{$_} for qw(DATASTORE_HOST DATASTORE_PORT DATASTORE_USERNAME);
+	$run{$_} = $ENV{$_} for grep {/^(ASAN|UBSAN|LSAN)_OPTIONS$/} keys %ENV;
+	my %conf = $conf =~ /^\s*(\w+)\s*=\s*"?([^"\n]*)"?\s*$/mg;
+	my $sock = "$base$conf{listen_unix}";
+	my $log  = $pg->dir . '/nvsrelayd.pod.log';
+	my $pid = fork;
+	die "fork: $!" unless defined $pid;
+	if (!$pid) {
+		open(STDIN, '<', '/dev/null');
+		open(STDOUT, '>', $log) or POSIX::_exit(127);
+		open(STDERR, '>&', \*STDOUT);
+		%ENV = %run;
+		exec('setpriv', "--reuid=$uid", "--regid=$gid", "--groups=$fsg", '--', $bin,
+			'--config', "$base/etc/nvsrelayd/nvsrelayd.conf", '--set', "listen_unix=$sock",
+			'--set', "admin_socket=$base$conf{admin_socket}", '--set', 'http_listen=') or POSIX::_exit(127);
+	}
+	if (open(my $pf, '>>', $pg->dir . '/pids')) { print $pf "$pid\n"; close $pf }
+	my $t0 = NvsTest::now();
+	Time::HiRes::sleep(0.1) until -S $sock || NvsTest::now() - $t0 > 30 || waitpid($pid, POSIX::WNOHANG()) == $pid;
+	ok(-S $sock, "$what: as uid $uid with fsGroup $fsg the relay reads the mode "
+		. sprintf('%04o', (grep { $_->{secret} } values %vols)[0]{secret}{defaultMode}) . ' key and serves')
+		or diag(NvsTest::slurp($log));
+	my @watch = ("$build/nvsrelay", 'watch', '--socket', $sock, '--timeout', '1');
+	my ($rc, $out) = NvsTest::run_cmd([ 'setpriv', '--reuid=65533', '--regid=65533', "--groups=$fsg", '--', @watch ]);
+	is($rc, 0, "$what: a container of the pod (another uid, group $fsg) connects") or diag($out);
+	($rc, $out) = NvsTest::run_cmd([ 'setpriv', '--reuid=65533', '--regid=65533', '--groups=65533', '--', @watch ]);
+	isnt($rc, 0, "$what: a process outside the pod's group cannot");
+	kill 'TERM', $pid;
+	waitpid($pid, 0);
+	is(NvsTest::wait_code($?), 0, "$what: exits 0 on SIGTERM");
 }
 
 # The example and the chart describe the same sidecar.
