@@ -4,6 +4,8 @@
 #   make demo       throwaway TLS PostgreSQL + daemon + sample events + a subscriber
 #   make check      unit and integration tests (TAP, prove)
 #   make check SANITIZE=address,undefined
+#   make check-valgrind   the same tests with the daemon and unit tests under valgrind
+#   make check-long       the chaos checker and the load test at their long sizes (minutes)
 #   make fuzz FUZZ_TIME=30   each libFuzzer target for FUZZ_TIME seconds (clang)
 #   make deps       install the Debian packages the build, demo and tests need
 #   make deb        Debian packages in build/deb/ (dpkg-buildpackage)
@@ -106,6 +108,27 @@ check: deps
 	CMOCKA_MESSAGE_OUTPUT=TAP NVSRELAY_BUILD=$(CURDIR)/$(B) NVSRELAY_SANITIZE=$(SANITIZE) \
 	    prove -j2 $(PROVE_FLAGS) --exec '' $(UNIT_BIN) $(REPLAY_BIN) $(wildcard tests/integ/*.t)
 
+# The daemon under valgrind: build-vg/nvsrelayd execs valgrind on build/nvsrelayd,
+# everything else in build-vg/ links to build/.  Leaks count as errors, memory
+# still reachable at exit (libpq's and OpenSSL's globals) does not.
+VG_B      := build-vg
+VALGRIND  := valgrind --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect,possible \
+             --errors-for-leak-kinds=definite,indirect,possible
+check-valgrind: deps
+	$(MAKE) all
+	rm -rf $(VG_B) && mkdir -p $(VG_B)
+	for f in build/*; do [ "$${f##*/}" = nvsrelayd ] || ln -s "$(CURDIR)/$$f" $(VG_B)/; done
+	printf '#!/bin/sh\nexec %s "%s" "$$@"\n' "$(VALGRIND)" "$(CURDIR)/build/nvsrelayd" > $(VG_B)/nvsrelayd
+	chmod 755 $(VG_B)/nvsrelayd
+	CMOCKA_MESSAGE_OUTPUT=TAP prove -j2 $(PROVE_FLAGS) --exec '$(VALGRIND) --quiet' $(UNIT_BIN) $(REPLAY_BIN)
+	NVSRELAY_BUILD=$(CURDIR)/$(VG_B) NVS_VALGRIND=1 \
+	    prove -j2 $(PROVE_FLAGS) --exec '' $(wildcard tests/integ/*.t)
+
+check-long: deps
+	$(MAKE) all
+	NVSRELAY_BUILD=$(CURDIR)/$(B) NVSRELAY_SANITIZE=$(SANITIZE) NVS_CHAOS_SIZE=long NVS_LOAD_SIZE=long \
+	    prove -v $(PROVE_FLAGS) --exec '' tests/integ/95-chaos.t tests/integ/98-load.t
+
 demo: deps
 	$(MAKE) all
 	sh tests/tools/demo.sh $(CURDIR)/$(B)
@@ -191,6 +214,6 @@ fuzz: $(FUZZ_TARGETS:%=$(FUZZ_B)/fuzz_%)
 	done
 
 clean:
-	rm -rf build build-san build-fuzz
+	rm -rf build build-san build-fuzz build-vg
 
-.PHONY: all deps check demo install install-lib man deb clean fuzz
+.PHONY: all deps check check-valgrind check-long demo install install-lib man deb clean fuzz
