@@ -504,6 +504,25 @@ wait_io(nvsrelay_conn *c, int64_t deadline)
 	return 1;
 }
 
+/* The next frame, doing I/O until deadline (-1: forever): 1 with the frame
+ * in c->frame, 0 on timeout, or a failure (-EINTR on a signal). */
+static int
+next_until(nvsrelay_conn *c, int64_t deadline)
+{
+	for (;;) {
+		int r = next_frame(c);
+
+		if (r != 0)
+			return r;
+		r = write_some(c);
+		if (r < 0)
+			return r;
+		r = wait_io(c, deadline);
+		if (r <= 0)
+			return r;
+	}
+}
+
 /* --- connecting --------------------------------------------------------- */
 
 static nvsrelay_conn *
@@ -559,19 +578,13 @@ hello(nvsrelay_conn *c, int64_t deadline)
 	if (r < 0)
 		return fail(c, r);
 	for (;;) {
-		r = next_frame(c);
+		r = next_until(c, deadline);
+		if (r == -EINTR)
+			continue;
 		if (r < 0)
 			return r;
-		if (r == 0) {
-			r = wait_io(c, deadline);
-			if (r == -EINTR)
-				continue;
-			if (r < 0)
-				return r;
-			if (r == 0)
-				return fail_msg(c, -ETIMEDOUT, "no hello from the server in time");
-			continue;
-		}
+		if (r == 0)
+			return fail_msg(c, -ETIMEDOUT, "no hello from the server in time");
 		if (c->frame.m.type == WIRE_HELLO) {
 			snprintf(c->generation, sizeof(c->generation), "%s",
 				 c->frame.m.generation ? c->frame.m.generation : "");
@@ -879,20 +892,11 @@ nvsrelay_poll_frame(nvsrelay_conn *c, const nvsrelay_frame **ret)
 int
 nvsrelay_next(nvsrelay_conn *c, int timeout_ms, const nvsrelay_frame **ret)
 {
-	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	int r = next_until(c, timeout_ms < 0 ? -1 : now_ms() + timeout_ms);
 
-	for (;;) {
-		int r = nvsrelay_poll_frame(c, ret);
-
-		if (r != 0)
-			return r;
-		r = write_some(c);
-		if (r < 0)
-			return r;
-		r = wait_io(c, deadline);
-		if (r <= 0)
-			return r;
-	}
+	if (r == 1)
+		*ret = &c->frame;
+	return r;
 }
 
 int
