@@ -91,7 +91,7 @@ my ($helm, $why) = (undef, '');
 	my ($rc, $out) = NvsTest::run_cmd([ 'sh', "$root/tests/tools/helm.sh" ], "$tmp/helm.err");
 	chomp $out;
 	if ($rc == 0 && -x $out) { $helm = $out }
-	else { $why = 'no helm: ' . (NvsTest::slurp("$tmp/helm.err") =~ s/\s+$//r) }
+	else { $why = 'no helm: ' . ((grep {/\S/} split /\n/, NvsTest::slurp("$tmp/helm.err"))[-1] // "helm.sh exit $rc") }
 }
 $ENV{"HELM_${_}_HOME"} = "$tmp/helm-$_" for qw(CACHE CONFIG DATA);
 
@@ -202,7 +202,7 @@ SKIP: {
 	skip 'node not installed', 1 unless $node;
 	my ($rc, $models) = NvsTest::run_cmd([ 'sh', "$root/tests/tools/helm.sh", 'models' ], "$tmp/models.err");
 	chomp $models;
-	skip 'no kubernetes-models: ' . NvsTest::slurp("$tmp/models.err"), 1 if $rc;
+	skip 'no kubernetes-models: ' . ((grep {/\S/} split /\n/, NvsTest::slurp("$tmp/models.err"))[-1] // "exit $rc"), 1 if $rc;
 	my $out;
 	($rc, $out) = NvsTest::run_cmd([ $node, "$root/tests/tools/k8s-validate.cjs", $models, @manifests ], "$tmp/val.err");
 	my @res = map { $json->decode($_) } grep {/^\{/} split /\n/, $out;
