@@ -283,6 +283,18 @@ sub check_pod {
 	like($conf{http_listen} // '', qr/^0\.0\.0\.0:(\d+)$/, "$what: HTTP on the pod address, where the kubelet probes");
 	my ($hport) = ($conf{http_listen} // '') =~ /:(\d+)$/;
 	ok($hport && grep({ $_ == $hport } values %ports), "$what: http_listen port is the probed port");
+	# Mounts side by side: one inside another (a secret below the read-only
+	# ConfigMap directory) may fail to be created in the container.
+	my @mp = sort map { $_->{mountPath} } values %mounts;
+	my @nested = grep { my $m = $_; grep { index($m, "$_/") == 0 } @mp } @mp;
+	is_deeply(\@nested, [], "$what: no volume mounted inside another");
+	# Every file the configuration names is in a mounted volume.
+	for my $k (grep { /_file$/ && $conf{$_} ne '' } sort keys %conf) {
+		my ($fdir) = $conf{$k} =~ m{^(.*)/[^/]+$};
+		ok(defined $fdir && $mounts{ (grep { $mounts{$_}{mountPath} eq $fdir } keys %mounts)[0] // '' },
+			"$what: $k $conf{$k} is in a mounted volume");
+	}
+
 	# The admin socket: in a directory of the relay's own, where nvsrelay
 	# in the relay container finds it.
 	my ($admindir) = ($conf{admin_socket} // '') =~ m{^(.*)/[^/]+$};

@@ -60,9 +60,9 @@ are those of YAML's plain ASCII: \\ and \"), numbers and booleans bare. */}}
 {{- $_ := set $keys "log_format" "json" -}}
 {{- if $v.tcp.enabled -}}
 {{- $_ := set $keys "listen_tcp" (printf "0.0.0.0:%d" (int $v.tcp.port)) -}}
-{{- $_ := set $keys "tls_cert_file" "/etc/nvsrelayd/tls/tls.crt" -}}
-{{- $_ := set $keys "tls_key_file" "/etc/nvsrelayd/tls/tls.key" -}}
-{{- $_ := set $keys "tls_ca_file" "/etc/nvsrelayd/tls/ca.crt" -}}
+{{- $_ := set $keys "tls_cert_file" "/etc/nvsrelayd-tls/tls.crt" -}}
+{{- $_ := set $keys "tls_key_file" "/etc/nvsrelayd-tls/tls.key" -}}
+{{- $_ := set $keys "tls_ca_file" "/etc/nvsrelayd-tls/ca.crt" -}}
 {{- end -}}
 # nvsrelayd.conf from the nvsrelayd Helm chart; the keys are described in
 # nvsrelayd.conf(5).  The PostgreSQL connection comes from DATASTORE_*.
@@ -167,7 +167,7 @@ before the component, which waits for its startup probe, and stops after it. */}
       readOnly: true
     {{- if $v.tcp.enabled }}
     - name: nvsrelayd-server-cert
-      mountPath: /etc/nvsrelayd/tls
+      mountPath: /etc/nvsrelayd-tls
       readOnly: true
     {{- end }}
 {{- end -}}
