@@ -156,6 +156,10 @@ static void conn_lost(PgConn *pc, const char *why)
 		PQfinish(pc->conn);
 		pc->conn = NULL;
 	}
+	/* A result collected from the dead connection (its FATAL) must not be
+	 * taken for the first answer on the next one. */
+	PQclear(pc->keep);
+	pc->keep = NULL;
 	activity++;
 	metrics_set(M_PG_UP, pc->name, 0);
 	if (was_up)
@@ -176,6 +180,8 @@ static void session_done(PgConn *pc, PGresult *res, void *arg)
 	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
 		log_err("session setup failed conn=%s error='%s'", pc->name,
 			trim_msg(PQresultErrorMessage(res)));
+		/* Never up, never retried would leave this connection dead. */
+		conn_lost(pc, "session setup failed");
 		return;
 	}
 	pc->state = ST_UP;
