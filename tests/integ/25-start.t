@@ -76,7 +76,8 @@ my $c2 = NvsTest::Client->connect($d->socket);
 $c2->watch(consumer => 'fault-quarantine');
 $e = $c1->recv_op('error', 10);
 is($e->{code}, 11601, 'the first connection is told it was taken over');
-is($e->{token}{_data}, $ev->[3]{event}{_id}{_data}, '... with its last delivered token');
+# The last frame delivered: the 4th event, or a bookmark the hub sent after it.
+cmp_ok($e->{token}{_data}, 'ge', $ev->[3]{event}{_id}{_data}, '... with its last delivered position');
 my $ev2 = $c2->events(2, 10);
 is_deeply([ map { rid($_) } @$ev2 ], [ @f[2, 3] ], 'the second continues after the first one\'s ack');
 $c1->ack(1, $ev->[3]{event}{_id});

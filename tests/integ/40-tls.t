@@ -52,7 +52,7 @@ sub start_and_flow {
     $c->close;
     # The ticker connects after readiness; give it a moment to show up.
     my $s = sessions($since);
-    for (1 .. 40) { last if @$s >= 3; Time::HiRes::sleep(0.05); $s = sessions($since) }
+    for (1 .. 40) { last if @$s >= 4; Time::HiRes::sleep(0.05); $s = sessions($since) }
     return ($d, $s);
 }
 
@@ -84,8 +84,8 @@ my %NO_FILES = (DATASTORE_SSLCERT => undef, DATASTORE_SSLKEY => undef, DATASTORE
 subtest 'verify-full with the right CA' => sub {
     my ($d, $s) = start_and_flow('verify-full');
     return unless $d;
-    is_deeply($s, [ ('nvsentinel ssl=t dn=/CN=nvsentinel addr=127.0.0.1') x 3 ],
-        'three sessions (main, listen, ticker) over TLS, authenticated by the client certificate');
+    is_deeply($s, [ ('nvsentinel ssl=t dn=/CN=nvsentinel addr=127.0.0.1') x 4 ],
+        'four sessions (main, listen, ticker, janitor) over TLS, authenticated by the client certificate');
     like($d->log, qr/starting .*sslmode=verify-full/, 'log names the sslmode');
     is($d->stop, 0, 'stops with 0');
 };
@@ -160,7 +160,7 @@ SQL
         DATASTORE_SSLCERT => undef, DATASTORE_SSLKEY => undef);
     my ($d, $s) = start_and_flow('scram', %scram);
     if ($d) {
-        is_deeply($s, [ ("$user ssl=t dn= addr=127.0.0.1") x 3 ], 'three sessions as the SCRAM user over TLS, no certificate');
+        is_deeply($s, [ ("$user ssl=t dn= addr=127.0.0.1") x 4 ], 'four sessions as the SCRAM user over TLS, no certificate');
         is($d->stop, 0, 'stops with 0');
         unlike($d->log, qr/\Q$pass\E/, 'the password is not in the log');
     }
