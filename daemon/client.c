@@ -943,6 +943,30 @@ static bool valid_rfc3339(const cJSON *v)
 	return s[4] == '-' && s[7] == '-' && (s[10] == 'T' || s[10] == 't') && s[13] == ':';
 }
 
+/* A misspelt option ("startAtOperationtime") must not quietly become "start
+ * at the head": unknown fields are refused, as MongoDB does. */
+static bool known_fields(Client *c, long long sid, const cJSON *m)
+{
+	static const char *const known[] = {
+		"op", "sid", "table", "consumer", "resumeAfter", "startAfter", "startAtOperationTime",
+		"pipeline", "fullDocumentBeforeChange", NULL
+	};
+	const cJSON *f;
+	char msg[200];
+	size_t i;
+
+	for (f = m->child; f; f = f->next) {
+		for (i = 0; known[i] && strcmp(known[i], f->string) != 0; i++)
+			;
+		if (!known[i]) {
+			snprintf(msg, sizeof(msg), "unknown field '%.64s' in watch", f->string);
+			client_send_error(c, sid, ERR_UNKNOWN_FIELD, "Location40415", msg, NULL);
+			return false;
+		}
+	}
+	return true;
+}
+
 static void op_watch(Client *c, const cJSON *m)
 {
 	struct watch_req req;
@@ -952,6 +976,8 @@ static void op_watch(Client *c, const cJSON *m)
 
 	memset(&req, 0, sizeof(req));
 	if (!get_sid(c, m, &sid))
+		return;
+	if (!known_fields(c, sid, m))
 		return;
 	req.sid = sid;
 	t = cJSON_GetObjectItemCaseSensitive(m, "table");

@@ -62,6 +62,10 @@ is($e->{code}, 286, 'a tick that is not retained: 286');
 like($e->{message}, qr/oldest available position/, '... naming the oldest position');
 $c->watch(sid => 5, resumeAfter => { _data => 'not-a-token' });
 is($c->recv_op('error', 10)->{code}, 280, 'a malformed token: 280');
+$c->watch(sid => 6, startAtOperationtime => '2026-01-01T00:00:00Z');
+$e = $c->recv_op('error', 10);
+is($e->{code}, 40415, 'a misspelt option is refused, not ignored');
+like($e->{message}, qr/startAtOperationtime/, '... naming it');
 $c->close;
 
 # --- fencing -----------------------------------------------------------------------
