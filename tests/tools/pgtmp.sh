@@ -10,6 +10,10 @@
 #   pgtmp.sh start-server DIR
 #   pgtmp.sh status DIR              exit 0 when the server runs
 #   pgtmp.sh psql DIR [psql args]    psql as the superuser over the Unix socket
+#   pgtmp.sh replica DIR [ADDR]      DIR/replica: a synchronous streaming standby of DIR's
+#                                    server (pg_basebackup), same port on ADDR (127.0.0.2),
+#                                    writes DIR/replica/env; stop DIR stops it too
+#   pgtmp.sh promote DIR             promote the standby in DIR (e.g. DIR/replica)
 #
 # Layout of DIR (keep DIR short: the socket path must fit in 107 bytes):
 #   env    shell-sourceable PG* (local superuser) and DATASTORE_* (daemon, mTLS verify-full)
@@ -120,7 +124,7 @@ write_conf() {
 	d=$1 port=$2
 	cat >"$d/data/nvs.conf" <<EOF
 # written by pgtmp.sh: test-only settings
-listen_addresses = '127.0.0.1'
+listen_addresses = '${3:-127.0.0.1}'
 port = $port
 unix_socket_directories = '$d/sock'
 max_connections = 100
@@ -245,6 +249,7 @@ cmd_stop() {
 	# Refuse to rm -rf a directory start never set up.
 	[ -e "$d/.pgtmp" ] || die "$d was not made by pgtmp.sh start; not removing it"
 	cd /
+	(server_stop "$d/replica" immediate) # a subshell: server_stop sets d
 	server_stop "$d" fast
 	i=0
 	until rm -rf "$d" 2>/dev/null; do
@@ -257,6 +262,46 @@ cmd_stop() {
 need_cluster() {
 	[ -f "$1/data/PG_VERSION" ] || die "$1 holds no cluster"
 	cd "$1"
+}
+
+# A standby in DIR/replica: all of the primary's TLS setup and roles come with the base
+# backup. It listens on another loopback address with the same port, so a client can
+# name both servers with one port (host=localhost,localhost hostaddr=127.0.0.1,ADDR).
+# The primary waits for it on every commit (synchronous_standby_names), so whatever a
+# client saw committed survives a promotion.
+cmd_replica() {
+	p=$(absdir "${1:-}")
+	addr=${2:-127.0.0.2}
+	r=$p/replica
+	need_cluster "$p"
+	. "$p/env"
+	[ -e "$r" ] && die "$r exists"
+	mkdir -p "$r/sock" "$r/log"
+	mkdir -m 700 "$r/data"
+	[ -n "$RUNAS" ] && chown "$RUNAS:" "$r/sock" "$r/log" "$r/data"
+	: >"$r/.pgtmp"
+	grep -q '^local *replication' "$p/data/pg_hba.conf" ||
+		echo 'local     replication all                   trust' >>"$p/data/pg_hba.conf"
+	as_pg "$PGBIN/pg_ctl" -D "$p/data" reload >/dev/null
+	as_pg "$PGBIN/pg_basebackup" -D "$r/data" -h "$PGHOST" -p "$PGPORT" -U postgres -X stream -R -c fast \
+		--no-sync >"$r/log/basebackup.log" 2>&1 || { cat "$r/log/basebackup.log" >&2; die "pg_basebackup failed"; }
+	write_conf "$r" "$PGPORT" "$addr"
+	echo "primary_conninfo = 'host=$PGHOST port=$PGPORT user=postgres application_name=nvs_replica'" \
+		>>"$r/data/postgresql.auto.conf"
+	[ -n "$RUNAS" ] && chown "$RUNAS:" "$r/data/nvs.conf" "$r/data/postgresql.auto.conf"
+	server_start "$r" || { tail -n 20 "$r/log/server.log" >&2; die "replica did not start"; }
+	i=0
+	until [ "$("$PGBIN/psql" -X -A -t -h "$PGHOST" -p "$PGPORT" -U postgres -d postgres -c \
+		"SELECT count(*) FROM pg_stat_replication WHERE application_name = 'nvs_replica' AND state = 'streaming'")" = 1 ]; do
+		i=$((i + 1))
+		[ $i -lt 300 ] || die "replica not streaming"
+		sleep 0.1
+	done
+	"$PGBIN/psql" -X -q -h "$PGHOST" -p "$PGPORT" -U postgres -d postgres \
+		-c "ALTER SYSTEM SET synchronous_standby_names = 'nvs_replica'" -c "SELECT pg_reload_conf()" >/dev/null
+	sed -e "s|^PGTMP_DIR=.*|PGTMP_DIR='$r'|" -e "s|^PGTMP_LOG=.*|PGTMP_LOG='$r/log/server.log'|" \
+		-e "s|^PGHOST=.*|PGHOST='$r/sock'|" "$p/env" >"$r/env"
+	echo "PGTMP_ADDR='$addr'" >>"$r/env"
 }
 
 cmd=${1:-}
@@ -281,6 +326,11 @@ status)
 	d=$(absdir "${1:-}"); need_cluster "$d"
 	is_running "$d"
 	;;
+replica) cmd_replica "$@" ;;
+promote)
+	d=$(absdir "${1:-}"); need_cluster "$d"
+	as_pg "$PGBIN/pg_ctl" -D "$d/data" -w -t 60 promote >/dev/null
+	;;
 psql)
 	d=$(absdir "${1:-}"); need_cluster "$d"; shift
 	. "$d/env"
@@ -288,7 +338,8 @@ psql)
 	;;
 *)
 	echo "usage: pgtmp.sh start DIR [PORT] | stop DIR | restart DIR [fast|immediate] |" >&2
-	echo "       stop-server DIR [fast|immediate] | start-server DIR | status DIR | psql DIR [args]" >&2
+	echo "       stop-server DIR [fast|immediate] | start-server DIR | status DIR | psql DIR [args] |" >&2
+	echo "       replica DIR [ADDR] | promote DIR" >&2
 	exit 2
 	;;
 esac
