@@ -55,8 +55,11 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 # driver that runs it over its corpus, so `make check` catches regressions.
 FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 REPLAY_BIN   := $(FUZZ_TARGETS:%=$(B)/tests/replay_%)
+# The benchmark's C clients (tests/bench/bench_*.c) build with everything
+# else so they cannot rot; `make bench` runs the suite.
+BENCH_BIN    := $(patsubst tests/bench/%.c,$(B)/bench/%,$(wildcard tests/bench/bench_*.c))
 
-all: $(B)/nvsrelayd $(B)/nvsrelay $(B)/libnvsrelay.a $(B)/libnvsrelay.so.0 $(UNIT_BIN) $(REPLAY_BIN)
+all: $(B)/nvsrelayd $(B)/nvsrelay $(B)/libnvsrelay.a $(B)/libnvsrelay.so.0 $(UNIT_BIN) $(REPLAY_BIN) $(BENCH_BIN)
 
 $(B)/%.o: %.c $(wildcard daemon/*.h proto/*.h) | $(B)/daemon $(B)/proto $(B)/tests
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
@@ -97,7 +100,11 @@ $(B)/tests/test_%: tests/unit/test_%.c $(PURE_OBJ) | $(B)/tests
 	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags cmocka) -o $@ $< \
 	    $(PURE_OBJ) $(LIBS) $(shell pkg-config --libs cmocka) $(LDSAN)
 
-$(B)/daemon $(B)/proto $(B)/tests $(B)/pic/proto:
+$(B)/bench/%: tests/bench/%.c tests/bench/bench.c tests/bench/bench.h $(B)/libnvsrelay.a $(PROTO_OBJ) | $(B)/bench
+	$(CC) $(ALL_CFLAGS) -Itests/bench -o $@ $< tests/bench/bench.c $(B)/libnvsrelay.a $(PROTO_OBJ) \
+	    $(LIBS) -lpthread $(LDSAN)
+
+$(B)/daemon $(B)/proto $(B)/tests $(B)/pic/proto $(B)/bench:
 	mkdir -p $@
 
 deps:
@@ -128,6 +135,14 @@ check-long: deps
 	$(MAKE) all
 	NVSRELAY_BUILD=$(CURDIR)/$(B) NVSRELAY_SANITIZE=$(SANITIZE) NVS_CHAOS_SIZE=long NVS_LOAD_SIZE=long \
 	    prove -v $(PROVE_FLAGS) --exec '' tests/integ/95-chaos.t tests/integ/98-load.t
+
+# Benchmarks against the LISTEN floor and NVSentinel's polling scheme
+# (tests/bench/README.md); BENCH_QUICK=1 for a run of seconds.  Not part of
+# check: timings are no assertions.
+bench: deps
+	$(MAKE) all
+	@sh tests/bench/deps.sh
+	perl tests/bench/bench.pl --build $(CURDIR)/$(B)
 
 demo: deps
 	$(MAKE) all
@@ -216,4 +231,4 @@ fuzz: $(FUZZ_TARGETS:%=$(FUZZ_B)/fuzz_%)
 clean:
 	rm -rf build build-san build-fuzz build-vg
 
-.PHONY: all deps check check-valgrind check-long demo install install-lib man deb clean fuzz
+.PHONY: all bench deps check check-valgrind check-long demo install install-lib man deb clean fuzz

@@ -1,0 +1,1277 @@
+#!/usr/bin/perl
+# bench.pl - `make bench`: measures nvsrelayd against the physical floor (a bare
+# LISTEN client) and against NVSentinel's own change-stream emulation
+# (bench_poll), on a throwaway TLS PostgreSQL (tests/tools/pgtmp.sh via
+# NvsTest), and writes results.md plus plots into the output directory.  Every
+# figure is reported next to a baseline measured in the same run.
+#
+#   perl tests/bench/bench.pl [--build DIR] [--out DIR] [--quick] [--seed N]
+#                             [--only latency,ooo,...] [--keep]
+#
+# BENCH_QUICK=1 (or --quick) runs every phase for about a second: a smoke
+# run whose numbers mean nothing.  BENCH_SEED fixes the seed (recorded).
+# BENCH_ONLY takes a comma list of phases: capture latency ooo idle drain
+# fanout restart (catch-up belongs to drain).  What each phase does and why
+# is in tests/bench/README.md.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/../lib";
+use Cwd qw(abs_path);
+use File::Path qw(make_path remove_tree);
+use Getopt::Long;
+use JSON::PP ();
+use List::Util qw(max min sum);
+use POSIX ();
+use Time::HiRes ();
+use NvsTest;
+
+my %opt = (
+    build => $ENV{NVSRELAY_BUILD} || "$NvsTest::ROOT/build",
+    out   => $ENV{BENCH_OUT} || "$FindBin::Bin/results",
+    quick => $ENV{BENCH_QUICK} ? 1 : 0,
+    seed  => $ENV{BENCH_SEED} || 20261125,
+    only  => $ENV{BENCH_ONLY} || '',
+);
+GetOptions(\%opt, 'build=s', 'out=s', 'quick!', 'seed=i', 'only=s', 'keep!')
+    or die "usage: bench.pl [--build DIR] [--out DIR] [--quick] [--seed N] [--only PHASES] [--keep]\n";
+$opt{build} = abs_path($opt{build}) or die "no build directory\n";
+my $BIN = "$opt{build}/bench";
+for (qw(bench_writer bench_listen bench_poll bench_sub)) {
+    die "$BIN/$_ missing: run make\n" unless -x "$BIN/$_";
+}
+die "$opt{build}/nvsrelayd missing: run make\n" unless -x "$opt{build}/nvsrelayd";
+$ENV{NVSRELAY_BUILD} = $opt{build};
+
+# Sizes: full (the figures) and quick (a smoke run of about a minute).
+my %S = $opt{quick}
+    ? (lat_secs => 0.5, lat_drain => 1, rates => [ 100, 1000, 5000 ], capture_secs => 1, ooo_secs => 1,
+       idle_secs => 2, drain_rows => 10000, fan_total => 10000, fan_subs => [ 1, 10, 100, 1000 ],
+       restart_secs => 3, restart_rate => 100)
+    : (lat_secs => 10, lat_drain => 5, rates => [ 100, 1000, 5000 ], capture_secs => 8, ooo_secs => 15,
+       idle_secs => 60, drain_rows => 1000000, fan_total => 1000000, fan_subs => [ 1, 10, 100, 1000 ],
+       restart_secs => 12, restart_rate => 200);
+my %ONLY = map { $_ => 1 } grep {length} split /,/, $opt{only};
+sub want { my ($p) = @_; return !%ONLY || $ONLY{$p} }
+
+my $JSON = JSON::PP->new->canonical->pretty;
+my $T0   = NvsTest::now();
+my (@KIDS, $pg, $daemon, $W, $DAEMON_BIN);
+my %R = (phases => {}, notes => []);
+
+END {
+    local $?;
+    kill 'KILL', grep { kill 0, $_ } @KIDS;
+}
+
+sub say_ { printf STDERR "[%6.1fs] %s\n", NvsTest::now() - $T0, join('', @_) }
+
+# ------------------------------------------------------------------ processes
+
+sub spawn {
+    my ($name, @cmd) = @_;
+    my $pid = fork;
+    die "fork: $!" unless defined $pid;
+    if (!$pid) {
+        open(STDIN, '<', '/dev/null');
+        open(STDOUT, '>', "$W/$name.json") or POSIX::_exit(127);
+        open(STDERR, '>', "$W/$name.err") or POSIX::_exit(127);
+        exec { $cmd[0] } @cmd or print STDERR "exec $cmd[0]: $!\n";
+        POSIX::_exit(127);
+    }
+    push @KIDS, $pid;
+    return { pid => $pid, name => $name, t0 => NvsTest::now() };
+}
+
+# Waits up to $timeout s for the process, then TERM (and KILL 5 s later).
+# $tick is called every 50 ms while waiting (RSS sampling).
+sub reap {
+    my ($p, $timeout, $tick) = @_;
+    return $p->{status} if defined $p->{status};
+    my $deadline = NvsTest::now() + $timeout;
+    my $termed;
+    while (1) {
+        my $r = waitpid($p->{pid}, POSIX::WNOHANG());
+        if ($r == $p->{pid}) {
+            $p->{status} = $?;
+            $p->{t1} = NvsTest::now();
+            @KIDS = grep { $_ != $p->{pid} } @KIDS;
+            return $p->{status};
+        }
+        my $now = NvsTest::now();
+        if ($now >= $deadline) {
+            if (!$termed) { kill 'TERM', $p->{pid}; $termed = 1; $deadline = $now + 5 }
+            else          { kill 'KILL', $p->{pid}; $deadline = $now + 5 }
+        }
+        $tick->() if $tick;
+        Time::HiRes::sleep(0.05);
+    }
+}
+
+sub summary {
+    my ($p) = @_;
+    my @l = grep {/^\{/} split /\n/, NvsTest::slurp("$W/$p->{name}.json");
+    my $err = NvsTest::slurp("$W/$p->{name}.err");
+    die "$p->{name}: no summary (status " . ($p->{status} // '?') . "): $err\n" unless @l;
+    my $s = JSON::PP->new->decode($l[-1]);
+    $s->{stderr} = $err if length $err;
+    return $s;
+}
+
+sub wait_files {
+    my ($timeout, @files) = @_;
+    my $deadline = NvsTest::now() + $timeout;
+    while (grep { !-e $_ } @files) {
+        die "timed out waiting for @files\n" if NvsTest::now() > $deadline;
+        Time::HiRes::sleep(0.01);
+    }
+}
+
+my $CLK = POSIX::sysconf(POSIX::_SC_CLK_TCK()) || 100;
+
+# CPU seconds (user + system) of a process, 0 when it is gone.
+sub cpu_of {
+    my ($pid) = @_;
+    my $s = NvsTest::slurp("/proc/$pid/stat");
+    return 0 unless $s =~ /\)\s+(.*)$/s;
+    my @f = split ' ', $1;
+    return ($f[11] + $f[12]) / $CLK;
+}
+
+sub rss_kb {
+    my ($pid, $key) = @_;
+    $key ||= 'VmRSS';
+    return NvsTest::slurp("/proc/$pid/status") =~ /^$key:\s+(\d+)/m ? $1 : 0;
+}
+
+# Backend pids by application_name (or user with 'user:NAME').
+sub backends {
+    my ($who) = @_;
+    my $cond = $who =~ /^user:(.*)/ ? "usename = '$1'" : "application_name = '$who'";
+    return grep {/^\d+$/} split /\n/,
+        $pg->psql("SELECT pid FROM pg_stat_activity WHERE $cond AND pid <> pg_backend_pid()");
+}
+
+sub cpu_sum { my $s = 0; $s += cpu_of($_) for @_; return $s }
+
+# ------------------------------------------------------------------ database
+
+sub conninfo {
+    my ($kind, $app, %o) = @_;
+    my $e = $pg->pgenv;
+    if ($kind eq 'unix') {
+        return "host=$e->{PGHOST} port=$e->{PGPORT} dbname=nvsentinel user=" . ($o{user} || 'postgres')
+            . " application_name=$app";
+    }
+    my $user = $o{user} || 'nvsentinel';
+    my $ci = "host=localhost port=$e->{DATASTORE_PORT} dbname=nvsentinel user=$user sslmode=verify-full "
+        . "sslrootcert=$e->{DATASTORE_SSLROOTCERT} gssencmode=disable application_name=$app";
+    $ci .= " sslcert=$e->{DATASTORE_SSLCERT} sslkey=$e->{DATASTORE_SSLKEY}" if $user eq 'nvsentinel';
+    $ci .= " password=$e->{PGTMP_SCRAM_PASSWORD}" if $user eq 'scram_user';
+    return $ci;
+}
+
+sub psql { return $pg->psql(@_) }
+
+sub reset_tables {
+    psql("TRUNCATE health_events, datastore_changelog; CHECKPOINT;");
+}
+
+# The daemon: $kind 'tls' (verify-full mTLS, the deployment) or 'unix'.
+sub daemon_start {
+    my ($kind, %set) = @_;
+    daemon_stop();
+    my %s = (log_level => 'info', %set);
+    if ($kind eq 'unix') {
+        $s{datastore_host}    = $pg->sockdir;
+        $s{datastore_sslmode} = 'disable';
+    }
+    $daemon = NvsTest::Daemon->start($pg, set => \%s, bin => $DAEMON_BIN);
+    $daemon->{kind} = $kind;
+    return $daemon;
+}
+
+sub daemon_stop {
+    return unless $daemon;
+    my $st = $daemon->stop(10);
+    push @{ $R{notes} }, "nvsrelayd exited with status $st at a stop" if defined $st && $st != 0;
+    $daemon = undef;
+}
+
+# NVSentinel's own trigger function (datastore.go createChangeTriggers, the
+# runtime version): one NOTIFY per row with the changelog id, which its
+# hybrid mode needs.  The relay treats any NOTIFY as a hint, so it works
+# with either.
+my $NVS_TRIGGER = <<'SQL';
+CREATE OR REPLACE FUNCTION log_table_changes() RETURNS trigger LANGUAGE plpgsql AS $fn$
+DECLARE changelog_id BIGINT;
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        INSERT INTO datastore_changelog (table_name, record_id, operation, old_values)
+        VALUES (TG_TABLE_NAME, OLD.id, TG_OP, to_jsonb(OLD)) RETURNING id INTO changelog_id;
+        PERFORM pg_notify('nvsentinel_changes', json_build_object('id', changelog_id, 'table', TG_TABLE_NAME, 'operation', TG_OP)::text);
+        RETURN OLD;
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO datastore_changelog (table_name, record_id, operation, old_values, new_values)
+        VALUES (TG_TABLE_NAME, NEW.id, TG_OP, to_jsonb(OLD), to_jsonb(NEW)) RETURNING id INTO changelog_id;
+        PERFORM pg_notify('nvsentinel_changes', json_build_object('id', changelog_id, 'table', TG_TABLE_NAME, 'operation', TG_OP)::text);
+        RETURN NEW;
+    ELSE
+        INSERT INTO datastore_changelog (table_name, record_id, operation, new_values)
+        VALUES (TG_TABLE_NAME, NEW.id, TG_OP, to_jsonb(NEW)) RETURNING id INTO changelog_id;
+        PERFORM pg_notify('nvsentinel_changes', json_build_object('id', changelog_id, 'table', TG_TABLE_NAME, 'operation', TG_OP)::text);
+        RETURN NEW;
+    END IF;
+END
+$fn$;
+SQL
+my $RELAY_TRIGGER;    # pg_get_functiondef of the relay's own, restored after
+
+sub use_trigger {
+    my ($which) = @_;
+    psql($which eq 'nvsentinel' ? $NVS_TRIGGER : $RELAY_TRIGGER);
+}
+
+# ------------------------------------------------------------------ statistics
+
+sub pct {
+    my ($sorted, $p) = @_;
+    return undef unless @$sorted;
+    my $i = int($p / 100 * @$sorted + 0.999999) - 1;
+    $i = 0 if $i < 0;
+    $i = $#$sorted if $i > $#$sorted;
+    return $sorted->[$i];
+}
+
+sub read_rows {
+    my ($file) = @_;
+    open(my $fh, '<', $file) or return [];
+    my @r;
+    while (<$fh>) { chomp; push @r, [ split / / ] }
+    return \@r;
+}
+
+# Writer records: seq => [pid, t0, t1, status], and per-pid commit order.
+sub read_writer {
+    my ($file) = @_;
+    my (%w, %bypid);
+    for my $r (@{ read_rows($file) }) {
+        my ($seq, $pid, $t0, $t1, $st) = @$r;
+        $w{$seq} = [ $pid, $t0, $t1, $st ];
+        push @{ $bypid{$pid} }, $seq if $st == 1;
+    }
+    return (\%w, \%bypid);
+}
+
+# First arrival time per seq from a subscriber's records.
+sub arrivals {
+    my ($file) = @_;
+    my (%t, $dups);
+    for my $r (@{ read_rows($file) }) {
+        my ($seq, $t) = @$r;
+        next if $seq < 0;
+        if (exists $t{$seq}) { $dups++; $t{$seq} = $t if $t < $t{$seq} }
+        else                 { $t{$seq} = $t }
+    }
+    return (\%t, $dups || 0);
+}
+
+# Floor: the k-th notification from a writer backend is its k-th commit.
+sub floor_arrivals {
+    my ($file, $bypid) = @_;
+    my (%t, %k);
+    for my $r (@{ read_rows($file) }) {
+        my ($pid, $t) = @$r;
+        my $list = $bypid->{$pid} or next;
+        my $seq = $list->[ $k{$pid}++ ];
+        $t{$seq} = $t if defined $seq;
+    }
+    return \%t;
+}
+
+# Latency of each committed event (ms) after the warm-up share; undelivered
+# events are counted, not averaged in.
+sub latency_stats {
+    my ($w, $arr, %o) = @_;
+    my @seqs = sort { $a <=> $b } grep { $w->{$_}[3] == 1 } keys %$w;
+    my $skip = int(@seqs * ($o{warmup} // 0.05));
+    @seqs = @seqs[ $skip .. $#seqs ] if $skip < @seqs;
+    my (@lat, $missing);
+    for my $s (@seqs) {
+        if (defined $arr->{$s}) { push @lat, ($arr->{$s} - $w->{$s}[1]) / 1e6 }
+        else                    { $missing++ }
+    }
+    @lat = sort { $a <=> $b } @lat;
+    my %st = (n => scalar(@seqs), delivered => scalar(@lat), missing => $missing || 0);
+    $st{$_->[0]} = pct(\@lat, $_->[1]) for [ p50 => 50 ], [ p95 => 95 ], [ p99 => 99 ];
+    $st{max} = @lat ? $lat[-1] : undef;
+    # With undelivered events the tail is unknown: percentiles beyond the
+    # delivered share are reported as "not delivered".
+    if ($st{missing}) {
+        my $share = $st{delivered} / ($st{n} || 1);
+        for ([ p50 => 0.50 ], [ p95 => 0.95 ], [ p99 => 0.99 ], [ max => 1 ]) {
+            $st{ $_->[0] } = undef if $share < $_->[1];
+        }
+    }
+    $st{lat} = \@lat if $o{keep};
+    return \%st;
+}
+
+# ------------------------------------------------------------------ setup
+
+sub template {
+    # NvsTest::health_doc as platform-connectors stores it, with the entities
+    # and metadata of an XID event on an 8-GPU node: about 1 KB rendered.
+    my $doc = NvsTest::health_doc(
+        node => '@NODE@', span => '@SPAN@', time => [ 1111111111, 222222 ],
+        entities => [ { entityType => 'GPU', entityValue => '3' }, { entityType => 'PCI', entityValue => '0000:b3:00' },
+            { entityType => 'GPU_UUID', entityValue => 'GPU-6d2b3a45-1f0e-4c4a-9d3e-8b2f4d7e9a10' } ],
+        metadata => { chassis_serial => '1652823052417', gpu_uuid => 'GPU-6d2b3a45-1f0e-4c4a-9d3e-8b2f4d7e9a10',
+            driver_version => '550.90.07', product_name => 'NVIDIA H100 80GB HBM3', bench_seq => '@SEQ@' });
+    my $j = $NvsTest::JSON->encode($doc);
+    $j =~ s/1111111111/\@SEC\@/;
+    $j =~ s/222222000/\@NANO\@/;
+    $j =~ s/"2005-03-18T01:58:31\.222222Z"/"\@CREATED\@"/;
+    die "template placeholders missing: $j" unless $j =~ /\@SEC\@/ && $j =~ /\@NANO\@/ && $j =~ /\@CREATED\@/;
+    return $j;
+}
+
+sub machine_info {
+    my %m;
+    ($m{cpu}) = NvsTest::slurp('/proc/cpuinfo') =~ /^model name\s*:\s*(.*)$/m;
+    $m{cores} = () = NvsTest::slurp('/proc/cpuinfo') =~ /^processor\s*:/mg;
+    ($m{mem_gib}) = NvsTest::slurp('/proc/meminfo') =~ /^MemTotal:\s+(\d+)/m;
+    $m{mem_gib} = sprintf '%.1f', $m{mem_gib} / 1048576 if $m{mem_gib};
+    $m{kernel} = (POSIX::uname())[2];
+    ($m{os}) = NvsTest::slurp('/etc/os-release') =~ /^PRETTY_NAME="?([^"\n]*)/m;
+    (undef, my $cc) = NvsTest::run_cmd([ 'cc', '--version' ]);
+    ($m{cc}) = split /\n/, $cc;
+    (undef, my $v) = NvsTest::run_cmd([ $DAEMON_BIN, '--version' ]);
+    chomp($m{nvsrelayd} = $v);
+    (undef, my $git) = NvsTest::run_cmd([ 'git', '-C', $NvsTest::ROOT, 'describe', '--always', '--dirty' ]);
+    chomp($m{git} = $git);
+    $m{openssl} = (NvsTest::run_cmd([ 'openssl', 'version' ]))[1];
+    chomp $m{openssl};
+    $m{libpq} = (NvsTest::run_cmd([ 'pkg-config', '--modversion', 'libpq' ]))[1];
+    chomp $m{libpq};
+    $m{gnuplot} = (NvsTest::run_cmd([ 'sh', '-c', 'gnuplot --version 2>/dev/null || echo none' ]))[1];
+    chomp $m{gnuplot};
+    return \%m;
+}
+
+# ------------------------------------------------------------------ phases
+
+# Capture cost on writers: pgbench rows/s for a plain table, the capture
+# trigger without NOTIFY, the trigger with NOTIFY, and the same with the
+# relay running and a subscriber reading; single-row and 100-row
+# transactions, -c 4 -j 2, prepared.
+sub phase_capture {
+    say_ 'capture: pgbench, plain INSERT vs trigger vs trigger+NOTIFY';
+    my $fdef = psql("SELECT pg_get_functiondef('log_table_changes'::regproc)");
+    (my $nonotify = $fdef) =~ s/^\s*PERFORM pg_notify\(.*?;\s*$//m;
+    die "no pg_notify line in log_table_changes:\n$fdef" if $nonotify eq $fdef;
+    $nonotify =~ s/FUNCTION public\.log_table_changes\(\)/FUNCTION bench_log_changes_no_notify()/
+        or die "unexpected function definition:\n$fdef";
+    psql(<<"SQL");
+CREATE TABLE IF NOT EXISTS bench_plain (LIKE health_events INCLUDING ALL);
+CREATE TABLE IF NOT EXISTS bench_trg (LIKE health_events INCLUDING ALL);
+$nonotify;
+CREATE OR REPLACE TRIGGER bench_trg_changes AFTER INSERT OR UPDATE OR DELETE ON bench_trg
+    FOR EACH ROW EXECUTE FUNCTION bench_log_changes_no_notify();
+SQL
+    (my $doc = $R{template}) =~ s/\@SEQ\@/0/;
+    $doc =~ s/\@(SEC|NANO)\@/1764000000/g;
+    $doc =~ s/\@CREATED\@/2026-11-25T10:00:00.123456Z/;
+    $doc =~ s/\@SPAN\@/0123456789abcdef/;
+    $doc =~ s/\@NODE\@/gpu-node-001/;
+    $doc =~ s/'/''/g;
+    # pgbench reads ":name" in a script as a variable, and the document has
+    # colons: it comes from an immutable function (folded into the plan).
+    psql("CREATE OR REPLACE FUNCTION bench_doc() RETURNS jsonb LANGUAGE sql IMMUTABLE AS \$\$ SELECT '$doc'::jsonb \$\$");
+    my $e = $pg->pgenv;
+    my @variants = (
+        [ plain   => 'bench_plain',   'plain INSERT' ],
+        [ trigger => 'bench_trg',     'capture trigger, no NOTIFY' ],
+        [ notify  => 'health_events', 'capture trigger + NOTIFY' ],
+        [ relay   => 'health_events', 'trigger + NOTIFY, nvsrelayd + 1 subscriber reading' ],
+    );
+    my %res;
+    for my $rows (1, 100) {
+        for my $v (@variants) {
+            my ($key, $table, $label) = @$v;
+            my $script = "$W/capture_$key.$rows.sql";
+            open(my $fh, '>', $script) or die $!;
+            if ($rows == 1) {
+                print $fh "\\set n random(1, 512)\n",
+                    "INSERT INTO $table (node_name, event_type, severity, recommended_action, document) "
+                    . "VALUES ('gpu-node-' || :n, 'GpuXidError', 'GPU', 'RESTART_BM', bench_doc());\n";
+            } else {
+                print $fh "INSERT INTO $table (node_name, event_type, severity, recommended_action, document) "
+                    . "SELECT 'gpu-node-' || g, 'GpuXidError', 'GPU', 'RESTART_BM', bench_doc() "
+                    . "FROM generate_series(1, $rows) g;\n";
+            }
+            close $fh;
+            daemon_stop();
+            psql("TRUNCATE bench_plain, bench_trg, health_events, datastore_changelog; CHECKPOINT;");
+            my $sub;
+            if ($key eq 'relay') {
+                daemon_start('tls');
+                $sub = spawn("capture_sub.$rows", "$BIN/bench_sub", '--socket', $daemon->socket, '--raw',
+                    '--seconds', $S{capture_secs} + 30, '--ready', "$W/capture_sub.$rows.ready");
+                wait_files(10, "$W/capture_sub.$rows.ready");
+            }
+            my ($rc, $out) = NvsTest::run_cmd([ 'pgbench', '-n', '-M', 'prepared', '-c', 4, '-j', 2,
+                '-T', $S{capture_secs}, '-f', $script, '-h', $e->{PGHOST}, '-p', $e->{PGPORT}, '-U', 'postgres',
+                'nvsentinel' ]);
+            die "pgbench failed ($rc): $out" if $rc;
+            my ($tps) = $out =~ /tps = ([\d.]+) \(without initial connection time\)/;
+            my ($lat) = $out =~ /latency average = ([\d.]+) ms/;
+            die "no tps in pgbench output: $out" unless defined $tps;
+            if ($sub) { kill 'TERM', $sub->{pid}; reap($sub, 10) }
+            $res{$rows}{$key} = { tps => $tps + 0, rows_s => $tps * $rows, latency_ms => $lat, label => $label };
+            say_ sprintf '  %3d-row tx, %-8s %9.0f rows/s', $rows, $key, $tps * $rows;
+        }
+        for my $key (keys %{ $res{$rows} }) {
+            $res{$rows}{$key}{ratio} = $res{$rows}{$key}{rows_s} / $res{$rows}{plain}{rows_s};
+        }
+    }
+    daemon_stop();
+    psql("DROP TABLE bench_plain, bench_trg; DROP FUNCTION bench_log_changes_no_notify(), bench_doc(); "
+        . "TRUNCATE health_events, datastore_changelog;");
+    $R{phases}{capture} = \%res;
+}
+
+# Commit -> subscriber latency at each rate, for each subscriber, with two
+# LISTEN floors (Unix socket and TLS) running alongside every time.
+sub phase_latency {
+    my @variants = (
+        [ 'relay-tls',  'nvsrelayd (PostgreSQL over TLS)',    'tls' ],
+        [ 'relay-unix', 'nvsrelayd (PostgreSQL over Unix socket)', 'unix' ],
+        [ 'poll-10ms',  'NVSentinel polling mode, 10 ms',  'tls' ],
+        [ 'poll-1s',    'NVSentinel polling, 1 s',         'tls' ],
+        [ 'hybrid',     'NVSentinel hybrid (LISTEN + id fetch, 30 s/5 s fallback)', 'tls' ],
+    );
+    my $i = 0;
+    for my $rate (@{ $S{rates} }) {
+        my $count   = int($rate * $S{lat_secs});
+        my $writers = $rate >= 5000 ? 4 : $rate >= 1000 ? 2 : 1;
+        for my $v (@variants) {
+            my ($key, $label, $transport) = @$v;
+            my $tag = "lat.$rate.$key";
+            $i++;
+            say_ "latency: $rate ev/s, $key ($count events, $writers writers)";
+            if ($key =~ /^relay-(\w+)/) { daemon_stop(); reset_tables(); daemon_start($1) }
+            else                        { daemon_stop(); reset_tables() }
+            use_trigger('nvsentinel') if $key eq 'hybrid';
+            my $secs = $S{lat_secs} + $S{lat_drain} + 5;
+            my @floors = map {
+                spawn("$tag.floor-$_", "$BIN/bench_listen", '--conninfo', conninfo($_, 'bench_floor'),
+                    '--expect', $count, '--seconds', $secs, '--ready', "$W/$tag.floor-$_.ready",
+                    '--out', "$W/$tag.floor-$_.rec")
+            } qw(unix tls);
+            my $sub;
+            if ($key =~ /^relay/) {
+                $sub = spawn("$tag.sub", "$BIN/bench_sub", '--socket', $daemon->socket, '--expect', $count,
+                    '--seconds', $secs, '--ready', "$W/$tag.sub.ready", '--out', "$W/$tag.sub.rec");
+            } else {
+                my @mode = $key eq 'hybrid' ? ('--hybrid') : ('--interval-ms', $key eq 'poll-1s' ? 1000 : 10);
+                $sub = spawn("$tag.sub", "$BIN/bench_poll", '--conninfo', conninfo($transport, 'bench_poll'), @mode,
+                    '--expect', $count, '--seconds', $secs, '--ready', "$W/$tag.sub.ready", '--out', "$W/$tag.sub.rec");
+            }
+            wait_files(15, map {"$W/$_->{name}.ready"} @floors, $sub);
+            my $cpu0 = $daemon ? cpu_of($daemon->pid) : 0;
+            my @be   = $daemon ? backends('nvsrelayd') : backends('bench_poll');
+            my $bcpu0 = cpu_sum(@be);
+            my $wr = spawn("$tag.writer", "$BIN/bench_writer", '--conninfo', conninfo('unix', 'bench_writer'),
+                '--template', "$W/template.json", '--count', $count, '--rate', $rate, '--writers', $writers,
+                '--seed', $opt{seed} + $i, '--out', "$W/$tag.writer.rec");
+            reap($wr, $S{lat_secs} * 3 + 30);
+            my $ws = summary($wr);
+            reap($_, $S{lat_drain} + 2) for @floors;
+            reap($sub, $S{lat_drain});
+            my $ss = summary($sub);
+            my $dcpu = $daemon ? cpu_of($daemon->pid) - $cpu0 : undef;
+            my $bcpu = cpu_sum(@be) - $bcpu0;
+            use_trigger('relay') if $key eq 'hybrid';
+            my ($w, $bypid) = read_writer("$W/$tag.writer.rec");
+            my ($arr, $dups) = arrivals("$W/$tag.sub.rec");
+            my %row = (rate => $rate, key => $key, label => $label, transport => $transport, writer => $ws,
+                sub => $ss, duplicates => $dups, seed => $opt{seed} + $i, writers => $writers,
+                achieved_rate => $ws->{committed} / ($ws->{seconds} || 1),
+                stats => latency_stats($w, $arr, keep => $rate == 1000),
+                client_cpu_s => $ss->{cpu_s}, daemon_cpu_s => $dcpu, backend_cpu_s => $bcpu);
+            for my $f (qw(unix tls)) {
+                $row{"floor_$f"} = latency_stats($w, floor_arrivals("$W/$tag.floor-$f.rec", $bypid),
+                    keep => $rate == 1000);
+            }
+            my ($s, $fl) = ($row{stats}, $row{"floor_$transport"});
+            say_ sprintf '  p50 %s  p99 %s  max %s ms; floor(%s) p99 %s; delivered %d/%d', fmt($s->{p50}),
+                fmt($s->{p99}), fmt($s->{max}), $transport, fmt($fl->{p99}), $s->{delivered}, $s->{n};
+            push @{ $R{phases}{latency} }, \%row;
+        }
+    }
+    daemon_stop();
+}
+
+# Events missed when transactions commit out of id order: 8 writers hold
+# each transaction open a random 0-20 ms between INSERT and COMMIT (so ids
+# commit out of order), 5% roll back.  Run A with the relay's trigger:
+# relay, polling 10 ms, polling 1 s.  Run B with NVSentinel's trigger:
+# relay and hybrid.  An event is "skipped" when the poller's final cursor
+# is past it (it will never be read), "behind" when it simply was not
+# reached yet.
+sub phase_ooo {
+    my $rate  = 400;
+    my $count = int($rate * $S{ooo_secs});
+    my %res;
+    my $i = 100;
+    for my $run ([ A => 'relay', [ 'relay', 'poll-10ms', 'poll-1s' ] ], [ B => 'nvsentinel', [ 'relay', 'hybrid' ] ]) {
+        my ($name, $trigger, $clients) = @$run;
+        $i++;
+        say_ "out-of-order commits, run $name ($trigger trigger): @$clients";
+        daemon_stop();
+        reset_tables();
+        daemon_start('tls');
+        use_trigger($trigger);
+        my $secs = $S{ooo_secs} * 3 + 30;
+        my %p;
+        for my $c (@$clients) {
+            my $tag = "ooo.$name.$c";
+            if ($c eq 'relay') {
+                $p{$c} = spawn($tag, "$BIN/bench_sub", '--socket', $daemon->socket, '--seconds', $secs,
+                    '--ready', "$W/$tag.ready", '--out', "$W/$tag.rec");
+            } else {
+                my @mode = $c eq 'hybrid' ? ('--hybrid') : ('--interval-ms', $c eq 'poll-1s' ? 1000 : 10);
+                $p{$c} = spawn($tag, "$BIN/bench_poll", '--conninfo', conninfo('tls', 'bench_poll'), @mode,
+                    '--seconds', $secs, '--ready', "$W/$tag.ready", '--out', "$W/$tag.rec");
+            }
+        }
+        wait_files(15, map {"$W/$_->{name}.ready"} values %p);
+        my $wr = spawn("ooo.$name.writer", "$BIN/bench_writer", '--conninfo', conninfo('unix', 'bench_writer'),
+            '--template', "$W/template.json", '--count', $count, '--rate', $rate, '--writers', 8,
+            '--hold-max-ms', 20, '--rollback-pct', 5, '--seed', $opt{seed} + $i, '--out', "$W/ooo.$name.writer.rec");
+        reap($wr, $S{ooo_secs} * 5 + 30);
+        my $ws = summary($wr);
+        my ($w) = read_writer("$W/ooo.$name.writer.rec");
+        my @committed = grep { $w->{$_}[3] == 1 } keys %$w;
+        my %rolled = map { $_ => 1 } grep { $w->{$_}[3] == 0 } keys %$w;
+        # Out-of-order commits in this workload: pairs where a lower
+        # changelog id committed after a higher one was visible.
+        my %id_of = map { split /\|/ } split /\n/, psql(
+            "SELECT new_values->'document'->'healthevent'->'metadata'->>'bench_seq' || '|' || id FROM datastore_changelog");
+        my ($inv, $maxid) = (0, -1);
+        for my $s (sort { $w->{$a}[2] <=> $w->{$b}[2] } @committed) {
+            my $id = $id_of{$s} // next;
+            if ($id < $maxid) { $inv++ } else { $maxid = $id }
+        }
+        # Let every client finish what it can: the relay and the 10 ms
+        # poller catch up within a second; the 1 s poller reads 100 rows/s.
+        my $settle = NvsTest::now() + ($opt{quick} ? 1 : 5);
+        Time::HiRes::sleep(0.1) while NvsTest::now() < $settle;
+        kill 'TERM', $_->{pid} for values %p;
+        reap($_, 10) for values %p;
+        for my $c (@$clients) {
+            my $tag = "ooo.$name.$c";
+            my $s = summary($p{$c});
+            my ($arr, $dups) = arrivals("$W/$tag.rec");
+            my @missing = grep { !exists $arr->{$_} } @committed;
+            my $phantoms = grep { $rolled{$_} } keys %$arr;
+            my ($skipped, $behind) = (scalar @missing, 0);
+            if ($c =~ /^poll|hybrid/ && @missing) {
+                # The cursor is where the last delivered row put it.
+                my $last = (sort { $a->[2] <=> $b->[2] } grep { $_->[0] >= 0 } @{ read_rows("$W/$tag.rec") })[-1];
+                my $cur = $last ? $last->[2] : 0;
+                my ($cts) = $cur ? psql("SELECT changed_at FROM datastore_changelog WHERE id = $cur") : ('-infinity');
+                my $list = join ',', map { "'$_'" } @missing;
+                ($skipped) = psql("SELECT count(*) FROM datastore_changelog WHERE "
+                    . "new_values->'document'->'healthevent'->'metadata'->>'bench_seq' IN ($list) "
+                    . "AND (changed_at, id) < ('$cts'::timestamptz, $cur)");
+                $behind = @missing - $skipped;
+            }
+            $res{$name}{$c} = { committed => scalar @committed, delivered => scalar(keys %$arr) - $phantoms,
+                missing => scalar @missing, skipped => $skipped + 0, behind => $behind, phantoms => $phantoms,
+                duplicates => $dups, queries => $s->{queries} };
+            say_ sprintf '  %-9s missed %d (skipped %d, behind %d) of %d, phantoms %d, duplicates %d', $c,
+                scalar @missing, $skipped, $behind, scalar @committed, $phantoms, $dups;
+        }
+        $res{$name}{writer} = $ws;
+        $res{$name}{inversions} = $inv;
+        $res{$name}{seed} = $opt{seed} + $i;
+        $res{$name}{trigger} = $trigger;
+        daemon_stop();
+        use_trigger('relay');
+    }
+    $res{rate} = $rate;
+    $R{phases}{ooo} = \%res;
+}
+
+# Idle cost over idle_secs: the relay (one subscriber connected) and the
+# two NVSentinel modes side by side; statements counted per PostgreSQL user
+# by pg_stat_statements (relay: nvsentinel, polling: postgres, hybrid:
+# scram_user), CPU of each process and of its backends.
+sub phase_idle {
+    say_ "idle: $S{idle_secs} s, relay vs polling 10 ms vs hybrid";
+    daemon_stop();
+    reset_tables();
+    psql("GRANT SELECT ON datastore_changelog TO scram_user");
+    use_trigger('relay');
+    daemon_start('tls');
+    my $secs = $S{idle_secs} + 30;
+    my $sub  = spawn('idle.relay', "$BIN/bench_sub", '--socket', $daemon->socket, '--seconds', $secs,
+        '--ready', "$W/idle.relay.ready");
+    my $poll = spawn('idle.poll', "$BIN/bench_poll", '--conninfo', conninfo('tls', 'bench_poll', user => 'postgres'),
+        '--interval-ms', 10, '--seconds', $secs, '--ready', "$W/idle.poll.ready");
+    my $hyb = spawn('idle.hybrid', "$BIN/bench_poll", '--conninfo', conninfo('tls', 'bench_hybrid', user => 'scram_user'),
+        '--hybrid', '--seconds', $secs, '--ready', "$W/idle.hybrid.ready");
+    wait_files(15, map {"$W/$_->{name}.ready"} $sub, $poll, $hyb);
+    Time::HiRes::sleep(1);
+    my %be = (relay => [ backends('nvsrelayd') ], poll => [ backends('bench_poll') ], hybrid => [ backends('bench_hybrid') ]);
+    my %proc = (relay => $daemon->pid, poll => $poll->{pid}, hybrid => $hyb->{pid});
+    my %c0 = map { $_ => cpu_of($proc{$_}) } keys %proc;
+    my %b0 = map { $_ => cpu_sum(@{ $be{$_} }) } keys %be;
+    my ($x0) = psql("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = 'nvsentinel'");
+    psql("SELECT pg_stat_statements_reset()");
+    my $t0 = NvsTest::now();
+    Time::HiRes::sleep($S{idle_secs});
+    my $dt = NvsTest::now() - $t0;
+    my %calls = map { split /\|/ } split /\n/, psql(
+        "SELECT r.rolname || '|' || sum(s.calls) FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid "
+        . "WHERE s.query NOT LIKE '%pg_stat_statements%' GROUP BY r.rolname");
+    my ($x1) = psql("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = 'nvsentinel'");
+    my %user = (relay => 'nvsentinel', poll => 'postgres', hybrid => 'scram_user');
+    my %res = (seconds => $dt, db_xacts_per_s => ($x1 - $x0) / $dt);
+    for my $k (qw(relay poll hybrid)) {
+        $res{$k} = {
+            cpu_pct         => 100 * (cpu_of($proc{$k}) - $c0{$k}) / $dt,
+            backend_cpu_pct => 100 * (cpu_sum(@{ $be{$k} }) - $b0{$k}) / $dt,
+            queries_per_s   => ($calls{ $user{$k} } || 0) / $dt,
+            rss_kb          => rss_kb($proc{$k}),
+        };
+        say_ sprintf '  %-6s cpu %.2f%% + backends %.2f%%, %.2f statements/s', $k, $res{$k}{cpu_pct},
+            $res{$k}{backend_cpu_pct}, $res{$k}{queries_per_s};
+    }
+    kill 'TERM', $_->{pid} for $sub, $poll, $hyb;
+    reap($_, 10) for $sub, $poll, $hyb;
+    daemon_stop();
+    $R{phases}{idle} = \%res;
+}
+
+# N changelog rows committed at once by 4 sessions, written straight into
+# datastore_changelog in the shape the trigger writes (to_jsonb of a
+# health_events row), so loading does not dominate the run.
+sub bulk_load {
+    my ($n, $first) = @_;
+    my $k = $n >= 4000 ? 4 : 1;
+    my @dbh = map { $pg->dbh(autocommit => 0) } 1 .. $k;
+    (my $doc = $R{template}) =~ s/"\@SEQ\@"/"0"/;
+    $doc =~ s/\@(SEC|NANO)\@/1764000000/g;
+    $doc =~ s/\@CREATED\@/2026-11-25T10:00:00.123456Z/;
+    $doc =~ s/\@SPAN\@/0123456789abcdef/;
+    $doc =~ s/\@NODE\@/gpu-node-001/;
+    my $sql = <<'SQL';
+INSERT INTO datastore_changelog (table_name, record_id, operation, new_values)
+SELECT 'health_events', r.id, 'INSERT', to_jsonb(r)
+FROM (SELECT (jsonb_populate_record(NULL::health_events, jsonb_build_object(
+        'id', gen_random_uuid(), 'node_name', 'gpu-node-' || (g % 512), 'event_type', 'GpuXidError',
+        'severity', 'GPU', 'recommended_action', 'RESTART_BM', 'user_pods_eviction_status', 'NotStarted',
+        'created_at', now(), 'updated_at', now(),
+        'document', jsonb_set(?::jsonb, '{healthevent,metadata,bench_seq}', to_jsonb(g::text))))).*
+      FROM generate_series(?::bigint, ?::bigint) g) r
+SQL
+    my $t0 = NvsTest::now();
+    my @sth;
+    for my $j (0 .. $k - 1) {
+        my $a = $first + int($n * $j / $k);
+        my $b = $first + int($n * ($j + 1) / $k) - 1;
+        # Asynchronous, so the four sessions load in parallel.
+        $sth[$j] = $dbh[$j]->prepare($sql, { pg_async => DBD::Pg::PG_ASYNC() });
+        $sth[$j]->execute($doc, $a, $b);
+    }
+    $_->pg_result for @dbh;
+    undef @sth;
+    my $load = NvsTest::now() - $t0;
+    return ($load, sub {
+        my $tc = NvsTest::now();
+        $_->commit for @dbh;
+        $_->disconnect for @dbh;
+        return ($tc, NvsTest::now());
+    });
+}
+
+sub mono_now {
+    # bench clients stamp CLOCK_MONOTONIC; NvsTest::now is wall time.
+    return Time::HiRes::clock_gettime(Time::HiRes::CLOCK_MONOTONIC()) * 1e9;
+}
+
+# Drain: drain_rows rows committed at once to one live subscriber (raw
+# reader).  Catch-up: a second subscriber resumes from the position before
+# them (resumeAfter) and replays all of them from PostgreSQL.
+sub phase_drain {
+    my $n = $S{drain_rows};
+    say_ "drain: $n changelog rows to one subscriber";
+    daemon_stop();
+    reset_tables();
+    use_trigger('relay');
+    daemon_start('tls');
+    my $secs = 120 + $n / 5000;
+    my $sub = spawn('drain.sub', "$BIN/bench_sub", '--socket', $daemon->socket, '--raw', '--expect', $n,
+        '--seconds', $secs, '--ready', "$W/drain.sub.ready", '--token-out', "$W/drain.token");
+    wait_files(15, "$W/drain.sub.ready", "$W/drain.token");
+    my ($load, $commit) = bulk_load($n, 1);
+    say_ sprintf '  loaded in %.1f s (uncommitted), committing', $load;
+    my @be = backends('nvsrelayd');
+    my ($c0, $b0) = (cpu_of($daemon->pid), cpu_sum(@be));
+    my $rss_max = 0;
+    my $m0 = mono_now();
+    my ($tc, $tc1) = $commit->();
+    reap($sub, $secs, sub { my $r = rss_kb($daemon->pid); $rss_max = $r if $r > $rss_max });
+    my ($c1, $b1) = (cpu_of($daemon->pid), cpu_sum(@be));
+    my $s = summary($sub);
+    my $wall = ($s->{last_ns} - $m0) / 1e9;
+    my %d = (rows => $n, load_s => $load, commit_s => $tc1 - $tc, events => $s->{events}, seconds => $wall,
+        rate => $s->{events} / ($wall || 1e-9), first_event_s => ($s->{first_ns} - $m0) / 1e9,
+        daemon_cpu_s => $c1 - $c0, backend_cpu_s => $b1 - $b0, client_cpu_s => $s->{cpu_s}, rss_max_kb => $rss_max);
+    $d{daemon_cpu_per_m} = $d{daemon_cpu_s} * 1e6 / ($s->{events} || 1);
+    $d{backend_cpu_per_m} = $d{backend_cpu_s} * 1e6 / ($s->{events} || 1);
+    say_ sprintf '  %d events in %.2f s: %.0f ev/s; daemon %.2f CPU-s (%.1f per 1M), backends %.2f CPU-s, RSS max %d KiB',
+        $s->{events}, $wall, $d{rate}, $d{daemon_cpu_s}, $d{daemon_cpu_per_m}, $d{backend_cpu_s}, $rss_max;
+    $R{phases}{drain} = \%d;
+
+    say_ "catch-up: a consumer $n events behind";
+    my $tok = NvsTest::slurp("$W/drain.token");
+    chomp $tok;
+    ($c0, $b0) = (cpu_of($daemon->pid), cpu_sum(backends('nvsrelayd')));
+    $rss_max = 0;
+    $m0 = mono_now();
+    my $cu = spawn('catchup.sub', "$BIN/bench_sub", '--socket', $daemon->socket, '--raw', '--expect', $n,
+        '--resume-after', $tok, '--seconds', $secs);
+    reap($cu, $secs, sub { my $r = rss_kb($daemon->pid); $rss_max = $r if $r > $rss_max });
+    ($c1, $b1) = (cpu_of($daemon->pid), cpu_sum(backends('nvsrelayd')));
+    $s = summary($cu);
+    $wall = ($s->{last_ns} - $m0) / 1e9;
+    my %c = (rows => $n, events => $s->{events}, seconds => $wall, rate => $s->{events} / ($wall || 1e-9),
+        daemon_cpu_s => $c1 - $c0, backend_cpu_s => $b1 - $b0, client_cpu_s => $s->{cpu_s}, rss_max_kb => $rss_max);
+    $c{daemon_cpu_per_m} = $c{daemon_cpu_s} * 1e6 / ($s->{events} || 1);
+    say_ sprintf '  %d events in %.2f s: %.0f ev/s; daemon %.2f CPU-s', $s->{events}, $wall, $c{rate}, $c{daemon_cpu_s};
+    $R{phases}{catchup} = \%c;
+
+    # What one NVSentinel poll costs the server at this changelog size (its
+    # query has no usable index: the partial ones need processed = FALSE).
+    my ($ts, $id) = split /\|/, psql("SELECT changed_at || '|' || id FROM datastore_changelog ORDER BY id DESC LIMIT 1");
+    my $plan = psql("EXPLAIN (ANALYZE, FORMAT JSON) SELECT id, record_id, operation, old_values, new_values, changed_at "
+        . "FROM datastore_changelog WHERE table_name = 'health_events' AND (changed_at > '$ts' OR "
+        . "(changed_at = '$ts' AND id > $id)) ORDER BY changed_at ASC, id ASC LIMIT 100");
+    my $pj = JSON::PP->new->decode($plan)->[0];
+    $R{phases}{poll_query} = { rows => $n, ms => $pj->{'Execution Time'}, node => $pj->{Plan}{'Node Type'},
+        inner => join(' > ', plan_nodes($pj->{Plan})) };
+    say_ sprintf '  one NVSentinel poll at %d rows: %.2f ms (%s)', $n, $pj->{'Execution Time'}, $R{phases}{poll_query}{inner};
+    daemon_stop();
+}
+
+sub plan_nodes {
+    my ($p) = @_;
+    my $name = $p->{'Node Type'} . ($p->{'Index Name'} ? " ($p->{'Index Name'})" : '');
+    return ($name, map { plan_nodes($_) } @{ $p->{Plans} || [] });
+}
+
+# Fan-out: E events committed at once to N subscribers (raw readers in one
+# process); deliveries/s = N * E / time until the last subscriber has all.
+sub phase_fanout {
+    my %res;
+    daemon_stop();
+    reset_tables();
+    use_trigger('relay');
+    daemon_start('tls');
+    Time::HiRes::sleep(0.5);
+    $res{rss_idle_kb} = rss_kb($daemon->pid);
+    my $first = 1;
+    for my $n (@{ $S{fan_subs} }) {
+        my $e = int($S{fan_total} / $n);
+        $e = int($S{fan_total} / 10) if $e > $S{fan_total} / 10;
+        $e = 500 if $e < 500;
+        say_ "fan-out: $n subscribers x $e events";
+        my $secs = 60 + $n * $e / 20000;
+        my $sub = spawn("fan.$n", "$BIN/bench_sub", '--socket', $daemon->socket, '--raw', '--conns', $n,
+            '--expect', $e, '--seconds', $secs, '--ready', "$W/fan.$n.ready");
+        wait_files(30, "$W/fan.$n.ready");
+        my ($load, $commit) = bulk_load($e, $first);
+        $first += $e;
+        my @be = backends('nvsrelayd');
+        my ($c0, $b0) = (cpu_of($daemon->pid), cpu_sum(@be));
+        my $rss_max = 0;
+        my $m0 = mono_now();
+        $commit->();
+        reap($sub, $secs, sub { my $r = rss_kb($daemon->pid); $rss_max = $r if $r > $rss_max });
+        my $s = summary($sub);
+        my $wall = ($s->{last_ns} - $m0) / 1e9;
+        $res{$n} = { subs => $n, events => $e, deliveries => $s->{events}, complete => $s->{complete_conns},
+            seconds => $wall, per_s => $s->{events} / ($wall || 1e-9), rss_max_kb => $rss_max,
+            daemon_cpu_s => cpu_of($daemon->pid) - $c0, backend_cpu_s => cpu_sum(@be) - $b0,
+            client_cpu_s => $s->{cpu_s} };
+        say_ sprintf '  %d deliveries in %.2f s: %.0f/s, %d/%d subscribers complete, RSS max %d KiB', $s->{events},
+            $wall, $res{$n}{per_s}, $s->{complete_conns}, $n, $rss_max;
+    }
+    daemon_stop();
+    $R{phases}{fanout} = \%res;
+}
+
+# Restart: a durable consumer that acknowledges every event, writers at
+# restart_rate ev/s; the relay is stopped (SIGTERM) and started again, then
+# PostgreSQL is restarted under it.  Measured: from the new daemon's start
+# (or PostgreSQL accepting connections again) to the first event delivered;
+# nothing may be missing.
+sub phase_restart {
+    say_ 'restart: relay restart and PostgreSQL restart under load';
+    daemon_stop();
+    reset_tables();
+    use_trigger('relay');
+    daemon_start('tls', ack_flush_ms => 50);
+    my $rate  = $S{restart_rate};
+    my $count = int($rate * $S{restart_secs});
+    my $secs  = $S{restart_secs} + 60;
+    my $sub = spawn('restart.sub', "$BIN/bench_sub", '--socket', $daemon->socket, '--consumer', 'bench-restart',
+        '--ack', '--reconnect', '--seconds', $secs, '--ready', "$W/restart.sub.ready", '--out', "$W/restart.sub.rec");
+    wait_files(15, "$W/restart.sub.ready");
+    my $wr = spawn('restart.writer', "$BIN/bench_writer", '--conninfo', conninfo('unix', 'bench_writer'),
+        '--template', "$W/template.json", '--count', $count, '--rate', $rate, '--seed', $opt{seed} + 200,
+        '--out', "$W/restart.writer.rec");
+    my $gap = $S{restart_secs} / 3;
+    Time::HiRes::sleep($gap);
+    my $old = $daemon;
+    my $sock = $old->socket;
+    my $tk = mono_now();
+    $old->stop(10);
+    my $tx = mono_now();
+    my $ts = mono_now();
+    $daemon = NvsTest::Daemon->start($pg, set => { log_level => 'info', ack_flush_ms => 50 }, wait_ready => 0,
+        bin => $DAEMON_BIN);
+    $daemon->wait_ready(30);
+    my $tr = mono_now();
+    Time::HiRes::sleep($gap);
+    my $tp = mono_now();
+    $pg->restart('fast');
+    my $tu = mono_now();
+    reap($wr, $S{restart_secs} * 3 + 60);
+    my $ws = summary($wr);
+    # Let the subscriber take the tail, then stop it.
+    my ($w) = read_writer("$W/restart.writer.rec");
+    my @committed = grep { $w->{$_}[3] == 1 } keys %$w;
+    Time::HiRes::sleep($opt{quick} ? 1.5 : 3);
+    kill 'TERM', $sub->{pid};
+    reap($sub, 10);
+    my $s = summary($sub);
+    my ($arr, $dups) = arrivals("$W/restart.sub.rec");
+    my @missing = grep { !exists $arr->{$_} } @committed;
+    # The first event delivered after each moment.
+    my @t = sort { $a <=> $b } values %$arr;
+    my ($after_start) = grep { $_ > $ts } @t;
+    my ($after_pg) = grep { $_ > $tu } @t;
+    my $rc = $s->{reconnects}[0] || {};
+    my %res = (
+        stop_s                 => ($tx - $tk) / 1e9,
+        start_to_ready_s       => ($tr - $ts) / 1e9,
+        start_to_event_s       => $after_start ? ($after_start - $ts) / 1e9 : undef,
+        client_down_to_event_s => $rc->{event_ns} && $rc->{down_ns} ? ($rc->{event_ns} - $rc->{down_ns}) / 1e9 : undef,
+        pg_restart_s           => ($tu - $tp) / 1e9,
+        pg_up_to_event_s       => $after_pg ? ($after_pg - $tu) / 1e9 : undef,
+        committed => scalar @committed, missing => scalar @missing, duplicates => $dups,
+        unknown_commits => $ws->{unknown}, writer_errors => $ws->{errors},
+    );
+    say_ sprintf '  relay: stop %.2f s, start->ready %.3f s, start->first event %s s; PostgreSQL up->first event %s s; '
+        . 'missing %d of %d, duplicates %d', $res{stop_s}, $res{start_to_ready_s}, fmt($res{start_to_event_s}, 3),
+        fmt($res{pg_up_to_event_s}, 3), $res{missing}, $res{committed}, $dups;
+    daemon_stop();
+    $R{phases}{restart} = \%res;
+}
+
+# ------------------------------------------------------------------ report
+
+sub fmt {
+    my ($v, $d) = @_;
+    return 'n/a' unless defined $v;
+    return sprintf('%.' . (defined $d ? $d : 2) . 'f', $v);
+}
+
+sub fmt_ms {
+    my ($v) = @_;
+    return 'not delivered' unless defined $v;
+    return $v >= 100 ? sprintf('%.0f', $v) : $v >= 10 ? sprintf('%.1f', $v) : sprintf('%.2f', $v);
+}
+
+sub ratio { my ($a, $b, $d) = @_; return 'n/a' unless defined $a && defined $b && $b > 0; return sprintf('%.' . ($d // 2) . 'f×', $a / $b) }
+
+sub kfmt { my ($v) = @_; return 'n/a' unless defined $v; return $v >= 10000 ? sprintf('%.0fk', $v / 1000) : $v >= 1000 ? sprintf('%.1fk', $v / 1000) : sprintf('%.0f', $v) }
+
+sub verdict { my ($ok) = @_; return !defined $ok ? 'n/a' : $ok ? 'met' : '**missed**' }
+
+sub report {
+    my $P = $R{phases};
+    my @md;
+    my $m = $R{machine};
+    push @md, '# nvsrelayd benchmark results', '',
+        ($opt{quick} ? ('**Quick run (BENCH_QUICK=1): seconds per phase, the numbers are not figures.**', '') : ()),
+        "Generated by `make bench` (tests/bench/bench.pl) on $R{date}, in "
+        . sprintf('%.0f s. Seed %d.', $R{wall_s}, $opt{seed}), '',
+        '## Machine, versions, settings', '',
+        '| | |', '|---|---|',
+        "| CPU | $m->{cpu}, $m->{cores} cores, $m->{mem_gib} GiB |",
+        "| OS | $m->{os}, kernel $m->{kernel} |",
+        "| PostgreSQL | $R{pg_version} |",
+        "| nvsrelayd | $m->{nvsrelayd} (git $m->{git}), $m->{cc} |",
+        "| libpq / OpenSSL | $m->{libpq} / $m->{openssl} |",
+        "| PostgreSQL settings | pgtmp.sh: fsync=off, full_page_writes=off, synchronous_commit=on; shared_preload_libraries=pg_stat_statements; $R{pg_settings} |",
+        "| nvsrelayd settings | defaults (conf/nvsrelayd.conf) except log_level=info; $R{daemon_settings} |",
+        "| document | NvsTest::health_doc XID event, $R{doc_bytes} bytes as inserted |",
+        "| clients | tests/bench/bench_*.c: writer (libpq), LISTEN floor (libpq), NVSentinel polling baseline (libpq), nvsrelayd subscriber (libnvsrelay; `raw` = frame splitter only) |",
+        '';
+    push @md, '## Targets', '', '| figure | nvsrelayd | baseline (same run) | ratio | target | |', '|---|---|---|---|---|---|';
+    for my $t (@{ $R{targets} }) { push @md, '| ' . join(' | ', @$t) . ' |' }
+    push @md, '';
+
+    if (my $L = $P->{latency}) {
+        push @md, '## 1. Commit → subscriber latency', '',
+            'From the moment the writer sends COMMIT to the moment the subscriber has the event (ms; CLOCK_MONOTONIC '
+            . 'shared by all processes). The floor is a bare LISTEN client receiving the trigger\'s NOTIFY over the same '
+            . 'transport, measured in the same run as each row. First 5% of events are warm-up.', '',
+            '| ev/s | subscriber | p50 | p95 | p99 | max | floor p50 | floor p99 | p99 − floor | p99 / floor | delivered | client CPU | relay CPU |',
+            '|---|---|---|---|---|---|---|---|---|---|---|---|---|';
+        for my $r (@$L) {
+            my ($s, $f) = ($r->{stats}, $r->{"floor_$r->{transport}"});
+            my $d = defined $s->{p99} && defined $f->{p99} ? fmt_ms($s->{p99} - $f->{p99}) : 'n/a';
+            push @md, sprintf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d/%d | %s s | %s |',
+                $r->{rate} . ($r->{achieved_rate} < $r->{rate} * 0.95 ? sprintf(' (%.0f achieved)', $r->{achieved_rate}) : ''),
+                "$r->{key} ($r->{transport})", fmt_ms($s->{p50}), fmt_ms($s->{p95}), fmt_ms($s->{p99}), fmt_ms($s->{max}),
+                fmt_ms($f->{p50}), fmt_ms($f->{p99}), $d, ratio($s->{p99}, $f->{p99}, 1), $s->{delivered}, $s->{n},
+                fmt($r->{client_cpu_s}), defined $r->{daemon_cpu_s} ? fmt($r->{daemon_cpu_s}) . ' s' : '–';
+        }
+        push @md, '', '![latency CDF at 1k ev/s](latency_cdf.svg)', '![p99 by rate](latency_p99.svg)', '';
+    }
+    if (my $O = $P->{ooo}) {
+        push @md, '## 2. Events missed under out-of-order commits', '',
+            "$O->{rate} ev/s by 8 writers, each transaction held open 0–20 ms between INSERT and COMMIT, 5% rolled back "
+            . '(seeds ' . join(', ', map { $O->{$_}{seed} } qw(A B)) . '). "Inversions": commits whose changelog id is '
+            . 'below one already visible. "Skipped": the poller\'s final cursor is past the row, so it is never read; '
+            . '"behind": not reached yet when the run ended. Phantoms are delivered events of rolled-back transactions.', '',
+            '| run | trigger | subscriber | committed | inversions | missed | skipped | behind | phantoms | duplicates |',
+            '|---|---|---|---|---|---|---|---|---|---|';
+        for my $run (qw(A B)) {
+            for my $c (grep { exists $O->{$run}{$_}{committed} } qw(relay poll-10ms poll-1s hybrid)) {
+                my $x = $O->{$run}{$c};
+                push @md, "| $run | $O->{$run}{trigger} | $c | $x->{committed} | $O->{$run}{inversions} | $x->{missing} | "
+                    . "$x->{skipped} | $x->{behind} | $x->{phantoms} | $x->{duplicates} |";
+            }
+        }
+        push @md, '';
+    }
+    if (my $D = $P->{drain}) {
+        my $cap = $P->{capture} ? $P->{capture}{1}{notify}{rows_s} : undef;
+        push @md, '## 3. Drain and catch-up', '',
+            "$D->{rows} changelog rows committed at once by 4 transactions, to one live subscriber (`raw` reader); then a "
+            . 'second subscriber resumes from the position before them (catch-up from PostgreSQL). CPU-seconds are '
+            . 'per 1M events; the baseline is the pgbench commit ceiling with the capture trigger (section 7).', '',
+            '| | events/s | vs commit ceiling | wall s | relay CPU-s /1M | relay backends CPU-s /1M | relay RSS max | first event after commit |',
+            '|---|---|---|---|---|---|---|---|';
+        push @md, sprintf '| drain | %s | %s | %.2f | %.2f | %.2f | %.1f MiB | %.3f s |', kfmt($D->{rate}),
+            ratio($D->{rate}, $cap), $D->{seconds}, $D->{daemon_cpu_per_m}, $D->{backend_cpu_per_m},
+            $D->{rss_max_kb} / 1024, $D->{first_event_s};
+        if (my $C = $P->{catchup}) {
+            push @md, sprintf '| catch-up | %s | %s | %.2f | %.2f | %.2f | %.1f MiB | |', kfmt($C->{rate}), ratio($C->{rate}, $cap),
+                $C->{seconds}, $C->{daemon_cpu_per_m}, $C->{backend_cpu_s} * 1e6 / ($C->{events} || 1), $C->{rss_max_kb} / 1024;
+            push @md, '', sprintf('Catch-up / drain: %s.', ratio($C->{rate}, $D->{rate}));
+        }
+        if (my $q = $P->{poll_query}) {
+            push @md, '', sprintf('One NVSentinel poll (caught up, LIMIT 100) at %d changelog rows costs the server %.2f ms '
+                . '(plan: %s); at 100 polls/s per watcher that is %.0f%% of a core per watcher.', $q->{rows}, $q->{ms},
+                $q->{inner}, $q->{ms} / 10);
+        }
+        push @md, '';
+    }
+    if (my $F = $P->{fanout}) {
+        push @md, '## 4. Fan-out', '',
+            'E events committed at once, N subscribers (raw readers, one process); deliveries/s = N × E / time until the '
+            . 'last subscriber has all E. Ratio against 1 subscriber in the same run.', '',
+            '| subscribers | events each | deliveries/s | vs 1 subscriber | complete | relay RSS max | relay CPU-s | client CPU-s |',
+            '|---|---|---|---|---|---|---|---|';
+        for my $n (grep { ref $F->{$_} } sort { $a <=> $b } grep {/^\d+$/} keys %$F) {
+            my $x = $F->{$n};
+            push @md, sprintf '| %d | %d | %s | %s | %d/%d | %.1f MiB | %.2f | %.2f |', $n, $x->{events}, kfmt($x->{per_s}),
+                ratio($x->{per_s}, $F->{1} ? $F->{1}{per_s} : undef), $x->{complete}, $n, $x->{rss_max_kb} / 1024,
+                $x->{daemon_cpu_s}, $x->{client_cpu_s};
+        }
+        push @md, '', sprintf('Relay RSS when idle after start: %.1f MiB.', $F->{rss_idle_kb} / 1024), '', '![fan-out](fanout.svg)', '';
+    }
+    if (my $I = $P->{idle}) {
+        push @md, '## 5. Idle', '',
+            sprintf('%.0f s without writes; statements per second from pg_stat_statements by user, CPU of the process and of its '
+                . 'PostgreSQL backends. Database-wide transactions: %.2f/s.', $I->{seconds}, $I->{db_xacts_per_s}), '',
+            '| | CPU % | backends CPU % | statements/s | RSS |', '|---|---|---|---|---|';
+        for ([ relay => 'nvsrelayd (1 subscriber)' ], [ poll => 'NVSentinel polling 10 ms (1 watcher)' ], [ hybrid => 'NVSentinel hybrid (1 watcher)' ]) {
+            my $x = $I->{ $_->[0] };
+            push @md, sprintf '| %s | %.2f | %.2f | %.2f | %.1f MiB |', $_->[1], $x->{cpu_pct}, $x->{backend_cpu_pct},
+                $x->{queries_per_s}, $x->{rss_kb} / 1024;
+        }
+        push @md, '';
+    }
+    if (my $X = $P->{restart}) {
+        push @md, '## 6. Restart', '',
+            'A durable consumer acknowledging every event, writers at ' . $S{restart_rate} . ' ev/s. The relay is stopped (SIGTERM) '
+            . 'and started; later PostgreSQL is restarted (fast) under it.', '',
+            '| | seconds |', '|---|---|',
+            sprintf('| relay stop (SIGTERM → exit) | %s |', fmt($X->{stop_s}, 3)),
+            sprintf('| relay start → socket answers hello | %s |', fmt($X->{start_to_ready_s}, 3)),
+            sprintf('| relay start → first event delivered | %s |', fmt($X->{start_to_event_s}, 3)),
+            sprintf('| subscriber disconnected → first event after reconnecting | %s |', fmt($X->{client_down_to_event_s}, 3)),
+            sprintf('| PostgreSQL restart (pg_ctl restart -m fast) | %s |', fmt($X->{pg_restart_s}, 3)),
+            sprintf('| PostgreSQL accepting again → first event delivered | %s |', fmt($X->{pg_up_to_event_s}, 3)),
+            '', sprintf('Committed %d, missing %d, delivered twice %d (at-least-once after the relay restart), commits with unknown outcome %d.',
+                $X->{committed}, $X->{missing}, $X->{duplicates}, $X->{unknown_commits} || 0), '';
+    }
+    if (my $C = $P->{capture}) {
+        push @md, '## 7. Capture cost on writers', '',
+            'pgbench -M prepared -c 4 -j 2 over the Unix socket, ' . $S{capture_secs} . ' s per run, tables truncated and '
+            . 'checkpointed before each. Rows per second and the ratio to a plain INSERT into an identical table '
+            . '(same columns and indexes, no trigger).', '',
+            '| rows per transaction | variant | rows/s | vs plain INSERT | latency ms |', '|---|---|---|---|---|';
+        for my $rows (1, 100) {
+            for my $k (qw(plain trigger notify relay)) {
+                my $x = $C->{$rows}{$k} or next;
+                push @md, sprintf '| %d | %s | %s | %.2f× | %.2f |', $rows, $x->{label}, kfmt($x->{rows_s}), $x->{ratio}, $x->{latency_ms};
+            }
+        }
+        push @md, '', '![capture cost](capture.svg)', '';
+    }
+    push @md, '## Notes', '', map {"- $_"} @{ $R{notes} } if @{ $R{notes} };
+    return join("\n", @md) . "\n";
+}
+
+sub targets {
+    my $P = $R{phases};
+    my @t;
+    if (my $L = $P->{latency}) {
+        my ($r) = grep { $_->{rate} == 1000 && $_->{key} eq 'relay-tls' } @$L;
+        my ($p) = grep { $_->{rate} == 1000 && $_->{key} eq 'poll-10ms' } @$L;
+        if ($r) {
+            my ($s, $f) = ($r->{stats}, $r->{floor_tls});
+            my $ok = defined $s->{p99} && defined $f->{p99} ? ($s->{p99} <= $f->{p99} + 5 && $s->{p99} <= 10) : 0;
+            push @t, [ 'p99 commit→subscriber at 1k ev/s (TLS)', fmt_ms($s->{p99}) . ' ms',
+                'floor ' . fmt_ms($f->{p99}) . ' ms; polling 10 ms ' . ($p ? fmt_ms($p->{stats}{p99}) : 'n/a') . ' ms',
+                ratio($s->{p99}, $f->{p99}, 1) . ' floor; ' . ($p ? ratio($s->{p99}, $p->{stats}{p99}) : 'n/a') . ' polling',
+                '≤ floor + 5 ms and ≤ 10 ms', verdict($ok) ];
+        }
+    }
+    if (my $O = $P->{ooo}) {
+        my $rm = sum(map { $O->{$_}{relay}{missing} + $O->{$_}{relay}{phantoms} } grep { $O->{$_}{relay} } qw(A B)) // 0;
+        my $pm = $O->{A}{'poll-10ms'} ? $O->{A}{'poll-10ms'}{skipped} : undef;
+        my $hm = $O->{B}{hybrid} ? $O->{B}{hybrid}{skipped} : undef;
+        push @t, [ 'events missed, out-of-order commits', $rm, 'polling 10 ms: ' . ($pm // 'n/a') . ' skipped; hybrid: '
+            . ($hm // 'n/a'), '–', '0', verdict($rm == 0) ];
+    }
+    my $cap = $P->{capture} ? $P->{capture}{1}{notify}{rows_s} : undef;
+    if (my $D = $P->{drain}) {
+        my $core = $D->{daemon_cpu_s} / ($D->{seconds} || 1);
+        push @t, [ 'drain rate, 1 subscriber', kfmt($D->{rate}) . sprintf(' ev/s (relay at %.0f%% of a core)', 100 * $core),
+            'commit ceiling ' . kfmt($cap) . ' rows/s', ratio($D->{rate}, $cap), '≥ 20k ev/s and ≥ 2× ceiling',
+            verdict($D->{rate} >= 20000 && defined $cap && $D->{rate} >= 2 * $cap) ];
+    }
+    if (my $F = $P->{fanout}) {
+        push @t, [ 'fan-out deliveries/s at 10', kfmt($F->{10}{per_s}), '1 subscriber ' . kfmt($F->{1}{per_s}),
+            ratio($F->{10}{per_s}, $F->{1}{per_s}), '≥ 150k/s', verdict($F->{10}{per_s} >= 150000) ] if $F->{10} && $F->{1};
+        push @t, [ 'relay RSS at 100 subscribers', sprintf('%.1f MiB', $F->{100}{rss_max_kb} / 1024),
+            sprintf('idle %.1f MiB', $F->{rss_idle_kb} / 1024), ratio($F->{100}{rss_max_kb}, $F->{rss_idle_kb}, 1),
+            '≤ 64 MiB', verdict($F->{100}{rss_max_kb} <= 65536) ] if $F->{100};
+    }
+    if (my $C = $P->{catchup}) {
+        push @t, [ 'catch-up replay', kfmt($C->{rate}) . ' ev/s', 'drain ' . kfmt($P->{drain}{rate}) . ' ev/s',
+            ratio($C->{rate}, $P->{drain}{rate}), '≥ 50k ev/s', verdict($C->{rate} >= 50000) ];
+    }
+    if (my $I = $P->{idle}) {
+        my $r = $I->{relay};
+        push @t, [ 'idle CPU, statements/s', sprintf('%.2f%% (+%.2f%% backends), %.2f/s', $r->{cpu_pct}, $r->{backend_cpu_pct}, $r->{queries_per_s}),
+            sprintf('polling 10 ms: %.2f%% (+%.2f%%), %.1f/s', $I->{poll}{cpu_pct}, $I->{poll}{backend_cpu_pct}, $I->{poll}{queries_per_s}),
+            ratio($r->{queries_per_s}, $I->{poll}{queries_per_s}, 3) . ' statements', '< 1% CPU, ≤ 2/s',
+            verdict($r->{cpu_pct} < 1 && $r->{queries_per_s} <= 2) ];
+    }
+    if (my $X = $P->{restart}) {
+        push @t, [ 'restart → streaming', fmt($X->{start_to_event_s}, 3) . ' s (PostgreSQL restart: ' . fmt($X->{pg_up_to_event_s}, 3) . ' s)',
+            '–', '–', '< 1 s', verdict(defined $X->{start_to_event_s} && $X->{start_to_event_s} < 1) ];
+    }
+    if (my $C = $P->{capture}) {
+        for my $rows (1, 100) {
+            my $x = $C->{$rows}{notify} or next;
+            push @t, [ "capture cost, $rows-row tx (trigger + NOTIFY)", kfmt($x->{rows_s}) . ' rows/s',
+                'plain INSERT ' . kfmt($C->{$rows}{plain}{rows_s}), sprintf('%.2f×', $x->{ratio}), '≥ 0.7×', verdict($x->{ratio} >= 0.7) ];
+        }
+    }
+    $R{targets} = \@t;
+}
+
+sub plots {
+    my ($dir) = @_;
+    my ($rc) = NvsTest::run_cmd([ 'sh', '-c', 'command -v gnuplot' ]);
+    if ($rc) { push @{ $R{notes} }, 'gnuplot not installed (tests/bench/deps.sh): plots skipped'; return }
+    my $P = $R{phases};
+    my $dd = "$dir/data";
+    make_path($dd);
+    my @gp = ("set terminal svg size 800,480 dynamic font 'sans,11'", "set datafile separator ' '", 'set grid', 'set key bottom right');
+    if (my $L = $P->{latency}) {
+        my @series;
+        my ($r0) = grep { $_->{rate} == 1000 } @$L;
+        push @series, [ 'floor (LISTEN, TLS)', $r0->{floor_tls}{lat} ] if $r0;
+        for my $r (grep { $_->{rate} == 1000 } @$L) { push @series, [ $r->{key}, $r->{stats}{lat} ] }
+        my @plot;
+        my $i = 0;
+        for my $s (@series) {
+            my $lat = $s->[1] or next;
+            next unless @$lat;
+            my $f = "$dd/lat_cdf.$i.dat";
+            open(my $fh, '>', $f) or die $!;
+            my $n = @$lat;
+            my $step = $n > 2000 ? int($n / 2000) : 1;
+            for (my $k = 0; $k < $n; $k += $step) { printf $fh "%.4f %.5f\n", $lat->[$k], ($k + 1) / $n }
+            printf $fh "%.4f 1\n", $lat->[-1];
+            close $fh;
+            push @plot, "'$f' using 1:2 with lines lw 2 title '$s->[0]'";
+            $i++;
+        }
+        if (@plot) {
+            gnuplot("$dir/latency_cdf.svg", @gp, "set title 'commit → subscriber latency, 1k ev/s (CDF)'",
+                "set xlabel 'ms'", 'set logscale x', "set ylabel 'share of events'", 'set yrange [0:1]',
+                'plot ' . join(', ', @plot));
+        }
+        my %by;
+        for my $r (@$L) { $by{ $r->{key} }{ $r->{rate} } = $r->{stats}{p99} }
+        $by{floor}{ $_->{rate} } = $_->{floor_tls}{p99} for grep { $_->{key} eq 'relay-tls' } @$L;
+        my $f = "$dd/lat_p99.dat";
+        my @keys = grep { $by{$_} } qw(floor relay-tls relay-unix poll-10ms poll-1s hybrid);
+        open(my $fh, '>', $f) or die $!;
+        for my $rate (@{ $S{rates} }) {
+            print $fh join(' ', $rate, map { defined $by{$_}{$rate} ? sprintf('%.4f', $by{$_}{$rate}) : 'NaN' } @keys), "\n";
+        }
+        close $fh;
+        my $c = 2;
+        gnuplot("$dir/latency_p99.svg", @gp, "set title 'p99 commit → subscriber latency by rate (missing: not all delivered)'",
+            "set xlabel 'events/s'", "set ylabel 'p99 ms'", 'set logscale xy', 'set key top left',
+            'plot ' . join(', ', map { "'$f' using 1:" . $c++ . " with linespoints lw 2 title '$_'" } @keys));
+    }
+    if (my $F = $P->{fanout}) {
+        my $f = "$dd/fanout.dat";
+        open(my $fh, '>', $f) or die $!;
+        for my $n (sort { $a <=> $b } grep { /^\d+$/ && ref $F->{$_} } keys %$F) {
+            printf $fh "%d %.1f %.2f\n", $n, $F->{$n}{per_s}, $F->{$n}{rss_max_kb} / 1024;
+        }
+        close $fh;
+        gnuplot("$dir/fanout.svg", @gp, "set title 'fan-out: deliveries/s and relay RSS'", "set xlabel 'subscribers'",
+            'set logscale x', "set ylabel 'deliveries/s'", "set y2label 'RSS MiB'", 'set y2tics', 'set ytics nomirror',
+            'set key top left', "plot '$f' using 1:2 with linespoints lw 2 title 'deliveries/s', "
+            . "'$f' using 1:3 axes x1y2 with linespoints lw 2 title 'RSS MiB'");
+    }
+    if (my $C = $P->{capture}) {
+        my $f = "$dd/capture.dat";
+        open(my $fh, '>', $f) or die $!;
+        for my $k (qw(plain trigger notify relay)) {
+            printf $fh "\"%s\" %.3f %.3f\n", $k, $C->{1}{$k}{ratio}, $C->{100}{$k}{ratio};
+        }
+        close $fh;
+        gnuplot("$dir/capture.svg", @gp, "set title 'writer throughput relative to a plain INSERT'", 'set style data histograms',
+            'set style fill solid 0.6 border -1', 'set yrange [0:1.2]', "set ylabel 'rows/s vs plain'", 'set key top right',
+            "plot '$f' using 2:xtic(1) title '1-row tx', '' using 3 title '100-row tx', 0.7 with lines dt 2 lc rgb 'red' title 'target 0.7'");
+    }
+}
+
+sub gnuplot {
+    my ($out, @cmds) = @_;
+    my $script = "$out.gp";
+    open(my $fh, '>', $script) or die $!;
+    print $fh "set output '$out'\n", map {"$_\n"} @cmds;
+    close $fh;
+    my ($rc, $o) = NvsTest::run_cmd([ 'gnuplot', $script ]);
+    push @{ $R{notes} }, "gnuplot failed for $out: $o" if $rc;
+    unlink $script;
+}
+
+# ------------------------------------------------------------------ main
+
+make_path($opt{out});
+my $out = abs_path($opt{out});
+$pg = NvsTest::Pg->start(conf => { shared_preload_libraries => "'pg_stat_statements'", max_connections => 1200 });
+$W = $pg->dir . '/bench';
+mkdir $W or die "$W: $!";
+# The binaries are copied first: a rebuild of the build tree during the run
+# (another make) must not change what is measured halfway.
+mkdir "$W/bin" or die "$W/bin: $!";
+for my $f ("$opt{build}/nvsrelayd", map {"$BIN/$_"} qw(bench_writer bench_listen bench_poll bench_sub)) {
+    my ($rc, $o) = NvsTest::run_cmd([ 'cp', '-p', $f, "$W/bin/" ]);
+    die "cp $f: $o" if $rc;
+}
+$BIN = "$W/bin";
+$DAEMON_BIN = "$W/bin/nvsrelayd";
+$R{date}    = POSIX::strftime('%Y-%m-%d %H:%M UTC', gmtime);
+$R{seed}    = $opt{seed};
+$R{quick}   = $opt{quick};
+$R{machine} = machine_info();
+$R{template} = template();
+{
+    open(my $fh, '>', "$W/template.json") or die $!;
+    print $fh $R{template}, "\n";
+    close $fh;
+}
+psql('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
+$R{pg_version} = psql('SHOW server_version');
+$R{pg_settings} = join(', ', map {"$_=" . psql("SHOW $_")} qw(shared_buffers max_connections jit));
+# The daemon installs the schema; its trigger is the one restored after
+# phases that swap in NVSentinel's.
+daemon_start('tls');
+$RELAY_TRIGGER = psql("SELECT pg_get_functiondef('log_table_changes'::regproc)");
+{
+    my ($rc, $cfg) = NvsTest::run_cmd([ $DAEMON_BIN, '--config', '/dev/null', '--check-config' ]);
+    my %c = map { /^(\w+)\s*=\s*(.*)$/ ? ($1 => $2) : () } split /\n/, $cfg;
+    $R{daemon_settings} = join(', ', map {"$_=" . ($c{$_} // '?')}
+        qw(poll_interval_ms tick_min_interval_ms tick_idle_ms batch_rows ring_events ack_flush_ms));
+}
+{
+    (my $d = $R{template}) =~ s/\@SEQ\@/123456/;
+    $d =~ s/\@SEC\@/1764064800/;
+    $d =~ s/\@NANO\@/123456000/;
+    $d =~ s/\@CREATED\@/2026-11-25T10:00:00.123456Z/;
+    $d =~ s/\@SPAN\@/0123456789abcdef/;
+    $d =~ s/\@NODE\@/gpu-node-001/;
+    $R{doc_bytes} = length $d;
+}
+daemon_stop();
+say_ "PostgreSQL $R{pg_version} in " . $pg->dir . ($opt{quick} ? ' (quick run)' : '');
+
+my $ok = eval {
+    phase_capture() if want('capture');
+    phase_latency() if want('latency');
+    phase_ooo()     if want('ooo');
+    phase_idle()    if want('idle');
+    phase_drain()   if want('drain');
+    phase_fanout()  if want('fanout');
+    phase_restart() if want('restart');
+    1;
+};
+my $err = $@;
+daemon_stop();
+$R{wall_s} = NvsTest::now() - $T0;
+if (!$ok) {
+    push @{ $R{notes} }, "the run stopped early: $err";
+    print STDERR "bench: $err";
+}
+targets();
+plots($out);
+{
+    open(my $fh, '>', "$out/results.md") or die "$out/results.md: $!";
+    print $fh report();
+    close $fh;
+    my %raw = %R;
+    delete $raw{template};
+    for my $r (@{ $raw{phases}{latency} || [] }) {
+        delete $_->{lat} for grep {ref} $r->{stats}, $r->{floor_unix}, $r->{floor_tls};
+    }
+    open($fh, '>', "$out/results.json") or die $!;
+    print $fh $JSON->encode(\%raw);
+    close $fh;
+}
+say_ "results: $out/results.md";
+if ($opt{keep}) { $ENV{NVS_KEEP} = 1; say_ "kept $W" }
+exit($ok ? 0 : 1);
