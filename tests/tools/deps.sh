@@ -10,7 +10,7 @@
 set -eu
 
 PKGS="build-essential pkg-config libpq-dev libev-dev libssl-dev openssl libcjson-dev \
-libsystemd-dev libcmocka-dev postgresql-15 postgresql-contrib libdbd-pg-perl libio-socket-ssl-perl perl \
+libsystemd-dev libcmocka-dev postgresql-15 postgresql-contrib libdbd-pg-perl libio-socket-ssl-perl libjson-xs-perl perl \
 valgrind clang libclang-rt-14-dev \
 yamllint unzip debhelper \
 golang-go"
