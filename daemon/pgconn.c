@@ -415,6 +415,7 @@ PgConn *pgconn_new(struct ev_loop *loop, const char *name, const struct pgconn_c
 		conns->prev_conn = pc;
 	conns = pc;
 	metrics_set(M_PG_UP, name, 0);
+	metrics_add(M_PG_RECONNECTS, name, 0);   /* a first sample for rate() */
 	return pc;
 }
 
