@@ -48,6 +48,7 @@
 #include "frame.h"
 #include "hub.h"
 #include "log.h"
+#include "metrics.h"
 #include "relay.h"
 #include "tls.h"
 
@@ -707,6 +708,7 @@ void client_close(Client *c, const char *reason)
 		return;
 	c->closing = true;
 	log_info("client closed client=c%" PRIu64 " peer=%s reason=%s", c->id, c->peer, LOGQ(reason));
+	metrics_add(M_DISCONNECTS, metrics_label(reason, (char[48]){ 0 }, 48), 1);
 	hub_client_gone(c->env.hub, c);
 	ev_io_stop(c->env.loop, &c->rio);
 	ev_timer_stop(c->env.loop, &c->auth);
