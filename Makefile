@@ -37,8 +37,10 @@ endif
 
 PROTO_SRC  := proto/frame.c proto/token.c
 # ctl.c and import.c, when present, are subcommands of nvsrelay, not the daemon.
-DAEMON_SRC := $(filter-out daemon/main.c daemon/nvsrelay.c daemon/ctl.c daemon/import.c,$(wildcard daemon/*.c))
+DAEMON_SRC := $(filter-out daemon/main.c daemon/nvsrelay.c daemon/ctl.c daemon/import.c daemon/extjson.c,$(wildcard daemon/*.c))
 CLI_OBJ    := $(patsubst %.c,$(B)/%.o,$(wildcard daemon/ctl.c daemon/import.c))
+# import.c converts with extjson.c and connects with the daemon's conf.c.
+CLI_OBJ    += $(if $(wildcard daemon/import.c),$(B)/daemon/extjson.o $(B)/daemon/conf.o)
 # libnvsrelay, the C client library (API: proto/nvsrelay.h).
 LIB_SRC    := proto/frame.c proto/token.c proto/wire.c proto/nvsrelay.c
 LIB_OBJ    := $(LIB_SRC:%.c=$(B)/pic/%.o)
@@ -48,7 +50,7 @@ INCLUDEDIR ?= $(PREFIX)/include
 SQL_FILES  := $(sort $(wildcard sql/[0-9]*.sql))
 PROTO_OBJ  := $(PROTO_SRC:%.c=$(B)/%.o)
 DAEMON_OBJ := $(DAEMON_SRC:%.c=$(B)/%.o) $(B)/sql_embed.o
-PURE_OBJ   := $(PROTO_OBJ) $(B)/proto/wire.o $(patsubst %.c,$(B)/%.o,$(wildcard daemon/allow.c daemon/diff.c daemon/conf.c daemon/event.c daemon/filter.c daemon/metrics.c))
+PURE_OBJ   := $(PROTO_OBJ) $(B)/proto/wire.o $(patsubst %.c,$(B)/%.o,$(wildcard daemon/allow.c daemon/diff.c daemon/conf.c daemon/event.c daemon/extjson.c daemon/filter.c daemon/metrics.c))
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 # Every fuzz target is also built with the normal compiler into a replay

@@ -274,7 +274,7 @@ sub check_installed {
     is_deeply($dbh->selectall_arrayref(
             'SELECT version, name, checksum FROM nvsrelay.schema_migrations ORDER BY version'),
         \@MIGRATIONS, 'schema_migrations: ' . scalar(@MIGRATIONS) . ' rows, checksums = sha256 of sql/*.sql');
-    is(scalar(@MIGRATIONS), 3, 'three migrations in sql/');
+    is(scalar(@MIGRATIONS), 4, 'four migrations in sql/');
     like($_->[2], qr/^[0-9a-f]{64}$/, "checksum of $_->[1] is 64 hex digits") for @MIGRATIONS;
     my $meta = $dbh->selectall_arrayref(
         'SELECT generation, system_identifier, database_name FROM nvsrelay.meta', { Slice => {} });
@@ -339,7 +339,7 @@ subtest 'empty database: the daemon installs the schema and becomes ready' => su
     my $d = NvsTest::Daemon->start($pg);
     note(sprintf 'installed and ready in %.2fs', NvsTest::now() - $t);
     ok(-S $d->socket, 'ready: socket answers hello');
-    like($d->log, qr/applying migration 001_nvsentinel_schema.*applying migration 002_relay_capture.*applying migration 003_changelog_xid_index.*schema migrated applied=3/s,
+    like($d->log, qr/applying migration 001_nvsentinel_schema.*applying migration 002_relay_capture.*applying migration 003_changelog_xid_index.*applying migration 004_capture_switch.*schema migrated applied=4/s,
         'log: both migrations applied');
     check_installed($dbh, 'nvsentinel');
     log_is_clean($d, 'fresh install');
@@ -353,7 +353,7 @@ subtest 'a second start over a current schema changes nothing' => sub {
     unlike($d->log, qr/applying migration/, 'no migration applied');
     is_deeply(fingerprint($dbh), $before,
         'applied_at, meta.generation, trigger and function oids, table files unchanged');
-    is($dbh->selectrow_array('SELECT count(*) FROM nvsrelay.schema_migrations'), 3, 'still three migration rows');
+    is($dbh->selectrow_array('SELECT count(*) FROM nvsrelay.schema_migrations'), 4, 'still four migration rows');
     is($d->stop, 0, 'stops with 0');
 };
 
@@ -424,7 +424,7 @@ subtest "over NVSentinel's Go runtime schema with data: data kept, capture upgra
     my $t = NvsTest::now();
     my $d = NvsTest::Daemon->start($pg, env => { DATASTORE_DATABASE => 'gorun' });
     note(sprintf 'migrated and ready in %.2fs', NvsTest::now() - $t);
-    like($d->log, qr/schema migrated applied=3/, 'all three migrations applied over the Go schema');
+    like($d->log, qr/schema migrated applied=4/, 'all four migrations applied over the Go schema');
     log_is_clean($d, 'migration over existing objects (server notices included)');
 
     is_deeply({ map { $_ => $go->selectrow_array("SELECT count(*) FROM $_") } keys %snap_sql }, \%count_before,
