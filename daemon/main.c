@@ -26,6 +26,7 @@
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
+#include "migrate.h"
 #include "ops.h"
 #include "relay.h"
 
@@ -52,6 +53,7 @@ static struct {
 	char **argv;
 	const char *config;         /* the file read at start, read again on reload */
 	bool ready_sent;            /* READY=1 went out: reloads are announced */
+	bool migrate, dry_run;      /* --migrate [--dry-run]: the schema step only */
 } g;
 
 static void usage(FILE *f)
@@ -64,6 +66,8 @@ static void usage(FILE *f)
 		"  -c, --config FILE    configuration file (default " DEFAULT_CONFIG " if present)\n"
 		"      --set KEY=VALUE  override one setting (repeatable; wins over file and environment)\n"
 		"      --check-config   validate the configuration, print it and exit\n"
+		"      --migrate        install or upgrade the schema, print what ran and exit\n"
+		"      --dry-run        with --migrate: only print the plan\n"
 		"  -V, --version        print the version and exit\n"
 		"  -h, --help           print this help and exit\n\n"
 		"Environment: DATASTORE_HOST, DATASTORE_PORT, DATASTORE_DATABASE, DATASTORE_USERNAME,\n"
@@ -304,6 +308,10 @@ static int load_config(int argc, char **argv, bool *check_only)
 			exit(0);
 		} else if (strcmp(a, "--check-config") == 0) {
 			*check_only = true;
+		} else if (strcmp(a, "--migrate") == 0) {
+			g.migrate = true;
+		} else if (strcmp(a, "--dry-run") == 0) {
+			g.dry_run = true;
 		} else if ((strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) && i + 1 < argc) {
 			config = argv[++i];
 		} else if (strcmp(a, "--set") == 0 && i + 1 < argc) {
@@ -350,6 +358,13 @@ int main(int argc, char **argv)
 		printf("# configuration OK\n");
 		conf_free(g.conf);
 		return 0;
+	}
+	if (g.migrate || g.dry_run) {
+		r = g.migrate ? migrate_main(g.conf, g.dry_run) : EXIT_USAGE;
+		if (!g.migrate)
+			fprintf(stderr, "nvsrelayd: --dry-run goes with --migrate\n");
+		conf_free(g.conf);
+		return r;
 	}
 	if (log_setup(g.cv->log_level, g.cv->log_format == LOG_FORMAT_TEXT ? "text"
 			 : g.cv->log_format == LOG_FORMAT_JOURNAL ? "journal"
