@@ -189,9 +189,10 @@ static const struct opt opts[] = {
 static const char *const reloadable[] = {
 	"log_level", "log_format", "poll_interval_ms", "tick_min_interval_ms", "tick_idle_ms",
 	"batch_rows", "max_clients", "client_output_limit", "client_output_soft_limit",
-	"client_output_soft_seconds", "max_subscriptions_per_client", "ack_flush_ms", "shutdown_timeout_ms",
-	"stats_interval_s",
+	"client_output_soft_seconds", "ack_flush_ms", "shutdown_timeout_ms", "stats_interval_s",
 };
+/* Not max_subscriptions_per_client: client.c sizes a per-connection table
+ * by it once, so a larger value at runtime would write past that table. */
 
 /*
  * libpq keywords that have a key of their own.  datastore_options may not set

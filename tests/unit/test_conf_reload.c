@@ -92,6 +92,10 @@ static void test_reloadable_keys(void **state)
 	assert_false(conf_key_reloadable("listen_unix"));
 	assert_false(conf_key_reloadable("http_listen"));
 	assert_false(conf_key_reloadable("ring_events"));
+	/* Sizes a per-connection table once: raising it live would overflow. */
+	assert_false(conf_key_reloadable("max_subscriptions_per_client"));
+	assert_false(conf_key_reloadable("max_frame_bytes"));
+	assert_true(conf_key_reloadable("client_output_soft_limit"));
 	assert_false(conf_key_reloadable("no_such_key"));
 }
 
