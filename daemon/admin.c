@@ -579,20 +579,21 @@ static void dispatch(struct aconn *c, const char *line, size_t len)
 		cJSON_Delete(m);
 		return;
 	}
-	if (strcmp(cmd->valuestring, "status") == 0)
+	snprintf(label, sizeof(label), "%s", cmd->valuestring);
+	if (strcmp(cmd->valuestring, "status") == 0) {
 		cmd_status(c);
-	else if (strcmp(cmd->valuestring, "consumers") == 0)
+	} else if (strcmp(cmd->valuestring, "consumers") == 0) {
 		cmd_consumers(c);
-	else if (strcmp(cmd->valuestring, "reset") == 0)
+	} else if (strcmp(cmd->valuestring, "reset") == 0) {
 		cmd_reset(c, m);
-	else if (strcmp(cmd->valuestring, "reload") == 0)
+	} else if (strcmp(cmd->valuestring, "reload") == 0) {
+		log_notice("reload requested on the admin socket");
 		cmd_reload(c);
-	else
+	} else {
 		reply_error(c, "unknown cmd; expected status, consumers, reset or reload");
-	metrics_add(M_ADMIN_COMMANDS, strcmp(cmd->valuestring, "status") == 0 ||
-		    strcmp(cmd->valuestring, "consumers") == 0 || strcmp(cmd->valuestring, "reset") == 0 ||
-		    strcmp(cmd->valuestring, "reload") == 0 ? metrics_label(cmd->valuestring, label, sizeof(label))
-		    : "unknown", 1);
+		snprintf(label, sizeof(label), "unknown");
+	}
+	metrics_add(M_ADMIN_COMMANDS, label, 1);
 	cJSON_Delete(m);
 }
 
