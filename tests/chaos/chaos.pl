@@ -329,10 +329,15 @@ sub sub_main {
         my $t_ack = Time::HiRes::time();
         my $give_up = $t_ack + 15;
         $quit_at = $t_ack + 1 + rand 5;
+        my $stall_at = $t_ack + 1 + rand 3;
         while (1) {
             my $now = Time::HiRes::time();
             if ($now > $deadline || getppid() != $parent) { $why = 'deadline'; last }
-            if ($spec->{slow} && defined $start && rand() < 0.01) { Time::HiRes::sleep(0.5 + rand 1.5) }
+            # The slow reader stops reading for a while every few seconds.
+            if ($spec->{slow} && defined $start && $now > $stall_at) {
+                Time::HiRes::sleep(0.5 + rand 1.5);
+                $stall_at = Time::HiRes::time() + 2 + rand 3;
+            }
             my $line = $c->recv_raw($spec->{slow} ? 0.02 : 0.1);
             if (!defined $line) {
                 if ($c->eof) { $why = 'eof ' . ($c->{read_error} // ''); last }
