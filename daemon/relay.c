@@ -393,6 +393,77 @@ static void meta_cb(PgConn *pc, PGresult *res, void *arg)
 	find_head(r);
 }
 
+/*
+ * A dump restored into another cluster brings its ticks and changelog
+ * xids along, but they count the old cluster's transactions: resuming a
+ * token against them would misorder or skip rows without a word.  So when
+ * pg_control_system() names another cluster than nvsrelay.meta, one
+ * statement starts a new generation (tokens from before get
+ * ChangeStreamHistoryLost), drops the old ticks and clears the old rows'
+ * xids, which makes them history from before the relay, as rows written
+ * before it was installed are.  A promoted physical replica keeps its
+ * system identifier: nothing happens there.  The check only reads, so a
+ * least-privilege role runs it too; of relays starting together, only the
+ * one whose UPDATE still sees the old identifier ($1) writes.
+ */
+static const char restore_sql[] =
+	"WITH cur AS (SELECT system_identifier::text AS sid FROM pg_control_system()),"
+	" m AS (UPDATE nvsrelay.meta m SET system_identifier = cur.sid,"
+	"   generation = (m.generation + floor(random() * 4294967294)::bigint) % 4294967295 + 1"
+	"  FROM cur WHERE m.system_identifier = $1 AND m.system_identifier <> cur.sid RETURNING m.generation),"
+	" t AS (DELETE FROM nvsrelay.tick WHERE EXISTS (SELECT 1 FROM m)),"
+	" c AS (UPDATE datastore_changelog SET xid = NULL WHERE xid IS NOT NULL AND EXISTS (SELECT 1 FROM m))"
+	" SELECT (SELECT generation FROM m), (SELECT sid FROM cur)";
+
+static void read_meta(Relay *r)
+{
+	pgconn_query_kind(r->main, "meta", "SELECT generation, database_name FROM nvsrelay.meta", 0, NULL, meta_cb, r);
+}
+
+static void restored_cb(PgConn *pc, PGresult *res, void *arg)
+{
+	Relay *r = arg;
+
+	(void)pc;
+	if (!res)
+		return;
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+		log_err("database restored into another cluster, but no new changelog generation could be started;"
+			" start nvsrelayd once with the role that owns its schema error='%s'", PQresultErrorMessage(res));
+		r->fatal_cb(r->ud, "restored database: a new generation could not be started");
+		return;
+	}
+	if (PQgetisnull(res, 0, 0))
+		log_notice("database restored into another cluster: another relay started the new generation");
+	else
+		log_warning("database restored into another cluster (system_identifier now %s): new changelog generation"
+			    " %08lx, tokens from before the restore get ChangeStreamHistoryLost", PQgetvalue(res, 0, 1),
+			    strtoul(PQgetvalue(res, 0, 0), NULL, 10));
+	read_meta(r);
+}
+
+static void restore_check_cb(PgConn *pc, PGresult *res, void *arg)
+{
+	Relay *r = arg;
+	const char *params[1];
+
+	(void)pc;
+	if (!res)
+		return;
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 || PQgetisnull(res, 0, 1)) {
+		log_warning("cannot compare the cluster's system_identifier with nvsrelay.meta, a restore into another"
+			    " cluster would go unnoticed error='%s'", PQresultErrorMessage(res));
+	} else if (strcmp(PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1)) != 0) {
+		log_warning("database restored into another cluster: nvsrelay.meta names system_identifier %s, this"
+			    " cluster is %s (generation %08lx)", PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1),
+			    strtoul(PQgetvalue(res, 0, 2), NULL, 10));
+		params[0] = PQgetvalue(res, 0, 0);
+		pgconn_query_kind(r->main, "meta", restore_sql, 1, params, restored_cb, r);
+		return;
+	}
+	read_meta(r);
+}
+
 static void schema_done(void *arg, int status, unsigned applied, const char *msg)
 {
 	Relay *r = arg;
@@ -419,7 +490,9 @@ static void schema_done(void *arg, int status, unsigned applied, const char *msg
 		log_notice("schema migrated applied=%u", applied);
 	else
 		log_info("schema is current");
-	pgconn_query_kind(r->main, "meta", "SELECT generation, database_name FROM nvsrelay.meta", 0, NULL, meta_cb, r);
+	pgconn_query_kind(r->main, "meta",
+			  "SELECT m.system_identifier, (SELECT system_identifier::text FROM pg_control_system()),"
+			  " m.generation FROM nvsrelay.meta m", 0, NULL, restore_check_cb, r);
 }
 
 static void run_schema(Relay *r)
