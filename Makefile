@@ -115,7 +115,7 @@ deps:
 check: deps
 	$(MAKE) all
 	CMOCKA_MESSAGE_OUTPUT=TAP NVSRELAY_BUILD=$(CURDIR)/$(B) NVSRELAY_SANITIZE=$(SANITIZE) \
-	    prove -j2 $(PROVE_FLAGS) --exec '' $(UNIT_BIN) $(REPLAY_BIN) $(wildcard tests/integ/*.t)
+	    prove -j2 $(PROVE_FLAGS) $(UNIT_BIN) $(REPLAY_BIN) $(wildcard tests/integ/*.t)
 
 # The daemon under valgrind: build-vg/nvsrelayd execs valgrind on build/nvsrelayd,
 # everything else in build-vg/ links to build/.  Leaks count as errors, memory
@@ -131,12 +131,12 @@ check-valgrind: deps
 	chmod 755 $(VG_B)/nvsrelayd
 	CMOCKA_MESSAGE_OUTPUT=TAP prove -j2 $(PROVE_FLAGS) --exec '$(VALGRIND) --quiet' $(UNIT_BIN) $(REPLAY_BIN)
 	NVSRELAY_BUILD=$(CURDIR)/$(VG_B) NVS_VALGRIND=1 \
-	    prove -j2 $(PROVE_FLAGS) --exec '' $(wildcard tests/integ/*.t)
+	    prove -j2 $(PROVE_FLAGS) $(wildcard tests/integ/*.t)
 
 check-long: deps
 	$(MAKE) all
 	NVSRELAY_BUILD=$(CURDIR)/$(B) NVSRELAY_SANITIZE=$(SANITIZE) NVS_CHAOS_SIZE=long NVS_LOAD_SIZE=long \
-	    prove -v $(PROVE_FLAGS) --exec '' tests/integ/95-chaos.t tests/integ/98-load.t
+	    prove -v $(PROVE_FLAGS) tests/integ/95-chaos.t tests/integ/98-load.t
 
 # Benchmarks against the LISTEN floor and NVSentinel's polling scheme
 # (tests/bench/README.md); BENCH_QUICK=1 for a run of seconds.  Not part of
