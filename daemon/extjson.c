@@ -386,6 +386,29 @@ static bool json_number(const char *s, size_t n)
 	return i == n;
 }
 
+/* What PostgreSQL's numeric surely holds (131072 digits before the point,
+ * 16383 after): all a double or a Decimal128 can be, with room to spare. */
+#define MAX_EXPONENT 10000
+#define MAX_NUMBER_LEN 1000
+
+/* A JSON number PostgreSQL can store: not too long, exponent in range. */
+static bool number_storable(const char *s, size_t n)
+{
+	size_t k, m;
+	long long e = 0;
+
+	if (n > MAX_NUMBER_LEN)
+		return false;
+	for (k = 0; k < n && s[k] != 'e' && s[k] != 'E'; k++)
+		;
+	if (k < n) {
+		/* json_number() saw digits after the 'e'. */
+		for (m = k + 1 + (s[k + 1] == '+' || s[k + 1] == '-'); m < n && e <= MAX_EXPONENT; m++)
+			e = e * 10 + (s[m] - '0');
+	}
+	return e <= MAX_EXPONENT;
+}
+
 /* Decimal integer, optional '-', no leading '+' or spaces, within range. */
 static bool parse_int(const char *s, long long lo, long long hi, long long *out)
 {
@@ -865,8 +888,8 @@ static int float_value(struct conv *cx, cJSON *node, const cJSON *v, const char 
 	if (strcmp(s, "-NaN") == 0)
 		return become(node, cJSON_String, "NaN");
 	if (json_number(s, strlen(s))) {
-		if (strlen(s) > 64 && strcmp(key, "$numberDecimal") != 0) {
-			fail(cx, "%s: \"%.40s...\" is not a double", key, s);
+		if (!number_storable(s, strlen(s))) {
+			fail(cx, "%s: \"%.40s\" is beyond what PostgreSQL stores", key, s);
 			return -EINVAL;
 		}
 		return become(node, cJSON_Raw, s);
@@ -1071,11 +1094,6 @@ struct numbers {
 	size_t n, cap, next;
 };
 
-/* What PostgreSQL's numeric surely holds (131072 digits before the point,
- * 16383 after): all a double or a Decimal128 can be, with room to spare. */
-#define MAX_EXPONENT 10000
-#define MAX_NUMBER_LEN 1000
-
 /*
  * The checks cJSON does not make, and the number tokens in document order.
  * Runs only on text cJSON accepted, so outside strings a '-' or a digit
@@ -1086,7 +1104,6 @@ static int prescan(struct conv *cx, const char *t, size_t n, struct numbers *num
 	const unsigned char *u = (const unsigned char *)t;
 	bool in_str = false;
 	size_t i = 0, j, k;
-	long long e;
 
 	while (i < n) {
 		unsigned char c = u[i];
@@ -1133,17 +1150,7 @@ static int prescan(struct conv *cx, const char *t, size_t n, struct numbers *num
 			fail(cx, "invalid number \"%.*s\" at byte %zu", (int)(j - i > 40 ? 40 : j - i), t + i, i + 1);
 			return -EINVAL;
 		}
-		for (k = i; k < j && t[k] != 'e' && t[k] != 'E'; k++)
-			;
-		e = 0;
-		if (k < j) {
-			/* json_number() saw digits after the 'e'. */
-			size_t m = k + 1 + (t[k + 1] == '+' || t[k + 1] == '-');
-
-			for (; m < j && e <= MAX_EXPONENT; m++)
-				e = e * 10 + (t[m] - '0');
-		}
-		if (e > MAX_EXPONENT || j - i > MAX_NUMBER_LEN) {
+		if (!number_storable(t + i, j - i)) {
 			fail(cx, "number \"%.*s\" at byte %zu is beyond what PostgreSQL stores",
 			     (int)(j - i > 40 ? 40 : j - i), t + i, i + 1);
 			return -EINVAL;

@@ -134,6 +134,7 @@ static void test_refusals(void **state)
 	conv_err("{\"r\":{\"$regularExpression\":{\"pattern\":\"a\",\"options\":\"\"}}}", "not supported");
 	conv_err("{\"a\":{\"$numberDouble\":\"one\"}}", "$numberDouble: \"one\" is not a number");
 	conv_err("{\"a\":{\"$numberDecimal\":\"1.\"}}", "is not a number");
+	conv_err("{\"a\":{\"$numberDecimal\":\"1.5E+31705314599\"}}", "$numberDecimal: \"1.5E+31705314599\" is beyond");
 	conv_err("{\"a\":\"x\\u0000y\"}", "\\u0000");
 	conv_err("{\"a\":\"\xff\"}", "invalid UTF-8 at byte 7");
 	conv_err("{\"a\":\"\xed\xa0\x80\"}", "invalid UTF-8");
