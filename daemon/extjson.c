@@ -722,7 +722,9 @@ struct conv {
 	char *err;
 	size_t errlen;
 	char path[200];     /* where we are, for messages */
-	size_t plen;
+	size_t plen;        /* always leaves room for "...": plen + 4 < sizeof(path) */
+	bool full;          /* "..." ends the path since the push at full_at */
+	size_t full_at;
 	bool failed;
 };
 
@@ -751,6 +753,8 @@ static size_t path_push(struct conv *cx, const cJSON *item, int index)
 	size_t old = cx->plen, room = sizeof(cx->path) - old, n;
 	char tmp[16], *p = tmp + sizeof(tmp);
 
+	if (cx->full)
+		return old;
 	if (item->string) {
 		n = strlen(item->string) + (old ? 1 : 0);
 		if (n + 4 >= room)
@@ -776,11 +780,16 @@ static size_t path_push(struct conv *cx, const cJSON *item, int index)
 full:
 	memcpy(cx->path + old, "...", 4);
 	cx->plen = old + 3;
+	cx->full = true;
+	cx->full_at = old;
 	return old;
 }
 
 static void path_pop(struct conv *cx, size_t old)
 {
+	if (cx->full && old != cx->full_at)
+		return;
+	cx->full = false;
 	cx->plen = old;
 	cx->path[old] = '\0';
 }

@@ -146,6 +146,19 @@ static void test_refusals(void **state)
 	conv_err("{\"a\":1", "invalid JSON");
 	conv_err("{\"a\":1} x", "text after the document");
 	conv_err("{\"a\":nope}", "invalid JSON at byte 6 near \"nope}\"");
+	{
+		/* A path longer than the message holds ends in "...". */
+		char deep[2048], *q = deep;
+		int i;
+
+		for (i = 0; i < 12; i++)
+			q += sprintf(q, "{\"key-%02d-abcdefghijklmnopqrstuvwxyz\":[", i);
+		q += sprintf(q, "{\"$date\":\"never\"}");
+		for (i = 0; i < 12; i++)
+			q += sprintf(q, "]}");
+		conv_err(deep, "key-00-abcdefghijklmnopqrstuvwxyz[0].key-01-");
+		conv_err(deep, "...: $date: \"never\"");
+	}
 	/* Keys starting with '$' that are not type wrappers are data. */
 	conv_ok("{\"$set\":{\"$x\":1}}", "{\"$set\":{\"$x\":1}}");
 }
