@@ -519,10 +519,12 @@ static void main_up(PgConn *pc, void *ud)
 		run_schema(r);
 		return;
 	}
-	if (!r->live_known)
+	if (!r->live_known) {
+		/* No head yet: the hub must not see a zero position as one. */
 		find_head(r);
-	else
-		live_kick(r);
+		return;
+	}
+	live_kick(r);
 	hub_set_head(r->hub, &r->live);   /* waiting subscribers resume */
 }
 
