@@ -4,7 +4,8 @@
 # daemon notices the other system_identifier, starts a new changelog generation, drops
 # the old ticks and clears the old rows' xids (they count the old cluster's
 # transactions). A token from the old cluster gets ChangeStreamHistoryLost (286), given
-# in watch or stored for a durable consumer, never a silent resume; nvsrelay reset moves
+# in watch or stored for a durable consumer, never a silent resume; of two relays starting
+# together, one starts the generation and both serve it; nvsrelay reset moves
 # such a consumer on; a new subscriber streams exactly the new changes, also after the
 # new cluster's transaction counter has passed the old rows' xids; data and NVSentinel
 # positions survive; a second start keeps the new generation.
@@ -86,14 +87,20 @@ is_deeply({ map { $_ => scalar $hb->selectrow_array($data_sql{$_}) } keys %data_
 cmp_ok($hb->selectrow_array('SELECT pg_current_xact_id()::text::bigint'), '<', $max_old_xid,
     "the new cluster's xid counter is behind the restored rows' xids ($max_old_xid)");
 
-my $db = NvsTest::Daemon->start($new, set => $set);
-my $log = $db->log;
+# Two relays start on the restored database at once: one starts the new generation, both use it.
+my $db  = NvsTest::Daemon->start($new, set => $set, wait_ready => 0);
+my $db2 = NvsTest::Daemon->start($new, set => $set, wait_ready => 0, socket => $new->dir . '/relay2.sock');
+$_->wait_ready(30) for $db, $db2;
+my $log = $db->log . $db2->log;
 like($log, qr/warning database restored into another cluster: nvsrelay\.meta names system_identifier \d+, this cluster is \d+/,
     'the daemon notices the restore');
-like($log, qr/warning database restored into another cluster \(system_identifier now \d+\): new changelog generation [0-9a-f]{8}, tokens from before the restore get ChangeStreamHistoryLost/,
-    '... and starts a new generation');
+my @started = $log =~ /warning database restored into another cluster \(system_identifier now \d+\): new changelog generation ([0-9a-f]{8}), tokens from before the restore get ChangeStreamHistoryLost/g;
+is(scalar @started, 1, '... and exactly one of the two relays starts a new generation');
 my $new_gen = generation($db);
+is($started[0], $new_gen, '... the one both serve');
+is(generation($db2), $new_gen, '... both relays hello with it');
 isnt($new_gen, $old_gen, "hello: generation $new_gen, not $old_gen");
+is($db2->stop, 0, 'the second relay stops');
 is($hb->selectrow_array('SELECT system_identifier FROM nvsrelay.meta'), sysid($hb), 'nvsrelay.meta names the new cluster');
 is($hb->selectrow_array('SELECT count(*) FROM datastore_changelog WHERE id <= ? AND xid IS NOT NULL', undef, $max_old_id), 0,
     "the restored rows' xids are cleared");
