@@ -368,7 +368,7 @@ subtest 'a capture trigger without the switch: refused unless --stream' => sub {
 subtest 'throughput (printed, not asserted)' => sub {
     my $h = new_db('bulk');
     my $file = "$dir/bulk.json";
-    my $n = 20000;
+    my $n = 10000;
     open(my $fh, '>', $file) or die;
     my $tmpl = NvsTest::slurp("$FIX/health_events.json") =~ s/\n.*//sr;
     for my $i (1 .. $n) {
