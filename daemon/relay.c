@@ -367,6 +367,10 @@ static void ticked(void *ud)
 {
 	Relay *r = ud;
 
+	/* Until nvsrelay.meta is read the generation is unknown, and a head
+	 * found now would carry generation 0. */
+	if (!r->schema_done)
+		return;
 	if (!r->live_known)
 		find_head(r);
 	else
