@@ -76,7 +76,12 @@ static void watch(PgConn *pc, int events)
 {
 	int fd = PQsocket(pc->conn);
 
-	if (fd == pc->io_fd && events == pc->io_events && ev_is_active(&pc->io))
+	/* While connecting, libpq may close its socket and open the next one
+	 * (next host of the list, SSL fallback) under the same descriptor
+	 * number; epoll dropped the old one, so the same number is no proof of
+	 * the same socket.  ev_io_set marks the fd for re-registration. */
+	if (pc->state != ST_CONNECTING && fd == pc->io_fd && events == pc->io_events &&
+	    ev_is_active(&pc->io))
 		return;
 	ev_io_stop(pc->loop, &pc->io);
 	pc->io_fd = fd;

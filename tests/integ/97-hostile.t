@@ -85,20 +85,14 @@ for my $case (["\xff\xfe\xfd", 'bytes ff fe fd'], ["\xc3\x28", 'bad 2-byte seque
             "invalid UTF-8 ($label) in " . substr($frame, 0, 30) . "...: $what, usable=$usable");
         # A consumer name PostgreSQL cannot store must be refused, not retried forever.
         if ($frame =~ /consumer/) {
-            local $TODO = 'daemon bug: a consumer name that is not valid UTF-8 gets error 6 HostUnreachable '
-                . "('cannot read the stored position': PostgreSQL refused the parameter), so a client retries forever";
-            unlike($what, qr/^error 6$/, "... not 'retry later'");
+            is($what, 'error 14', "... refused as TypeMismatch, not 'retry later'");
         }
     }
 }
 my ($nul_what) = probe(qq({"op":"ping"}\0{"op":"bogus"}\n));
 like($nul_what, qr/^(error 9|ok pong)$/, "NUL inside a frame: $nul_what");
 my ($trail) = probe(qq({"op":"ping"} trailing garbage\n));
-{
-    local $TODO = 'daemon bug: client.c parses with cJSON_ParseWithLengthOpts(..., require_null_terminated = 0) '
-        . 'and never checks that the object ends the line, so {"op":"ping"} garbage is a ping';
-    is($trail, 'error 9', 'trailing bytes after the object: FailedToParse, not silently ignored');
-}
+is($trail, 'error 9', 'trailing bytes after the object: FailedToParse, not silently ignored');
 bystander_ok('garbage');
 
 # --- sizes --------------------------------------------------------------------------
