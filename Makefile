@@ -50,7 +50,7 @@ INCLUDEDIR ?= $(PREFIX)/include
 SQL_FILES  := $(sort $(wildcard sql/[0-9]*.sql))
 PROTO_OBJ  := $(PROTO_SRC:%.c=$(B)/%.o)
 DAEMON_OBJ := $(DAEMON_SRC:%.c=$(B)/%.o) $(B)/sql_embed.o
-PURE_OBJ   := $(PROTO_OBJ) $(B)/proto/wire.o $(patsubst %.c,$(B)/%.o,$(wildcard daemon/allow.c daemon/diff.c daemon/conf.c daemon/event.c daemon/extjson.c daemon/filter.c daemon/metrics.c))
+PURE_OBJ   := $(PROTO_OBJ) $(B)/proto/wire.o $(patsubst %.c,$(B)/%.o,$(wildcard daemon/allow.c daemon/diff.c daemon/conf.c daemon/event.c daemon/extjson.c daemon/filter.c daemon/metrics.c daemon/utf8.c))
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 # Every fuzz target is also built with the normal compiler into a replay

@@ -51,6 +51,7 @@
 #include "metrics.h"
 #include "relay.h"
 #include "tls.h"
+#include "utf8.h"
 
 #define READ_ROOM 65536
 #define CLOSE_LINGER 2.0
@@ -927,47 +928,6 @@ static void op_hello(Client *c, const cJSON *m)
 	client_send(c, buf, (size_t)n);
 }
 
-/* PostgreSQL refuses text that is not UTF-8; refusing it here gives the
- * client a clear error instead of a retry-later one. */
-static bool valid_utf8(const char *p)
-{
-	const unsigned char *s = (const unsigned char *)p;
-
-	while (*s) {
-		unsigned char b = *s;
-		size_t n, i;
-		unsigned cp;
-
-		if (b < 0x80) {
-			s++;
-			continue;
-		}
-		if (b >= 0xc2 && b <= 0xdf) {
-			n = 1;
-			cp = b & 0x1f;
-		} else if (b >= 0xe0 && b <= 0xef) {
-			n = 2;
-			cp = b & 0x0f;
-		} else if (b >= 0xf0 && b <= 0xf4) {
-			n = 3;
-			cp = b & 0x07;
-		} else {
-			return false;
-		}
-		for (i = 1; i <= n; i++) {
-			if ((s[i] & 0xc0) != 0x80)
-				return false;
-			cp = (cp << 6) | (s[i] & 0x3f);
-		}
-		/* Overlong forms, surrogates and values past U+10FFFF. */
-		if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
-		    (cp >= 0xd800 && cp <= 0xdfff))
-			return false;
-		s += n + 1;
-	}
-	return true;
-}
-
 /* Shape check only (PostgreSQL parses the value): digits, separators and a
  * zone, so nothing else reaches SQL even as a parameter. */
 static bool valid_rfc3339(const cJSON *v)
@@ -1032,7 +992,7 @@ static void op_watch(Client *c, const cJSON *m)
 	consumer = cJSON_GetObjectItemCaseSensitive(m, "consumer");
 	if (consumer && !cJSON_IsNull(consumer)) {
 		if (!cJSON_IsString(consumer) || !consumer->valuestring[0] || strlen(consumer->valuestring) > 255 ||
-		    !valid_utf8(consumer->valuestring)) {
+		    !utf8_valid(consumer->valuestring)) {
 			client_send_error(c, sid, ERR_TYPE_MISMATCH, "TypeMismatch",
 					  "consumer must be a non-empty UTF-8 string of at most 255 bytes", NULL);
 			return;
