@@ -98,7 +98,7 @@ $pg->psql(<<"SQL", user => 'postgres');
 GRANT CONNECT ON DATABASE nvsentinel TO $ROLE;
 GRANT USAGE ON SCHEMA public, nvsrelay TO $ROLE;
 GRANT SELECT, DELETE ON datastore_changelog TO $ROLE;
-GRANT SELECT, INSERT, UPDATE, DELETE ON resume_tokens TO $ROLE;
+GRANT SELECT, INSERT, UPDATE ON resume_tokens TO $ROLE;
 GRANT SELECT, INSERT, DELETE ON nvsrelay.tick TO $ROLE;
 GRANT SELECT ON nvsrelay.meta, nvsrelay.schema_migrations TO $ROLE;
 SQL
@@ -184,6 +184,9 @@ if (my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $hport, T
 }
 like($metrics, qr/^HTTP\/1\.[01] 200/, '/metrics answered');
 my @admin = map { (NvsTest::run_cmd([ "$build/nvsrelay", $_, '--admin-socket', $rt->admin_socket ]))[1] } qw(status consumers);
+my ($rrc, $rout) = NvsTest::run_cmd([ "$build/nvsrelay", 'reset', "lp-$rt->{n}", '--admin-socket', $rt->admin_socket ]);
+is($rrc, 0, 'runtime role: nvsrelay reset moves a stored position') or diag($rout);
+push @admin, $rout;
 my (undef, $check) = do {
     local %ENV = ((map { $_ => $ENV{$_} } grep { !/^(PG|DATASTORE_|NVSRELAYD_)/ } keys %ENV), %{ $pg->env }, %scram,
         NVSRELAYD_AUTH_TOKEN_FILE => $tokfile);
