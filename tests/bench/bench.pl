@@ -51,6 +51,15 @@ my %S = $opt{quick}
     : (lat_secs => 10, lat_drain => 5, rates => [ 100, 1000, 5000 ], capture_secs => 8, ooo_secs => 15,
        idle_secs => 60, drain_rows => 1000000, fan_total => 1000000, fan_subs => [ 1, 10, 100, 1000 ],
        restart_secs => 12, restart_rate => 200);
+# BENCH_SIZES="drain_rows=200000,idle_secs=10" overrides single sizes.
+for (grep {length} split /,/, $ENV{BENCH_SIZES} || '') {
+    my ($k, $v) = split /=/, $_, 2;
+    die "BENCH_SIZES: unknown size $k\n" unless exists $S{$k} && !ref $S{$k};
+    $S{$k} = $v;
+}
+# BENCH_DAEMON_SET="tick_min_interval_ms=2,poll_interval_ms=1000": settings
+# for every nvsrelayd the run starts (experiments; recorded in the results).
+my %DSET = map { split /=/, $_, 2 } grep {length} split /,/, $ENV{BENCH_DAEMON_SET} || '';
 my %ONLY = map { $_ => 1 } grep {length} split /,/, $opt{only};
 sub want { my ($p) = @_; return !%ONLY || $ONLY{$p} }
 
@@ -154,6 +163,24 @@ sub backends {
 
 sub cpu_sum { my $s = 0; $s += cpu_of($_) for @_; return $s }
 
+# The 1-minute load average: other work on the machine skews every figure,
+# so each phase records it.
+sub loadavg { return (split ' ', NvsTest::slurp('/proc/loadavg'))[0] + 0 }
+
+# Per-statement planning and execution time of the relay's own statements
+# (user nvsentinel) since the last pg_stat_statements_reset().
+sub relay_statements {
+    my @r;
+    for (split /\n/, psql("SELECT calls || '|' || round(total_plan_time::numeric, 1) || '|' || "
+        . "round(total_exec_time::numeric, 1) || '|' || rows || '|' || "
+        . "left(regexp_replace(query, '\\s+', ' ', 'g'), 60) FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid "
+        . "WHERE r.rolname = 'nvsentinel' ORDER BY total_plan_time + total_exec_time DESC LIMIT 6")) {
+        my ($calls, $plan, $exec, $rows, $q) = split /\|/, $_, 5;
+        push @r, { calls => $calls + 0, plan_ms => $plan + 0, exec_ms => $exec + 0, rows => $rows + 0, query => $q };
+    }
+    return \@r;
+}
+
 # ------------------------------------------------------------------ database
 
 sub conninfo {
@@ -181,7 +208,7 @@ sub reset_tables {
 sub daemon_start {
     my ($kind, %set) = @_;
     daemon_stop();
-    my %s = (log_level => 'info', %set);
+    my %s = (log_level => 'info', %DSET, %set);
     if ($kind eq 'unix') {
         $s{datastore_host}    = $pg->sockdir;
         $s{datastore_sslmode} = 'disable';
@@ -378,6 +405,20 @@ CREATE TABLE IF NOT EXISTS bench_trg (LIKE health_events INCLUDING ALL);
 $nonotify;
 CREATE OR REPLACE TRIGGER bench_trg_changes AFTER INSERT OR UPDATE OR DELETE ON bench_trg
     FOR EACH ROW EXECUTE FUNCTION bench_log_changes_no_notify();
+-- Experiment: the same capture as one statement-level trigger with a
+-- transition table (INSERT only here), one changelog INSERT and one NOTIFY
+-- per statement instead of per row.
+CREATE TABLE IF NOT EXISTS bench_stmt (LIKE health_events INCLUDING ALL);
+CREATE OR REPLACE FUNCTION bench_log_changes_stmt() RETURNS trigger LANGUAGE plpgsql AS \$fn\$
+BEGIN
+    INSERT INTO datastore_changelog (table_name, record_id, operation, new_values)
+    SELECT TG_TABLE_NAME, n.id, TG_OP, to_jsonb(n) FROM new_rows n;
+    PERFORM pg_notify('nvsentinel_changes', '{"table":"' || TG_TABLE_NAME || '"}');
+    RETURN NULL;
+END
+\$fn\$;
+CREATE OR REPLACE TRIGGER bench_stmt_changes AFTER INSERT ON bench_stmt REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION bench_log_changes_stmt();
 SQL
     (my $doc = $R{template}) =~ s/\@SEQ\@/0/;
     $doc =~ s/\@(SEC|NANO)\@/1764000000/g;
@@ -394,6 +435,9 @@ SQL
         [ trigger => 'bench_trg',     'capture trigger, no NOTIFY' ],
         [ notify  => 'health_events', 'capture trigger + NOTIFY' ],
         [ relay   => 'health_events', 'trigger + NOTIFY, nvsrelayd + 1 subscriber reading' ],
+        # Experiments, not what is installed: where the cost comes from.
+        [ stmt    => 'bench_stmt',    'experiment: statement-level trigger + NOTIFY (transition table)' ],
+        [ lean    => 'health_events', "experiment: trigger + NOTIFY without NVSentinel's two partial changelog indexes" ],
     );
     my %res;
     for my $rows (1, 100) {
@@ -412,7 +456,11 @@ SQL
             }
             close $fh;
             daemon_stop();
-            psql("TRUNCATE bench_plain, bench_trg, health_events, datastore_changelog; CHECKPOINT;");
+            psql("TRUNCATE bench_plain, bench_trg, bench_stmt, health_events, datastore_changelog; CHECKPOINT;");
+            my $idx = $key eq 'lean' ? psql("SELECT string_agg(pg_get_indexdef(indexrelid), ';') FROM pg_index "
+                . "WHERE indrelid = 'datastore_changelog'::regclass AND indexrelid::regclass::text IN "
+                . "('idx_changelog_unprocessed', 'idx_changelog_resume')") : '';
+            psql('DROP INDEX idx_changelog_unprocessed, idx_changelog_resume') if $key eq 'lean';
             my $sub;
             if ($key eq 'relay') {
                 daemon_start('tls');
@@ -428,6 +476,7 @@ SQL
             my ($lat) = $out =~ /latency average = ([\d.]+) ms/;
             die "no tps in pgbench output: $out" unless defined $tps;
             if ($sub) { kill 'TERM', $sub->{pid}; reap($sub, 10) }
+            psql($idx) if $idx;
             $res{$rows}{$key} = { tps => $tps + 0, rows_s => $tps * $rows, latency_ms => $lat, label => $label };
             say_ sprintf '  %3d-row tx, %-8s %9.0f rows/s', $rows, $key, $tps * $rows;
         }
@@ -436,7 +485,8 @@ SQL
         }
     }
     daemon_stop();
-    psql("DROP TABLE bench_plain, bench_trg; DROP FUNCTION bench_log_changes_no_notify(), bench_doc(); "
+    psql("DROP TABLE bench_plain, bench_trg, bench_stmt; "
+        . "DROP FUNCTION bench_log_changes_no_notify(), bench_log_changes_stmt(), bench_doc(); "
         . "TRUNCATE health_events, datastore_changelog;");
     $R{phases}{capture} = \%res;
 }
@@ -451,10 +501,17 @@ sub phase_latency {
         [ 'poll-1s',    'NVSentinel polling, 1 s',         'tls' ],
         [ 'hybrid',     'NVSentinel hybrid (LISTEN + id fetch, 30 s/5 s fallback)', 'tls' ],
     );
+    # BENCH_VARIANTS="relay-tls,poll-10ms" and BENCH_RATES="1000" narrow the
+    # matrix for experiments.
+    if (my $only = $ENV{BENCH_VARIANTS}) {
+        my %k = map { $_ => 1 } split /,/, $only;
+        @variants = grep { $k{ $_->[0] } } @variants;
+    }
+    $S{rates} = [ split /,/, $ENV{BENCH_RATES} ] if $ENV{BENCH_RATES};
     my $i = 0;
     for my $rate (@{ $S{rates} }) {
         my $count   = int($rate * $S{lat_secs});
-        my $writers = $rate >= 5000 ? 4 : $rate >= 1000 ? 2 : 1;
+        my $writers = $rate >= 5000 ? 8 : $rate >= 1000 ? 2 : 1;
         for my $v (@variants) {
             my ($key, $label, $transport) = @$v;
             my $tag = "lat.$rate.$key";
@@ -463,7 +520,9 @@ sub phase_latency {
             if ($key =~ /^relay-(\w+)/) { daemon_stop(); reset_tables(); daemon_start($1) }
             else                        { daemon_stop(); reset_tables() }
             use_trigger('nvsentinel') if $key eq 'hybrid';
-            my $secs = $S{lat_secs} + $S{lat_drain} + 5;
+            # The receivers run until stopped: at 5k ev/s the writers may take
+            # longer than planned, and a receiver must not leave before them.
+            my $secs = $S{lat_secs} * 10 + 120;
             my @floors = map {
                 spawn("$tag.floor-$_", "$BIN/bench_listen", '--conninfo', conninfo($_, 'bench_floor'),
                     '--expect', $count, '--seconds', $secs, '--ready', "$W/$tag.floor-$_.ready",
@@ -482,6 +541,8 @@ sub phase_latency {
             my $cpu0 = $daemon ? cpu_of($daemon->pid) : 0;
             my @be   = $daemon ? backends('nvsrelayd') : backends('bench_poll');
             my $bcpu0 = cpu_sum(@be);
+            psql('SELECT pg_stat_statements_reset()');
+            my $load0 = loadavg();
             my $wr = spawn("$tag.writer", "$BIN/bench_writer", '--conninfo', conninfo('unix', 'bench_writer'),
                 '--template', "$W/template.json", '--count', $count, '--rate', $rate, '--writers', $writers,
                 '--seed', $opt{seed} + $i, '--out', "$W/$tag.writer.rec");
@@ -499,7 +560,9 @@ sub phase_latency {
                 sub => $ss, duplicates => $dups, seed => $opt{seed} + $i, writers => $writers,
                 achieved_rate => $ws->{committed} / ($ws->{seconds} || 1),
                 stats => latency_stats($w, $arr, keep => $rate == 1000),
-                client_cpu_s => $ss->{cpu_s}, daemon_cpu_s => $dcpu, backend_cpu_s => $bcpu);
+                client_cpu_s => $ss->{cpu_s}, daemon_cpu_s => $dcpu, backend_cpu_s => $bcpu,
+                loadavg => [ $load0, loadavg() ], disorder => $ss->{disorder},
+                statements => $key =~ /^relay/ ? relay_statements() : undef);
             for my $f (qw(unix tls)) {
                 $row{"floor_$f"} = latency_stats($w, floor_arrivals("$W/$tag.floor-$f.rec", $bypid),
                     keep => $rate == 1000);
@@ -590,7 +653,7 @@ sub phase_ooo {
             }
             $res{$name}{$c} = { committed => scalar @committed, delivered => scalar(keys %$arr) - $phantoms,
                 missing => scalar @missing, skipped => $skipped + 0, behind => $behind, phantoms => $phantoms,
-                duplicates => $dups, queries => $s->{queries} };
+                duplicates => $dups, queries => $s->{queries}, disorder => $s->{disorder} };
             say_ sprintf '  %-9s missed %d (skipped %d, behind %d) of %d, phantoms %d, duplicates %d', $c,
                 scalar @missing, $skipped, $behind, scalar @committed, $phantoms, $dups;
         }
@@ -730,7 +793,8 @@ sub phase_drain {
     my $wall = ($s->{last_ns} - $m0) / 1e9;
     my %d = (rows => $n, load_s => $load, commit_s => $tc1 - $tc, events => $s->{events}, seconds => $wall,
         rate => $s->{events} / ($wall || 1e-9), first_event_s => ($s->{first_ns} - $m0) / 1e9,
-        daemon_cpu_s => $c1 - $c0, backend_cpu_s => $b1 - $b0, client_cpu_s => $s->{cpu_s}, rss_max_kb => $rss_max);
+        daemon_cpu_s => $c1 - $c0, backend_cpu_s => $b1 - $b0, client_cpu_s => $s->{cpu_s}, rss_max_kb => $rss_max,
+        disorder => $s->{disorder});
     $d{daemon_cpu_per_m} = $d{daemon_cpu_s} * 1e6 / ($s->{events} || 1);
     $d{backend_cpu_per_m} = $d{backend_cpu_s} * 1e6 / ($s->{events} || 1);
     say_ sprintf '  %d events in %.2f s: %.0f ev/s; daemon %.2f CPU-s (%.1f per 1M), backends %.2f CPU-s, RSS max %d KiB',
@@ -750,7 +814,8 @@ sub phase_drain {
     $s = summary($cu);
     $wall = ($s->{last_ns} - $m0) / 1e9;
     my %c = (rows => $n, events => $s->{events}, seconds => $wall, rate => $s->{events} / ($wall || 1e-9),
-        daemon_cpu_s => $c1 - $c0, backend_cpu_s => $b1 - $b0, client_cpu_s => $s->{cpu_s}, rss_max_kb => $rss_max);
+        daemon_cpu_s => $c1 - $c0, backend_cpu_s => $b1 - $b0, client_cpu_s => $s->{cpu_s}, rss_max_kb => $rss_max,
+        disorder => $s->{disorder});
     $c{daemon_cpu_per_m} = $c{daemon_cpu_s} * 1e6 / ($s->{events} || 1);
     say_ sprintf '  %d events in %.2f s: %.0f ev/s; daemon %.2f CPU-s', $s->{events}, $wall, $c{rate}, $c{daemon_cpu_s};
     $R{phases}{catchup} = \%c;
@@ -843,7 +908,7 @@ sub phase_restart {
     $old->stop(10);
     my $tx = mono_now();
     my $ts = mono_now();
-    $daemon = NvsTest::Daemon->start($pg, set => { log_level => 'info', ack_flush_ms => 50 }, wait_ready => 0,
+    $daemon = NvsTest::Daemon->start($pg, set => { log_level => 'info', %DSET, ack_flush_ms => 50 }, wait_ready => 0,
         bin => $DAEMON_BIN);
     $daemon->wait_ready(30);
     my $tr = mono_now();
@@ -919,8 +984,10 @@ sub report {
         "| PostgreSQL | $R{pg_version} |",
         "| nvsrelayd | $m->{nvsrelayd} (git $m->{git}), $m->{cc} |",
         "| libpq / OpenSSL | $m->{libpq} / $m->{openssl} |",
-        "| PostgreSQL settings | pgtmp.sh: fsync=off, full_page_writes=off, synchronous_commit=on; shared_preload_libraries=pg_stat_statements; $R{pg_settings} |",
-        "| nvsrelayd settings | defaults (conf/nvsrelayd.conf) except log_level=info; $R{daemon_settings} |",
+        "| PostgreSQL settings | pgtmp.sh: fsync=off, full_page_writes=off, synchronous_commit=on; shared_preload_libraries=pg_stat_statements (track_planning=on); $R{pg_settings} |",
+        "| machine load | 1-minute load average $R{load_start} at the start, $R{load_end} at the end (other work on the machine skews every figure; each latency row records its own) |",
+        "| nvsrelayd settings | defaults (conf/nvsrelayd.conf) except log_level=info"
+        . (%DSET ? ', ' . join(', ', map {"**$_=$DSET{$_}**"} sort keys %DSET) : '') . "; $R{daemon_settings} |",
         "| document | NvsTest::health_doc XID event, $R{doc_bytes} bytes as inserted |",
         "| clients | tests/bench/bench_*.c: writer (libpq), LISTEN floor (libpq), NVSentinel polling baseline (libpq), nvsrelayd subscriber (libnvsrelay; `raw` = frame splitter only) |",
         '';
@@ -933,16 +1000,26 @@ sub report {
             'From the moment the writer sends COMMIT to the moment the subscriber has the event (ms; CLOCK_MONOTONIC '
             . 'shared by all processes). The floor is a bare LISTEN client receiving the trigger\'s NOTIFY over the same '
             . 'transport, measured in the same run as each row. First 5% of events are warm-up.', '',
-            '| ev/s | subscriber | p50 | p95 | p99 | max | floor p50 | floor p99 | p99 − floor | p99 / floor | delivered | client CPU | relay CPU |',
-            '|---|---|---|---|---|---|---|---|---|---|---|---|---|';
+            '| ev/s | subscriber | p50 | p95 | p99 | max | floor p50 | floor p99 | p99 − floor | p99 / floor | delivered | client CPU | relay CPU | relay backends CPU | load |',
+            '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|';
         for my $r (@$L) {
             my ($s, $f) = ($r->{stats}, $r->{"floor_$r->{transport}"});
             my $d = defined $s->{p99} && defined $f->{p99} ? fmt_ms($s->{p99} - $f->{p99}) : 'n/a';
-            push @md, sprintf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d/%d | %s s | %s |',
+            push @md, sprintf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d/%d | %s s | %s | %s | %s |',
                 $r->{rate} . ($r->{achieved_rate} < $r->{rate} * 0.95 ? sprintf(' (%.0f achieved)', $r->{achieved_rate}) : ''),
                 "$r->{key} ($r->{transport})", fmt_ms($s->{p50}), fmt_ms($s->{p95}), fmt_ms($s->{p99}), fmt_ms($s->{max}),
                 fmt_ms($f->{p50}), fmt_ms($f->{p99}), $d, ratio($s->{p99}, $f->{p99}, 1), $s->{delivered}, $s->{n},
-                fmt($r->{client_cpu_s}), defined $r->{daemon_cpu_s} ? fmt($r->{daemon_cpu_s}) . ' s' : '–';
+                fmt($r->{client_cpu_s}), defined $r->{daemon_cpu_s} ? fmt($r->{daemon_cpu_s}) . ' s' : '–',
+                defined $r->{daemon_cpu_s} ? fmt($r->{backend_cpu_s}) . ' s' : '–', fmt($r->{loadavg}[0], 1);
+        }
+        if (my ($r) = grep { $_->{rate} == 1000 && $_->{key} eq 'relay-tls' && $_->{statements} } @$L) {
+            push @md, '', "Where the relay's PostgreSQL time went at 1k ev/s (pg_stat_statements, user nvsentinel; planning "
+                . 'happens on every call because the statements are sent with parameters, unprepared):', '',
+                '| calls | planning ms | execution ms | rows | statement |', '|---|---|---|---|---|';
+            for my $st (@{ $r->{statements} }) {
+                (my $q = $st->{query}) =~ s/\|/\\|/g;
+                push @md, sprintf '| %d | %.1f | %.1f | %d | `%s…` |', $st->{calls}, $st->{plan_ms}, $st->{exec_ms}, $st->{rows}, $q;
+            }
         }
         push @md, '', '![latency CDF at 1k ev/s](latency_cdf.svg)', '![p99 by rate](latency_p99.svg)', '';
     }
@@ -952,13 +1029,13 @@ sub report {
             . '(seeds ' . join(', ', map { $O->{$_}{seed} } qw(A B)) . '). "Inversions": commits whose changelog id is '
             . 'below one already visible. "Skipped": the poller\'s final cursor is past the row, so it is never read; '
             . '"behind": not reached yet when the run ended. Phantoms are delivered events of rolled-back transactions.', '',
-            '| run | trigger | subscriber | committed | inversions | missed | skipped | behind | phantoms | duplicates |',
-            '|---|---|---|---|---|---|---|---|---|---|';
+            '| run | trigger | subscriber | committed | inversions | missed | skipped | behind | phantoms | duplicates | out of order |',
+            '|---|---|---|---|---|---|---|---|---|---|---|';
         for my $run (qw(A B)) {
             for my $c (grep { exists $O->{$run}{$_}{committed} } qw(relay poll-10ms poll-1s hybrid)) {
                 my $x = $O->{$run}{$c};
                 push @md, "| $run | $O->{$run}{trigger} | $c | $x->{committed} | $O->{$run}{inversions} | $x->{missing} | "
-                    . "$x->{skipped} | $x->{behind} | $x->{phantoms} | $x->{duplicates} |";
+                    . "$x->{skipped} | $x->{behind} | $x->{phantoms} | $x->{duplicates} | " . ($x->{disorder} // '–') . ' |';
             }
         }
         push @md, '';
@@ -1033,7 +1110,7 @@ sub report {
             . '(same columns and indexes, no trigger).', '',
             '| rows per transaction | variant | rows/s | vs plain INSERT | latency ms |', '|---|---|---|---|---|';
         for my $rows (1, 100) {
-            for my $k (qw(plain trigger notify relay)) {
+            for my $k (qw(plain trigger notify relay stmt lean)) {
                 my $x = $C->{$rows}{$k} or next;
                 push @md, sprintf '| %d | %s | %s | %.2f× | %.2f |', $rows, $x->{label}, kfmt($x->{rows_s}), $x->{ratio}, $x->{latency_ms};
             }
@@ -1193,7 +1270,8 @@ sub gnuplot {
 
 make_path($opt{out});
 my $out = abs_path($opt{out});
-$pg = NvsTest::Pg->start(conf => { shared_preload_libraries => "'pg_stat_statements'", max_connections => 1200 });
+$pg = NvsTest::Pg->start(conf => { shared_preload_libraries => "'pg_stat_statements'", 'pg_stat_statements.track_planning' => 'on',
+    max_connections => 1200 });
 $W = $pg->dir . '/bench';
 mkdir $W or die "$W: $!";
 # The binaries are copied first: a rebuild of the build tree during the run
@@ -1206,6 +1284,7 @@ for my $f ("$opt{build}/nvsrelayd", map {"$BIN/$_"} qw(bench_writer bench_listen
 $BIN = "$W/bin";
 $DAEMON_BIN = "$W/bin/nvsrelayd";
 $R{date}    = POSIX::strftime('%Y-%m-%d %H:%M UTC', gmtime);
+$R{load_start} = loadavg();
 $R{seed}    = $opt{seed};
 $R{quick}   = $opt{quick};
 $R{machine} = machine_info();
@@ -1223,7 +1302,8 @@ $R{pg_settings} = join(', ', map {"$_=" . psql("SHOW $_")} qw(shared_buffers max
 daemon_start('tls');
 $RELAY_TRIGGER = psql("SELECT pg_get_functiondef('log_table_changes'::regproc)");
 {
-    my ($rc, $cfg) = NvsTest::run_cmd([ $DAEMON_BIN, '--config', '/dev/null', '--check-config' ]);
+    my ($rc, $cfg) = NvsTest::run_cmd([ $DAEMON_BIN, '--config', '/dev/null', (map { ('--set', "$_=$DSET{$_}") } sort keys %DSET),
+        '--check-config' ]);
     my %c = map { /^(\w+)\s*=\s*(.*)$/ ? ($1 => $2) : () } split /\n/, $cfg;
     $R{daemon_settings} = join(', ', map {"$_=" . ($c{$_} // '?')}
         qw(poll_interval_ms tick_min_interval_ms tick_idle_ms batch_rows ring_events ack_flush_ms));
@@ -1253,6 +1333,7 @@ my $ok = eval {
 my $err = $@;
 daemon_stop();
 $R{wall_s} = NvsTest::now() - $T0;
+$R{load_end} = loadavg();
 if (!$ok) {
     push @{ $R{notes} }, "the run stopped early: $err";
     print STDERR "bench: $err";

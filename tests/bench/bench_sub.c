@@ -52,6 +52,23 @@ struct rawconn {
 static struct bench_log g_log;
 static struct bench_seen g_seen;
 static uint64_t g_first_ns, g_last_ns;
+/* Tokens compare as strings in delivery order: one that does not grow
+ * is an ordering violation (a duplicate after a reconnect is not). */
+static char g_last_tok[64];
+static long long g_disorder;
+
+static void note_token(const char *tok, int after_reconnect)
+{
+	int c;
+
+	if (!tok)
+		return;
+	c = strcmp(tok, g_last_tok);
+	if (c < 0 && !after_reconnect)
+		g_disorder++;
+	if (c > 0)
+		snprintf(g_last_tok, sizeof(g_last_tok), "%s", tok);
+}
 
 static void write_token(const char *path, const char *tok)
 {
@@ -133,6 +150,7 @@ static int run_lib(const struct opts *o, uint64_t deadline)
 			const char *ev = nvsrelay_event_json(f, &len);
 
 			note_event(bench_seq_of(ev, len), now, 1);
+			note_token(nvsrelay_frame_token(f), o->reconnect);
 			if (down_ns && nrec < 16) {
 				rl += (size_t)snprintf(recon + rl, sizeof(recon) - rl,
 						       "%s{\"down_ns\":%llu,\"watch_ns\":%llu,\"event_ns\":%llu}",
@@ -169,8 +187,8 @@ static int run_lib(const struct opts *o, uint64_t deadline)
 	if (o->ack)
 		nvsrelay_flush(c, 2000);
 	nvsrelay_close(c);
-	printf("{\"conns\":1,\"events\":%zu,\"distinct\":%lld,\"duplicates\":%lld,\"first_ns\":%llu,"
-	       "\"last_ns\":%llu,\"reconnects\":[%s]", g_log.n, g_seen.distinct, g_seen.dups,
+	printf("{\"conns\":1,\"events\":%zu,\"distinct\":%lld,\"duplicates\":%lld,\"disorder\":%lld,"
+	       "\"first_ns\":%llu,\"last_ns\":%llu,\"reconnects\":[%s]", g_log.n, g_seen.distinct, g_seen.dups, g_disorder,
 	       (unsigned long long)g_first_ns, (unsigned long long)g_last_ns, recon);
 	return 0;
 }
@@ -266,6 +284,11 @@ static int run_raw(const struct opts *o, uint64_t deadline)
 					c->events++;
 					total++;
 					note_event(first ? bench_seq_of(line, len) : -1, now, first);
+					if (first) {
+						char tok[64];
+
+						note_token(token_in(line, len, tok, sizeof(tok)), 0);
+					}
 					if (o->expect && c->events == o->expect) {
 						c->done_ns = now;
 						done++;
@@ -287,7 +310,8 @@ static int run_raw(const struct opts *o, uint64_t deadline)
 		}
 	}
 	printf("{\"conns\":%d,\"events\":%lld,\"complete_conns\":%d,\"distinct\":%lld,\"duplicates\":%lld,"
-	       "\"first_ns\":%llu,\"last_ns\":%llu", o->conns, total, done, g_seen.distinct, g_seen.dups,
+	       "\"disorder\":%lld,\"first_ns\":%llu,\"last_ns\":%llu", o->conns, total, done, g_seen.distinct,
+	       g_seen.dups, g_disorder,
 	       (unsigned long long)g_first_ns, (unsigned long long)g_last_ns);
 	for (i = 0; i < o->conns; i++) {
 		close(cs[i].fd);
