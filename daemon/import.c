@@ -365,7 +365,8 @@ static bool begin(struct import *im)
 		n += (size_t)snprintf(list + n, sizeof(list) - n, "%s%s", i ? ", " : "", cols[i]);
 	/* A batch fits in the session's temporary buffers and never spills;
 	 * settable only before the first temporary table. */
-	if (!exec_ok(im, "SET temp_buffers = '128MB'", "SET temp_buffers") || !exec_ok(im, "BEGIN", "BEGIN"))
+	if (!exec_ok(im, "SET temp_buffers = '128MB'", "SET temp_buffers") ||
+	    !exec_ok(im, "SET client_min_messages = warning", "SET client_min_messages") || !exec_ok(im, "BEGIN", "BEGIN"))
 		return false;
 	if (!im->stream && !exec_ok(im, "SET LOCAL nvsrelay.capture = off", "turning capture off"))
 		return false;
