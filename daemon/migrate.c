@@ -193,6 +193,7 @@ static int apply(PGconn *pg, unsigned *applied)
 		/* Another relay may be migrating: wait for it, then look again. */
 		if (!exec_ok(pg, "BEGIN", "BEGIN") ||
 		    !exec_ok(pg, "SELECT pg_advisory_xact_lock(" MIGRATE_LOCK_KEY ")", "taking the migration lock") ||
+		    !exec_ok(pg, "SET LOCAL lock_timeout = '2s'", "setting lock_timeout") ||
 		    !exec_ok(pg, "CREATE SCHEMA IF NOT EXISTS nvsrelay;"
 				 "CREATE TABLE IF NOT EXISTS nvsrelay.schema_migrations ("
 				 " version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL,"

@@ -310,6 +310,10 @@ static int begin_locked(PgConn *pc, struct run *run)
 	return pgconn_query(pc,
 				 "BEGIN;"
 				 "SELECT pg_advisory_xact_lock(" MIGRATE_LOCK_KEY ");"
+				 /* A table lock NVSentinel's writers hold fails the step
+				  * after 2 s (retried with backoff) rather than queueing
+				  * every writer behind the migration. */
+				 "SET LOCAL lock_timeout = '2s';"
 				 "CREATE SCHEMA IF NOT EXISTS nvsrelay;"
 				 "CREATE TABLE IF NOT EXISTS nvsrelay.schema_migrations ("
 				 " version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL,"
