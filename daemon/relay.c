@@ -49,7 +49,9 @@
  * The batch is the range of xids that started after the previous tick and
  * are visible in this one, plus the xids in progress at the previous tick
  * that this one sees committed (form B of the tick prototype: its cost does
- * not grow with old transactions elsewhere in the cluster).
+ * not grow with old transactions elsewhere in the cluster).  Those xids are
+ * an array for one index scan: as a set-returning function in a join the
+ * planner, blind to their number, hashed the whole changelog instead.
  */
 static const char page_sql[] =
 	"WITH n AS (SELECT tick_id, snap FROM nvsrelay.tick WHERE tick_id = CASE WHEN $2::boolean"
@@ -60,8 +62,9 @@ static const char page_sql[] =
 	"  WHERE c.xid >= pg_snapshot_xmax(s.ps) AND c.xid < pg_snapshot_xmax(s.ns)"
 	"   AND pg_visible_in_snapshot(c.xid, s.ns) AND c.id > $3::bigint"
 	"   AND ($5::text IS NULL OR c.table_name = $5::text)"
-	"  UNION ALL SELECT c.* FROM s, pg_snapshot_xip(s.ps) AS x(xid), datastore_changelog c"
-	"  WHERE c.xid = x.xid AND pg_visible_in_snapshot(x.xid, s.ns) AND c.id > $3::bigint"
+	"  UNION ALL SELECT c.* FROM s, datastore_changelog c"
+	"  WHERE c.xid = ANY (ARRAY(SELECT pg_snapshot_xip(s.ps)))"
+	"   AND pg_visible_in_snapshot(c.xid, s.ns) AND c.id > $3::bigint"
 	"   AND ($5::text IS NULL OR c.table_name = $5::text)"
 	"  ORDER BY id LIMIT $4::integer)"
 	" SELECT (SELECT t FROM s), NULL::bigint,"

@@ -144,13 +144,15 @@ static void poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	Ticker *t = w->data;
 	/* Rows visible now that the last tick did not see: the range branch
-	 * and the xip branch of the batch query, with "now" as the snapshot. */
+	 * and the xip branch of the batch query, with "now" as the snapshot
+	 * (the xip as an array, an index scan, as in the batch query). */
 	static const char probe[] =
 		"SELECT EXISTS (SELECT 1 FROM datastore_changelog c "
 		" WHERE c.xid >= pg_snapshot_xmax($1::pg_snapshot) AND c.xid < pg_snapshot_xmax(pg_current_snapshot())"
 		" AND pg_visible_in_snapshot(c.xid, pg_current_snapshot())"
-		" UNION ALL SELECT 1 FROM pg_snapshot_xip($1::pg_snapshot) AS x(xid) JOIN datastore_changelog c ON c.xid = x.xid"
-		" WHERE pg_visible_in_snapshot(x.xid, pg_current_snapshot()))";
+		" UNION ALL SELECT 1 FROM datastore_changelog c"
+		" WHERE c.xid = ANY (ARRAY(SELECT pg_snapshot_xip($1::pg_snapshot)))"
+		" AND pg_visible_in_snapshot(c.xid, pg_current_snapshot()))";
 	const char *params[1];
 
 	(void)loop;
