@@ -1270,8 +1270,16 @@ sub gnuplot {
 
 make_path($opt{out});
 my $out = abs_path($opt{out});
-$pg = NvsTest::Pg->start(conf => { shared_preload_libraries => "'pg_stat_statements'", 'pg_stat_statements.track_planning' => 'on',
-    max_connections => 1200 });
+# BENCH_PG_CONF="auto_explain.log_min_duration=20,..." adds server settings
+# (diagnosis; "auto_explain" then joins the preloaded libraries).
+my %pgconf = (shared_preload_libraries => "'pg_stat_statements'", 'pg_stat_statements.track_planning' => 'on',
+    max_connections => 1200);
+for (grep {length} split /,/, $ENV{BENCH_PG_CONF} || '') {
+    my ($k, $v) = split /=/, $_, 2;
+    $pgconf{$k} = $v;
+    $pgconf{shared_preload_libraries} = "'pg_stat_statements,auto_explain'" if $k =~ /^auto_explain\./;
+}
+$pg = NvsTest::Pg->start(conf => \%pgconf);
 $W = $pg->dir . '/bench';
 mkdir $W or die "$W: $!";
 # The binaries are copied first: a rebuild of the build tree during the run
