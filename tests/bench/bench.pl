@@ -46,10 +46,10 @@ $ENV{NVSRELAY_BUILD} = $opt{build};
 # Sizes: full (the figures) and quick (a smoke run of about a minute).
 my %S = $opt{quick}
     ? (lat_secs => 0.5, lat_drain => 1, rates => [ 100, 1000, 5000 ], capture_secs => 1, ooo_secs => 1,
-       idle_secs => 2, drain_rows => 10000, fan_total => 10000, fan_subs => [ 1, 10, 100, 1000 ],
+       idle_secs => 2, drain_rows => 10000, drain_secs => 30, fan_total => 10000, fan_subs => [ 1, 10, 100, 1000 ],
        restart_secs => 3, restart_rate => 100)
-    : (lat_secs => 10, lat_drain => 5, rates => [ 100, 1000, 5000 ], capture_secs => 8, ooo_secs => 15,
-       idle_secs => 60, drain_rows => 1000000, fan_total => 1000000, fan_subs => [ 1, 10, 100, 1000 ],
+    : (lat_secs => 10, lat_drain => 5, rates => [ 100, 1000, 5000 ], capture_secs => 6, ooo_secs => 15,
+       idle_secs => 60, drain_rows => 1000000, drain_secs => 120, fan_total => 2000000, fan_subs => [ 1, 10, 100, 1000 ],
        restart_secs => 12, restart_rate => 200);
 # BENCH_SIZES="drain_rows=200000,idle_secs=10" overrides single sizes.
 for (grep {length} split /,/, $ENV{BENCH_SIZES} || '') {
@@ -440,6 +440,9 @@ SQL
         [ lean    => 'health_events', "experiment: trigger + NOTIFY without NVSentinel's two partial changelog indexes" ],
     );
     my %res;
+    # Two rounds, variants interleaved, the better of the two kept: other
+    # work on the machine only ever slows a run down.
+    for my $round (1, 2) {
     for my $rows (1, 100) {
         for my $v (@variants) {
             my ($key, $table, $label) = @$v;
@@ -477,9 +480,16 @@ SQL
             die "no tps in pgbench output: $out" unless defined $tps;
             if ($sub) { kill 'TERM', $sub->{pid}; reap($sub, 10) }
             psql($idx) if $idx;
-            $res{$rows}{$key} = { tps => $tps + 0, rows_s => $tps * $rows, latency_ms => $lat, label => $label };
-            say_ sprintf '  %3d-row tx, %-8s %9.0f rows/s', $rows, $key, $tps * $rows;
+            my $old = $res{$rows}{$key};
+            $res{$rows}{$key} = { tps => $tps + 0, rows_s => $tps * $rows, latency_ms => $lat, label => $label,
+                rounds => [ ($old ? @{ $old->{rounds} } : ()), $tps * $rows ] }
+                if !$old || $tps * $rows > $old->{rows_s};
+            push @{ $res{$rows}{$key}{rounds} }, $tps * $rows if $old && $tps * $rows <= $old->{rows_s};
+            say_ sprintf '  round %d, %3d-row tx, %-8s %9.0f rows/s', $round, $rows, $key, $tps * $rows;
         }
+    }
+    }
+    for my $rows (1, 100) {
         for my $key (keys %{ $res{$rows} }) {
             $res{$rows}{$key}{ratio} = $res{$rows}{$key}{rows_s} / $res{$rows}{plain}{rows_s};
         }
@@ -787,7 +797,8 @@ sub phase_drain {
     my $rss_max = 0;
     my $m0 = mono_now();
     my ($tc, $tc1) = $commit->();
-    reap($sub, $secs, sub { my $r = rss_kb($daemon->pid); $rss_max = $r if $r > $rss_max });
+    # At most drain_secs: a slow drain is reported by its rate, not waited for.
+    reap($sub, $S{drain_secs}, sub { my $r = rss_kb($daemon->pid); $rss_max = $r if $r > $rss_max });
     my ($c1, $b1) = (cpu_of($daemon->pid), cpu_sum(@be));
     my $s = summary($sub);
     my $wall = ($s->{last_ns} - $m0) / 1e9;
@@ -809,7 +820,7 @@ sub phase_drain {
     $m0 = mono_now();
     my $cu = spawn('catchup.sub', "$BIN/bench_sub", '--socket', $daemon->socket, '--raw', '--expect', $n,
         '--resume-after', $tok, '--seconds', $secs);
-    reap($cu, $secs, sub { my $r = rss_kb($daemon->pid); $rss_max = $r if $r > $rss_max });
+    reap($cu, $S{drain_secs}, sub { my $r = rss_kb($daemon->pid); $rss_max = $r if $r > $rss_max });
     ($c1, $b1) = (cpu_of($daemon->pid), cpu_sum(backends('nvsrelayd')));
     $s = summary($cu);
     $wall = ($s->{last_ns} - $m0) / 1e9;
@@ -851,9 +862,11 @@ sub phase_fanout {
     $res{rss_idle_kb} = rss_kb($daemon->pid);
     my $first = 1;
     for my $n (@{ $S{fan_subs} }) {
+        # The same batch for 1 to 100 subscribers (10k events, well inside
+        # the ring, read in 10 pages), fewer for 1000 to bound the run.
         my $e = int($S{fan_total} / $n);
-        $e = int($S{fan_total} / 10) if $e > $S{fan_total} / 10;
-        $e = 500 if $e < 500;
+        $e = 10000 if $e > 10000;
+        $e = 1000 if $e < 1000;
         say_ "fan-out: $n subscribers x $e events";
         my $secs = 60 + $n * $e / 20000;
         my $sub = spawn("fan.$n", "$BIN/bench_sub", '--socket', $daemon->socket, '--raw', '--conns', $n,
@@ -1044,29 +1057,33 @@ sub report {
         my $cap = $P->{capture} ? $P->{capture}{1}{notify}{rows_s} : undef;
         push @md, '## 3. Drain and catch-up', '',
             "$D->{rows} changelog rows committed at once by 4 transactions, to one live subscriber (`raw` reader); then a "
-            . 'second subscriber resumes from the position before them (catch-up from PostgreSQL). CPU-seconds are '
-            . 'per 1M events; the baseline is the pgbench commit ceiling with the capture trigger (section 7).', '',
+            . 'second subscriber resumes from the position before them (catch-up from PostgreSQL). Each is given at most '
+            . "$S{drain_secs} s; the rate counts what arrived. CPU-seconds are per 1M events; the baseline is the pgbench "
+            . 'commit ceiling with the capture trigger (section 7).', '',
             '| | events/s | vs commit ceiling | wall s | relay CPU-s /1M | relay backends CPU-s /1M | relay RSS max | first event after commit |',
             '|---|---|---|---|---|---|---|---|';
-        push @md, sprintf '| drain | %s | %s | %.2f | %.2f | %.2f | %.1f MiB | %.3f s |', kfmt($D->{rate}),
+        push @md, sprintf '| drain%s | %s | %s | %.2f | %.2f | %.2f | %.1f MiB | %.3f s |',
+            $D->{events} < $D->{rows} ? " ($D->{events} of $D->{rows} in the time given)" : '', kfmt($D->{rate}),
             ratio($D->{rate}, $cap), $D->{seconds}, $D->{daemon_cpu_per_m}, $D->{backend_cpu_per_m},
             $D->{rss_max_kb} / 1024, $D->{first_event_s};
         if (my $C = $P->{catchup}) {
-            push @md, sprintf '| catch-up | %s | %s | %.2f | %.2f | %.2f | %.1f MiB | |', kfmt($C->{rate}), ratio($C->{rate}, $cap),
+            push @md, sprintf '| catch-up%s | %s | %s | %.2f | %.2f | %.2f | %.1f MiB | |',
+                $C->{events} < $C->{rows} ? " ($C->{events} of $C->{rows} in the time given)" : '', kfmt($C->{rate}), ratio($C->{rate}, $cap),
                 $C->{seconds}, $C->{daemon_cpu_per_m}, $C->{backend_cpu_s} * 1e6 / ($C->{events} || 1), $C->{rss_max_kb} / 1024;
             push @md, '', sprintf('Catch-up / drain: %s.', ratio($C->{rate}, $D->{rate}));
         }
         if (my $q = $P->{poll_query}) {
             push @md, '', sprintf('One NVSentinel poll (caught up, LIMIT 100) at %d changelog rows costs the server %.2f ms '
-                . '(plan: %s); at 100 polls/s per watcher that is %.0f%% of a core per watcher.', $q->{rows}, $q->{ms},
-                $q->{inner}, $q->{ms} / 10);
+                . '(plan: %s): its query has no usable index (the partial ones need processed = FALSE), so a watcher '
+                . 'polling every 10 ms keeps %s.', $q->{rows}, $q->{ms}, $q->{inner},
+                $q->{ms} >= 10 ? 'a backend busy all the time' : sprintf('%.0f%% of a backend busy', $q->{ms} * 10));
         }
         push @md, '';
     }
     if (my $F = $P->{fanout}) {
         push @md, '## 4. Fan-out', '',
-            'E events committed at once, N subscribers (raw readers, one process); deliveries/s = N × E / time until the '
-            . 'last subscriber has all E. Ratio against 1 subscriber in the same run.', '',
+            'E events committed at once in one transaction, N subscribers (raw readers, one process); deliveries/s = '
+            . 'N × E / time from the commit until the last subscriber has all E. Ratio against 1 subscriber in the same run.', '',
             '| subscribers | events each | deliveries/s | vs 1 subscriber | complete | relay RSS max | relay CPU-s | client CPU-s |',
             '|---|---|---|---|---|---|---|---|';
         for my $n (grep { ref $F->{$_} } sort { $a <=> $b } grep {/^\d+$/} keys %$F) {
@@ -1106,13 +1123,14 @@ sub report {
     if (my $C = $P->{capture}) {
         push @md, '## 7. Capture cost on writers', '',
             'pgbench -M prepared -c 4 -j 2 over the Unix socket, ' . $S{capture_secs} . ' s per run, tables truncated and '
-            . 'checkpointed before each. Rows per second and the ratio to a plain INSERT into an identical table '
-            . '(same columns and indexes, no trigger).', '',
-            '| rows per transaction | variant | rows/s | vs plain INSERT | latency ms |', '|---|---|---|---|---|';
+            . 'checkpointed before each, two rounds with the variants interleaved, the better round kept (both shown). '
+            . 'Rows per second and the ratio to a plain INSERT into an identical table (same columns and indexes, no trigger).', '',
+            '| rows per transaction | variant | rows/s | vs plain INSERT | latency ms | rounds |', '|---|---|---|---|---|---|';
         for my $rows (1, 100) {
             for my $k (qw(plain trigger notify relay stmt lean)) {
                 my $x = $C->{$rows}{$k} or next;
-                push @md, sprintf '| %d | %s | %s | %.2f× | %.2f |', $rows, $x->{label}, kfmt($x->{rows_s}), $x->{ratio}, $x->{latency_ms};
+                push @md, sprintf '| %d | %s | %s | %.2f× | %.2f | %s |', $rows, $x->{label}, kfmt($x->{rows_s}), $x->{ratio},
+                    $x->{latency_ms}, join(', ', map { kfmt($_) } @{ $x->{rounds} || [] });
             }
         }
         push @md, '', '![capture cost](capture.svg)', '';
