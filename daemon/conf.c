@@ -74,6 +74,7 @@ static int check_options(const struct opt *o, const char *value, char *err, size
 static int check_socket_path(const struct opt *o, const char *value, char *err, size_t errlen);
 static int check_listen_addr(const struct opt *o, const char *value, char *err, size_t errlen);
 static int check_id_list(const struct opt *o, const char *value, char *err, size_t errlen);
+static int check_port_list(const struct opt *o, const char *value, char *err, size_t errlen);
 
 /* #n keeps the key name and the struct field from drifting apart. */
 #define OPT(n, t, d, ...) \
@@ -82,8 +83,8 @@ static int check_id_list(const struct opt *o, const char *value, char *err, size
 static const struct opt opts[] = {
 	OPT(datastore_host, T_STR, "localhost", .flags = OPT_NONEMPTY, .env = "DATASTORE_HOST",
 	    .help = "host name, address or socket directory; a comma list means libpq multi-host failover"),
-	OPT(datastore_port, T_INT, "5432", .min = 1, .max = 65535, .env = "DATASTORE_PORT",
-	    .help = "PostgreSQL port, used for every host of the list"),
+	OPT(datastore_port, T_STR, "5432", .check = check_port_list, .env = "DATASTORE_PORT",
+	    .help = "PostgreSQL port (1..65535) for every host, or a comma list of one port per host"),
 	OPT(datastore_database, T_STR, "nvsentinel", .flags = OPT_NONEMPTY, .env = "DATASTORE_DATABASE",
 	    .help = "database holding NVSentinel's tables"),
 	OPT(datastore_username, T_STR, "nvsentinel", .flags = OPT_NONEMPTY, .env = "DATASTORE_USERNAME",
@@ -595,6 +596,45 @@ static int check_listen_addr(const struct opt *o, const char *value, char *err, 
 	return 0;
 }
 
+/* One port, or libpq's per-host list "p1,p2,..." (its length is checked
+ * against datastore_host in conf_finish, once both are known). */
+static int check_port_list(const struct opt *o, const char *value, char *err, size_t errlen)
+{
+	char sbuf[72], item[24];
+	const char *p = value;
+	long long n;
+
+	do {
+		size_t len = strcspn(p, ",");
+
+		if (len >= sizeof(item))
+			len = sizeof(item) - 1;   /* still too large: out of range below */
+		memcpy(item, p, len);
+		item[len] = '\0';
+		if (!parse_int(item, &n)) {
+			seterr(err, errlen, "%s: invalid value '%s' (expected a port 1..65535, or a comma list "
+			       "of one port per host)", o->name, shown(value, sbuf, sizeof(sbuf)));
+			return -EINVAL;
+		}
+		if (n < 1 || n > 65535) {
+			seterr(err, errlen, "%s: %s is out of range (expected 1..65535)", o->name,
+			       shown(item, sbuf, sizeof(sbuf)));
+			return -EINVAL;
+		}
+		p += strcspn(p, ",");
+	} while (*p++ == ',');
+	return 0;
+}
+
+static size_t count_items(const char *s)
+{
+	size_t n = 1;
+
+	for (; *s; s++)
+		n += *s == ',';
+	return n;
+}
+
 /* A comma list of ids and user or group names; listener.c resolves the
  * names (that needs the user database, which pure code does not read). */
 static int check_id_list(const struct opt *o, const char *value, char *err, size_t errlen)
@@ -706,7 +746,7 @@ static int pq_build(Conf *c, char *err, size_t errlen)
 	if (!b)
 		return -ENOMEM;
 	if ((r = pq_put(b, "host", v->datastore_host)) < 0 ||
-	    (r = pq_put_int(b, "port", v->datastore_port)) < 0 ||
+	    (r = pq_put(b, "port", v->datastore_port)) < 0 ||
 	    (r = pq_put(b, "dbname", v->datastore_database)) < 0 ||
 	    (r = pq_put(b, "user", v->datastore_username)) < 0 ||
 	    (r = pq_put_set(b, "password", v->datastore_password)) < 0 ||
@@ -863,6 +903,13 @@ int conf_finish(Conf *c, char *err, size_t errlen)
 	if (v->tick_min_interval_ms > v->tick_idle_ms) {
 		seterr(err, errlen, "tick_min_interval_ms (%d) must not be greater than tick_idle_ms (%d)",
 		       v->tick_min_interval_ms, v->tick_idle_ms);
+		return -EINVAL;
+	}
+	/* libpq would refuse the mismatch only when connecting. */
+	if (count_items(v->datastore_port) > 1 && count_items(v->datastore_port) != count_items(v->datastore_host)) {
+		seterr(err, errlen, "datastore_port lists %zu ports for %zu hosts in datastore_host "
+		       "(give one port for all hosts, or one per host)",
+		       count_items(v->datastore_port), count_items(v->datastore_host));
 		return -EINVAL;
 	}
 	/* Otherwise one large event would disconnect every subscriber. */

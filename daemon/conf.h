@@ -18,7 +18,7 @@ enum conf_log_format { LOG_FORMAT_AUTO, LOG_FORMAT_TEXT, LOG_FORMAT_JOURNAL, LOG
  * the Conf and never NULL (empty string when unset). */
 struct conf_values {
 	const char *datastore_host;      /* comma list = libpq multi-host */
-	int datastore_port;
+	const char *datastore_port;      /* one port, or one per host */
 	const char *datastore_database;
 	const char *datastore_username;
 	const char *datastore_password;

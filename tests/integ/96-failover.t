@@ -172,15 +172,27 @@ my @dmiss = grep { !$dgot{$_} } keys %on_new;
 is(scalar @dmiss, 0, 'and gets everything after it from the new primary')
     or diag(scalar(@dmiss) . ' missing, ' . scalar(keys %dgot) . ' received; sentinel ' . ($dgot{$sentinel} ? 'seen' : 'not seen'));
 
-# libpq's multi-host port list (DATASTORE_PORT=p1,p2) would let the servers use different
-# ports; the daemon takes a single port.
+# libpq's per-host ports: a second relay lists port 1 (closed) for 127.0.0.1 and the real
+# port for 127.0.0.2, the new primary, so it streams only if each host got its own port.
 {
-    local our $TODO = 'datastore_port takes one integer; a list like DATASTORE_PORT=5432,5433 for a host list is refused';
+    my $d2 = NvsTest::Daemon->start($pg, socket => "$dir/relay2.sock",
+        env => { DATASTORE_HOST => 'localhost,localhost', DATASTORE_PORT => "1,$port" },
+        set => { datastore_options => 'hostaddr=127.0.0.1,127.0.0.2', connect_timeout_s => 2, reconnect_min_ms => 50,
+            reconnect_max_ms => 500 });
+    ok($d2->wait_log(qr/ready generation=/, 30 * $slow), 'DATASTORE_PORT=1,PORT reaches the second host on its own port')
+        or diag(NvsTest::tail($d2->logfile, 20));
+    my $c2 = NvsTest::Client->connect($d2->socket);
+    $c2->watch(sid => 9);
+    ok($c2->recv_op('bookmark', 10 * $slow), 'and serves a subscriber');
+    $c2->close;
+    is($d2->stop(20), 0, 'clean stop of the second relay');
+
     local %ENV = ((map { $_ => $ENV{$_} } grep { !/^(PG|DATASTORE_|NVSRELAYD_)/ } keys %ENV),
-        DATASTORE_HOST => 'localhost,localhost', DATASTORE_PORT => "$port,$port");
+        DATASTORE_HOST => 'localhost,localhost,localhost', DATASTORE_PORT => "$port,$port");
     my $bin = ($ENV{NVSRELAY_BUILD} || "$NvsTest::ROOT/build") . '/nvsrelayd';
     my ($crc, $cout) = NvsTest::run_cmd([ $bin, '-c', '/dev/null', '--check-config' ]);
-    is($crc, 0, 'DATASTORE_PORT with one port per host is accepted') or diag($cout);
+    isnt($crc, 0, 'two ports for three hosts are refused');
+    like($cout, qr/datastore_port lists 2 ports for 3 hosts/, 'with a clear message');
 }
 $new->disconnect;
 is($d->stop(20), 0, 'clean stop');

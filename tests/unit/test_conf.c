@@ -93,7 +93,7 @@ static void test_defaults(void **state)
 	assert_int_equal(conf_finish(c, err, sizeof(err)), 0);
 	v = conf_values(c);
 	assert_string_equal(v->datastore_host, "localhost");
-	assert_int_equal(v->datastore_port, 5432);
+	assert_string_equal(v->datastore_port, "5432");
 	assert_string_equal(v->datastore_database, "nvsentinel");
 	assert_string_equal(v->datastore_username, "nvsentinel");
 	assert_string_equal(v->datastore_password, "");
@@ -169,7 +169,7 @@ static void test_file_syntax(void **state)
 		"batch_rows = 7";
 	assert_int_equal(conf_load_text(c, text, "t.conf", err, sizeof(err)), 0);
 	assert_string_equal(v->datastore_host, "db1");
-	assert_int_equal(v->datastore_port, 6543);
+	assert_string_equal(v->datastore_port, "6543");
 	assert_string_equal(v->datastore_database, "my db");
 	assert_string_equal(v->datastore_username, "it\\");         /* single quotes: literal */
 	assert_string_equal(v->datastore_password, "pa#ss word");   /* '#' mid-line is data */
@@ -203,13 +203,17 @@ static void test_file_errors(void **state)
 		{ "= 5\n", -EINVAL, "f.conf:1: missing key before '='" },
 		{ "\n\nno_such_key = 1\n", -ENOENT, "f.conf:3: unknown key 'no_such_key'" },
 		{ "Batch_Rows = 1\n", -ENOENT, "unknown key 'Batch_Rows'" },
-		{ "datastore_port = 80a\n", -EINVAL, "f.conf:1: datastore_port: invalid value '80a' (expected an integer 1..65535)" },
+		{ "datastore_port = 80a\n", -EINVAL, "f.conf:1: datastore_port: invalid value '80a' (expected a port 1..65535, or a comma list of one port per host)" },
 		{ "datastore_port = 0\n", -EINVAL, "datastore_port: 0 is out of range (expected 1..65535)" },
 		{ "datastore_port = 65536\n", -EINVAL, "(expected 1..65535)" },
 		{ "datastore_port = -1\n", -EINVAL, "-1 is out of range" },
 		{ "datastore_port = 99999999999999999999999\n", -EINVAL, "out of range" },
 		{ "datastore_port =\n", -EINVAL, "datastore_port: invalid value ''" },
 		{ "datastore_port = \" 5432\"\n", -EINVAL, "invalid value ' 5432'" },
+		{ "datastore_port = 5432,\n", -EINVAL, "invalid value '5432,'" },
+		{ "datastore_port = 5432,,5433\n", -EINVAL, "invalid value '5432,,5433'" },
+		{ "datastore_port = 5432, 5433\n", -EINVAL, "invalid value '5432, 5433'" },
+		{ "datastore_port = 5432,70000\n", -EINVAL, "datastore_port: 70000 is out of range (expected 1..65535)" },
 		{ "batch_rows = 0\n", -EINVAL, "batch_rows: 0 is out of range (expected 1..1000000)" },
 		{ "max_frame_bytes = 1023\n", -EINVAL, "(expected 1024..1073741824)" },
 		{ "max_frame_bytes = 1073741825\n", -EINVAL, "(expected 1024..1073741824)" },
@@ -331,20 +335,20 @@ static void test_layering(void **state)
 
 	assert_int_equal(conf_load_text(c, "datastore_port = 1111\nbatch_rows = 11\nmax_clients = 11\n",
 					"f", err, sizeof(err)), 0);
-	assert_int_equal(v->datastore_port, 1111);
+	assert_string_equal(v->datastore_port, "1111");
 	assert_int_equal(v->poll_interval_ms, 250);     /* default survives */
 
 	assert_int_equal(conf_load_env(c, env_none, err, sizeof(err)), 0);
 	assert_int_equal(conf_load_env(c, NULL, err, sizeof(err)), 0);
-	assert_int_equal(v->datastore_port, 1111);
+	assert_string_equal(v->datastore_port, "1111");
 
 	assert_int_equal(conf_load_env(c, env, err, sizeof(err)), 0);
-	assert_int_equal(v->datastore_port, 2222);      /* env > file */
+	assert_string_equal(v->datastore_port, "2222");      /* env > file */
 	assert_int_equal(v->batch_rows, 22);
 	assert_int_equal(v->max_clients, 11);           /* file > default */
 
 	assert_int_equal(conf_set(c, "datastore_port", "3333", err, sizeof(err)), 0);
-	assert_int_equal(v->datastore_port, 3333);      /* --set > env */
+	assert_string_equal(v->datastore_port, "3333");      /* --set > env */
 	assert_int_equal(v->batch_rows, 22);
 	assert_int_equal(conf_finish(c, err, sizeof(err)), 0);
 	assert_string_equal(pq(c, "port"), "3333");
@@ -374,7 +378,7 @@ static void test_env_datastore(void **state)
 	assert_int_equal(conf_load_env(c, env, err, sizeof(err)), 0);
 	assert_int_equal(conf_finish(c, err, sizeof(err)), 0);
 	assert_string_equal(v->datastore_host, "pg-0.pg,pg-1.pg");
-	assert_int_equal(v->datastore_port, 15432);
+	assert_string_equal(v->datastore_port, "15432");
 	assert_string_equal(v->datastore_database, "nvs");
 	assert_string_equal(v->datastore_username, "postgresql");
 	assert_string_equal(v->datastore_password, "s3cret pass=word");
@@ -406,7 +410,7 @@ static void test_env_empty_and_precedence(void **state)
 	};
 
 	assert_int_equal(conf_load_env(c, env, err, sizeof(err)), 0);
-	assert_int_equal(v->datastore_port, 7777);
+	assert_string_equal(v->datastore_port, "7777");
 	assert_string_equal(v->datastore_host, "localhost");
 	assert_int_equal(v->datastore_sslmode, SSLMODE_REQUIRE);
 	assert_string_equal(v->listen_unix, "");
@@ -422,7 +426,7 @@ static void test_env_errors(void **state)
 		const char *msg;
 	} cases[] = {
 		{ "DATASTORE_PORT=abc", -EINVAL,
-		  "environment variable DATASTORE_PORT: datastore_port: invalid value 'abc' (expected an integer 1..65535)" },
+		  "environment variable DATASTORE_PORT: datastore_port: invalid value 'abc' (expected a port 1..65535, or a comma list of one port per host)" },
 		{ "DATASTORE_SSLMODE=prefer", -EINVAL,
 		  "environment variable DATASTORE_SSLMODE: datastore_sslmode: invalid value 'prefer' (accepted: disable, require, verify-ca, verify-full)" },
 		{ "NVSRELAYD_DATASTORE_HOST=", -EINVAL,
@@ -644,6 +648,19 @@ static void test_finish_cross_checks(void **state)
 	assert_string_equal(err, "tick_min_interval_ms (6000) must not be greater than tick_idle_ms (5000)");
 	assert_int_equal(conf_set(c, "tick_idle_ms", "6000", err, sizeof(err)), 0);
 	assert_int_equal(conf_finish(c, err, sizeof(err)), 0);
+
+	/* libpq's per-host ports: one for all hosts, or exactly one per host. */
+	assert_int_equal(conf_set(c, "datastore_host", "pg-0,pg-1,pg-2", err, sizeof(err)), 0);
+	assert_int_equal(conf_set(c, "datastore_port", "5432,5433", err, sizeof(err)), 0);
+	assert_int_equal(conf_finish(c, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "datastore_port lists 2 ports for 3 hosts in datastore_host "
+			    "(give one port for all hosts, or one per host)");
+	assert_int_equal(conf_set(c, "datastore_port", "5432,5433,6432", err, sizeof(err)), 0);
+	assert_int_equal(conf_finish(c, err, sizeof(err)), 0);
+	assert_string_equal(pq(c, "port"), "5432,5433,6432");
+	assert_int_equal(conf_set(c, "datastore_port", "6543", err, sizeof(err)), 0);
+	assert_int_equal(conf_finish(c, err, sizeof(err)), 0);
+	assert_string_equal(pq(c, "port"), "6543");
 
 	assert_int_equal(conf_set(c, "client_output_limit", "1048576", err, sizeof(err)), 0);
 	assert_int_equal(conf_finish(c, err, sizeof(err)), -EINVAL);
