@@ -117,6 +117,8 @@ static const struct family families[M_COUNT] = {
 	  .help = "Largest replay lag of the streaming replicas; absent without replicas."),
 	F(M_PG_STATS_TIME, "pg_stats_timestamp_seconds", MT_GAUGE, NULL, MF_SPARSE,
 	  .help = "When the PostgreSQL statistics above were last sampled, since the Unix epoch."),
+	F(M_CAPTURE_ACTIVE, "capture_active", MT_GAUGE, "table", MF_SPARSE,
+	  .help = "1 while the table's capture trigger and the changelog's xid default are in place; 0: its changes are not captured."),
 	F(M_HTTP_REQUESTS, "http_requests_total", MT_COUNTER, "code", 0,
 	  .help = "HTTP requests answered, by status code."),
 	F(M_ADMIN_COMMANDS, "admin_commands_total", MT_COUNTER, "cmd", 0,

@@ -8,6 +8,11 @@
  * views, no scans of user tables.  A failed sample is logged at debug level
  * and the previous values stay until the next one.
  *
+ * It also watches what capture depends on, because nothing else would notice
+ * it gone: a table whose trigger was dropped or disabled (NVSentinel's own
+ * DDL drops and recreates it), or a changelog whose xid default was removed,
+ * produces no events at all, and the stream just looks quiet.
+ *
  * Seeing other roles' transactions in pg_stat_activity needs
  * pg_read_all_stats; without it the oldest-transaction age covers the
  * relay's role only.
@@ -22,10 +27,13 @@
 #include "pgstats.h"
 
 #define N_TABLES 5
+#define N_CAPTURED 2
 
 static const char *const tables[N_TABLES] = {
 	"datastore_changelog", "health_events", "maintenance_events", "resume_tokens", "nvsrelay.tick"
 };
+
+static const char *const captured[N_CAPTURED] = { "health_events", "maintenance_events" };
 
 static const char stats_sql[] =
 	"WITH t(name) AS (VALUES ('datastore_changelog'), ('health_events'), ('maintenance_events'),"
@@ -46,7 +54,17 @@ static const char stats_sql[] =
 	"  FROM pg_statio_user_indexes"
 	" UNION ALL SELECT 'replicas', NULL, count(*)::float8 FROM pg_stat_replication"
 	" UNION ALL SELECT 'replication_lag', NULL, coalesce(max(extract(epoch FROM replay_lag)), 0)::float8"
-	"  FROM pg_stat_replication";
+	"  FROM pg_stat_replication"
+	/* An enabled AFTER ROW trigger for INSERT, UPDATE and DELETE calling
+	 * log_table_changes (tgtype bits: ROW 1, INSERT 4, DELETE 8, UPDATE 16),
+	 * and the xid default that puts each row into a batch. */
+	" UNION ALL SELECT 'capture', t.tbl, (EXISTS (SELECT 1 FROM pg_trigger g JOIN pg_proc p ON p.oid = g.tgfoid"
+	"   WHERE g.tgrelid = to_regclass(t.tbl) AND NOT g.tgisinternal AND g.tgenabled IN ('O', 'A')"
+	"    AND g.tgtype & 31 = 29 AND p.proname = 'log_table_changes')"
+	"  AND EXISTS (SELECT 1 FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum"
+	"   WHERE d.adrelid = to_regclass('datastore_changelog') AND a.attname = 'xid'"
+	"    AND pg_get_expr(d.adbin, d.adrelid) LIKE '%pg_current_xact_id()%'))::int::float8"
+	"  FROM (VALUES ('health_events'), ('maintenance_events')) t(tbl)";
 
 struct pgstats;
 
@@ -64,6 +82,7 @@ struct pgstats {
 	double last_bytes[N_TABLES];
 	ev_tstamp last_at[N_TABLES];
 	int interval;               /* stats_interval_s the timer was armed with */
+	int capture[N_CAPTURED];    /* last seen: -1 unknown, 0 off, 1 on */
 };
 
 static int table_index(const char *name)
@@ -72,6 +91,25 @@ static int table_index(const char *name)
 		if (strcmp(tables[i], name) == 0)
 			return i;
 	return -1;
+}
+
+/* Said once per change, not on every sample. */
+static void capture_seen(PgStats *ps, const char *table, double v)
+{
+	int on = v > 0.5;
+
+	for (int i = 0; i < N_CAPTURED; i++) {
+		if (strcmp(captured[i], table) != 0 || ps->capture[i] == on)
+			continue;
+		if (!on)
+			log_err("capture is off for table %s: its trigger calling log_table_changes() (AFTER INSERT OR "
+				"UPDATE OR DELETE, FOR EACH ROW, enabled) or the xid default of datastore_changelog is "
+				"missing, so its changes are not captured and never streamed; `nvsrelayd --migrate` "
+				"or a restart with schema = auto reinstalls them", table);
+		else if (ps->capture[i] == 0)
+			log_notice("capture is on again for table %s", table);
+		ps->capture[i] = on;
+	}
 }
 
 static void apply_row(PgStats *ps, const char *what, const char *label, double v, double *replicas)
@@ -102,6 +140,9 @@ static void apply_row(PgStats *ps, const char *what, const char *label, double v
 		*replicas = v;
 	} else if (strcmp(what, "replication_lag") == 0 && *replicas > 0) {
 		metrics_set(M_PG_REPLICATION_LAG, NULL, v);
+	} else if (strcmp(what, "capture") == 0 && label) {
+		metrics_set(M_CAPTURE_ACTIVE, label, v);
+		capture_seen(ps, label, v);
 	}
 }
 
@@ -176,6 +217,8 @@ PgStats *pgstats_new(struct ev_loop *loop, const struct conf_values *cv, Relay *
 	ps->loop = loop;
 	ps->cv = cv;
 	ps->relay = r;
+	for (int i = 0; i < N_CAPTURED; i++)
+		ps->capture[i] = -1;
 	ev_init(&ps->timer, timer_cb);
 	ps->timer.data = ps;
 	arm(ps);

@@ -202,10 +202,26 @@ for my $name (qw(nvsrelay_build_info nvsrelay_ticks_written_total nvsrelay_batch
 	nvsrelay_pg_pool_connections_up nvsrelay_pg_pool_connections_busy nvsrelay_pg_query_duration_seconds_bucket
 	nvsrelay_pg_table_growth_bytes_per_second nvsrelay_pg_oldest_xact_age_seconds
 	nvsrelay_pg_notification_queue_usage_ratio nvsrelay_pg_xact_commit_total nvsrelay_pg_index_hit_ratio
-	nvsrelay_pg_replicas nvsrelay_head_tick nvsrelay_ticker_leader)) {
+	nvsrelay_pg_replicas nvsrelay_head_tick nvsrelay_ticker_leader nvsrelay_capture_active)) {
 	like($mtext, qr/^\Q$name\E[{ ]/m, "metric $name");
 }
 unlike($mtext, qr/^nvsrelay_pg_replication_lag_seconds /m, 'no replication lag without replicas');
+
+# A table whose capture trigger is gone produces no events at all: said loudly, not
+# mistaken for a quiet stream.
+is($m1->{'nvsrelay_capture_active{table="health_events"}'}, 1, 'capture active on health_events');
+is($m1->{'nvsrelay_capture_active{table="maintenance_events"}'}, 1, 'capture active on maintenance_events');
+$dbh->do('ALTER TABLE maintenance_events DISABLE TRIGGER maintenance_events_changes');
+ok($d->wait_log(qr/capture is off for table maintenance_events: /, 15), 'a disabled capture trigger is logged');
+my $moff;
+wait_for(sub { (undef, undef, undef, $moff) = scrape();
+	defined $moff->{'nvsrelay_capture_active{table="maintenance_events"}'}
+	    && $moff->{'nvsrelay_capture_active{table="maintenance_events"}'} == 0 }, 15);
+is($moff->{'nvsrelay_capture_active{table="maintenance_events"}'}, 0, 'nvsrelay_capture_active 0 for it');
+is($moff->{'nvsrelay_capture_active{table="health_events"}'}, 1, 'the other table still 1');
+$dbh->do('ALTER TABLE maintenance_events ENABLE TRIGGER maintenance_events_changes');
+ok($d->wait_log(qr/capture is on again for table maintenance_events/, 15), 'and its return');
+is(() = $d->log =~ /capture is off for table/g, 1, 'logged once, not on every sample');
 
 SKIP: {
 	my ($prc, $ptool) = NvsTest::run_cmd([ 'sh', "$root/tests/tools/promtool.sh" ], "$dir/promtool.err");
