@@ -419,7 +419,14 @@ END
 \$fn\$;
 CREATE OR REPLACE TRIGGER bench_stmt_changes AFTER INSERT ON bench_stmt REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION bench_log_changes_stmt();
+CREATE TABLE IF NOT EXISTS bench_nvs (LIKE health_events INCLUDING ALL);
 SQL
+    # The incumbent's writer cost: NVSentinel's own trigger (a NOTIFY with
+    # the changelog id for every row), on a copy of the table.
+    (my $nvsfn = $NVS_TRIGGER) =~ s/FUNCTION log_table_changes\(\)/FUNCTION bench_nvs_log_changes()/
+        or die 'unexpected NVSentinel trigger text';
+    psql($nvsfn . 'CREATE OR REPLACE TRIGGER bench_nvs_changes AFTER INSERT OR UPDATE OR DELETE ON bench_nvs '
+        . 'FOR EACH ROW EXECUTE FUNCTION bench_nvs_log_changes();');
     (my $doc = $R{template}) =~ s/\@SEQ\@/0/;
     $doc =~ s/\@(SEC|NANO)\@/1764000000/g;
     $doc =~ s/\@CREATED\@/2026-11-25T10:00:00.123456Z/;
@@ -435,6 +442,7 @@ SQL
         [ trigger => 'bench_trg',     'capture trigger, no NOTIFY' ],
         [ notify  => 'health_events', 'capture trigger + NOTIFY' ],
         [ relay   => 'health_events', 'trigger + NOTIFY, nvsrelayd + 1 subscriber reading' ],
+        [ nvs     => 'bench_nvs',     "NVSentinel's own trigger (NOTIFY with the changelog id, every row)" ],
         # Experiments, not what is installed: where the cost comes from.
         [ stmt    => 'bench_stmt',    'experiment: statement-level trigger + NOTIFY (transition table)' ],
         [ lean    => 'health_events', "experiment: trigger + NOTIFY without NVSentinel's two partial changelog indexes" ],
@@ -459,7 +467,7 @@ SQL
             }
             close $fh;
             daemon_stop();
-            psql("TRUNCATE bench_plain, bench_trg, bench_stmt, health_events, datastore_changelog; CHECKPOINT;");
+            psql("TRUNCATE bench_plain, bench_trg, bench_stmt, bench_nvs, health_events, datastore_changelog; CHECKPOINT;");
             my $idx = $key eq 'lean' ? psql("SELECT string_agg(pg_get_indexdef(indexrelid), ';') FROM pg_index "
                 . "WHERE indrelid = 'datastore_changelog'::regclass AND indexrelid::regclass::text IN "
                 . "('idx_changelog_unprocessed', 'idx_changelog_resume')") : '';
@@ -495,8 +503,8 @@ SQL
         }
     }
     daemon_stop();
-    psql("DROP TABLE bench_plain, bench_trg, bench_stmt; "
-        . "DROP FUNCTION bench_log_changes_no_notify(), bench_log_changes_stmt(), bench_doc(); "
+    psql("DROP TABLE bench_plain, bench_trg, bench_stmt, bench_nvs; "
+        . "DROP FUNCTION bench_log_changes_no_notify(), bench_log_changes_stmt(), bench_nvs_log_changes(), bench_doc(); "
         . "TRUNCATE health_events, datastore_changelog;");
     $R{phases}{capture} = \%res;
 }
@@ -1127,7 +1135,7 @@ sub report {
             . 'Rows per second and the ratio to a plain INSERT into an identical table (same columns and indexes, no trigger).', '',
             '| rows per transaction | variant | rows/s | vs plain INSERT | latency ms | rounds |', '|---|---|---|---|---|---|';
         for my $rows (1, 100) {
-            for my $k (qw(plain trigger notify relay stmt lean)) {
+            for my $k (qw(plain trigger notify relay nvs stmt lean)) {
                 my $x = $C->{$rows}{$k} or next;
                 push @md, sprintf '| %d | %s | %s | %.2f× | %.2f | %s |', $rows, $x->{label}, kfmt($x->{rows_s}), $x->{ratio},
                     $x->{latency_ms}, join(', ', map { kfmt($_) } @{ $x->{rounds} || [] });
@@ -1193,8 +1201,12 @@ sub targets {
     if (my $C = $P->{capture}) {
         for my $rows (1, 100) {
             my $x = $C->{$rows}{notify} or next;
+            my $n = $C->{$rows}{nvs};
             push @t, [ "capture cost, $rows-row tx (trigger + NOTIFY)", kfmt($x->{rows_s}) . ' rows/s',
-                'plain INSERT ' . kfmt($C->{$rows}{plain}{rows_s}), sprintf('%.2f×', $x->{ratio}), '≥ 0.7×', verdict($x->{ratio} >= 0.7) ];
+                'plain INSERT ' . kfmt($C->{$rows}{plain}{rows_s})
+                    . ($n ? '; NVSentinel\'s trigger ' . kfmt($n->{rows_s}) : ''),
+                sprintf('%.2f× plain', $x->{ratio}) . ($n ? sprintf('; %.2f× NVSentinel\'s', $x->{rows_s} / $n->{rows_s}) : ''),
+                '≥ 0.7×', verdict($x->{ratio} >= 0.7) ];
         }
     }
     $R{targets} = \@t;
