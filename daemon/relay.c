@@ -6,7 +6,7 @@
  * NOTIFY is never stuck behind a long read).  The live reader walks the
  * ticks in order and, for each pair, reads the batch in id-ordered pages;
  * each row becomes an event at position (tick, id) and goes to the hub.
- * Catch-up pages for subscribers behind the ring use the same statement,
+ * Catch-up pages for subscribers behind the ring use the same statements,
  * so a batch looks the same to everyone, whenever it is read.
  *
  * PostgreSQL going away never ends the process: connections reconnect with
@@ -72,6 +72,24 @@ static const char page_sql[] =
 	"  (SELECT min(tick_id) FROM nvsrelay.tick)::text, NULL, NULL, NULL, NULL"
 	" UNION ALL SELECT (SELECT t FROM s), " ROW_COLUMNS
 	" FROM c ORDER BY 2 NULLS FIRST";
+
+/*
+ * The pages of a batch after its first: the same rows, columns and header as
+ * page_sql, for a position inside the batch ending at tick $1 (after id $2,
+ * $3 rows, $4 table or NULL).  page_sql would have the xid index return the
+ * whole batch again for every page; nvsrelay.batch_walk (sql/005) walks the
+ * primary key from $2 instead, so a large batch costs linear, not quadratic,
+ * time.  The header's tick is NULL when tick $1 has no predecessor, as in
+ * page_sql: for tick 1 that sends the reader to history_sql.
+ */
+static const char walk_sql[] =
+	"WITH s AS (SELECT n.tick_id AS t FROM nvsrelay.tick n WHERE n.tick_id = $1::bigint"
+	"  AND EXISTS (SELECT 1 FROM nvsrelay.tick p WHERE p.tick_id < n.tick_id))"
+	" SELECT (SELECT t FROM s), NULL::bigint,"
+	"  (SELECT 'y' FROM nvsrelay.tick WHERE tick_id = $1::bigint),"
+	"  (SELECT min(tick_id) FROM nvsrelay.tick)::text, NULL, NULL, NULL, NULL"
+	" UNION ALL SELECT (SELECT t FROM s), " ROW_COLUMNS
+	" FROM nvsrelay.batch_walk($1::bigint, $2::bigint, $3::integer, $4::text) c ORDER BY 2 NULLS FIRST";
 
 /*
  * The batch of the first tick: every row already committed when the relay
@@ -258,7 +276,8 @@ int relay_read_page(Relay *r, const struct token *pos, enum event_table table,
 		    relay_page_cb cb, void *arg)
 {
 	char tick[24], after[24], limit[16];
-	const char *params[5];
+	const char *params[5], *sql;
+	int nparams;
 	struct page_req *q;
 
 	if (!r->main || !pgconn_is_up(r->main))
@@ -274,12 +293,25 @@ int relay_read_page(Relay *r, const struct token *pos, enum event_table table,
 	snprintf(tick, sizeof(tick), "%" PRIu64, pos->tick);
 	snprintf(after, sizeof(after), "%" PRIu64, pos->id == TOKEN_ID_END ? 0 : pos->id);
 	snprintf(limit, sizeof(limit), "%d", r->cv->batch_rows);
-	params[0] = tick;
-	params[1] = pos->id == TOKEN_ID_END ? "t" : "f";
-	params[2] = after;
-	params[3] = limit;
-	params[4] = table_param(table);
-	if (pgconn_query_kind(r->main, table == TABLE_OTHER ? "batch" : "catchup", page_sql, 5, params, page_cb, q) < 0) {
+	if (pos->id == TOKEN_ID_END) {
+		/* A batch's first page: page_sql finds where it ends. */
+		params[0] = tick;
+		params[1] = "t";
+		params[2] = after;
+		params[3] = limit;
+		params[4] = table_param(table);
+		sql = page_sql;
+		nparams = 5;
+	} else {
+		/* Inside a batch whose end tick is known: walk on from pos->id. */
+		params[0] = tick;
+		params[1] = after;
+		params[2] = limit;
+		params[3] = table_param(table);
+		sql = walk_sql;
+		nparams = 4;
+	}
+	if (pgconn_query_kind(r->main, table == TABLE_OTHER ? "batch" : "catchup", sql, nparams, params, page_cb, q) < 0) {
 		free(q);
 		return -ENOTCONN;
 	}

@@ -1,7 +1,7 @@
 #!/usr/bin/perl
 # 30-schema.t - proves the schema installer: on an empty database nvsrelayd creates
 # NVSentinel's tables, columns, indexes and capture triggers plus its own nvsrelay.*
-# objects and records both migrations with their checksums; over a database that
+# objects and records every migration with its checksum; over a database that
 # NVSentinel's Go runtime already created and filled it keeps every row, adds the xid
 # column, switches the trigger to one constant NOTIFY per transaction and streams; a
 # second start changes nothing; schema = verify refuses an uninstalled database with
@@ -274,7 +274,12 @@ sub check_installed {
     is_deeply($dbh->selectall_arrayref(
             'SELECT version, name, checksum FROM nvsrelay.schema_migrations ORDER BY version'),
         \@MIGRATIONS, 'schema_migrations: ' . scalar(@MIGRATIONS) . ' rows, checksums = sha256 of sql/*.sql');
-    is(scalar(@MIGRATIONS), 4, 'four migrations in sql/');
+    is(scalar(@MIGRATIONS), 5, 'five migrations in sql/');
+    is_deeply($dbh->selectall_arrayref(q{SELECT p.proname, pg_get_function_identity_arguments(p.oid), p.provolatile,
+            p.proconfig::text, p.proretset FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+            WHERE n.nspname = 'nvsrelay' ORDER BY 1}),
+        [ [ 'batch_walk', 'tick bigint, after bigint, lim integer, tbl text', 's', '{enable_bitmapscan=off}', 1 ] ],
+        'nvsrelay.batch_walk: stable, set-returning, bitmap scans off for its own plan only');
     like($_->[2], qr/^[0-9a-f]{64}$/, "checksum of $_->[1] is 64 hex digits") for @MIGRATIONS;
     my $meta = $dbh->selectall_arrayref(
         'SELECT generation, system_identifier, database_name FROM nvsrelay.meta', { Slice => {} });
@@ -339,8 +344,8 @@ subtest 'empty database: the daemon installs the schema and becomes ready' => su
     my $d = NvsTest::Daemon->start($pg);
     note(sprintf 'installed and ready in %.2fs', NvsTest::now() - $t);
     ok(-S $d->socket, 'ready: socket answers hello');
-    like($d->log, qr/applying migration 001_nvsentinel_schema.*applying migration 002_relay_capture.*applying migration 003_changelog_xid_index.*applying migration 004_capture_switch.*schema migrated applied=4/s,
-        'log: both migrations applied');
+    like($d->log, qr/applying migration 001_nvsentinel_schema.*applying migration 002_relay_capture.*applying migration 003_changelog_xid_index.*applying migration 004_capture_switch.*applying migration 005_batch_walk.*schema migrated applied=5/s,
+        'log: every migration applied, in order');
     check_installed($dbh, 'nvsentinel');
     log_is_clean($d, 'fresh install');
     is($d->stop, 0, 'stops with 0');
@@ -353,7 +358,7 @@ subtest 'a second start over a current schema changes nothing' => sub {
     unlike($d->log, qr/applying migration/, 'no migration applied');
     is_deeply(fingerprint($dbh), $before,
         'applied_at, meta.generation, trigger and function oids, table files unchanged');
-    is($dbh->selectrow_array('SELECT count(*) FROM nvsrelay.schema_migrations'), 4, 'still four migration rows');
+    is($dbh->selectrow_array('SELECT count(*) FROM nvsrelay.schema_migrations'), 5, 'still five migration rows');
     is($d->stop, 0, 'stops with 0');
 };
 
@@ -424,7 +429,7 @@ subtest "over NVSentinel's Go runtime schema with data: data kept, capture upgra
     my $t = NvsTest::now();
     my $d = NvsTest::Daemon->start($pg, env => { DATASTORE_DATABASE => 'gorun' });
     note(sprintf 'migrated and ready in %.2fs', NvsTest::now() - $t);
-    like($d->log, qr/schema migrated applied=4/, 'all four migrations applied over the Go schema');
+    like($d->log, qr/schema migrated applied=5/, 'all five migrations applied over the Go schema');
     log_is_clean($d, 'migration over existing objects (server notices included)');
 
     is_deeply({ map { $_ => $go->selectrow_array("SELECT count(*) FROM $_") } keys %snap_sql }, \%count_before,

@@ -93,14 +93,17 @@ my $owner = NvsTest::Daemon->start($pg, set => { schema => 'auto' });
 ok($owner, 'schema installed by the owner role (certificate auth)');
 $owner->stop;
 
-# Exactly the grants README.md's "Least privilege" section lists.
+# Exactly the grants README.md's "Least privilege" section lists, in a database that
+# keeps functions from PUBLIC (hardened default privileges), so the EXECUTE grant counts.
 $pg->psql(<<"SQL", user => 'postgres');
+REVOKE EXECUTE ON FUNCTION nvsrelay.batch_walk(bigint, bigint, integer, text) FROM PUBLIC;
 GRANT CONNECT ON DATABASE nvsentinel TO $ROLE;
 GRANT USAGE ON SCHEMA public, nvsrelay TO $ROLE;
 GRANT SELECT, DELETE ON datastore_changelog TO $ROLE;
 GRANT SELECT, INSERT, UPDATE ON resume_tokens TO $ROLE;
 GRANT SELECT, INSERT, DELETE ON nvsrelay.tick TO $ROLE;
 GRANT SELECT ON nvsrelay.meta, nvsrelay.schema_migrations TO $ROLE;
+GRANT EXECUTE ON FUNCTION nvsrelay.batch_walk(bigint, bigint, integer, text) TO $ROLE;
 SQL
 my ($pwtype) = $dbh->selectrow_array(q{SELECT left(rolpassword, 14) FROM pg_authid WHERE rolname = ?}, undef, $ROLE);
 is($pwtype, 'SCRAM-SHA-256$', "the runtime role's password is stored as a SCRAM-SHA-256 verifier");
@@ -122,7 +125,7 @@ chmod 0600, $tokfile;
 my $tport = free_port();
 my %scram = (DATASTORE_USERNAME => $ROLE, DATASTORE_PASSWORD => $PASS, DATASTORE_SSLCERT => undef, DATASTORE_SSLKEY => undef);
 my $rt = NvsTest::Daemon->start($pg, env => \%scram,
-    set => { schema => 'verify', http_listen => "127.0.0.1:$hport", stats_interval_s => 1, ack_flush_ms => 50,
+    set => { schema => 'verify', http_listen => "127.0.0.1:$hport", stats_interval_s => 1, ack_flush_ms => 50, batch_rows => 3,
         prune_interval_s => 1, retention_floor_s => 0, retention_max_rows => 5, listen_tcp => "127.0.0.1:$tport",
         tcp_plaintext => 'on', auth_token_file => $tokfile, reconnect_min_ms => 50, reconnect_max_ms => 300 });
 ok($rt, 'runtime role: ready with schema = verify over SCRAM-SHA-256');
@@ -141,6 +144,17 @@ my @got = map { $_->events(10, 15 * $slow) } @c;
 is_deeply([ map { $_->{event}{documentKey}{_id} } @{ $got[0] } ], \@ids, 'the runtime-role relay streams every change');
 is_deeply([ map { $_->{event}{_id}{_data} } @{ $got[1] } ], [ map { $_->{event}{_id}{_data} } @{ $got[0] } ],
     'the certificate relay streams them with the same tokens');
+# Seven rows in one transaction: one batch, read by the runtime role in pages of three
+# (the pages after the first through nvsrelay.batch_walk).
+my $tx = $pg->dbh(autocommit => 0);
+my @batch = map { NvsTest::insert_health_event($tx, node => "lp-batch-$_") } 1 .. 7;
+$tx->commit;
+$tx->disconnect;
+my @more = map { $_->events(7, 15 * $slow) } @c;
+is_deeply([ map { $_->{event}{documentKey}{_id} } @{ $more[0] } ], \@batch, 'runtime role: a batch read in pages');
+is_deeply([ map { $_->{event}{_id}{_data} } @{ $more[1] } ], [ map { $_->{event}{_id}{_data} } @{ $more[0] } ],
+    '... the same events and tokens on the certificate relay');
+push @{ $got[0] }, @{ $more[0] };
 $c[0]->ack(1, $got[0][-1]{event}{_id});
 $c[0]->ping;
 $c[0]->recv_op('pong', 5 * $slow);
