@@ -20,12 +20,13 @@
  * small owned copies, coalesced.  Plain sockets are written with sendmsg (a
  * writev that cannot raise SIGPIPE), TLS through a record-sized staging
  * buffer.  hub.c fills the queue and stops at a high-water mark, resuming
- * when it drains.  client_output_limit is a hard cap; a client above
- * client_output_soft_limit for client_output_soft_seconds, or whose output
- * has not moved at all for that long, is dropped (redis style).  A dropped
- * client loses what it has not started to receive, so its memory comes back
- * at once, and gets one error frame per subscription with the position it
- * really received: resuming from there loses nothing.
+ * when it drains, or sooner when it asked to (client_wake_below).
+ * client_output_limit is a hard cap; a client above client_output_soft_limit
+ * for client_output_soft_seconds, or whose output has not moved at all for
+ * that long, is dropped (redis style).  A dropped client loses what it has
+ * not started to receive, so its memory comes back at once, and gets one
+ * error frame per subscription with the position it really received:
+ * resuming from there loses nothing.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -118,6 +119,7 @@ struct client {
 	struct sidpos *left;     /* per sid, what left for the socket */
 	size_t nleft;
 	uint64_t left_seq;
+	size_t wake_below;       /* hub_client_writable once queued drops below this (0: at empty) */
 	ev_tstamp progress;      /* output last moved (or started) */
 	ev_tstamp soft_since;    /* above the soft limit since, 0: not above */
 	ev_io rio, wio;
@@ -246,6 +248,12 @@ uint64_t client_id(const Client *c)
 size_t client_pending(const Client *c)
 {
 	return c->queued;
+}
+
+void client_wake_below(Client *c, size_t bytes)
+{
+	if (bytes > c->wake_below)
+		c->wake_below = bytes;
 }
 
 size_t client_count(void)
@@ -675,11 +683,16 @@ static void output(Client *c)
 			ev_io_stop(c->env.loop, &c->wio);
 		else
 			ev_io_start(c->env.loop, &c->wio);
+		if (c->wake_below && c->queued < c->wake_below && !c->closing) {
+			c->wake_below = 0;
+			hub_client_writable(c->env.hub, c);
+		}
 		return;
 	}
 	ev_io_stop(c->env.loop, &c->wio);
 	ev_timer_stop(c->env.loop, &c->slow);
 	c->soft_since = 0;
+	c->wake_below = 0;
 	if (c->closing) {
 		if (c->ssl && !c->tls_broken && c->state != CS_HANDSHAKE) {
 			ERR_clear_error();

@@ -80,6 +80,9 @@ void client_refuse(Client *c, enum client_refusal why, int code, const char *nam
 uint64_t client_id(const Client *c);
 /* Bytes queued and not yet written to the socket. */
 size_t client_pending(const Client *c);
+/* Asks for hub_client_writable as soon as fewer than bytes are queued
+ * (once; by default it comes only when the queue is empty). */
+void client_wake_below(Client *c, size_t bytes);
 
 /* Queues bytes (one or more complete frames). */
 void client_send(Client *c, const char *data, size_t len);

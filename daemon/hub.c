@@ -11,7 +11,10 @@
  * same tick batches in the same order, the switch has no gap and no
  * duplicate.  Output per client is bounded: the pump stops at a high-water
  * mark and resumes when the client drains, falling back to catch-up reads
- * if the ring moved on meanwhile.
+ * if the ring moved on meanwhile.  A catch-up reader asks for its next page
+ * as soon as the previous one is queued, while a few pages' worth are
+ * waiting at most, so the query runs while the client reads: query and
+ * transmission overlap instead of taking turns.
  *
  * Durable subscriptions (a consumer name) keep the acknowledged position
  * and write it to resume_tokens at most every ack_flush_ms.
@@ -30,6 +33,14 @@
 
 /* Stop filling a client's output buffer beyond this; resume on drain. */
 #define PUMP_HIGH_WATER (256 * 1024)
+/* A catch-up reader keeps up to this many pages queued ahead of its client
+ * (one query in flight at a time: the pages are sequential) ... */
+#define CATCHUP_PAGES 4
+/* ... and all catch-up readers together about this much, so a crowd of
+ * them resuming at once does not multiply the daemon's memory: their
+ * share shrinks, down to PUMP_HIGH_WATER each (the pump without
+ * read-ahead). */
+#define CATCHUP_BUDGET (64 * 1024 * 1024)
 #define BOOKMARK_INTERVAL 1.0
 
 enum sub_state { SUB_LOADING, SUB_ACTIVE, SUB_DEAD };
@@ -45,6 +56,8 @@ struct sub {
 	Filter *filter;               /* compiled pipeline, NULL: everything */
 	enum sub_state state;
 	bool reading;                 /* catch-up page in flight */
+	bool catching;                /* behind the ring: served by catch-up reads */
+	size_t page_bytes;            /* output queued by its last catch-up page */
 	bool saving;                  /* position write in flight */
 	bool dirty;                   /* acked moved since the last write */
 	bool shutdown_wait;           /* shutdown waits for this write */
@@ -65,6 +78,7 @@ struct hub {
 	struct sub *subs;
 	struct sub *dead;             /* detached, freed once no callback is pending */
 	size_t nsubs;
+	size_t ncatching;             /* subscriptions with catching set */
 	struct event **ring;
 	size_t cap, first, count;
 	size_t unparsed;              /* ring index from which trees may be cached */
@@ -103,6 +117,17 @@ static size_t ring_after(const Hub *h, const struct token *pos)
 			hi = mid;
 	}
 	return lo;
+}
+
+static void set_catching(struct sub *s, bool on)
+{
+	if (s->catching == on)
+		return;
+	s->catching = on;
+	if (on)
+		s->hub->ncatching++;
+	else
+		s->hub->ncatching--;
 }
 
 static void sub_free(struct sub *s)
@@ -195,6 +220,7 @@ static void sub_kill(struct sub *s)
 	if (s->state == SUB_DEAD)
 		return;
 	sub_unlink(s);
+	set_catching(s, false);
 	s->state = SUB_DEAD;
 	s->client = NULL;
 	save_position(s);
@@ -228,7 +254,7 @@ static void page_done(void *arg, struct event **evs, size_t n, const struct toke
 		      int code, const char *msg)
 {
 	struct sub *s = arg;
-	size_t i;
+	size_t i, before;
 
 	s->reading = false;
 	if (s->state == SUB_DEAD) {
@@ -247,6 +273,7 @@ static void page_done(void *arg, struct event **evs, size_t n, const struct toke
 		sub_kill(s);
 		return;
 	}
+	before = client_pending(s->client);
 	for (i = 0; i < n; i++) {
 		if (s->state == SUB_ACTIVE && token_cmp(&evs[i]->pos, &s->pos) > 0 &&
 		    wants(s, evs[i])) {
@@ -257,8 +284,35 @@ static void page_done(void *arg, struct event **evs, size_t n, const struct toke
 	}
 	if (s->state != SUB_ACTIVE)
 		return;
+	if (client_pending(s->client) > before)
+		s->page_bytes = client_pending(s->client) - before;
 	s->pos = *tmax(&s->pos, next);
 	pump(s);
+}
+
+/*
+ * How much of s's client output may be queued when s asks for its next
+ * catch-up page: a few pages, so the next query starts while the client
+ * still has pages to read.  Capped at half the smaller of the hard and soft
+ * output limits, so a page arriving on top neither crosses the hard limit
+ * nor keeps a client that reads as fast as it can above the soft one (a
+ * slow reader is still cut off by them as before), and at an even share of
+ * CATCHUP_BUDGET.  Never below PUMP_HIGH_WATER, where it stood before.
+ */
+static size_t catchup_ahead(const struct sub *s)
+{
+	const struct conf_values *cv = s->hub->cv;
+	size_t want = CATCHUP_PAGES * s->page_bytes;
+	size_t cap = (size_t)cv->client_output_limit;
+	size_t share = CATCHUP_BUDGET / (s->hub->ncatching ? s->hub->ncatching : 1);
+
+	if (cv->client_output_soft_limit > 0 && (size_t)cv->client_output_soft_limit < cap)
+		cap = (size_t)cv->client_output_soft_limit;
+	if (want > cap / 2)
+		want = cap / 2;
+	if (want > share)
+		want = share;
+	return want > PUMP_HIGH_WATER ? want : PUMP_HIGH_WATER;
 }
 
 static void pump(struct sub *s)
@@ -268,26 +322,35 @@ static void pump(struct sub *s)
 
 	if (s->state != SUB_ACTIVE || s->reading || !h->have_head)
 		return;
-	while (client_pending(s->client) < PUMP_HIGH_WATER) {
-		if (token_cmp(&s->pos, &h->ring_start) < 0) {
-			if (relay_read_page(h->relay, &s->pos, s->table, page_done, s) == 0)
-				s->reading = true;
+	if (token_cmp(&s->pos, &h->ring_start) < 0) {
+		size_t ahead;
+
+		set_catching(s, true);
+		ahead = catchup_ahead(s);
+		if (client_pending(s->client) >= ahead) {
+			/* Ask again once it is below, not only when empty. */
+			client_wake_below(s->client, ahead);
 			return;
 		}
-		for (i = ring_after(h, &s->pos); i < h->count; i++) {
-			struct event *ev = ring_at(h, i);
-			if (wants(s, ev)) {
-				send_event(s, ev);
-				if (s->state != SUB_ACTIVE)
-					return;   /* the send closed the client */
-			}
-			s->pos = ev->pos;
-			if (client_pending(s->client) >= PUMP_HIGH_WATER)
-				return;
-		}
-		s->pos = *tmax(&s->pos, &h->head);
+		if (relay_read_page(h->relay, &s->pos, s->table, page_done, s) == 0)
+			s->reading = true;
 		return;
 	}
+	set_catching(s, false);
+	if (client_pending(s->client) >= PUMP_HIGH_WATER)
+		return;
+	for (i = ring_after(h, &s->pos); i < h->count; i++) {
+		struct event *ev = ring_at(h, i);
+		if (wants(s, ev)) {
+			send_event(s, ev);
+			if (s->state != SUB_ACTIVE)
+				return;   /* the send closed the client */
+		}
+		s->pos = ev->pos;
+		if (client_pending(s->client) >= PUMP_HIGH_WATER)
+			return;
+	}
+	s->pos = *tmax(&s->pos, &h->head);
 }
 
 static void pump_all(Hub *h)

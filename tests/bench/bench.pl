@@ -47,10 +47,10 @@ $ENV{NVSRELAY_BUILD} = $opt{build};
 my %S = $opt{quick}
     ? (lat_secs => 0.5, lat_drain => 1, rates => [ 100, 1000, 5000 ], capture_secs => 1, ooo_secs => 1,
        idle_secs => 2, drain_rows => 10000, drain_secs => 30, fan_total => 10000, fan_subs => [ 1, 10, 100, 1000 ],
-       restart_secs => 3, restart_rate => 100)
+       restart_secs => 3, restart_rate => 100, catchup_conns => 1)
     : (lat_secs => 10, lat_drain => 5, rates => [ 100, 1000, 5000 ], capture_secs => 6, ooo_secs => 15,
        idle_secs => 60, drain_rows => 1000000, drain_secs => 120, fan_total => 2000000, fan_subs => [ 1, 10, 100, 1000 ],
-       restart_secs => 12, restart_rate => 200);
+       restart_secs => 12, restart_rate => 200, catchup_conns => 1);
 # BENCH_SIZES="drain_rows=200000,idle_secs=10" overrides single sizes.
 for (grep {length} split /,/, $ENV{BENCH_SIZES} || '') {
     my ($k, $v) = split /=/, $_, 2;
@@ -820,23 +820,26 @@ sub phase_drain {
         $s->{events}, $wall, $d{rate}, $d{daemon_cpu_s}, $d{daemon_cpu_per_m}, $d{backend_cpu_s}, $rss_max;
     $R{phases}{drain} = \%d;
 
-    say_ "catch-up: a consumer $n events behind";
+    # catchup_conns > 1: that many consumers resume at once (memory).
+    my $cn = $S{catchup_conns};
+    say_ "catch-up: $cn consumer(s) $n events behind";
     my $tok = NvsTest::slurp("$W/drain.token");
     chomp $tok;
     ($c0, $b0) = (cpu_of($daemon->pid), cpu_sum(backends('nvsrelayd')));
     $rss_max = 0;
     $m0 = mono_now();
-    my $cu = spawn('catchup.sub', "$BIN/bench_sub", '--socket', $daemon->socket, '--raw', '--expect', $n,
-        '--resume-after', $tok, '--seconds', $secs);
+    my $cu = spawn('catchup.sub', "$BIN/bench_sub", '--socket', $daemon->socket, '--raw', '--conns', $cn,
+        '--expect', $n, '--resume-after', $tok, '--seconds', $secs);
     reap($cu, $S{drain_secs}, sub { my $r = rss_kb($daemon->pid); $rss_max = $r if $r > $rss_max });
     ($c1, $b1) = (cpu_of($daemon->pid), cpu_sum(backends('nvsrelayd')));
     $s = summary($cu);
     $wall = ($s->{last_ns} - $m0) / 1e9;
-    my %c = (rows => $n, events => $s->{events}, seconds => $wall, rate => $s->{events} / ($wall || 1e-9),
+    my %c = (rows => $n, conns => $cn, events => $s->{events}, seconds => $wall, rate => $s->{events} / ($wall || 1e-9),
         daemon_cpu_s => $c1 - $c0, backend_cpu_s => $b1 - $b0, client_cpu_s => $s->{cpu_s}, rss_max_kb => $rss_max,
         disorder => $s->{disorder});
     $c{daemon_cpu_per_m} = $c{daemon_cpu_s} * 1e6 / ($s->{events} || 1);
-    say_ sprintf '  %d events in %.2f s: %.0f ev/s; daemon %.2f CPU-s', $s->{events}, $wall, $c{rate}, $c{daemon_cpu_s};
+    say_ sprintf '  %d events in %.2f s: %.0f ev/s; daemon %.2f CPU-s, RSS max %d KiB', $s->{events}, $wall, $c{rate},
+        $c{daemon_cpu_s}, $rss_max;
     $R{phases}{catchup} = \%c;
 
     # What one NVSentinel poll costs the server at this changelog size (its
