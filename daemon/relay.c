@@ -279,7 +279,7 @@ int relay_read_page(Relay *r, const struct token *pos, enum event_table table,
 	params[2] = after;
 	params[3] = limit;
 	params[4] = table_param(table);
-	if (pgconn_query_kind(r->main, table == TABLE_OTHER ? "batch" : "catchup", page_sql, 5, params, page_cb, q) < 0) {
+	if (pgconn_query_prep(r->main, table == TABLE_OTHER ? "batch" : "catchup", page_sql, 5, params, page_cb, q) < 0) {
 		free(q);
 		return -ENOTCONN;
 	}
@@ -822,7 +822,7 @@ int relay_save_position(Relay *r, const char *consumer, const struct token *pos,
 	params[1] = hex;
 	params[2] = pos->id == TOKEN_ID_END ? NULL : id;
 	params[3] = tick;
-	if (pgconn_query_kind(r->main, "position_save", save_sql, 4, params, save_cb, q) < 0) {
+	if (pgconn_query_prep(r->main, "position_save", save_sql, 4, params, save_cb, q) < 0) {
 		free(q->consumer);
 		free(q);
 		return -ENOTCONN;

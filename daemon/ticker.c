@@ -77,7 +77,7 @@ static void do_tick(Ticker *t)
 	if (t->busy || !t->leader)
 		return;
 	t->wanted = false;
-	if (pgconn_query_kind(t->pc, "tick", sql, 0, NULL, tick_done, t) == 0)
+	if (pgconn_query_prep(t->pc, "tick", sql, 0, NULL, tick_done, t) == 0)
 		t->busy = true;
 }
 
@@ -170,7 +170,7 @@ static void poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		return;
 	}
 	params[0] = t->last_snap;
-	if (pgconn_query_kind(t->pc, "probe", probe, 1, params, probe_done, t) == 0)
+	if (pgconn_query_prep(t->pc, "probe", probe, 1, params, probe_done, t) == 0)
 		t->busy = true;
 }
 

@@ -1,0 +1,76 @@
+#!/usr/bin/perl
+# 26-live.t - the live reader and the ticker under the conditions that their
+# shortcuts must survive: the hot statements are prepared once per
+# connection, so sessions terminated under the relay and a PostgreSQL restart
+# must leave it streaming (a statement believed prepared on a new session
+# would fail every batch read); every event written in a burst is delivered
+# without waiting for a later tick (the reader reads again only while a tick
+# it wrote is unread, so losing count of one would strand the burst's tail:
+# tick_idle_ms and poll_interval_ms are set far above the bound asserted here,
+# so nothing else would deliver it).
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/../lib";
+use Test::More;
+use Time::HiRes ();
+use NvsTest;
+
+my $slow = $ENV{NVS_VALGRIND} ? 6 : 1;
+my $pg   = NvsTest::Pg->start();
+my $dbh  = $pg->dbh();
+
+sub node_of { $_[0]{event}{fullDocument}{healthevent}{nodeName} }
+
+# Subscribes and returns the client once the watch is confirmed.
+sub subscriber {
+    my ($d, $name) = @_;
+    my $c = NvsTest::Client->connect($d->socket);
+    $c->hello($name);
+    $c->watch(sid => 1, table => 'HealthEvents');
+    $c->recv_op('bookmark', 10 * $slow) or die "no bookmark for $name\n";
+    return $c;
+}
+
+# Writes @nodes (one transaction each) and checks they arrive, in order,
+# within $secs.
+sub written_and_delivered {
+    my ($c, $secs, $what, @nodes) = @_;
+    NvsTest::insert_health_event($dbh, node => $_) for @nodes;
+    my $ev = $c->events(scalar @nodes, $secs, sid => 1);
+    is_deeply([ map { node_of($_) } @$ev ], \@nodes, $what)
+        or diag(sprintf '%d of %d delivered', scalar @$ev, scalar @nodes);
+}
+
+# ---- prepared statements and new sessions --------------------------------
+{
+    my $d = NvsTest::Daemon->start($pg);
+    my $c = subscriber($d, '26-prepared');
+    written_and_delivered($c, 10 * $slow, 'events stream before the sessions are terminated', map {"prep-a$_"} 1 .. 5);
+
+    my $mark = length $d->log;
+    $dbh->do(q{SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'nvsrelayd'});
+    my $back = 0;
+    for (1 .. 200 * $slow) {
+        my $l = substr($d->log, $mark);
+        my %up = map { $_ => 1 } $l =~ /postgresql connected conn=(\w+)/g;
+        last if ($back = $up{main} && $up{ticker} && $up{listen});
+        Time::HiRes::sleep(0.05);
+    }
+    ok($back, 'main, ticker and listen connections came back');
+    written_and_delivered($c, 10 * $slow, 'events stream on the new sessions', map {"prep-b$_"} 1 .. 5);
+
+    $pg->restart;
+    my $c2;
+    for (1 .. 100 * $slow) {
+        last if eval { $dbh = $pg->dbh(); $dbh->ping };
+        Time::HiRes::sleep(0.1);
+    }
+    written_and_delivered($c, 20 * $slow, 'events stream after a PostgreSQL restart', map {"prep-c$_"} 1 .. 5);
+    unlike(substr($d->log, $mark), qr/prepared statement "[^"]*" does not exist/,
+        'no statement was executed on a session that had not prepared it');
+    $c->close;
+    $d->stop;
+}
+
+done_testing();
