@@ -125,6 +125,7 @@ struct relay {
 	bool live_known;
 	bool live_reading;
 	bool live_again;            /* kicked while reading */
+	uint64_t tick_written;      /* the latest tick this relay's ticker wrote */
 	ev_timer poll;              /* safety net when another relay ticks */
 	ev_timer schema_retry;      /* a failed schema step, retried with backoff */
 	int schema_backoff_ms;
@@ -292,7 +293,7 @@ static void live_page(void *arg, struct event **evs, size_t n, const struct toke
 		      int code, const char *msg)
 {
 	Relay *r = arg;
-	bool moved;
+	bool moved, again;
 	size_t i;
 
 	r->live_reading = false;
@@ -312,12 +313,24 @@ static void live_page(void *arg, struct event **evs, size_t n, const struct toke
 	}
 	r->live = *next;
 	hub_set_head(r->hub, &r->live);
-	/* Keep reading while there is more: the rest of this batch, or the
-	 * batches of ticks written while we were busy. */
-	if (moved || r->live_again) {
-		r->live_again = false;
+	/* Keep reading while there is more: the rest of this batch (unless a
+	 * bad row stopped it), or the batches of ticks written meanwhile.  The
+	 * leader knows its ticks (ticked()), so after a batch it reads again
+	 * only while one of them is unread; reading until a read came back
+	 * empty cost a second, always empty, batch query per tick.  The latest
+	 * tick written, not a flag: a flag cleared by one re-read loses a
+	 * second tick written during it, and its events wait for the next.  A
+	 * standby learns of ticks only by reading: it reads until nothing
+	 * moves. */
+	if (next->id != TOKEN_ID_END)
+		again = moved;
+	else if (ticker_is_leader(r->ticker))
+		again = r->tick_written > next->tick;
+	else
+		again = moved || r->live_again;
+	r->live_again = false;
+	if (again)
 		live_kick(r);
-	}
 }
 
 static void live_kick(Relay *r)
@@ -366,10 +379,11 @@ static void find_head(Relay *r)
 	pgconn_query_kind(r->main, "head", "SELECT max(tick_id) FROM nvsrelay.tick", 0, NULL, head_cb, r);
 }
 
-static void ticked(void *ud)
+static void ticked(void *ud, uint64_t tick)
 {
 	Relay *r = ud;
 
+	r->tick_written = tick;
 	/* Until nvsrelay.meta is read the generation is unknown, and a head
 	 * found now would carry generation 0. */
 	if (!r->schema_done)
@@ -582,7 +596,7 @@ static void poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	/* The leader's own ticks kick the reader; a standby relay only learns
 	 * of ticks by looking. */
 	if (!ticker_is_leader(r->ticker) || !r->ready)
-		ticked(r);
+		ticked(r, r->tick_written);
 }
 
 /* --- durable positions ---------------------------------------------------- */

@@ -29,7 +29,7 @@ struct ticker {
 	struct ev_loop *loop;
 	const struct conf_values *cv;
 	PgConn *pc;
-	void (*ticked)(void *ud);
+	void (*ticked)(void *ud, uint64_t tick);
 	void *ud;
 	bool leader;
 	bool busy;            /* a tick, probe or lock attempt in flight */
@@ -59,7 +59,7 @@ static void tick_done(PgConn *pc, PGresult *res, void *arg)
 	t->last_tick = ev_now(t->loop);
 	metrics_add(M_TICKS_WRITTEN, NULL, 1);
 	log_debug("tick %s", PQgetvalue(res, 0, 0));
-	t->ticked(t->ud);
+	t->ticked(t->ud, strtoull(PQgetvalue(res, 0, 0), NULL, 10));
 	if (t->wanted)
 		ticker_kick(t);
 }
@@ -197,7 +197,7 @@ static void down(PgConn *pc, void *ud, const char *why)
 }
 
 Ticker *ticker_new(struct ev_loop *loop, const struct conf_values *cv, const struct pgconn_cfg *pcfg,
-		   void (*ticked)(void *ud), void *ud)
+		   void (*ticked)(void *ud, uint64_t tick), void *ud)
 {
 	static const struct pgconn_ops ops = { .up = up, .down = down };
 	Ticker *t = calloc(1, sizeof(*t));

@@ -2,12 +2,14 @@
  * ticker.h - writes snapshot ticks (DESIGN section 4).  One relay per
  * database ticks at a time, elected by a session advisory lock on its own
  * connection; the others stand by and retry.  relay.c owns the ticker and
- * kicks it on NOTIFY; the ticker calls back after each committed tick.
+ * kicks it on NOTIFY; the ticker calls back after each committed tick,
+ * with its id.
  */
 #ifndef NVSRELAY_TICKER_H
 #define NVSRELAY_TICKER_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <ev.h>
 
 #include "conf.h"
@@ -16,7 +18,7 @@
 typedef struct ticker Ticker;
 
 Ticker *ticker_new(struct ev_loop *loop, const struct conf_values *cv, const struct pgconn_cfg *pcfg,
-		   void (*ticked)(void *ud), void *ud);
+		   void (*ticked)(void *ud, uint64_t tick), void *ud);
 void ticker_free(Ticker *t);
 void ticker_start(Ticker *t);
 

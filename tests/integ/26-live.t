@@ -73,4 +73,40 @@ sub written_and_delivered {
     $d->stop;
 }
 
+# ---- every tick read: bursts with nothing else to deliver them ------------
+# Ticks come only from NOTIFYs here (up to one a millisecond); the probe
+# and the idle tick are a minute away.  Each burst is a few transactions on
+# two connections, some of several rows, committed as fast as they go, so
+# ticks land while the reader is reading; all of a burst must arrive before
+# the next one starts.
+{
+    my $d = NvsTest::Daemon->start($pg, set => { poll_interval_ms => 60000, tick_idle_ms => 60000, tick_min_interval_ms => 1 });
+    my $c = subscriber($d, '26-bursts');
+    my @dbh = ($pg->dbh(), $pg->dbh());
+    my ($n, $late) = (0, 0);
+    for my $burst (1 .. 60) {
+        my @nodes;
+        for my $tx (1 .. 1 + $burst % 6) {
+            my $h = $dbh[$tx % 2];
+            my $rows = $tx % 3 == 0 ? 3 : 1;
+            $h->begin_work;
+            for (1 .. $rows) {
+                push @nodes, sprintf 'burst-%02d-%03d', $burst, ++$n;
+                NvsTest::insert_health_event($h, node => $nodes[-1]);
+            }
+            $h->commit;
+            Time::HiRes::sleep(0.001 * ($burst % 4));
+        }
+        my $ev = $c->events(scalar @nodes, 5 * $slow, sid => 1);
+        my @got = map { node_of($_) } @$ev;
+        next if "@got" eq "@nodes";
+        $late++;
+        diag(sprintf 'burst %d: %d of %d delivered within %d s', $burst, scalar @got, scalar @nodes, 5 * $slow);
+        last;
+    }
+    is($late, 0, "every burst delivered in order long before the next probe or idle tick ($n events)");
+    $c->close;
+    $d->stop;
+}
+
 done_testing();
