@@ -289,6 +289,14 @@ int relay_read_page(Relay *r, const struct token *pos, enum event_table table,
 
 /* --- live reader --------------------------------------------------------- */
 
+/* A tick that waited for the reader may go now.  Not while closing: the
+ * ticker is freed before the main connection fails its reads. */
+static void reader_done(Relay *r)
+{
+	if (!r->closing)
+		ticker_reader_done(r->ticker);
+}
+
 static void live_page(void *arg, struct event **evs, size_t n, const struct token *next,
 		      int code, const char *msg)
 {
@@ -300,6 +308,7 @@ static void live_page(void *arg, struct event **evs, size_t n, const struct toke
 	if (code) {
 		if (!r->closing)
 			log_warning("live read failed reason='%s'", msg);
+		reader_done(r);
 		return;
 	}
 	for (i = 0; i < n; i++)
@@ -331,6 +340,8 @@ static void live_page(void *arg, struct event **evs, size_t n, const struct toke
 	r->live_again = false;
 	if (again)
 		live_kick(r);
+	if (!r->live_reading)
+		reader_done(r);
 }
 
 static void live_kick(Relay *r)
@@ -377,6 +388,11 @@ static void head_cb(PgConn *pc, PGresult *res, void *arg)
 static void find_head(Relay *r)
 {
 	pgconn_query_kind(r->main, "head", "SELECT max(tick_id) FROM nvsrelay.tick", 0, NULL, head_cb, r);
+}
+
+static bool live_is_reading(void *ud)
+{
+	return ((Relay *)ud)->live_reading;
 }
 
 static void ticked(void *ud, uint64_t tick)
@@ -556,6 +572,7 @@ static void main_down(PgConn *pc, void *ud, const char *why)
 	(void)pc;
 	(void)why;
 	r->live_reading = false;
+	reader_done(r);
 }
 
 static void listen_done(PgConn *pc, PGresult *res, void *arg)
@@ -890,7 +907,7 @@ Relay *relay_new(struct ev_loop *loop, const Conf *conf, struct hub *hub,
 	r->main = pgconn_new(loop, "main", &pcfg, &main_ops, r);
 	r->listen = pgconn_new(loop, "listen", &pcfg, &listen_ops, r);
 	pcfg.session_sql = "SET jit = off; SET synchronous_commit = on";
-	r->ticker = ticker_new(loop, r->cv, &pcfg, ticked, r);
+	r->ticker = ticker_new(loop, r->cv, &pcfg, ticked, live_is_reading, r);
 	pcfg.session_sql = "SET jit = off";
 	r->retention = retention_new(loop, r->cv, &pcfg, &retention_ops, r);
 	if (!r->main || !r->listen || !r->ticker || !r->retention) {

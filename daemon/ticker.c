@@ -10,6 +10,12 @@
  * committed), and the idle heartbeat (tick_idle_ms), which keeps bookmarks
  * moving and shows standby relays that the leader is alive.
  *
+ * Under load a tick waits for the live reader to finish reading the ones
+ * before it, so batches grow with the rate (as group commit does) instead of
+ * the per-tick costs (the tick, a batch query, its round trips) growing
+ * with it; when nothing is being read, a kick ticks at once (after
+ * tick_min_interval_ms).  The idle tick does not wait.
+ *
  * Ticks are written with synchronous_commit = on (set for the session):
  * with it off a crash could lose a tick a reader already used and PostgreSQL
  * would reuse its xids.  Only the holder of the advisory lock ticks, since
@@ -30,10 +36,11 @@ struct ticker {
 	const struct conf_values *cv;
 	PgConn *pc;
 	void (*ticked)(void *ud, uint64_t tick);
+	bool (*reading)(void *ud);
 	void *ud;
 	bool leader;
 	bool busy;            /* a tick, probe or lock attempt in flight */
-	bool wanted;          /* a kick arrived while busy or too early */
+	bool wanted;          /* a kick arrived while busy, reading or too early */
 	char *last_snap;      /* snapshot text of the latest tick */
 	ev_tstamp last_tick;
 	ev_timer poll;        /* head probe / lock retry */
@@ -87,7 +94,7 @@ void ticker_kick(Ticker *t)
 
 	if (!t->leader)
 		return;
-	if (t->busy) {
+	if (t->busy || t->reading(t->ud)) {
 		t->wanted = true;
 		return;
 	}
@@ -101,6 +108,12 @@ void ticker_kick(Ticker *t)
 		return;
 	}
 	do_tick(t);
+}
+
+void ticker_reader_done(Ticker *t)
+{
+	if (t->wanted)
+		ticker_kick(t);
 }
 
 static void soon_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -197,7 +210,7 @@ static void down(PgConn *pc, void *ud, const char *why)
 }
 
 Ticker *ticker_new(struct ev_loop *loop, const struct conf_values *cv, const struct pgconn_cfg *pcfg,
-		   void (*ticked)(void *ud, uint64_t tick), void *ud)
+		   void (*ticked)(void *ud, uint64_t tick), bool (*reading)(void *ud), void *ud)
 {
 	static const struct pgconn_ops ops = { .up = up, .down = down };
 	Ticker *t = calloc(1, sizeof(*t));
@@ -208,6 +221,7 @@ Ticker *ticker_new(struct ev_loop *loop, const struct conf_values *cv, const str
 	t->loop = loop;
 	t->cv = cv;
 	t->ticked = ticked;
+	t->reading = reading;
 	t->ud = ud;
 	t->pc = pgconn_new(loop, "ticker", pcfg, &ops, t);
 	if (!t->pc) {

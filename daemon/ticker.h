@@ -17,14 +17,21 @@
 
 typedef struct ticker Ticker;
 
+/* reading(ud) tells whether the live reader is reading now: a kick then
+ * waits for ticker_reader_done(). */
 Ticker *ticker_new(struct ev_loop *loop, const struct conf_values *cv, const struct pgconn_cfg *pcfg,
-		   void (*ticked)(void *ud, uint64_t tick), void *ud);
+		   void (*ticked)(void *ud, uint64_t tick), bool (*reading)(void *ud), void *ud);
 void ticker_free(Ticker *t);
 void ticker_start(Ticker *t);
 
 /* Something may have committed (a NOTIFY arrived): tick soon, no sooner
- * than tick_min_interval_ms after the previous tick. */
+ * than tick_min_interval_ms after the previous tick, and not while the live
+ * reader is still reading. */
 void ticker_kick(Ticker *t);
+
+/* The live reader stopped reading (caught up, failed or cut off): a kick
+ * that waited for it ticks now. */
+void ticker_reader_done(Ticker *t);
 
 bool ticker_is_leader(const Ticker *t);
 
