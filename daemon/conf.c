@@ -131,7 +131,7 @@ static const struct opt opts[] = {
 	    .help = "auto picks journal under systemd, else text; or text, journal, json"),
 	OPT(poll_interval_ms, T_INT, "250", .min = 1, .max = 600000,
 	    .help = "how often the changelog head is probed when no NOTIFY arrives"),
-	OPT(tick_min_interval_ms, T_INT, "10", .min = 1, .max = 60000,
+	OPT(tick_min_interval_ms, T_INT, "2", .min = 1, .max = 60000,
 	    .help = "shortest time between two ticks while changes keep coming"),
 	OPT(tick_idle_ms, T_INT, "5000", .min = 1, .max = 3600000,
 	    .help = "a tick is written at least this often, so long transactions are picked up"),
