@@ -584,8 +584,19 @@ static void listen_done(PgConn *pc, PGresult *res, void *arg)
 		return;
 	}
 	/* NOTIFYs sent while we were not listening are gone: look now. */
+	if (res)
+		ticker_listening(r->ticker, true);
 	ticker_kick(r->ticker);
 	live_kick(r);
+}
+
+static void listen_down(PgConn *pc, void *ud, const char *why)
+{
+	Relay *r = ud;
+
+	(void)pc;
+	(void)why;
+	ticker_listening(r->ticker, false);
 }
 
 static void listen_up(PgConn *pc, void *ud)
@@ -882,7 +893,7 @@ Relay *relay_new(struct ev_loop *loop, const Conf *conf, struct hub *hub,
 		 void (*ready)(void *ud), void (*fatal)(void *ud, const char *why), void *ud)
 {
 	static const struct pgconn_ops main_ops = { .up = main_up, .down = main_down };
-	static const struct pgconn_ops listen_ops = { .up = listen_up, .notify = listen_notify };
+	static const struct pgconn_ops listen_ops = { .up = listen_up, .down = listen_down, .notify = listen_notify };
 	Relay *r = calloc(1, sizeof(*r));
 	struct pgconn_cfg pcfg;
 	double iv;

@@ -4,11 +4,18 @@
  * A tick stores pg_current_snapshot(); the batch between two ticks is fixed
  * forever, which is what makes tokens valid on any relay and across
  * restarts.  Three things make a tick happen: a kick (NOTIFY), the head
- * probe (every poll_interval_ms a read-only query asks whether any changelog
- * row became visible since the last tick; it consumes no xid, and it is what
- * picks up commits whose NOTIFY was lost and long transactions that finally
- * committed), and the idle heartbeat (tick_idle_ms), which keeps bookmarks
- * moving and shows standby relays that the leader is alive.
+ * probe (a read-only query asking whether any changelog row became visible
+ * since the last tick; it consumes no xid, and it is what picks up rows
+ * written without a NOTIFY and long transactions that finally committed),
+ * and the idle heartbeat (tick_idle_ms), which keeps bookmarks moving and
+ * shows standby relays that the leader is alive.
+ *
+ * The probe runs every poll_interval_ms after any activity, and while probes
+ * find nothing and the LISTEN connection is up its interval doubles up to
+ * poll_interval_max_ms: PostgreSQL does not drop notifications of a live
+ * LISTEN session (a full queue fails the notifying commit instead), so an
+ * idle relay need not ask four times a second.  A kick, a probe that finds
+ * rows and a LISTEN connection going down bring it back to poll_interval_ms.
  *
  * Under load a tick waits for the live reader to finish reading the ones
  * before it, so batches grow with the rate (as group commit does) instead of
@@ -43,11 +50,44 @@ struct ticker {
 	bool wanted;          /* a kick arrived while busy, reading or too early */
 	char *last_snap;      /* snapshot text of the latest tick */
 	ev_tstamp last_tick;
+	bool listening;       /* the relay's LISTEN session is up */
+	double probe_iv;      /* seconds to the next probe, backing off */
 	ev_timer poll;        /* head probe / lock retry */
 	ev_timer soon;        /* deferred tick honouring the floor interval */
 };
 
 static void do_tick(Ticker *t);
+
+static double base_iv(const Ticker *t)
+{
+	return t->cv->poll_interval_ms / 1000.0;
+}
+
+/* Arms the probe for probe_iv from now, or for the idle tick if that is
+ * due sooner.  An idle tick already due is the one just sent. */
+static void rearm(Ticker *t)
+{
+	double iv = t->probe_iv, idle;
+
+	if (!ev_is_active(&t->poll))
+		return;
+	if (t->leader && t->last_snap) {
+		idle = t->last_tick + t->cv->tick_idle_ms / 1000.0 - ev_now(t->loop);
+		if (idle > 0 && idle < iv)
+			iv = idle > 0.001 ? idle : 0.001;
+	}
+	t->poll.repeat = iv;
+	ev_timer_again(t->loop, &t->poll);
+}
+
+/* Activity: probe at poll_interval_ms again. */
+static void probe_reset(Ticker *t)
+{
+	if (t->probe_iv == base_iv(t))
+		return;
+	t->probe_iv = base_iv(t);
+	rearm(t);
+}
 
 static void tick_done(PgConn *pc, PGresult *res, void *arg)
 {
@@ -94,6 +134,7 @@ void ticker_kick(Ticker *t)
 
 	if (!t->leader)
 		return;
+	probe_reset(t);
 	if (t->busy || t->reading(t->ud)) {
 		t->wanted = true;
 		return;
@@ -134,8 +175,18 @@ static void probe_done(PgConn *pc, PGresult *res, void *arg)
 	t->busy = false;
 	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK)
 		return;
-	if (strcmp(PQgetvalue(res, 0, 0), "t") == 0)
+	if (strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
 		ticker_kick(t);
+		return;
+	}
+	if (t->listening) {
+		double cap = t->cv->poll_interval_max_ms / 1000.0;
+
+		t->probe_iv = t->probe_iv * 2 < cap ? t->probe_iv * 2 : cap;
+		if (t->probe_iv < base_iv(t))
+			t->probe_iv = base_iv(t);
+		rearm(t);
+	}
 }
 
 static void lock_done(PgConn *pc, PGresult *res, void *arg)
@@ -180,11 +231,13 @@ static void poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	}
 	if (!t->last_snap || ev_now(t->loop) - t->last_tick >= t->cv->tick_idle_ms / 1000.0) {
 		do_tick(t);
+		rearm(t);
 		return;
 	}
 	params[0] = t->last_snap;
 	if (pgconn_query_prep(t->pc, "probe", probe, 1, params, probe_done, t) == 0)
 		t->busy = true;
+	rearm(t);
 }
 
 static void up(PgConn *pc, void *ud)
@@ -207,6 +260,7 @@ static void down(PgConn *pc, void *ud, const char *why)
 		log_warning("ticker lost its connection; leadership released");
 	t->leader = false;
 	t->busy = false;
+	probe_reset(t);
 }
 
 Ticker *ticker_new(struct ev_loop *loop, const struct conf_values *cv, const struct pgconn_cfg *pcfg,
@@ -229,6 +283,7 @@ Ticker *ticker_new(struct ev_loop *loop, const struct conf_values *cv, const str
 		return NULL;
 	}
 	iv = cv->poll_interval_ms / 1000.0;
+	t->probe_iv = iv;
 	ev_timer_init(&t->poll, poll_cb, iv, iv);
 	t->poll.data = t;
 	ev_init(&t->soon, soon_cb);
@@ -260,7 +315,13 @@ bool ticker_is_leader(const Ticker *t)
 
 void ticker_reconfigure(Ticker *t)
 {
-	t->poll.repeat = t->cv->poll_interval_ms / 1000.0;
-	if (ev_is_active(&t->poll))
-		ev_timer_again(t->loop, &t->poll);
+	t->probe_iv = base_iv(t);
+	rearm(t);
+}
+
+void ticker_listening(Ticker *t, bool up)
+{
+	t->listening = up;
+	if (!up)
+		probe_reset(t);
 }

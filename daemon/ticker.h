@@ -38,4 +38,8 @@ bool ticker_is_leader(const Ticker *t);
 /* Re-arms the head probe after a reload changed poll_interval_ms. */
 void ticker_reconfigure(Ticker *t);
 
+/* The relay's LISTEN session is up (LISTEN done) or down: only while it
+ * is up may the probe back off. */
+void ticker_listening(Ticker *t, bool up);
+
 #endif

@@ -7,7 +7,8 @@
 # without waiting for a later tick (the reader reads again only while a tick
 # it wrote is unread, so losing count of one would strand the burst's tail:
 # tick_idle_ms and poll_interval_ms are set far above the bound asserted here,
-# so nothing else would deliver it).
+# so nothing else would deliver it); a row written without a NOTIFY is
+# delivered within poll_interval_max_ms although the probe backed off.
 use strict;
 use warnings;
 use FindBin;
@@ -105,6 +106,36 @@ sub written_and_delivered {
         last;
     }
     is($late, 0, "every burst delivered in order long before the next probe or idle tick ($n events)");
+    $c->close;
+    $d->stop;
+}
+
+# ---- a row without a NOTIFY, after the probe backed off -------------------
+# NVSentinel's documentation SQL installs a capture trigger that sends no
+# NOTIFY: its rows reach the relay only through the head probe, which backs
+# off to poll_interval_max_ms while nothing happens.  Such a row must still
+# arrive within that bound plus a tick and a read (here with margin; the
+# idle tick is a minute away, so only the probe can deliver it).
+{
+    my $max_ms = 2000;
+    my $d = NvsTest::Daemon->start($pg, set => { poll_interval_max_ms => $max_ms, tick_idle_ms => 60000 });
+    my $c = subscriber($d, '26-no-notify');
+    written_and_delivered($c, 10 * $slow, 'a row with a NOTIFY first', 'quiet-0');
+    for my $round (1 .. 2) {
+        Time::HiRes::sleep(4.5);    # 250, 500, 1000, 2000 ms: backed off to the cap
+        my $node = "quiet-$round";
+        $dbh->begin_work;
+        $dbh->do(q{SET LOCAL nvsrelay.capture = off});
+        my $id = NvsTest::insert_health_event($dbh, node => $node);
+        $dbh->do(q{INSERT INTO datastore_changelog (table_name, record_id, operation, new_values)
+            SELECT 'health_events', h.id, 'INSERT', to_jsonb(h) FROM health_events h WHERE h.id = ?}, undef, $id);
+        $dbh->commit;
+        my $t0 = NvsTest::now();
+        my $ev = $c->events(1, ($max_ms / 1000 + 3) * $slow, sid => 1);
+        is(node_of($ev->[0] // {}) // '', $node,
+            sprintf 'round %d: a row written without a NOTIFY arrives after %.1f s (bound %.1f s + a tick and a read)',
+            $round, NvsTest::now() - $t0, $max_ms / 1000);
+    }
     $c->close;
     $d->stop;
 }
