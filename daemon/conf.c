@@ -131,8 +131,10 @@ static const struct opt opts[] = {
 	OPT(log_format, T_ENUM, "auto", .names = format_names,
 	    .help = "auto picks journal under systemd, else text; or text, journal, json"),
 	OPT(poll_interval_ms, T_INT, "250", .min = 1, .max = 600000,
-	    .help = "how often the changelog head is probed when no NOTIFY arrives"),
-	OPT(tick_min_interval_ms, T_INT, "10", .min = 1, .max = 60000,
+	    .help = "how often the changelog head is probed after activity or while LISTEN is down"),
+	OPT(poll_interval_max_ms, T_INT, "2000", .min = 1, .max = 600000,
+	    .help = "the probe interval doubles up to this while probes find nothing and LISTEN is up"),
+	OPT(tick_min_interval_ms, T_INT, "2", .min = 1, .max = 60000,
 	    .help = "shortest time between two ticks while changes keep coming"),
 	OPT(tick_idle_ms, T_INT, "5000", .min = 1, .max = 3600000,
 	    .help = "a tick is written at least this often, so long transactions are picked up"),
@@ -188,7 +190,7 @@ static const struct opt opts[] = {
  * look them up on every use, or re-arm their timers when told; none is a
  * string, so no module can be left holding a freed pointer. */
 static const char *const reloadable[] = {
-	"log_level", "log_format", "poll_interval_ms", "tick_min_interval_ms", "tick_idle_ms",
+	"log_level", "log_format", "poll_interval_ms", "poll_interval_max_ms", "tick_min_interval_ms", "tick_idle_ms",
 	"batch_rows", "max_clients", "client_output_limit", "client_output_soft_limit",
 	"client_output_soft_seconds", "ack_flush_ms", "shutdown_timeout_ms", "stats_interval_s",
 };

@@ -34,6 +34,7 @@ struct conf_values {
 	const char *log_level;           /* err|warning|notice|info|debug */
 	enum conf_log_format log_format;
 	int poll_interval_ms;            /* changelog head probe */
+	int poll_interval_max_ms;        /* ... backing off to this while idle */
 	int tick_min_interval_ms;        /* floor between ticks while busy */
 	int tick_idle_ms;                /* heartbeat tick when nothing moved */
 	int batch_rows;                  /* rows per batch page */

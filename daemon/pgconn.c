@@ -11,6 +11,23 @@
  * Any failure (connect, I/O, a fatal connection error) funnels into
  * conn_lost(): every pending callback gets NULL, the owner's down() runs,
  * and a reconnect timer fires after a jittered exponential backoff.
+ *
+ * Hot statements (pgconn_query_prep) are prepared once per connection: a
+ * small table maps (kind, text) to a server-side name; the first use on a
+ * connection sends Parse, every use after it only Bind/Execute, so
+ * PostgreSQL parses once and, once its plan cache settles on a generic
+ * plan, stops planning.  The table's "prepared" flags die with the
+ * connection (conn_lost), since a new session knows none of the names.
+ *
+ * A generic plan is made once, from the statistics of that moment, and
+ * kept until something invalidates it (DDL, an ANALYZE).  A changelog that
+ * was empty or freshly truncated when the relay started looks like ten
+ * pages to the planner, so the batch read got sequential scans that stayed
+ * while the table grew (20 ms per read at 10k rows: the relay fell
+ * behind).  So a statement is prepared afresh, under a new name, after
+ * 1 s, 2 s, 4 s ... of use, then every PREP_AGE_MAX: each plan was made
+ * with at least half of the table the statement now reads, and the cost is
+ * a Deallocate and a Parse per statement a minute.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -22,6 +39,26 @@
 
 enum state { ST_IDLE, ST_CONNECTING, ST_SESSION, ST_UP, ST_WAIT };
 
+/* Distinct prepared statements per connection; more are sent unprepared. */
+#define PREP_MAX 16
+/* Plan age (seconds) at which a statement is prepared again: doubling
+ * from the first to the last. */
+#define PREP_AGE_MIN 1.0
+#define PREP_AGE_MAX 64.0
+
+struct prep {
+	const char *kind;        /* static string, part of the key */
+	char *sql;               /* NULL: free slot */
+	bool ready;              /* prepared on the current session as nvs_<slot>_<gen> */
+	unsigned gen;
+	ev_tstamp prepared_at;
+	double age;              /* prepare again once this old */
+};
+
+/* What a prepared query sends next: its Execute, or first the old name's
+ * Deallocate and the Parse of the new one. */
+enum stage { STAGE_DECIDE, STAGE_CLOSE, STAGE_PARSE, STAGE_EXEC };
+
 struct query {
 	struct query *next;
 	char *sql;
@@ -31,6 +68,8 @@ struct query {
 	void *arg;
 	const char *kind;        /* metrics label */
 	ev_tstamp sent;
+	int prep;                /* slot + 1 in pc->prep, 0: unprepared */
+	enum stage stage;
 };
 
 struct pgconn {
@@ -49,6 +88,7 @@ struct pgconn {
 	struct query *head, *tail;
 	bool in_flight;
 	PGresult *keep;          /* result handed to the callback */
+	struct prep prep[PREP_MAX];
 	struct pgconn *next_conn, *prev_conn;  /* every connection, for pool metrics */
 };
 
@@ -160,6 +200,11 @@ static void conn_lost(PgConn *pc, const char *why)
 	if (pc->conn) {
 		PQfinish(pc->conn);
 		pc->conn = NULL;
+	}
+	/* The next session has none of this one's prepared statements. */
+	for (int i = 0; i < PREP_MAX; i++) {
+		pc->prep[i].ready = false;
+		pc->prep[i].age = PREP_AGE_MIN;
 	}
 	/* A result collected from the dead connection (its FATAL) must not be
 	 * taken for the first answer on the next one. */
@@ -292,6 +337,14 @@ static bool is_error(const PGresult *r)
 	return st == PGRES_FATAL_ERROR || st == PGRES_BAD_RESPONSE;
 }
 
+/* invalid_sql_statement_name: the named statement does not exist. */
+static bool prep_lost(const PGresult *r)
+{
+	const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+
+	return state && strcmp(state, "26000") == 0;
+}
+
 static void read_results(PgConn *pc)
 {
 	for (;;) {
@@ -312,12 +365,31 @@ static void read_results(PgConn *pc)
 			continue;
 		}
 		q = pc->head;
-		pc->head = q->next;
-		if (!pc->head)
-			pc->tail = NULL;
 		pc->in_flight = false;
 		r = pc->keep;
 		pc->keep = NULL;
+		if (q->stage == STAGE_CLOSE || (q->stage == STAGE_PARSE && r && !is_error(r))) {
+			/* A step before the query, which stays at the head.  A
+			 * failed Deallocate changes nothing: the new name is new. */
+			struct prep *p = &pc->prep[q->prep - 1];
+
+			if (q->stage == STAGE_PARSE) {
+				p->ready = true;
+				p->prepared_at = ev_now(pc->loop);
+			}
+			q->stage = q->stage == STAGE_CLOSE ? STAGE_PARSE : STAGE_EXEC;
+			PQclear(r);
+			send_next(pc);
+			continue;
+		}
+		/* A failed Parse is the query's failure; a statement missing
+		 * at Execute (deallocated behind our back) is prepared again
+		 * next time. */
+		if (q->stage == STAGE_EXEC && r && is_error(r) && prep_lost(r))
+			pc->prep[q->prep - 1].ready = false;
+		pc->head = q->next;
+		if (!pc->head)
+			pc->tail = NULL;
 		activity++;
 		metrics_add(M_PG_QUERY_SECONDS, q->kind, ev_time() - q->sent);
 		if (!r || is_error(r))
@@ -384,7 +456,33 @@ static void send_next(PgConn *pc)
 
 	if (!q || pc->in_flight || !pc->conn)
 		return;
-	if (q->nparams > 0)
+	if (q->prep) {
+		struct prep *p = &pc->prep[q->prep - 1];
+		char name[48];
+
+		if (q->stage == STAGE_DECIDE) {
+			if (!p->ready)
+				q->stage = STAGE_PARSE;
+			else if (ev_now(pc->loop) - p->prepared_at >= p->age)
+				q->stage = STAGE_CLOSE;
+			else
+				q->stage = STAGE_EXEC;
+		}
+		if (q->stage == STAGE_CLOSE) {
+			p->ready = false;
+			p->age = p->age * 2 > PREP_AGE_MAX ? PREP_AGE_MAX : p->age * 2;
+			snprintf(name, sizeof(name), "DEALLOCATE nvs_%d_%u", q->prep, p->gen);
+			ok = PQsendQuery(pc->conn, name);
+		} else if (q->stage == STAGE_PARSE) {
+			/* Types are left to the server, as for an unprepared query. */
+			snprintf(name, sizeof(name), "nvs_%d_%u", q->prep, ++p->gen);
+			ok = PQsendPrepare(pc->conn, name, p->sql, 0, NULL);
+		} else {
+			snprintf(name, sizeof(name), "nvs_%d_%u", q->prep, p->gen);
+			ok = PQsendQueryPrepared(pc->conn, name, q->nparams, (const char *const *)q->params,
+						 NULL, NULL, 0);
+		}
+	} else if (q->nparams > 0)
 		ok = PQsendQueryParams(pc->conn, q->sql, q->nparams, NULL,
 				       (const char *const *)q->params, NULL, NULL, 0);
 	else
@@ -394,7 +492,8 @@ static void send_next(PgConn *pc)
 		return;
 	}
 	pc->in_flight = true;
-	q->sent = ev_time();
+	if (!q->sent)
+		q->sent = ev_time();
 	flush_or_watch(pc);
 }
 
@@ -437,6 +536,8 @@ void pgconn_free(PgConn *pc)
 	PQclear(pc->keep);
 	if (pc->conn)
 		PQfinish(pc->conn);
+	for (int i = 0; i < PREP_MAX; i++)
+		free(pc->prep[i].sql);
 	if (pc->prev_conn)
 		pc->prev_conn->next_conn = pc->next_conn;
 	else
@@ -458,8 +559,25 @@ int pgconn_query(PgConn *pc, const char *sql, int nparams, const char *const *pa
 	return pgconn_query_kind(pc, "other", sql, nparams, params, cb, arg);
 }
 
-int pgconn_query_kind(PgConn *pc, const char *kind, const char *sql, int nparams,
-		      const char *const *params, pgconn_cb cb, void *arg)
+/* The slot of (kind, sql), taking a free one on first use; 0 when the
+ * table is full (the query goes unprepared) or out of memory. */
+static int prep_slot(PgConn *pc, const char *kind, const char *sql)
+{
+	int i;
+
+	for (i = 0; i < PREP_MAX && pc->prep[i].sql; i++)
+		if (strcmp(pc->prep[i].kind, kind) == 0 && strcmp(pc->prep[i].sql, sql) == 0)
+			return i + 1;
+	if (i == PREP_MAX || !(pc->prep[i].sql = strdup(sql)))
+		return 0;
+	pc->prep[i].kind = kind;
+	pc->prep[i].ready = false;
+	pc->prep[i].age = PREP_AGE_MIN;
+	return i + 1;
+}
+
+static int enqueue(PgConn *pc, const char *kind, bool prepare, const char *sql, int nparams,
+		   const char *const *params, pgconn_cb cb, void *arg)
 {
 	struct query *q;
 	int i;
@@ -469,10 +587,11 @@ int pgconn_query_kind(PgConn *pc, const char *kind, const char *sql, int nparams
 	q = calloc(1, sizeof(*q));
 	if (!q)
 		goto oom;
+	q->prep = prepare ? prep_slot(pc, kind, sql) : 0;
 	q->cb = cb;
 	q->arg = arg;
 	q->kind = kind;
-	if (!(q->sql = strdup(sql)))
+	if (!q->prep && !(q->sql = strdup(sql)))
 		goto oom;
 	if (nparams > 0) {
 		if (!(q->params = calloc((size_t)nparams, sizeof(char *))))
@@ -492,6 +611,18 @@ int pgconn_query_kind(PgConn *pc, const char *kind, const char *sql, int nparams
 oom:
 	query_free(q);
 	return -ENOMEM;
+}
+
+int pgconn_query_kind(PgConn *pc, const char *kind, const char *sql, int nparams,
+		      const char *const *params, pgconn_cb cb, void *arg)
+{
+	return enqueue(pc, kind, false, sql, nparams, params, cb, arg);
+}
+
+int pgconn_query_prep(PgConn *pc, const char *kind, const char *sql, int nparams,
+		      const char *const *params, pgconn_cb cb, void *arg)
+{
+	return enqueue(pc, kind, true, sql, nparams, params, cb, arg);
 }
 
 void pgconn_reset(PgConn *pc, const char *why)

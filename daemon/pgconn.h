@@ -53,6 +53,13 @@ int pgconn_query(PgConn *pc, const char *sql, int nparams, const char *const *pa
  * pgconn_query counts as "other". */
 int pgconn_query_kind(PgConn *pc, const char *kind, const char *sql, int nparams,
 		      const char *const *params, pgconn_cb cb, void *arg);
+/* The same for a hot statement: one statement (no ';' list), prepared on
+ * the connection at its first use and executed by name after that, until
+ * the connection is lost.  (kind, sql) is the key, so one text used under
+ * two kinds gets two prepared statements, each with its own plan cache.
+ * Beyond a small number of distinct statements it runs unprepared. */
+int pgconn_query_prep(PgConn *pc, const char *kind, const char *sql, int nparams,
+		      const char *const *params, pgconn_cb cb, void *arg);
 
 /* Drops the connection (failing queued queries) and reconnects after backoff. */
 void pgconn_reset(PgConn *pc, const char *why);

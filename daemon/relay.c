@@ -156,6 +156,7 @@ struct relay {
 	bool live_known;
 	bool live_reading;
 	bool live_again;            /* kicked while reading */
+	uint64_t tick_written;      /* the latest tick this relay's ticker wrote */
 	ev_timer poll;              /* safety net when another relay ticks */
 	ev_timer schema_retry;      /* a failed schema step, retried with backoff */
 	int schema_backoff_ms;
@@ -324,7 +325,7 @@ int relay_read_page(Relay *r, const struct token *pos, enum event_table table,
 		sql = walk_sql;
 		nparams = 4;
 	}
-	if (pgconn_query_kind(r->main, table == TABLE_OTHER ? "batch" : "catchup", sql, nparams, params, page_cb, q) < 0) {
+	if (pgconn_query_prep(r->main, table == TABLE_OTHER ? "batch" : "catchup", sql, nparams, params, page_cb, q) < 0) {
 		free(q);
 		return -ENOTCONN;
 	}
@@ -333,17 +334,26 @@ int relay_read_page(Relay *r, const struct token *pos, enum event_table table,
 
 /* --- live reader --------------------------------------------------------- */
 
+/* A tick that waited for the reader may go now.  Not while closing: the
+ * ticker is freed before the main connection fails its reads. */
+static void reader_done(Relay *r)
+{
+	if (!r->closing)
+		ticker_reader_done(r->ticker);
+}
+
 static void live_page(void *arg, struct event **evs, size_t n, const struct token *next,
 		      int code, const char *msg)
 {
 	Relay *r = arg;
-	bool moved;
+	bool moved, again;
 	size_t i;
 
 	r->live_reading = false;
 	if (code) {
 		if (!r->closing)
 			log_warning("live read failed reason='%s'", msg);
+		reader_done(r);
 		return;
 	}
 	for (i = 0; i < n; i++)
@@ -357,12 +367,26 @@ static void live_page(void *arg, struct event **evs, size_t n, const struct toke
 	}
 	r->live = *next;
 	hub_set_head(r->hub, &r->live);
-	/* Keep reading while there is more: the rest of this batch, or the
-	 * batches of ticks written while we were busy. */
-	if (moved || r->live_again) {
-		r->live_again = false;
+	/* Keep reading while there is more: the rest of this batch (unless a
+	 * bad row stopped it), or the batches of ticks written meanwhile.  The
+	 * leader knows its ticks (ticked()), so after a batch it reads again
+	 * only while one of them is unread; reading until a read came back
+	 * empty cost a second, always empty, batch query per tick.  The latest
+	 * tick written, not a flag: a flag cleared by one re-read loses a
+	 * second tick written during it, and its events wait for the next.  A
+	 * standby learns of ticks only by reading: it reads until nothing
+	 * moves. */
+	if (next->id != TOKEN_ID_END)
+		again = moved;
+	else if (ticker_is_leader(r->ticker))
+		again = r->tick_written > next->tick;
+	else
+		again = moved || r->live_again;
+	r->live_again = false;
+	if (again)
 		live_kick(r);
-	}
+	if (!r->live_reading)
+		reader_done(r);
 }
 
 static void live_kick(Relay *r)
@@ -411,10 +435,16 @@ static void find_head(Relay *r)
 	pgconn_query_kind(r->main, "head", "SELECT max(tick_id) FROM nvsrelay.tick", 0, NULL, head_cb, r);
 }
 
-static void ticked(void *ud)
+static bool live_is_reading(void *ud)
+{
+	return ((Relay *)ud)->live_reading;
+}
+
+static void ticked(void *ud, uint64_t tick)
 {
 	Relay *r = ud;
 
+	r->tick_written = tick;
 	/* Until nvsrelay.meta is read the generation is unknown, and a head
 	 * found now would carry generation 0. */
 	if (!r->schema_done)
@@ -587,6 +617,7 @@ static void main_down(PgConn *pc, void *ud, const char *why)
 	(void)pc;
 	(void)why;
 	r->live_reading = false;
+	reader_done(r);
 }
 
 static void listen_done(PgConn *pc, PGresult *res, void *arg)
@@ -598,8 +629,19 @@ static void listen_done(PgConn *pc, PGresult *res, void *arg)
 		return;
 	}
 	/* NOTIFYs sent while we were not listening are gone: look now. */
+	if (res)
+		ticker_listening(r->ticker, true);
 	ticker_kick(r->ticker);
 	live_kick(r);
+}
+
+static void listen_down(PgConn *pc, void *ud, const char *why)
+{
+	Relay *r = ud;
+
+	(void)pc;
+	(void)why;
+	ticker_listening(r->ticker, false);
 }
 
 static void listen_up(PgConn *pc, void *ud)
@@ -627,7 +669,7 @@ static void poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	/* The leader's own ticks kick the reader; a standby relay only learns
 	 * of ticks by looking. */
 	if (!ticker_is_leader(r->ticker) || !r->ready)
-		ticked(r);
+		ticked(r, r->tick_written);
 }
 
 /* --- durable positions ---------------------------------------------------- */
@@ -867,7 +909,7 @@ int relay_save_position(Relay *r, const char *consumer, const struct token *pos,
 	params[1] = hex;
 	params[2] = pos->id == TOKEN_ID_END ? NULL : id;
 	params[3] = tick;
-	if (pgconn_query_kind(r->main, "position_save", save_sql, 4, params, save_cb, q) < 0) {
+	if (pgconn_query_prep(r->main, "position_save", save_sql, 4, params, save_cb, q) < 0) {
 		free(q->consumer);
 		free(q);
 		return -ENOTCONN;
@@ -896,7 +938,7 @@ Relay *relay_new(struct ev_loop *loop, const Conf *conf, struct hub *hub,
 		 void (*ready)(void *ud), void (*fatal)(void *ud, const char *why), void *ud)
 {
 	static const struct pgconn_ops main_ops = { .up = main_up, .down = main_down };
-	static const struct pgconn_ops listen_ops = { .up = listen_up, .notify = listen_notify };
+	static const struct pgconn_ops listen_ops = { .up = listen_up, .down = listen_down, .notify = listen_notify };
 	Relay *r = calloc(1, sizeof(*r));
 	struct pgconn_cfg pcfg;
 	double iv;
@@ -921,7 +963,7 @@ Relay *relay_new(struct ev_loop *loop, const Conf *conf, struct hub *hub,
 	r->main = pgconn_new(loop, "main", &pcfg, &main_ops, r);
 	r->listen = pgconn_new(loop, "listen", &pcfg, &listen_ops, r);
 	pcfg.session_sql = "SET jit = off; SET synchronous_commit = on";
-	r->ticker = ticker_new(loop, r->cv, &pcfg, ticked, r);
+	r->ticker = ticker_new(loop, r->cv, &pcfg, ticked, live_is_reading, r);
 	pcfg.session_sql = "SET jit = off";
 	r->retention = retention_new(loop, r->cv, &pcfg, &retention_ops, r);
 	if (!r->main || !r->listen || !r->ticker || !r->retention) {

@@ -4,11 +4,24 @@
  * A tick stores pg_current_snapshot(); the batch between two ticks is fixed
  * forever, which is what makes tokens valid on any relay and across
  * restarts.  Three things make a tick happen: a kick (NOTIFY), the head
- * probe (every poll_interval_ms a read-only query asks whether any changelog
- * row became visible since the last tick; it consumes no xid, and it is what
- * picks up commits whose NOTIFY was lost and long transactions that finally
- * committed), and the idle heartbeat (tick_idle_ms), which keeps bookmarks
- * moving and shows standby relays that the leader is alive.
+ * probe (a read-only query asking whether any changelog row became visible
+ * since the last tick; it consumes no xid, and it is what picks up rows
+ * written without a NOTIFY and long transactions that finally committed),
+ * and the idle heartbeat (tick_idle_ms), which keeps bookmarks moving and
+ * shows standby relays that the leader is alive.
+ *
+ * The probe runs every poll_interval_ms after any activity, and while probes
+ * find nothing and the LISTEN connection is up its interval doubles up to
+ * poll_interval_max_ms: PostgreSQL does not drop notifications of a live
+ * LISTEN session (a full queue fails the notifying commit instead), so an
+ * idle relay need not ask four times a second.  A kick, a probe that finds
+ * rows and a LISTEN connection going down bring it back to poll_interval_ms.
+ *
+ * Under load a tick waits for the live reader to finish reading the ones
+ * before it, so batches grow with the rate (as group commit does) instead of
+ * the per-tick costs (the tick, a batch query, its round trips) growing
+ * with it; when nothing is being read, a kick ticks at once (after
+ * tick_min_interval_ms).  The idle tick does not wait.
  *
  * Ticks are written with synchronous_commit = on (set for the session):
  * with it off a crash could lose a tick a reader already used and PostgreSQL
@@ -29,18 +42,52 @@ struct ticker {
 	struct ev_loop *loop;
 	const struct conf_values *cv;
 	PgConn *pc;
-	void (*ticked)(void *ud);
+	void (*ticked)(void *ud, uint64_t tick);
+	bool (*reading)(void *ud);
 	void *ud;
 	bool leader;
 	bool busy;            /* a tick, probe or lock attempt in flight */
-	bool wanted;          /* a kick arrived while busy or too early */
+	bool wanted;          /* a kick arrived while busy, reading or too early */
 	char *last_snap;      /* snapshot text of the latest tick */
 	ev_tstamp last_tick;
+	bool listening;       /* the relay's LISTEN session is up */
+	double probe_iv;      /* seconds to the next probe, backing off */
 	ev_timer poll;        /* head probe / lock retry */
 	ev_timer soon;        /* deferred tick honouring the floor interval */
 };
 
 static void do_tick(Ticker *t);
+
+static double base_iv(const Ticker *t)
+{
+	return t->cv->poll_interval_ms / 1000.0;
+}
+
+/* Arms the probe for probe_iv from now, or for the idle tick if that is
+ * due sooner.  An idle tick already due is the one just sent. */
+static void rearm(Ticker *t)
+{
+	double iv = t->probe_iv, idle;
+
+	if (!ev_is_active(&t->poll))
+		return;
+	if (t->leader && t->last_snap) {
+		idle = t->last_tick + t->cv->tick_idle_ms / 1000.0 - ev_now(t->loop);
+		if (idle > 0 && idle < iv)
+			iv = idle > 0.001 ? idle : 0.001;
+	}
+	t->poll.repeat = iv;
+	ev_timer_again(t->loop, &t->poll);
+}
+
+/* Activity: probe at poll_interval_ms again. */
+static void probe_reset(Ticker *t)
+{
+	if (t->probe_iv == base_iv(t))
+		return;
+	t->probe_iv = base_iv(t);
+	rearm(t);
+}
 
 static void tick_done(PgConn *pc, PGresult *res, void *arg)
 {
@@ -59,7 +106,7 @@ static void tick_done(PgConn *pc, PGresult *res, void *arg)
 	t->last_tick = ev_now(t->loop);
 	metrics_add(M_TICKS_WRITTEN, NULL, 1);
 	log_debug("tick %s", PQgetvalue(res, 0, 0));
-	t->ticked(t->ud);
+	t->ticked(t->ud, strtoull(PQgetvalue(res, 0, 0), NULL, 10));
 	if (t->wanted)
 		ticker_kick(t);
 }
@@ -77,7 +124,7 @@ static void do_tick(Ticker *t)
 	if (t->busy || !t->leader)
 		return;
 	t->wanted = false;
-	if (pgconn_query_kind(t->pc, "tick", sql, 0, NULL, tick_done, t) == 0)
+	if (pgconn_query_prep(t->pc, "tick", sql, 0, NULL, tick_done, t) == 0)
 		t->busy = true;
 }
 
@@ -87,7 +134,8 @@ void ticker_kick(Ticker *t)
 
 	if (!t->leader)
 		return;
-	if (t->busy) {
+	probe_reset(t);
+	if (t->busy || t->reading(t->ud)) {
 		t->wanted = true;
 		return;
 	}
@@ -101,6 +149,12 @@ void ticker_kick(Ticker *t)
 		return;
 	}
 	do_tick(t);
+}
+
+void ticker_reader_done(Ticker *t)
+{
+	if (t->wanted)
+		ticker_kick(t);
 }
 
 static void soon_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -121,8 +175,18 @@ static void probe_done(PgConn *pc, PGresult *res, void *arg)
 	t->busy = false;
 	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK)
 		return;
-	if (strcmp(PQgetvalue(res, 0, 0), "t") == 0)
+	if (strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
 		ticker_kick(t);
+		return;
+	}
+	if (t->listening) {
+		double cap = t->cv->poll_interval_max_ms / 1000.0;
+
+		t->probe_iv = t->probe_iv * 2 < cap ? t->probe_iv * 2 : cap;
+		if (t->probe_iv < base_iv(t))
+			t->probe_iv = base_iv(t);
+		rearm(t);
+	}
 }
 
 static void lock_done(PgConn *pc, PGresult *res, void *arg)
@@ -176,11 +240,13 @@ static void poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	}
 	if (!t->last_snap || ev_now(t->loop) - t->last_tick >= t->cv->tick_idle_ms / 1000.0) {
 		do_tick(t);
+		rearm(t);
 		return;
 	}
 	params[0] = t->last_snap;
-	if (pgconn_query_kind(t->pc, "probe", probe, 1, params, probe_done, t) == 0)
+	if (pgconn_query_prep(t->pc, "probe", probe, 1, params, probe_done, t) == 0)
 		t->busy = true;
+	rearm(t);
 }
 
 static void up(PgConn *pc, void *ud)
@@ -203,10 +269,11 @@ static void down(PgConn *pc, void *ud, const char *why)
 		log_warning("ticker lost its connection; leadership released");
 	t->leader = false;
 	t->busy = false;
+	probe_reset(t);
 }
 
 Ticker *ticker_new(struct ev_loop *loop, const struct conf_values *cv, const struct pgconn_cfg *pcfg,
-		   void (*ticked)(void *ud), void *ud)
+		   void (*ticked)(void *ud, uint64_t tick), bool (*reading)(void *ud), void *ud)
 {
 	static const struct pgconn_ops ops = { .up = up, .down = down };
 	Ticker *t = calloc(1, sizeof(*t));
@@ -217,6 +284,7 @@ Ticker *ticker_new(struct ev_loop *loop, const struct conf_values *cv, const str
 	t->loop = loop;
 	t->cv = cv;
 	t->ticked = ticked;
+	t->reading = reading;
 	t->ud = ud;
 	t->pc = pgconn_new(loop, "ticker", pcfg, &ops, t);
 	if (!t->pc) {
@@ -224,6 +292,7 @@ Ticker *ticker_new(struct ev_loop *loop, const struct conf_values *cv, const str
 		return NULL;
 	}
 	iv = cv->poll_interval_ms / 1000.0;
+	t->probe_iv = iv;
 	ev_timer_init(&t->poll, poll_cb, iv, iv);
 	t->poll.data = t;
 	ev_init(&t->soon, soon_cb);
@@ -255,7 +324,13 @@ bool ticker_is_leader(const Ticker *t)
 
 void ticker_reconfigure(Ticker *t)
 {
-	t->poll.repeat = t->cv->poll_interval_ms / 1000.0;
-	if (ev_is_active(&t->poll))
-		ev_timer_again(t->loop, &t->poll);
+	t->probe_iv = base_iv(t);
+	rearm(t);
+}
+
+void ticker_listening(Ticker *t, bool up)
+{
+	t->listening = up;
+	if (!up)
+		probe_reset(t);
 }

@@ -109,7 +109,8 @@ static void test_defaults(void **state)
 	assert_string_equal(v->log_level, "info");
 	assert_int_equal(v->log_format, LOG_FORMAT_AUTO);
 	assert_int_equal(v->poll_interval_ms, 250);
-	assert_int_equal(v->tick_min_interval_ms, 10);
+	assert_int_equal(v->poll_interval_max_ms, 2000);
+	assert_int_equal(v->tick_min_interval_ms, 2);
 	assert_int_equal(v->tick_idle_ms, 5000);
 	assert_int_equal(v->batch_rows, 1000);
 	assert_int_equal(v->ring_events, 8192);
@@ -482,6 +483,7 @@ static const struct {
 	{ "log_level", "notice", NULL },
 	{ "log_format", "journal", NULL },
 	{ "poll_interval_ms", "1000", NULL },
+	{ "poll_interval_max_ms", "4000", NULL },
 	{ "tick_min_interval_ms", "20", NULL },
 	{ "tick_idle_ms", "2000", NULL },
 	{ "batch_rows", "500", NULL },
