@@ -624,6 +624,9 @@ static void listen_done(PgConn *pc, PGresult *res, void *arg)
 {
 	Relay *r = arg;
 
+	/* Failed by pgconn_free when closing: the ticker is gone already. */
+	if (r->closing)
+		return;
 	if (res && PQresultStatus(res) != PGRES_COMMAND_OK) {
 		log_err("LISTEN failed conn=%s error='%s'", pgconn_name(pc), PQresultErrorMessage(res));
 		return;
