@@ -127,7 +127,7 @@ check-valgrind: deps
 	$(MAKE) all
 	rm -rf $(VG_B) && mkdir -p $(VG_B)
 	for f in build/*; do [ "$${f##*/}" = nvsrelayd ] || ln -s "$(CURDIR)/$$f" $(VG_B)/; done
-	printf '#!/bin/sh\nexec %s "%s" "$$@"\n' "$(VALGRIND)" "$(CURDIR)/build/nvsrelayd" > $(VG_B)/nvsrelayd
+	printf '#!/bin/sh\nexec %s --quiet "%s" "$$@"\n' "$(VALGRIND)" "$(CURDIR)/build/nvsrelayd" > $(VG_B)/nvsrelayd
 	chmod 755 $(VG_B)/nvsrelayd
 	CMOCKA_MESSAGE_OUTPUT=TAP prove -j2 $(PROVE_FLAGS) --exec '$(VALGRIND) --quiet' $(UNIT_BIN) $(REPLAY_BIN)
 	NVSRELAY_BUILD=$(CURDIR)/$(VG_B) NVS_VALGRIND=1 \
