@@ -41,6 +41,15 @@
 	"  THEN (c.old_values->'document') || jsonb_build_object('id', c.record_id)" \
 	"  ELSE c.old_values END)::text"
 
+/* What page_cb reads from page_sql and walk_sql: a header row (id NULL)
+ * with the batch's end tick (s.t, NULL when there is none), whether tick $1
+ * exists and the oldest tick, then the rows, each with the end tick. */
+#define PAGE_HEAD \
+	" SELECT (SELECT t FROM s), NULL::bigint," \
+	"  (SELECT 'y' FROM nvsrelay.tick WHERE tick_id = $1::bigint)," \
+	"  (SELECT min(tick_id) FROM nvsrelay.tick)::text, NULL, NULL, NULL, NULL" \
+	" UNION ALL SELECT (SELECT t FROM s), " ROW_COLUMNS
+
 /*
  * One page of one batch.  $1 tick, $2 true = "the batch after tick $1",
  * false = "the batch ending at tick $1"; $3 rows after this changelog id;
@@ -80,10 +89,7 @@ static const char page_sql[] =
 	"  WHERE c.xid = ANY (ARRAY(SELECT x FROM pg_snapshot_xip(s.ps) x WHERE pg_visible_in_snapshot(x, s.ns)))"
 	"   AND c.id > $3::bigint AND ($5::text IS NULL OR c.table_name = $5::text)"
 	"  ORDER BY id LIMIT $4::integer)"
-	" SELECT (SELECT t FROM s), NULL::bigint,"
-	"  (SELECT 'y' FROM nvsrelay.tick WHERE tick_id = $1::bigint),"
-	"  (SELECT min(tick_id) FROM nvsrelay.tick)::text, NULL, NULL, NULL, NULL"
-	" UNION ALL SELECT (SELECT t FROM s), " ROW_COLUMNS
+	PAGE_HEAD
 	" FROM c ORDER BY 2 NULLS FIRST";
 
 /*
@@ -98,10 +104,7 @@ static const char page_sql[] =
 static const char walk_sql[] =
 	"WITH s AS (SELECT n.tick_id AS t FROM nvsrelay.tick n WHERE n.tick_id = $1::bigint"
 	"  AND EXISTS (SELECT 1 FROM nvsrelay.tick p WHERE p.tick_id < n.tick_id))"
-	" SELECT (SELECT t FROM s), NULL::bigint,"
-	"  (SELECT 'y' FROM nvsrelay.tick WHERE tick_id = $1::bigint),"
-	"  (SELECT min(tick_id) FROM nvsrelay.tick)::text, NULL, NULL, NULL, NULL"
-	" UNION ALL SELECT (SELECT t FROM s), " ROW_COLUMNS
+	PAGE_HEAD
 	" FROM nvsrelay.batch_walk($1::bigint, $2::bigint, $3::integer, $4::text) c ORDER BY 2 NULLS FIRST";
 
 /*
