@@ -895,6 +895,7 @@ static int check_tcp(const struct conf_values *v, char *err, size_t errlen)
 int conf_finish(Conf *c, char *err, size_t errlen)
 {
 	const struct conf_values *v = &c->v;
+	size_t ports, hosts;
 	int r;
 
 	if (v->reconnect_min_ms > v->reconnect_max_ms) {
@@ -908,10 +909,11 @@ int conf_finish(Conf *c, char *err, size_t errlen)
 		return -EINVAL;
 	}
 	/* libpq would refuse the mismatch only when connecting. */
-	if (count_items(v->datastore_port) > 1 && count_items(v->datastore_port) != count_items(v->datastore_host)) {
+	ports = count_items(v->datastore_port);
+	hosts = count_items(v->datastore_host);
+	if (ports > 1 && ports != hosts) {
 		seterr(err, errlen, "datastore_port lists %zu ports for %zu hosts in datastore_host "
-		       "(give one port for all hosts, or one per host)",
-		       count_items(v->datastore_port), count_items(v->datastore_host));
+		       "(give one port for all hosts, or one per host)", ports, hosts);
 		return -EINVAL;
 	}
 	/* Otherwise one large event would disconnect every subscriber. */
