@@ -35,7 +35,7 @@ ALL_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recov
 LDSAN      := -fsanitize=$(SANITIZE)
 endif
 
-PROTO_SRC  := proto/frame.c proto/token.c
+PROTO_SRC  := proto/errors.c proto/frame.c proto/token.c
 # ctl.c and import.c, when present, are subcommands of nvsrelay, not the daemon.
 DAEMON_SRC := $(filter-out daemon/main.c daemon/nvsrelay.c daemon/ctl.c daemon/import.c daemon/extjson.c,$(wildcard daemon/*.c))
 CLI_OBJ    := $(patsubst %.c,$(B)/%.o,$(wildcard daemon/ctl.c daemon/import.c))

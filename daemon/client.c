@@ -44,13 +44,13 @@
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 
+#include "errors.h"
 #include "client.h"
 #include "filter.h"
 #include "frame.h"
 #include "hub.h"
 #include "log.h"
 #include "metrics.h"
-#include "relay.h"
 #include "tls.h"
 #include "utf8.h"
 
@@ -110,7 +110,7 @@ struct client {
 	unsigned char token_sha256[32];
 	enum client_refusal refuse_why; /* refusal sent once the handshake is done */
 	int refuse_code;         /* 0: none */
-	const char *refuse_name, *refuse_msg;
+	const char *refuse_msg;
 	FrameReader *fr;
 	struct chunk *head, *tail;      /* output queue */
 	size_t queued;           /* bytes in it not yet written */
@@ -425,7 +425,7 @@ static void queued(Client *c, size_t len)
 		ev_io_start(c->env.loop, &c->wio);
 }
 
-static void drop(Client *c, enum client_drop why, int code, const char *name, const char *msg,
+static void drop(Client *c, enum client_drop why, int code, const char *msg,
 		 const char *reason);
 
 /* The hard limit: false, and the client dropped, when len more bytes would
@@ -441,7 +441,7 @@ static bool room_for(Client *c, size_t len)
 	snprintf(msg, sizeof(msg),
 		 "output limit exceeded: %zu bytes queued and %zu more would pass client_output_limit (%zu)",
 		 c->queued, len, limit);
-	drop(c, DROP_HARD_LIMIT, ERR_EXCEEDED_MEMORY_LIMIT, "ExceededMemoryLimit", msg, "output limit exceeded");
+	drop(c, DROP_HARD_LIMIT, ERR_EXCEEDED_MEMORY_LIMIT, msg, "output limit exceeded");
 	return false;
 }
 
@@ -536,7 +536,7 @@ void client_send_bookmark(Client *c, long long sid, const struct token *tok)
 	queue_frame(c, buf, (size_t)n, true, sid, tok);
 }
 
-void client_send_error(Client *c, long long sid, int code, const char *name, const char *msg,
+void client_send_error(Client *c, long long sid, int code, const char *msg,
 		       const struct token *tok)
 {
 	cJSON *o = cJSON_CreateObject();
@@ -548,7 +548,7 @@ void client_send_error(Client *c, long long sid, int code, const char *name, con
 	if (sid >= 0)
 		cJSON_AddNumberToObject(o, "sid", (double)sid);
 	cJSON_AddNumberToObject(o, "code", code);
-	cJSON_AddStringToObject(o, "codeName", name);
+	cJSON_AddStringToObject(o, "codeName", proto_error_name(code));
 	cJSON_AddStringToObject(o, "message", msg);
 	if (tok) {
 		char hex[TOKEN_HEX_LEN + 1];
@@ -758,7 +758,7 @@ void client_free_all(void)
 		client_free(clients);
 }
 
-static void drop(Client *c, enum client_drop why, int code, const char *name, const char *msg,
+static void drop(Client *c, enum client_drop why, int code, const char *msg,
 		 const char *reason)
 {
 	if (c->closing || c->dropping)
@@ -768,7 +768,7 @@ static void drop(Client *c, enum client_drop why, int code, const char *name, co
 	drop_unsent(c);
 	log_warning("slow consumer dropped client=c%" PRIu64 " peer=%s limit=%s queued=%zu", c->id, c->peer,
 		    client_drop_name(why), c->queued);
-	hub_client_error(c->env.hub, c, code, name, msg);
+	hub_client_error(c->env.hub, c, code, msg);
 	client_close(c, reason);
 }
 
@@ -790,7 +790,7 @@ static void slow_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		snprintf(msg, sizeof(msg), "no output was read for %d seconds (client_output_soft_seconds); "
 			 "resume after the token", cv->client_output_soft_seconds);
 		snprintf(reason, sizeof(reason), "output not read for %d s", cv->client_output_soft_seconds);
-		drop(c, DROP_STALLED, ERR_EXCEEDED_TIME_LIMIT, "ExceededTimeLimit", msg, reason);
+		drop(c, DROP_STALLED, ERR_EXCEEDED_TIME_LIMIT, msg, reason);
 		return;
 	}
 	if (cv->client_output_soft_limit > 0 && c->queued > (size_t)cv->client_output_soft_limit) {
@@ -801,14 +801,14 @@ static void slow_cb(struct ev_loop *loop, ev_timer *w, int revents)
 				 "resume after the token", cv->client_output_soft_limit, cv->client_output_soft_seconds);
 			snprintf(reason, sizeof(reason), "output above the soft limit for %d s",
 				 cv->client_output_soft_seconds);
-			drop(c, DROP_SOFT_LIMIT, ERR_EXCEEDED_MEMORY_LIMIT, "ExceededMemoryLimit", msg, reason);
+			drop(c, DROP_SOFT_LIMIT, ERR_EXCEEDED_MEMORY_LIMIT, msg, reason);
 		}
 		return;
 	}
 	c->soft_since = 0;
 }
 
-void client_refuse(Client *c, enum client_refusal why, int code, const char *name, const char *msg)
+void client_refuse(Client *c, enum client_refusal why, int code, const char *msg)
 {
 	if (c->closing)
 		return;
@@ -817,12 +817,11 @@ void client_refuse(Client *c, enum client_refusal why, int code, const char *nam
 		 * client; it goes out once the session is up. */
 		c->refuse_why = why;
 		c->refuse_code = code;
-		c->refuse_name = name;
 		c->refuse_msg = msg;
 		return;
 	}
 	refused(c, why, msg);
-	client_send_error(c, -1, code, name, msg, NULL);
+	client_send_error(c, -1, code, msg, NULL);
 	client_close(c, msg);
 }
 
@@ -851,7 +850,7 @@ static bool authenticate(Client *c, cJSON *m)
 	}
 	if (!ok) {
 		refused(c, REFUSAL_AUTH_FAILED, detail);
-		client_send_error(c, -1, ERR_AUTH_FAILED, "AuthenticationFailed",
+		client_send_error(c, -1, ERR_AUTH_FAILED,
 				  "authentication failed: the first frame must be {\"op\":\"hello\",\"v\":1,"
 				  "\"token\":\"...\"} with the configured token", NULL);
 		client_close(c, "authentication failed");
@@ -877,7 +876,7 @@ static bool watch_admitted(Client *c, const cJSON *m)
 	refused(c, REFUSAL_MAX_SUBSCRIPTIONS, msg);
 	client_send_error(c, cJSON_IsNumber(sid) && sid->valuedouble >= 0 && sid->valuedouble <= 9007199254740991.0
 			  ? (long long)sid->valuedouble : -1,
-			  ERR_EXCEEDED_LIMIT, "ExceededLimit", msg, NULL);
+			  ERR_EXCEEDED_LIMIT, msg, NULL);
 	return false;
 }
 
@@ -889,7 +888,7 @@ static bool get_sid(Client *c, const cJSON *m, long long *ret)
 
 	if (!cJSON_IsNumber(sid) || sid->valuedouble < 0 || sid->valuedouble > 9007199254740991.0 ||
 	    sid->valuedouble != (double)(long long)sid->valuedouble) {
-		client_send_error(c, -1, ERR_TYPE_MISMATCH, "TypeMismatch",
+		client_send_error(c, -1, ERR_TYPE_MISMATCH,
 				  "sid must be a non-negative integer", NULL);
 		return false;
 	}
@@ -906,7 +905,7 @@ static int get_token(Client *c, long long sid, const cJSON *v, const char *field
 	if (!cJSON_IsString(d) || token_parse(d->valuestring, strlen(d->valuestring), ret) < 0) {
 		snprintf(msg, sizeof(msg), "%s is not a valid resume token: expected {\"_data\":\"<40 hex digits>\"}",
 			 field);
-		client_send_error(c, sid, ERR_CHANGE_STREAM_FATAL, "ChangeStreamFatalError", msg, NULL);
+		client_send_error(c, sid, ERR_CHANGE_STREAM_FATAL, msg, NULL);
 		return -EINVAL;
 	}
 	return 0;
@@ -930,7 +929,7 @@ static void op_hello(Client *c, const cJSON *m)
 	int n;
 
 	if (v && (!cJSON_IsNumber(v) || v->valuedouble != 1)) {
-		client_send_error(c, -1, ERR_BAD_VALUE, "BadValue", "unsupported protocol version; this server speaks v 1", NULL);
+		client_send_error(c, -1, ERR_BAD_VALUE, "unsupported protocol version; this server speaks v 1", NULL);
 		return;
 	}
 	c->hello = true;
@@ -976,7 +975,7 @@ static bool known_fields(Client *c, long long sid, const cJSON *m)
 			;
 		if (!known[i]) {
 			snprintf(msg, sizeof(msg), "unknown field '%.64s' in watch", f->string);
-			client_send_error(c, sid, ERR_UNKNOWN_FIELD, "Location40415", msg, NULL);
+			client_send_error(c, sid, ERR_UNKNOWN_FIELD, msg, NULL);
 			return false;
 		}
 	}
@@ -998,7 +997,7 @@ static void op_watch(Client *c, const cJSON *m)
 	req.sid = sid;
 	t = cJSON_GetObjectItemCaseSensitive(m, "table");
 	if (!cJSON_IsString(t) || !table_of(t->valuestring, &req.table)) {
-		client_send_error(c, sid, ERR_INVALID_NAMESPACE, "InvalidNamespace",
+		client_send_error(c, sid, ERR_INVALID_NAMESPACE,
 				  "table must be health_events (HealthEvents) or maintenance_events (MaintenanceEvents)", NULL);
 		return;
 	}
@@ -1006,7 +1005,7 @@ static void op_watch(Client *c, const cJSON *m)
 	if (consumer && !cJSON_IsNull(consumer)) {
 		if (!cJSON_IsString(consumer) || !consumer->valuestring[0] || strlen(consumer->valuestring) > 255 ||
 		    !utf8_valid(consumer->valuestring)) {
-			client_send_error(c, sid, ERR_TYPE_MISMATCH, "TypeMismatch",
+			client_send_error(c, sid, ERR_TYPE_MISMATCH,
 					  "consumer must be a non-empty UTF-8 string of at most 255 bytes", NULL);
 			return;
 		}
@@ -1015,12 +1014,12 @@ static void op_watch(Client *c, const cJSON *m)
 	ra = cJSON_GetObjectItemCaseSensitive(m, "resumeAfter");
 	sa = cJSON_GetObjectItemCaseSensitive(m, "startAfter");
 	if (ra && sa) {
-		client_send_error(c, sid, ERR_BAD_VALUE, "BadValue", "give only one of resumeAfter and startAfter", NULL);
+		client_send_error(c, sid, ERR_BAD_VALUE, "give only one of resumeAfter and startAfter", NULL);
 		return;
 	}
 	sat = cJSON_GetObjectItemCaseSensitive(m, "startAtOperationTime");
 	if ((ra || sa) && sat) {
-		client_send_error(c, sid, ERR_BAD_VALUE, "BadValue",
+		client_send_error(c, sid, ERR_BAD_VALUE,
 				  "give only one of resumeAfter, startAfter and startAtOperationTime", NULL);
 		return;
 	}
@@ -1029,7 +1028,7 @@ static void op_watch(Client *c, const cJSON *m)
 		/* NVSentinel's stored {"timestamp","eventID"}: a component moving
 		 * over from its in-process watcher passes what it had. */
 		if (!cJSON_IsNumber(eid) || eid->valuedouble < 0 || eid->valuedouble > 9007199254740991.0) {
-			client_send_error(c, sid, ERR_CHANGE_STREAM_FATAL, "ChangeStreamFatalError",
+			client_send_error(c, sid, ERR_CHANGE_STREAM_FATAL,
 					  "eventID must be a non-negative integer", NULL);
 			return;
 		}
@@ -1042,7 +1041,7 @@ static void op_watch(Client *c, const cJSON *m)
 	}
 	if (sat) {
 		if (!valid_rfc3339(sat)) {
-			client_send_error(c, sid, ERR_BAD_VALUE, "BadValue",
+			client_send_error(c, sid, ERR_BAD_VALUE,
 					  "startAtOperationTime must be an RFC 3339 time such as 2026-11-25T10:00:00Z", NULL);
 			return;
 		}
@@ -1053,7 +1052,7 @@ static void op_watch(Client *c, const cJSON *m)
 		if (!cJSON_IsString(fdbc) || (strcmp(fdbc->valuestring, "off") != 0 &&
 					      strcmp(fdbc->valuestring, "whenAvailable") != 0 &&
 					      strcmp(fdbc->valuestring, "required") != 0)) {
-			client_send_error(c, sid, ERR_BAD_VALUE, "BadValue",
+			client_send_error(c, sid, ERR_BAD_VALUE,
 					  "fullDocumentBeforeChange must be off, whenAvailable or required", NULL);
 			return;
 		}
@@ -1063,7 +1062,7 @@ static void op_watch(Client *c, const cJSON *m)
 	if (filter_compile(pipe, &req.filter, msg, sizeof(msg)) < 0) {
 		/* Refused, never ignored: a filter that silently matched
 		 * everything would be worse than an error. */
-		client_send_error(c, sid, ERR_BAD_VALUE, "BadValue", msg, NULL);
+		client_send_error(c, sid, ERR_BAD_VALUE, msg, NULL);
 		return;
 	}
 	hub_watch(c->env.hub, c, &req);
@@ -1112,12 +1111,12 @@ static void dispatch(Client *c, const char *line, size_t len)
 	}
 	if (!m) {
 		snprintf(msg, sizeof(msg), "malformed JSON at byte %zu", end && end >= line ? (size_t)(end - line) : (size_t)0);
-		client_send_error(c, -1, ERR_FAILED_TO_PARSE, "FailedToParse", msg, NULL);
+		client_send_error(c, -1, ERR_FAILED_TO_PARSE, msg, NULL);
 		return;
 	}
 	op = cJSON_GetObjectItemCaseSensitive(m, "op");
 	if (!cJSON_IsObject(m) || !cJSON_IsString(op)) {
-		client_send_error(c, -1, ERR_FAILED_TO_PARSE, "FailedToParse",
+		client_send_error(c, -1, ERR_FAILED_TO_PARSE,
 				  "a frame must be a JSON object with a string \"op\"", NULL);
 	} else if (strcmp(op->valuestring, "hello") == 0) {
 		op_hello(c, m);
@@ -1131,7 +1130,7 @@ static void dispatch(Client *c, const char *line, size_t len)
 	} else if (strcmp(op->valuestring, "ping") == 0) {
 		client_send(c, "{\"op\":\"pong\"}\n", 14);
 	} else {
-		client_send_error(c, -1, ERR_COMMAND_NOT_FOUND, "CommandNotFound",
+		client_send_error(c, -1, ERR_COMMAND_NOT_FOUND,
 				  "unknown op; expected hello, watch, ack, unwatch or ping", NULL);
 	}
 	cJSON_Delete(m);
@@ -1151,7 +1150,7 @@ static void process_frames(Client *c)
 			snprintf(msg, sizeof(msg), "frame larger than max_frame_bytes (%d)",
 				 c->env.cv->max_frame_bytes);
 			refused(c, REFUSAL_FRAME_TOO_LARGE, msg);
-			client_send_error(c, -1, ERR_TOO_LARGE, "BSONObjectTooLarge", msg, NULL);
+			client_send_error(c, -1, ERR_TOO_LARGE, msg, NULL);
 			continue;
 		}
 		if (len == 0)
@@ -1239,7 +1238,7 @@ static void handshake(Client *c)
 		ev_io_stop(c->env.loop, &c->wio);
 		ev_io_start(c->env.loop, &c->rio);
 		if (c->refuse_code) {
-			client_refuse(c, c->refuse_why, c->refuse_code, c->refuse_name, c->refuse_msg);
+			client_refuse(c, c->refuse_why, c->refuse_code, c->refuse_msg);
 			return;
 		}
 		if (c->queued)
@@ -1325,7 +1324,7 @@ static void auth_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	} else if (c->state == CS_AUTH) {
 		snprintf(msg, sizeof(msg), "no hello with a token within %.0f seconds", AUTH_TIMEOUT);
 		refused(c, REFUSAL_AUTH_FAILED, msg);
-		client_send_error(c, -1, ERR_AUTH_FAILED, "AuthenticationFailed", msg, NULL);
+		client_send_error(c, -1, ERR_AUTH_FAILED, msg, NULL);
 		client_close(c, "authentication timed out");
 	}
 }

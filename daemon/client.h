@@ -17,12 +17,6 @@
 #include "event.h"
 #include "token.h"
 
-/* MongoDB error codes of access control and limits. */
-#define ERR_UNAUTHORIZED 13             /* Unauthorized */
-#define ERR_AUTH_FAILED 18              /* AuthenticationFailed */
-#define ERR_EXCEEDED_LIMIT 24           /* ExceededLimit: too many clients or subscriptions */
-#define ERR_EXCEEDED_MEMORY_LIMIT 146   /* ExceededMemoryLimit: output past a limit */
-#define ERR_EXCEEDED_TIME_LIMIT 262     /* ExceededTimeLimit: output not read */
 
 typedef struct client Client;
 struct hub;
@@ -75,7 +69,7 @@ Client *client_new(const struct client_env *env, int fd, const char *peer, const
 
 /* Refuses a new client: counts and logs the refusal, sends the error frame
  * (once its TLS handshake is done, so the client can read it) and closes. */
-void client_refuse(Client *c, enum client_refusal why, int code, const char *name, const char *msg);
+void client_refuse(Client *c, enum client_refusal why, int code, const char *msg);
 
 uint64_t client_id(const Client *c);
 /* Bytes queued and not yet written to the socket. */
@@ -91,7 +85,7 @@ void client_send(Client *c, const char *data, size_t len);
 void client_send_event(Client *c, long long sid, struct event *ev, bool before);
 void client_send_bookmark(Client *c, long long sid, const struct token *tok);
 /* sid < 0: connection-level error. tok may be NULL. */
-void client_send_error(Client *c, long long sid, int code, const char *name, const char *msg,
+void client_send_error(Client *c, long long sid, int code, const char *msg,
 		       const struct token *tok);
 
 /* The position of the last event or bookmark of sid that left for the

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "errors.h"
 #include "client.h"
 #include "filter.h"
 #include "hub.h"
@@ -267,8 +268,7 @@ static void page_done(void *arg, struct event **evs, size_t n, const struct toke
 			/* PostgreSQL is away: the subscription waits, the client stays. */
 			return;
 		}
-		client_send_error(s->client, s->sid, code,
-				  code == ERR_HISTORY_LOST ? "ChangeStreamHistoryLost" : "ChangeStreamFatalError",
+		client_send_error(s->client, s->sid, code == ERR_HISTORY_LOST ? code : ERR_CHANGE_STREAM_FATAL,
 				  msg, &s->pos);
 		sub_kill(s);
 		return;
@@ -520,14 +520,14 @@ static void position_loaded(void *arg, int status, const struct token *pos, cons
 		activate(s, s->fenced ? &s->fence : &h->head);
 	} else if (status < 0) {
 		if (status == -ESTALE)
-			client_send_error(s->client, s->sid, ERR_HISTORY_LOST, "ChangeStreamHistoryLost", msg, NULL);
+			client_send_error(s->client, s->sid, ERR_HISTORY_LOST, msg, NULL);
 		else if (status == -EINVAL)
-			client_send_error(s->client, s->sid, ERR_CHANGE_STREAM_FATAL, "ChangeStreamFatalError", msg, NULL);
+			client_send_error(s->client, s->sid, ERR_CHANGE_STREAM_FATAL, msg, NULL);
 		else
-			client_send_error(s->client, s->sid, ERR_HOST_UNREACHABLE, "HostUnreachable", msg, NULL);
+			client_send_error(s->client, s->sid, ERR_HOST_UNREACHABLE, msg, NULL);
 		sub_kill(s);
 	} else if (pos->gen != h->head.gen) {
-		client_send_error(s->client, s->sid, ERR_HISTORY_LOST, "ChangeStreamHistoryLost",
+		client_send_error(s->client, s->sid, ERR_HISTORY_LOST,
 				  "stored position belongs to another database or changelog generation", NULL);
 		sub_kill(s);
 	} else {
@@ -560,7 +560,7 @@ static void take_over(Hub *h, struct sub *s)
 		snprintf(msg, sizeof(msg), "consumer '%s' was taken over by another subscription", o->consumer);
 		log_notice("consumer taken over consumer=%s from=c%llu to=c%llu", LOGQ(o->consumer),
 			   (unsigned long long)client_id(o->client), (unsigned long long)client_id(s->client));
-		client_send_error(o->client, o->sid, ERR_INTERRUPTED, "Interrupted", msg, &o->sent);
+		client_send_error(o->client, o->sid, ERR_INTERRUPTED, msg, &o->sent);
 		sub_kill(o);
 		if (next && next->state == SUB_DEAD)
 			next = h->subs;
@@ -573,12 +573,12 @@ int hub_watch(Hub *h, Client *c, const struct watch_req *req)
 	int r;
 
 	if (find_sub(h, c, req->sid)) {
-		client_send_error(c, req->sid, ERR_BAD_VALUE, "BadValue", "sid already in use", NULL);
+		client_send_error(c, req->sid, ERR_BAD_VALUE, "sid already in use", NULL);
 		filter_free(req->filter);
 		return -EEXIST;
 	}
 	if (!h->have_head || !h->relay) {
-		client_send_error(c, req->sid, ERR_HOST_UNREACHABLE, "HostUnreachable",
+		client_send_error(c, req->sid, ERR_HOST_UNREACHABLE,
 				  "not ready: PostgreSQL not reached yet", NULL);
 		filter_free(req->filter);
 		return -EAGAIN;
@@ -588,14 +588,14 @@ int hub_watch(Hub *h, Client *c, const struct watch_req *req)
 		snprintf(msg, sizeof(msg),
 			 "resume token belongs to another database or changelog generation (this one is %08x)",
 			 (unsigned)h->head.gen);
-		client_send_error(c, req->sid, ERR_HISTORY_LOST, "ChangeStreamHistoryLost", msg, NULL);
+		client_send_error(c, req->sid, ERR_HISTORY_LOST, msg, NULL);
 		filter_free(req->filter);
 		return -EINVAL;
 	}
 	s = calloc(1, sizeof(*s));
 	if (!s || (req->consumer && !(s->consumer = strdup(req->consumer)))) {
 		free(s);
-		client_send_error(c, req->sid, ERR_BAD_VALUE, "BadValue", "out of memory", NULL);
+		client_send_error(c, req->sid, ERR_BAD_VALUE, "out of memory", NULL);
 		filter_free(req->filter);
 		return -ENOMEM;
 	}
@@ -629,7 +629,7 @@ int hub_watch(Hub *h, Client *c, const struct watch_req *req)
 		return 0;
 	}
 	if (r < 0) {
-		client_send_error(c, s->sid, ERR_HOST_UNREACHABLE, "HostUnreachable",
+		client_send_error(c, s->sid, ERR_HOST_UNREACHABLE,
 				  "PostgreSQL unavailable, retry", NULL);
 		sub_kill(s);
 		return -EAGAIN;
@@ -643,11 +643,11 @@ int hub_ack(Hub *h, Client *c, long long sid, const struct token *tok)
 	struct sub *s = find_sub(h, c, sid);
 
 	if (!s || s->state != SUB_ACTIVE) {
-		client_send_error(c, sid, ERR_BAD_VALUE, "BadValue", "ack for an unknown sid", NULL);
+		client_send_error(c, sid, ERR_BAD_VALUE, "ack for an unknown sid", NULL);
 		return -ENOENT;
 	}
 	if (tok->gen != h->head.gen || token_cmp(tok, &s->pos) > 0) {
-		client_send_error(c, sid, ERR_BAD_VALUE, "BadValue",
+		client_send_error(c, sid, ERR_BAD_VALUE,
 				  "ack token is not a position this subscription was sent", &s->pos);
 		return -EINVAL;
 	}
@@ -664,7 +664,7 @@ int hub_unwatch(Hub *h, Client *c, long long sid)
 	struct sub *s = find_sub(h, c, sid);
 
 	if (!s) {
-		client_send_error(c, sid, ERR_BAD_VALUE, "BadValue", "unwatch for an unknown sid", NULL);
+		client_send_error(c, sid, ERR_BAD_VALUE, "unwatch for an unknown sid", NULL);
 		return -ENOENT;
 	}
 	sub_kill(s);
@@ -691,13 +691,13 @@ size_t hub_client_subscriptions(const Hub *h, const Client *c)
 	return n;
 }
 
-void hub_client_error(Hub *h, Client *c, int code, const char *name, const char *msg)
+void hub_client_error(Hub *h, Client *c, int code, const char *msg)
 {
 	struct token tok;
 
 	for (struct sub *s = h->subs; s; s = s->next)
 		if (s->client == c)
-			client_send_error(c, s->sid, code, name, msg,
+			client_send_error(c, s->sid, code, msg,
 					  client_delivered(c, s->sid, &tok) ? &tok : NULL);
 }
 

@@ -54,7 +54,7 @@ void hub_client_writable(Hub *h, struct client *c);
 size_t hub_client_subscriptions(const Hub *h, const struct client *c);
 /* An error frame to every subscription of c, each with the position the
  * client really received (client_delivered), before c is dropped. */
-void hub_client_error(Hub *h, struct client *c, int code, const char *name, const char *msg);
+void hub_client_error(Hub *h, struct client *c, int code, const char *msg);
 
 /* Shutdown: a final bookmark to every subscription and a last write of
  * durable positions; done() runs when the writes finished or failed. */

@@ -32,6 +32,7 @@
 #include <openssl/evp.h>
 #include <systemd/sd-daemon.h>
 
+#include "errors.h"
 #include "allow.h"
 #include "listener.h"
 #include "log.h"
@@ -128,12 +129,12 @@ static bool is_loopback(const struct sockaddr *sa)
 
 /* A refusal before any client exists: one error frame on the fresh socket
  * (its buffer is empty, so it fits), the counter, the log line. */
-static void refuse_fd(int fd, enum client_refusal why, int code, const char *name, const char *msg,
+static void refuse_fd(int fd, enum client_refusal why, int code, const char *msg,
 		      const char *peer)
 {
 	char frame[320];
 	int n = snprintf(frame, sizeof(frame), "{\"op\":\"error\",\"code\":%d,\"codeName\":\"%s\",\"message\":\"%s\"}\n",
-			 code, name, msg);
+			 code, proto_error_name(code), msg);
 
 	client_count_refusal(why);
 	log_warning("client refused peer=%s refusal=%s reason='%s'", peer, client_refusal_name(why), msg);
@@ -203,11 +204,11 @@ static void accept_unix(Listener *l, int fd)
 	if (!peer_allowed(l, fd, &cred)) {
 		snprintf(msg, sizeof(msg), "uid %u (gid %u) is not allowed on this socket (unix_allow_uids, unix_allow_gids)",
 			 (unsigned)cred.uid, (unsigned)cred.gid);
-		refuse_fd(fd, REFUSAL_PEER_NOT_ALLOWED, ERR_UNAUTHORIZED, "Unauthorized", msg, peer);
+		refuse_fd(fd, REFUSAL_PEER_NOT_ALLOWED, ERR_UNAUTHORIZED, msg, peer);
 		return;
 	}
 	if (client_count() >= (size_t)l->env.cv->max_clients) {
-		refuse_fd(fd, REFUSAL_MAX_CLIENTS, ERR_EXCEEDED_LIMIT, "ExceededLimit", "too many clients (max_clients)", peer);
+		refuse_fd(fd, REFUSAL_MAX_CLIENTS, ERR_EXCEEDED_LIMIT, "too many clients (max_clients)", peer);
 		return;
 	}
 	client_new(&l->env, fd, peer, NULL);
@@ -231,7 +232,7 @@ static void accept_tcp(Listener *l, int fd, const struct sockaddr *sa)
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
 	if (!l->tls) {
 		if (client_count() >= max) {
-			refuse_fd(fd, REFUSAL_MAX_CLIENTS, ERR_EXCEEDED_LIMIT, "ExceededLimit",
+			refuse_fd(fd, REFUSAL_MAX_CLIENTS, ERR_EXCEEDED_LIMIT,
 				  "too many clients (max_clients)", peer);
 			return;
 		}
@@ -252,7 +253,7 @@ static void accept_tcp(Listener *l, int fd, const struct sockaddr *sa)
 	}
 	c = client_new(&l->env, fd, peer, &t);
 	if (c && client_count() > max)
-		client_refuse(c, REFUSAL_MAX_CLIENTS, ERR_EXCEEDED_LIMIT, "ExceededLimit", "too many clients (max_clients)");
+		client_refuse(c, REFUSAL_MAX_CLIENTS, ERR_EXCEEDED_LIMIT, "too many clients (max_clients)");
 }
 
 static void pause_cb(struct ev_loop *loop, ev_timer *w, int revents)

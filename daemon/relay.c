@@ -20,6 +20,7 @@
 
 #include <cJSON.h>
 
+#include "errors.h"
 #include "hub.h"
 #include "log.h"
 #include "metrics.h"

@@ -20,18 +20,6 @@ typedef struct relay Relay;
 struct hub;
 struct pgconn;
 
-/* MongoDB error codes used in error frames. */
-#define ERR_BAD_VALUE 2
-#define ERR_FAILED_TO_PARSE 9
-#define ERR_TYPE_MISMATCH 14
-#define ERR_COMMAND_NOT_FOUND 59
-#define ERR_INVALID_NAMESPACE 73
-#define ERR_HOST_UNREACHABLE 6
-#define ERR_INTERRUPTED 11601
-#define ERR_UNKNOWN_FIELD 40415
-#define ERR_CHANGE_STREAM_FATAL 280
-#define ERR_HISTORY_LOST 286
-#define ERR_TOO_LARGE 10334
 
 /* Called with the events of one page (references owned by the callee), the
  * position after them, or an error (code != 0, events empty). */

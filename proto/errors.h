@@ -1,0 +1,32 @@
+/*
+ * errors.h - the protocol's error codes (MongoDB's numbers, so drivers and
+ * NVSentinel's code recognise them) and their names, in one table.  Error
+ * frames carry both; every sender names only the code.
+ */
+#ifndef NVSRELAY_ERRORS_H
+#define NVSRELAY_ERRORS_H
+
+enum proto_error {
+	ERR_BAD_VALUE = 2,
+	ERR_HOST_UNREACHABLE = 6,
+	ERR_FAILED_TO_PARSE = 9,
+	ERR_UNAUTHORIZED = 13,
+	ERR_TYPE_MISMATCH = 14,
+	ERR_AUTH_FAILED = 18,
+	ERR_EXCEEDED_LIMIT = 24,          /* too many clients or subscriptions */
+	ERR_COMMAND_NOT_FOUND = 59,
+	ERR_INVALID_NAMESPACE = 73,
+	ERR_EXCEEDED_MEMORY_LIMIT = 146,  /* output past a limit */
+	ERR_EXCEEDED_TIME_LIMIT = 262,    /* output not read */
+	ERR_CHANGE_STREAM_FATAL = 280,
+	ERR_HISTORY_LOST = 286,
+	ERR_TOO_LARGE = 10334,
+	ERR_INTERRUPTED = 11601,
+	ERR_UNKNOWN_FIELD = 40415,
+};
+
+/* The code's name for the "codeName" member; "UnknownError" for a code not
+ * in the table. */
+const char *proto_error_name(int code);
+
+#endif
