@@ -27,7 +27,11 @@ PKGS      := libpq libcjson libsystemd openssl
 WARN      := -Wall -Wextra -Wpedantic -Wshadow -Wmissing-prototypes -Wformat=2 -Werror
 OPT       ?= -O2 -g
 CFLAGS    ?= $(OPT)
-ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -DNVSRELAY_VERSION=\"$(VERSION)\" $(WARN) $(CFLAGS) -Iproto -Idaemon -I$(B) \
+# The daemon's modules by concern (see README "Hacking"); headers are found by
+# name, so a module can move between folders without touching its includes.
+DAEMON_DIRS := daemon daemon/pg daemon/stream daemon/net
+INCLUDES  := -Iproto $(DAEMON_DIRS:%=-I%) -Icli
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -DNVSRELAY_VERSION=\"$(VERSION)\" $(WARN) $(CFLAGS) $(INCLUDES) -I$(B) \
              $(shell pkg-config --cflags $(PKGS))
 LIBS       = $(shell pkg-config --libs $(PKGS)) -lev -lm
 ifneq ($(SANITIZE),)
@@ -36,11 +40,11 @@ LDSAN      := -fsanitize=$(SANITIZE)
 endif
 
 PROTO_SRC  := proto/errors.c proto/frame.c proto/token.c
-# ctl.c and import.c, when present, are subcommands of nvsrelay, not the daemon.
-DAEMON_SRC := $(filter-out daemon/main.c daemon/nvsrelay.c daemon/ctl.c daemon/import.c daemon/extjson.c,$(wildcard daemon/*.c))
-CLI_OBJ    := $(patsubst %.c,$(B)/%.o,$(wildcard daemon/ctl.c daemon/import.c))
-# import.c converts with extjson.c and connects with the daemon's conf.c.
-CLI_OBJ    += $(if $(wildcard daemon/import.c),$(B)/daemon/extjson.o $(B)/daemon/conf.o)
+DAEMON_SRC := $(filter-out daemon/main.c,$(wildcard $(DAEMON_DIRS:%=%/*.c)))
+HEADERS    := $(wildcard proto/*.h cli/*.h $(DAEMON_DIRS:%=%/*.h))
+# The CLI (cli/) links libnvsrelay; `import` also reads the daemon's
+# configuration with conf.c.
+CLI_OBJ    := $(patsubst %.c,$(B)/%.o,$(filter-out cli/main.c,$(wildcard cli/*.c))) $(B)/daemon/conf.o
 # libnvsrelay, the C client library (API: proto/nvsrelay.h).
 LIB_SRC    := proto/frame.c proto/token.c proto/wire.c proto/nvsrelay.c
 LIB_OBJ    := $(LIB_SRC:%.c=$(B)/pic/%.o)
@@ -50,7 +54,8 @@ INCLUDEDIR ?= $(PREFIX)/include
 SQL_FILES  := $(sort $(wildcard sql/[0-9]*.sql))
 PROTO_OBJ  := $(PROTO_SRC:%.c=$(B)/%.o)
 DAEMON_OBJ := $(DAEMON_SRC:%.c=$(B)/%.o) $(B)/sql_embed.o
-PURE_OBJ   := $(PROTO_OBJ) $(B)/proto/wire.o $(patsubst %.c,$(B)/%.o,$(wildcard daemon/allow.c daemon/diff.c daemon/conf.c daemon/event.c daemon/extjson.c daemon/filter.c daemon/metrics.c daemon/utf8.c))
+PURE_OBJ   := $(PROTO_OBJ) $(B)/proto/wire.o $(patsubst %.c,$(B)/%.o,daemon/net/allow.c daemon/stream/diff.c daemon/conf.c \
+              daemon/stream/event.c cli/extjson.c daemon/stream/filter.c daemon/metrics.c daemon/utf8.c)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 # Every fuzz target is also built with the normal compiler into a replay
@@ -63,10 +68,12 @@ BENCH_BIN    := $(patsubst tests/bench/%.c,$(B)/bench/%,$(wildcard tests/bench/b
 
 all: $(B)/nvsrelayd $(B)/nvsrelay $(B)/libnvsrelay.a $(B)/libnvsrelay.so.0 $(UNIT_BIN) $(REPLAY_BIN) $(BENCH_BIN)
 
-$(B)/%.o: %.c $(wildcard daemon/*.h proto/*.h) | $(B)/daemon $(B)/proto $(B)/tests
+$(B)/%.o: %.c $(HEADERS)
+	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
-$(B)/sql_embed.c: $(SQL_FILES) sql/embed.sh | $(B)/daemon
+$(B)/sql_embed.c: $(SQL_FILES) sql/embed.sh
+	@mkdir -p $(@D)
 	sh sql/embed.sh $(SQL_FILES) > $@.tmp && mv $@.tmp $@
 
 # Migrations are long string literals by nature; only this generated file
@@ -77,13 +84,14 @@ $(B)/sql_embed.o: $(B)/sql_embed.c
 $(B)/nvsrelayd: $(B)/daemon/main.o $(DAEMON_OBJ) $(PROTO_OBJ)
 	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(B)/nvsrelay: $(B)/daemon/nvsrelay.o $(CLI_OBJ) $(B)/libnvsrelay.a $(PROTO_OBJ)
+$(B)/nvsrelay: $(B)/cli/main.o $(CLI_OBJ) $(B)/libnvsrelay.a $(PROTO_OBJ)
 	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 # libnvsrelay: position-independent objects in their own tree.  Only the API
 # of nvsrelay.h is exported, from the .so by visibility and from the .a by
 # localizing everything else, so its helpers never clash with a program's.
-$(B)/pic/%.o: %.c $(wildcard proto/*.h) | $(B)/pic/proto
+$(B)/pic/%.o: %.c $(wildcard proto/*.h)
+	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -fPIC -fvisibility=hidden -c $< -o $@
 
 $(B)/libnvsrelay.a: $(LIB_OBJ)
@@ -106,7 +114,7 @@ $(B)/bench/%: tests/bench/%.c tests/bench/bench.c tests/bench/bench.h $(B)/libnv
 	$(CC) $(ALL_CFLAGS) -Itests/bench -o $@ $< tests/bench/bench.c $(B)/libnvsrelay.a $(PROTO_OBJ) \
 	    $(LIBS) -lpthread $(LDSAN)
 
-$(B)/daemon $(B)/proto $(B)/tests $(B)/pic/proto $(B)/bench:
+$(B)/tests $(B)/bench:
 	mkdir -p $@
 
 deps:
@@ -215,10 +223,10 @@ FUZZ_CC   ?= clang
 FUZZ_B    := build-fuzz
 FUZZ_SRC  := $(patsubst $(B)/%.o,%.c,$(PURE_OBJ))
 
-$(FUZZ_B)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRC) $(wildcard daemon/*.h proto/*.h)
+$(FUZZ_B)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRC) $(HEADERS)
 	@mkdir -p $(FUZZ_B)
 	$(FUZZ_CC) -std=c11 -D_GNU_SOURCE $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined \
-	    -fno-sanitize-recover=all -Iproto -Idaemon $(shell pkg-config --cflags $(PKGS)) \
+	    -fno-sanitize-recover=all $(INCLUDES) $(shell pkg-config --cflags $(PKGS)) \
 	    -o $@ $< $(FUZZ_SRC) $(LIBS)
 
 fuzz: $(FUZZ_TARGETS:%=$(FUZZ_B)/fuzz_%)

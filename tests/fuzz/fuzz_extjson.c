@@ -1,6 +1,6 @@
 /*
  * fuzz_extjson.c - libFuzzer target for the mongoexport converter
- * (daemon/extjson.c).
+ * (cli/extjson.c).
  *
  * The input is an export.  The first byte chooses how it is cut into reads
  * and the largest document kept; the rest is split by the scanner twice,

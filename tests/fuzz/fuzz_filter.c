@@ -1,6 +1,6 @@
 /*
  * fuzz_filter.c - libFuzzer target for the $match compiler and evaluator
- * (daemon/filter.c).
+ * (daemon/stream/filter.c).
  *
  * The input's first line is a pipeline, the rest an event (both JSON; an
  * event that does not parse is matched as NULL).  A refused pipeline must

@@ -1,5 +1,5 @@
 /*
- * test_allow.c - unit tests of the Unix socket allow-lists (daemon/allow.c):
+ * test_allow.c - unit tests of the Unix socket allow-lists (daemon/net/allow.c):
  * ids and names, blanks, duplicates, the inputs the parser must refuse with a
  * message, and the admission rule over uid and groups.
  */

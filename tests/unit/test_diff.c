@@ -1,5 +1,5 @@
 /*
- * test_diff.c - unit tests of updateDescription (daemon/diff.c) on
+ * test_diff.c - unit tests of updateDescription (daemon/stream/diff.c) on
  * NVSentinel health-event documents and on the edge cases of the
  * findUpdatedFields semantics: nested paths, removals, arrays reported whole,
  * type changes, numeric equality, output order, deep nesting and running out

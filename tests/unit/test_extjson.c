@@ -1,5 +1,5 @@
 /*
- * test_extjson.c - unit tests of the mongoexport converter (daemon/extjson.c):
+ * test_extjson.c - unit tests of the mongoexport converter (cli/extjson.c):
  * every Extended JSON type wrapper in its v1, v2 canonical and v2 relaxed
  * forms, exact number text, dates with offsets and before 1970, refusals
  * with the path of the bad value, the row built from health and

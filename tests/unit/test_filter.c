@@ -1,5 +1,5 @@
 /*
- * test_filter.c - unit tests of the $match evaluator (daemon/filter.c):
+ * test_filter.c - unit tests of the $match evaluator (daemon/stream/filter.c):
  * every operator both ways, case-insensitive keys, missing booleans, number
  * forms, arrays, $exists, several operators in one object, dotted keys of
  * updateDescription.updatedFields, the messages of refused pipelines, and

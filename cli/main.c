@@ -1,5 +1,5 @@
 /*
- * nvsrelay.c - the command-line tool.
+ * main.c - nvsrelay, the command-line tool.
  *
  * `nvsrelay watch` subscribes through libnvsrelay (proto/nvsrelay.h), over
  * the daemon's Unix socket or its TCP listener, and prints each change event
@@ -8,11 +8,10 @@
  * event only after the line is written and flushed, so a durable position
  * never moves past what was actually printed.
  *
- * Other subcommands live in their own files and are linked in when they
- * exist (see the Makefile): `status`, `consumers`, `reset`, `reload` call
- * ctl_main() from ctl.c, `import` calls import_main() from import.c, each
- * with argv[0] set to the subcommand's name.  They are weak references, so
- * this file builds and runs without them.
+ * Other subcommands live in their own files (cli.h): `status`,
+ * `consumers`, `reset`, `reload` call ctl_main() from ctl.c, `import` calls
+ * import_main() from import.c, each with argv[0] set to the subcommand's
+ * name.
  */
 #include <errno.h>
 #include <signal.h>
@@ -22,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli.h"
 #include "nvsrelay.h"
 
 #define DEFAULT_SOCKET "/run/nvsrelayd/nvsrelayd.sock"
@@ -30,9 +30,6 @@
 /* Longest wait between checks of the stop flag: a signal that lands just
  * before poll() starts is then noticed within this time. */
 #define STOP_CHECK_MS 500
-
-int ctl_main(int argc, char **argv) __attribute__((weak));
-int import_main(int argc, char **argv) __attribute__((weak));
 
 static volatile sig_atomic_t stop;
 
@@ -474,10 +471,6 @@ int main(int argc, char **argv)
 	if (argc >= 2 && (is_ctl_command(argv[1]) || strcmp(argv[1], "import") == 0)) {
 		int (*fn)(int, char **) = strcmp(argv[1], "import") == 0 ? import_main : ctl_main;
 
-		if (!fn) {
-			fprintf(stderr, "nvsrelay: '%s' is not built into this binary\n", argv[1]);
-			return EXIT_USAGE;
-		}
 		/* The subcommands install their own handlers if they want any. */
 		signal(SIGINT, SIG_DFL);
 		signal(SIGTERM, SIG_DFL);

@@ -2,7 +2,7 @@
  * import.c - `nvsrelay import`: loads a mongoexport of NVSentinel's
  * health_events or maintenance_events collection into the PostgreSQL
  * tables, with the documents and extracted columns NVSentinel's own
- * writers would have stored (conversion: extjson.c).  nvsrelay.c calls
+ * writers would have stored (conversion: extjson.c).  main.c calls
  * import_main() with argv[0] = "import".
  *
  * All or nothing: one transaction.  Documents are converted here and sent
@@ -36,6 +36,7 @@
 
 #include <libpq-fe.h>
 
+#include "cli.h"
 #include "conf.h"
 #include "extjson.h"
 
@@ -48,7 +49,6 @@
 #define DEFAULT_BATCH 10000
 #define STAGE "nvsrelay_import"
 
-int import_main(int argc, char **argv);
 
 extern char **environ;
 

@@ -1,6 +1,6 @@
 /*
  * ctl.c - `nvsrelay status | consumers | reset | reload`: the command-line
- * side of the daemon's admin socket (daemon/admin.c).  nvsrelay.c calls
+ * side of the daemon's admin socket (daemon/net/admin.c).  main.c calls
  * ctl_main() with argv[0] set to the subcommand.  One JSON line out, one
  * back; printed for people, or as the raw JSON line with --json.
  *
@@ -20,12 +20,13 @@
 
 #include <cJSON.h>
 
+#include "cli.h"
+
 #define DEFAULT_ADMIN_SOCKET "/run/nvsrelayd/admin.sock"
 #define EXIT_USAGE 64
 #define EXIT_UNAVAILABLE 69
 #define MAX_ANSWER (64u << 20)
 
-int ctl_main(int argc, char **argv);
 
 static void usage(FILE *f)
 {

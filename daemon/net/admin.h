@@ -1,6 +1,6 @@
 /*
  * admin.h - the admin socket: JSON lines from `nvsrelay status`,
- * `consumers`, `reset` and `reload` (daemon/ctl.c).  A Unix socket of mode
+ * `consumers`, `reset` and `reload` (cli/ctl.c).  A Unix socket of mode
  * 0600 that lets in root and the daemon's own user only (SO_PEERCRED).
  * ops.c creates it; main.c supplies the reload.
  *
