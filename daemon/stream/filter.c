@@ -39,6 +39,7 @@
 #include <cJSON.h>
 
 #include "filter.h"
+#include "utf8.h"
 
 enum kind {
 	K_TRUE,
@@ -126,17 +127,21 @@ __attribute__((format(printf, 2, 3)))
 #endif
 fail(struct cc *c, const char *fmt, ...)
 {
+	char msg[1024];
 	va_list ap;
 	int n;
 
 	if (c->err == NULL || c->errlen == 0)
 		return -EINVAL;
-	n = snprintf(c->err, c->errlen, "%s: ", c->where);
-	if (n >= 0 && (size_t)n < c->errlen) {
+	n = snprintf(msg, sizeof(msg), "%s: ", c->where);
+	if (n >= 0 && (size_t)n < sizeof(msg)) {
 		va_start(ap, fmt);
-		vsnprintf(c->err + n, c->errlen - (size_t)n, fmt, ap);
+		vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
 		va_end(ap);
 	}
+	/* Keys and operator names are the client's bytes: the message goes
+	 * back in a JSON string, so it must stay valid UTF-8 when cut. */
+	utf8_quote(c->err, c->errlen, msg, strlen(msg));
 	return -EINVAL;
 }
 

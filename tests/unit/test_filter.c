@@ -998,6 +998,44 @@ bench_huge_pipelines(void **state)
 	}
 }
 
+/* Client text quoted in a message never makes it invalid UTF-8: bytes that
+ * are not UTF-8 are escaped, and a cut never splits a character. */
+static void
+test_error_text_utf8(void **state)
+{
+	struct text t = { 0 };
+	cJSON *p;
+	Filter *f = NULL;
+	char err[100];
+
+	(void)state;
+	compile_err("[{\"$match\":{\"a\":{\"$f\xff\xfe\":1}}}]",
+		    "pipeline[0].$match.a: unknown operator $f\\xff\\xfe (supported on a field: "
+		    "$eq $ne $gt $gte $lt $lte $in $nin $exists)");
+	compile_err("[{\"$m\xc3\":{}}]", "pipeline[0]: stage $m\\xc3 is not supported (only $match)");
+	/* a key of 200 two-byte characters, cut at any length */
+	text_add(&t, "[{\"$match\":{\"");
+	for (int i = 0; i < 200; i++)
+		text_add(&t, "\xc3\xa9");
+	text_add(&t, "\":{\"$bad\":1}}}]");
+	p = parse(t.s);
+	for (size_t size = 1; size <= sizeof(err); size++) {
+		assert_int_equal(filter_compile(p, &f, err, size), -EINVAL);
+		assert_true(strlen(err) < size);
+		for (size_t i = 0; err[i] != '\0'; i++) {
+			unsigned char ch = (unsigned char)err[i];
+
+			/* a lead byte is followed by its continuation */
+			if (ch == 0xc3)
+				assert_true((unsigned char)err[++i] == 0xa9);
+			else
+				assert_true(ch < 0x80);
+		}
+	}
+	cJSON_Delete(p);
+	free(t.s);
+}
+
 /* ---- NVSentinel's pipelines ------------------------------------------------ */
 
 #define UPDATED_QUARANTINED \
@@ -1216,6 +1254,7 @@ main(void)
 		cmocka_unit_test(test_compile_errors),
 		cmocka_unit_test(test_compile_error_limits),
 		cmocka_unit_test(test_pipeline_limits),
+		cmocka_unit_test(test_error_text_utf8),
 		cmocka_unit_test(bench_huge_pipelines),
 		cmocka_unit_test(test_node_quarantine_status),
 		cmocka_unit_test(test_all_health_event_inserts),
