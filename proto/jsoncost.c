@@ -11,14 +11,16 @@
  * finds that one.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "jsoncost.h"
 
+/* cJSON skips every control character as a blank, not only JSON's four. */
 static int
 blank(unsigned char ch)
 {
-	return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n';
+	return ch <= ' ';
 }
 
 static int
@@ -34,15 +36,18 @@ letter(unsigned char ch)
 }
 
 /* Index of the closing quote of the string whose opening quote is at i, or
- * len when it is not closed. */
+ * len when it is not closed; sets *nul when it holds the escape \u0000. */
 static size_t
-string_end(const char *buf, size_t len, size_t i)
+string_end(const char *buf, size_t len, size_t i, bool *nul)
 {
 	for (i++; i < len; i++) {
-		if (buf[i] == '\\')
+		if (buf[i] == '\\') {
+			if (len - i > 5 && memcmp(buf + i + 1, "u0000", 5) == 0)
+				*nul = true;
 			i++;
-		else if (buf[i] == '"')
+		} else if (buf[i] == '"') {
 			return i;
+		}
 	}
 	return len;
 }
@@ -69,7 +74,8 @@ jsoncost_scan(const char *buf, size_t len, const struct jsoncost_budget *watch,
 	unsigned depth = 0, deepest = 0;
 	int top_object = 0, r = 0;
 
-	out->watch = 0;
+	out->watch = false;
+	out->nul = false;
 	while (i < len) {
 		unsigned char ch = (unsigned char)buf[i];
 		int counted = 1;
@@ -86,11 +92,13 @@ jsoncost_scan(const char *buf, size_t len, const struct jsoncost_budget *watch,
 			counted = 0;
 			i++;
 		} else if (ch == '"') {
-			size_t end = string_end(buf, len, i);
+			size_t end = string_end(buf, len, i, &out->nul);
 
 			for (j = end + 1; j < len && blank((unsigned char)buf[j]); j++)
 				;
-			if (j < len && buf[j] == ':') {
+			/* outside any container nothing is a key: cJSON takes
+			 * the string for the frame and stops there */
+			if (j < len && buf[j] == ':' && depth > 0) {
 				counted = 0;
 				if (op == OP_NONE && depth == 1 && top_object && is(buf, i + 1, end, "op"))
 					op = OP_VALUE;

@@ -32,6 +32,8 @@ struct jsoncost {
 	size_t values;		/* values counted (until the scan stopped) */
 	unsigned depth;		/* deepest nesting seen (until the scan stopped) */
 	bool watch;		/* the first top-level "op" member is "watch" */
+	bool nul;		/* a string holds \u0000, at which cJSON cuts it
+				 * (and which PostgreSQL's jsonb refuses) */
 };
 
 /*

@@ -71,7 +71,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(jsoncost_scan(text, len, &unlimited, &unlimited, &full) == 0);
 	j = cJSON_ParseWithLengthOpts(text, len, &end, 0);
 	if (j != NULL) {
-		while (end < text + len && (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n'))
+		while (end < text + len && (unsigned char)*end <= ' ')
 			end++;
 		if (end == text + len) {
 			CHECK(full.values == items(j));
@@ -102,6 +102,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK(c.values <= (w.values > o.values ? w.values : o.values) + 1 &&
 		      c.depth <= (w.depth > o.depth ? w.depth : o.depth) + 1);
 	else
-		CHECK(c.values == full.values && c.depth == full.depth && c.watch == full.watch);
+		CHECK(c.values == full.values && c.depth == full.depth && c.watch == full.watch && c.nul == full.nul);
 	return 0;
 }

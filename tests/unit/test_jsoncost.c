@@ -2,8 +2,8 @@
  * test_jsoncost.c - unit tests of the frame cost scanner (proto/jsoncost.c):
  * exact counts against cJSON's own tree, strings holding brackets, quotes
  * and escapes, keys not counted, the watch budget chosen by the top-level
- * op wherever it stands, early refusal of a 16 MiB array, and the small
- * budget for frames before authentication.
+ * op wherever it stands, early refusal of a 16 MiB array, the small
+ * budget for frames before authentication, and strings holding \u0000.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -84,6 +84,8 @@ test_counts(void **state)
 	exact("{\"a\":\"[{\\\"x\\\":1}]\",\"b\\\\\":\"\\\\\",\"c\":\"\\u005b:\"}");
 	exact(" { \"k\" : [ { } , [ ] , \"v\" ] , \"e\" : \"\" } ");
 	exact("[[[[[[[[[[1]]]]]]]]]]");
+	/* cJSON takes every control character for a blank */
+	exact("{\"op\"\b\x01:\"ping\"\f}");
 	exact("{\"op\":\"watch\",\"sid\":1,\"table\":\"health_events\",\"pipeline\":[{\"$match\":{\"$or\":"
 	      "[{\"operationType\":\"update\"},{\"fullDocument.a\":{\"$in\":[\"x\",\"y\",null]}}]}}]}");
 }
@@ -109,6 +111,37 @@ test_watch_detected(void **state)
 	assert_false(exact(a4).watch);
 	assert_false(exact(a5).watch);
 	assert_false(exact(a6).watch);
+}
+
+/* A string with \u0000 is cut there by cJSON: "ab\u0000cd" reads as "ab",
+ * so a consumer name could pass for another; the scan says so. */
+static void
+test_nul_escape(void **state)
+{
+	struct jsoncost c;
+	static const char *const with[] = {
+		"{\"op\":\"watch\",\"consumer\":\"ab\\u0000cd\"}",
+		"{\"k\\u0000\":1}",
+		"[\"\\\\\\u0000\"]",			/* an escaped backslash, then \u0000 */
+		"{\"consumer\":\"\\u00000\"}",		/* \u0000, then '0' */
+	};
+	static const char *const without[] = {
+		"{\"consumer\":\"ab\\\\u0000cd\"}",	/* a backslash, then u0000 */
+		"{\"a\":\"\\u0001 u0000\"}",
+		"{\"a\":\"\\u000\"}",
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(with) / sizeof(with[0]); i++) {
+		assert_int_equal(jsoncost_scan(with[i], strlen(with[i]), &watch, &other, &c), 0);
+		if (!c.nul)
+			fail_msg("%s: \\u0000 not seen", with[i]);
+	}
+	for (size_t i = 0; i < sizeof(without) / sizeof(without[0]); i++) {
+		assert_int_equal(jsoncost_scan(without[i], strlen(without[i]), &watch, &other, &c), 0);
+		if (c.nul)
+			fail_msg("%s: \\u0000 seen", without[i]);
+	}
 }
 
 /* A frame of n copies of item in an array, optionally inside a watch. */
@@ -209,6 +242,7 @@ main(void)
 		cmocka_unit_test(test_counts),
 		cmocka_unit_test(test_watch_detected),
 		cmocka_unit_test(test_budgets),
+		cmocka_unit_test(test_nul_escape),
 		cmocka_unit_test(test_huge_array_refused_early),
 	};
 
