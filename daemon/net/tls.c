@@ -1,6 +1,7 @@
 /*
  * tls.c - the OpenSSL side of the subscriber TCP listener: the server
- * context (TLS 1.2 or later, certificate and key from PEM files, client
+ * context (TLS 1.2 with forward-secret AEAD suites only, or TLS 1.3;
+ * certificate and key from PEM files, client
  * certificates required and verified when a CA file is configured) and the
  * error text that goes to the log.  listener.c owns the context and creates
  * one session per connection; client.c drives the sessions.
@@ -21,6 +22,10 @@
 #include <openssl/x509.h>
 
 #include "tls.h"
+
+/* ECDHE or DHE key exchange, AES-GCM or CHACHA20-POLY1305, either
+ * certificate type; never unauthenticated or pre-shared-key suites. */
+#define TLS12_SUITES "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!PSK:!SRP:!DSS"
 
 struct tls_server {
 	SSL_CTX *ctx;
@@ -96,6 +101,16 @@ TlsServer *tls_server_new(const char *cert_file, const char *key_file, const cha
 		goto fail;
 	}
 	SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION);
+	/* TLS 1.2 only with forward secrecy and AEAD: static RSA key exchange
+	 * gives up every recorded session with the key, and CBC suites are
+	 * the ones padding-oracle attacks live on.  TLS 1.3 suites, set apart
+	 * by OpenSSL, are all of that kind already and stay as they are. */
+	if (SSL_CTX_set_cipher_list(t->ctx, TLS12_SUITES) != 1) {
+		snprintf(err, errlen, "cannot set the TLS 1.2 cipher suites: %s", tls_error(NULL, 0, why, sizeof(why)));
+		goto fail;
+	}
+	/* DHE needs parameters; OpenSSL picks them by the key's strength. */
+	SSL_CTX_set_dh_auto(t->ctx, 1);
 	/* A peer that drops the connection without close_notify has only
 	 * closed it: NDJSON frames carry their own end. */
 	SSL_CTX_set_options(t->ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |

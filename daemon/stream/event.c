@@ -4,10 +4,19 @@
  * MongoDB's ns, documentKey and removedFields).  The documents arrive as the
  * jsonb text PostgreSQL produced and are embedded raw, so content is exactly
  * what was stored; only updates are parsed, to compute updateDescription.
+ *
+ * Every row gives a well-formed event, so one odd row never stalls a stream
+ * (proto/PROTOCOL.md, "The change event"): the operation is matched without
+ * regard to case, anything but insert, update and delete becomes an
+ * "unknown" event without documents, and a document that is not an object
+ * is shown as null.  MongoDB never has anything but a document there, and
+ * for health_events the relay's query appends the record id with jsonb ||,
+ * which turns a stored null, scalar or array into an array.
  */
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <cJSON.h>
 
@@ -25,13 +34,26 @@ enum event_table event_table_of(const char *name)
 
 static const char *op_name(const char *op)
 {
-	if (strcmp(op, "INSERT") == 0)
+	if (strcasecmp(op, "INSERT") == 0)
 		return "insert";
-	if (strcmp(op, "UPDATE") == 0)
+	if (strcasecmp(op, "UPDATE") == 0)
 		return "update";
-	if (strcmp(op, "DELETE") == 0)
+	if (strcasecmp(op, "DELETE") == 0)
 		return "delete";
 	return "unknown";
+}
+
+/* text when it holds a JSON object, else NULL (shown as null).  jsonb's
+ * text starts with its first token, so its first byte tells. */
+static const char *object_or_null(const char *text)
+{
+	const char *p = text;
+
+	if (!p)
+		return NULL;
+	while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+		p++;
+	return *p == '{' ? text : NULL;
 }
 
 static cJSON *raw_or_null(const char *text)
@@ -57,6 +79,9 @@ struct event *event_build(const struct change_row *row, const struct token *pos,
 	const char *op = op_name(row->operation);
 	bool is_update = strcmp(op, "update") == 0;
 	bool is_delete = strcmp(op, "delete") == 0;
+	bool is_known = is_update || is_delete || strcmp(op, "insert") == 0;
+	const char *new_doc = object_or_null(row->new_doc);
+	const char *old_doc = object_or_null(row->old_doc);
 
 	*ret_err = "out of memory";
 	ev = calloc(1, sizeof(*ev));
@@ -79,14 +104,14 @@ struct event *event_build(const struct change_row *row, const struct token *pos,
 	if (!(o = cJSON_AddObjectToObject(root, "documentKey")) ||
 	    !cJSON_AddStringToObject(o, "_id", row->record_id))
 		goto fail;
-	if (!cJSON_AddItemToObject(root, "fullDocument", raw_or_null(is_delete ? NULL : row->new_doc)))
+	if (is_known && !cJSON_AddItemToObject(root, "fullDocument", raw_or_null(is_delete ? NULL : new_doc)))
 		goto fail;
-	if (is_delete && !cJSON_AddItemToObject(root, "fullDocumentBeforeChange", raw_or_null(row->old_doc)))
+	if (is_delete && !cJSON_AddItemToObject(root, "fullDocumentBeforeChange", raw_or_null(old_doc)))
 		goto fail;
 	if (is_update) {
-		olddoc = row->old_doc ? cJSON_Parse(row->old_doc) : NULL;
-		newdoc = row->new_doc ? cJSON_Parse(row->new_doc) : NULL;
-		if ((row->old_doc && !olddoc) || (row->new_doc && !newdoc)) {
+		olddoc = old_doc ? cJSON_Parse(old_doc) : NULL;
+		newdoc = new_doc ? cJSON_Parse(new_doc) : NULL;
+		if ((old_doc && !olddoc) || (new_doc && !newdoc)) {
 			*ret_err = "changelog document is not valid JSON";
 			goto fail;
 		}
@@ -96,10 +121,10 @@ struct event *event_build(const struct change_row *row, const struct token *pos,
 	}
 	if (!(ev->json = print(root, &ev->len)))
 		goto fail;
-	if (is_update && row->old_doc) {
+	if (is_update && old_doc) {
 		/* The variant for subscribers that asked for the pre-image; MongoDB
 		 * puts it before updateDescription. */
-		cJSON *before = cJSON_CreateRaw(row->old_doc);
+		cJSON *before = cJSON_CreateRaw(old_doc);
 		cJSON *udesc = cJSON_DetachItemFromObject(root, "updateDescription");
 		if (!before || !cJSON_AddItemToObject(root, "fullDocumentBeforeChange", before)) {
 			cJSON_Delete(udesc);

@@ -20,6 +20,11 @@
  * when the array or any element does; $ne and $nin are the negations of $eq
  * and $in; objects without operators match as "contains these fields".
  *
+ * Cost is bounded before anything is copied (filter.h, FILTER_MAX_*): the
+ * whole pipeline is counted first, each node's children are allocated once
+ * at their final number, and the evaluator recurses once per level, which
+ * the depth limit keeps small.
+ *
  * Pure code: no I/O, no logging.  client.c compiles the pipeline of a watch
  * frame; hub.c evaluates it for each event.
  */
@@ -34,10 +39,7 @@
 #include <cJSON.h>
 
 #include "filter.h"
-
-/* Deeper queries are refused: NVSentinel's go three levels deep, and the
- * evaluator recurses once per level. */
-#define FILTER_MAX_DEPTH 64
+#include "utf8.h"
 
 enum kind {
 	K_TRUE,
@@ -125,17 +127,21 @@ __attribute__((format(printf, 2, 3)))
 #endif
 fail(struct cc *c, const char *fmt, ...)
 {
+	char msg[1024];
 	va_list ap;
 	int n;
 
 	if (c->err == NULL || c->errlen == 0)
 		return -EINVAL;
-	n = snprintf(c->err, c->errlen, "%s: ", c->where);
-	if (n >= 0 && (size_t)n < c->errlen) {
+	n = snprintf(msg, sizeof(msg), "%s: ", c->where);
+	if (n >= 0 && (size_t)n < sizeof(msg)) {
 		va_start(ap, fmt);
-		vsnprintf(c->err + n, c->errlen - (size_t)n, fmt, ap);
+		vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
 		va_end(ap);
 	}
+	/* Keys and operator names are the client's bytes: the message goes
+	 * back in a JSON string, so it must stay valid UTF-8 when cut. */
+	utf8_quote(c->err, c->errlen, msg, strlen(msg));
 	return -EINVAL;
 }
 
@@ -179,16 +185,34 @@ node_free(struct node *n)
 	free(n);
 }
 
-static int
-add_kid(struct node *parent, struct node *kid)
+/* A logical or sub-document node with room for n children, allocated once:
+ * growing the array per child made a large pipeline quadratic. */
+static struct node *
+node_with_kids(enum kind kind, size_t n)
 {
-	struct node **k = realloc(parent->kids, (parent->nkids + 1) * sizeof(*k));
+	struct node *p = node_new(kind);
 
-	if (k == NULL)
-		return -ENOMEM;
-	parent->kids = k;
-	parent->kids[parent->nkids++] = kid;
-	return 0;
+	if (p != NULL && n > 0 && (p->kids = calloc(n, sizeof(*p->kids))) == NULL) {
+		free(p);
+		p = NULL;
+	}
+	return p;
+}
+
+/* Counts the JSON values of v into *n, stopping once past max, so a huge
+ * pipeline is refused before it is copied or walked again. */
+static void
+count_values(const cJSON *v, size_t *n, size_t max)
+{
+	const cJSON *e;
+
+	if (++*n > max)
+		return;
+	cJSON_ArrayForEach(e, v) {
+		count_values(e, n, max);
+		if (*n > max)
+			return;
+	}
 }
 
 /* Splits a dotted field path into segments; refuses empty segments, which
@@ -237,22 +261,31 @@ static int
 check_literal(struct cc *c, const cJSON *v)
 {
 	const cJSON *e;
+	int r = 0;
 
+	if ((cJSON_IsObject(v) || cJSON_IsArray(v)) && ++c->depth > FILTER_MAX_DEPTH) {
+		c->depth--;
+		return fail(c, "nested deeper than %d levels", FILTER_MAX_DEPTH);
+	}
 	if (cJSON_IsObject(v)) {
 		cJSON_ArrayForEach(e, v) {
 			if (e->string != NULL && e->string[0] == '$')
-				return fail(c, "operator %s inside a literal value", e->string);
-			if (check_literal(c, e) < 0)
-				return -EINVAL;
+				r = fail(c, "operator %s inside a literal value", e->string);
+			else
+				r = check_literal(c, e);
+			if (r < 0)
+				break;
 		}
 	} else if (cJSON_IsArray(v)) {
 		cJSON_ArrayForEach(e, v)
-			if (check_literal(c, e) < 0)
-				return -EINVAL;
+			if ((r = check_literal(c, e)) < 0)
+				break;
 	} else if (!cJSON_IsString(v) && !cJSON_IsNumber(v) && !cJSON_IsBool(v) && !cJSON_IsNull(v)) {
 		return fail(c, "unsupported value");
 	}
-	return 0;
+	if (cJSON_IsObject(v) || cJSON_IsArray(v))
+		c->depth--;
+	return r < 0 ? -EINVAL : 0;
 }
 
 static const struct {
@@ -320,6 +353,11 @@ compile_op(struct cc *c, const char *path, const char *op, const cJSON *arg, str
 	case K_NIN:
 		if (!cJSON_IsArray(arg)) {
 			r = fail(c, "expected an array, got %s", type_name(arg));
+			goto out;
+		}
+		if (cJSON_GetArraySize(arg) > FILTER_MAX_LIST) {
+			r = fail(c, "%d elements, more than the %d allowed", cJSON_GetArraySize(arg),
+				 FILTER_MAX_LIST);
 			goto out;
 		}
 		cJSON_ArrayForEach(e, arg) {
@@ -428,7 +466,7 @@ compile_field(struct cc *c, const char *path, const cJSON *v, struct node **ret)
 		goto out;
 	}
 
-	if ((n = node_new(K_DOC)) == NULL || (r = set_path(c, n, path)) < 0) {
+	if ((n = node_with_kids(K_DOC, nfields)) == NULL || (r = set_path(c, n, path)) < 0) {
 		r = n == NULL ? -ENOMEM : r;
 		goto out;
 	}
@@ -438,10 +476,7 @@ compile_field(struct cc *c, const char *path, const cJSON *v, struct node **ret)
 		if ((r = compile_field(c, e->string ? e->string : "", e, &kid)) < 0)
 			goto out;
 		where_pop(c, mark);
-		if ((r = add_kid(n, kid)) < 0) {
-			node_free(kid);
-			goto out;
-		}
+		n->kids[n->nkids++] = kid;
 	}
 	*ret = n;
 	n = NULL;
@@ -463,12 +498,14 @@ compile_logical(struct cc *c, enum kind kind, const cJSON *arr, struct node **re
 	struct node *n, *kid;
 	const cJSON *e;
 	size_t i = 0, mark;
-	int r;
+	int r, size = cJSON_GetArraySize(arr);
 
-	if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) == 0)
+	if (!cJSON_IsArray(arr) || size == 0)
 		return fail(c, "expected a non-empty array of objects, got %s%s", type_name(arr),
 			    cJSON_IsArray(arr) ? " that is empty" : "");
-	if ((n = node_new(kind)) == NULL)
+	if (size > FILTER_MAX_BRANCHES)
+		return fail(c, "%d branches, more than the %d allowed", size, FILTER_MAX_BRANCHES);
+	if ((n = node_with_kids(kind, (size_t)size)) == NULL)
 		return -ENOMEM;
 	cJSON_ArrayForEach(e, arr) {
 		mark = where_push(c, "[%zu]", i++);
@@ -480,10 +517,7 @@ compile_logical(struct cc *c, enum kind kind, const cJSON *arr, struct node **re
 		if ((r = compile_query(c, e, &kid)) < 0)
 			goto out;
 		where_pop(c, mark);
-		if ((r = add_kid(n, kid)) < 0) {
-			node_free(kid);
-			goto out;
-		}
+		n->kids[n->nkids++] = kid;
 	}
 	*ret = n;
 	return 0;
@@ -556,7 +590,7 @@ filter_compile(const cJSON *pipeline, Filter **ret, char *err, size_t errlen)
 	struct filter *f = NULL;
 	struct node **stages = NULL, *root = NULL;
 	const cJSON *stage, *match;
-	size_t nstages = 0, i = 0;
+	size_t nstages = 0, i = 0, nvalues = 0;
 	int r = 0;
 
 	*ret = NULL;
@@ -570,6 +604,9 @@ filter_compile(const cJSON *pipeline, Filter **ret, char *err, size_t errlen)
 		return fail(&c, "expected an array of stages, got %s", type_name(pipeline));
 	if (cJSON_GetArraySize(pipeline) == 0)
 		return 0;
+	count_values(pipeline, &nvalues, FILTER_MAX_VALUES);
+	if (nvalues > FILTER_MAX_VALUES)
+		return fail(&c, "more than %d values, the most one pipeline may hold", FILTER_MAX_VALUES);
 
 	f = calloc(1, sizeof(*f));
 	if (f == NULL || (f->copy = cJSON_Duplicate(pipeline, 1)) == NULL) {

@@ -14,11 +14,21 @@
 
 typedef struct filter Filter;
 
+/* What one pipeline may cost (proto/PROTOCOL.md, "Filters"): compiling is
+ * linear in its size, but a watch frame may be 16 MiB, and the compiled
+ * filter runs once per event for as long as the subscription lives.
+ * NVSentinel's pipelines (tests/pipelines/) use at most 42 values, 4
+ * branches and 4 list elements, in 10 levels of JSON. */
+#define FILTER_MAX_VALUES   10000	/* JSON values in the whole pipeline */
+#define FILTER_MAX_DEPTH    64		/* nested queries, sub-documents, literals */
+#define FILTER_MAX_BRANCHES 1000	/* elements of one $and / $or / $nor */
+#define FILTER_MAX_LIST     1000	/* elements of one $in / $nin */
+
 /* Compiles pipeline (a JSON array of {"$match": {...}} stages; NULL or []
  * means "everything").  On success returns 0 and *ret (NULL when the
  * pipeline matches everything).  An unsupported stage or operator, or a
- * malformed pipeline, returns -EINVAL with a message naming the offending
- * stage index and path in err; -ENOMEM when out of memory.  The filter does
+ * malformed pipeline, or one over a limit above, returns -EINVAL with a
+ * message naming the offending stage index and path in err; -ENOMEM when out of memory.  The filter does
  * not reference pipeline after returning. */
 int filter_compile(const cJSON *pipeline, Filter **ret, char *err, size_t errlen);
 

@@ -18,6 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <malloc.h>
+#include <sys/resource.h>
+#include <time.h>
 
 #include <cJSON.h>
 
@@ -845,6 +848,194 @@ test_compile_error_limits(void **state)
 	filter_free(f);
 }
 
+/* A growing text buffer for the big pipelines below. */
+struct text {
+	char *s;
+	size_t len, cap;
+};
+
+static void
+text_add(struct text *t, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	for (;;) {
+		va_start(ap, fmt);
+		n = vsnprintf(t->s ? t->s + t->len : NULL, t->s ? t->cap - t->len : 0, fmt, ap);
+		va_end(ap);
+		assert_true(n >= 0);
+		if (t->s != NULL && t->len + (size_t)n < t->cap)
+			break;
+		t->cap = (t->cap + (size_t)n + 1) * 2;
+		t->s = realloc(t->s, t->cap);
+		assert_non_null(t->s);
+	}
+	t->len += (size_t)n;
+}
+
+/* [{"$match": {"$or": [{"a": 0}, {"a": 1}, ...]}}] with n branches. */
+static char *
+or_pipeline(size_t n, const char *op)
+{
+	struct text t = { 0 };
+
+	text_add(&t, "[{\"$match\":{\"%s\":[", op);
+	for (size_t i = 0; i < n; i++)
+		text_add(&t, "%s{\"a\":%zu}", i ? "," : "", i % 10);
+	text_add(&t, "]}}]");
+	return t.s;
+}
+
+/* [{"$match": {"f0": {"$in": [0, ..., n-1]}, "f1": ..., }}] with k fields. */
+static char *
+in_pipeline(size_t k, size_t n, const char *op)
+{
+	struct text t = { 0 };
+
+	text_add(&t, "[{\"$match\":{");
+	for (size_t f = 0; f < k; f++) {
+		text_add(&t, "%s\"f%zu\":{\"%s\":[", f ? "," : "", f, op);
+		for (size_t i = 0; i < n; i++)
+			text_add(&t, "%s%zu", i ? "," : "", i % 10);
+		text_add(&t, "]}");
+	}
+	text_add(&t, "}}]");
+	return t.s;
+}
+
+static void
+compile_big_ok(char *text)
+{
+	Filter *f = compile_ok(text);
+
+	assert_non_null(f);
+	filter_free(f);
+	free(text);
+}
+
+static void
+compile_big_err(char *text, const char *want)
+{
+	compile_err(text, want);
+	free(text);
+}
+
+/* What a pipeline may cost is bounded (filter.h): branches, list elements,
+ * values in all, and nesting inside literal values too. */
+static void
+test_pipeline_limits(void **state)
+{
+	struct text t = { 0 };
+
+	(void)state;
+	compile_big_ok(or_pipeline(FILTER_MAX_BRANCHES, "$or"));
+	compile_big_err(or_pipeline(FILTER_MAX_BRANCHES + 1, "$or"),
+			"pipeline[0].$match.$or: 1001 branches, more than the 1000 allowed");
+	compile_big_err(or_pipeline(FILTER_MAX_BRANCHES + 1, "$and"),
+			"pipeline[0].$match.$and: 1001 branches, more than the 1000 allowed");
+	compile_big_err(or_pipeline(FILTER_MAX_BRANCHES + 1, "$nor"),
+			"pipeline[0].$match.$nor: 1001 branches, more than the 1000 allowed");
+
+	compile_big_ok(in_pipeline(1, FILTER_MAX_LIST, "$in"));
+	compile_big_err(in_pipeline(1, FILTER_MAX_LIST + 1, "$in"),
+			"pipeline[0].$match.f0.$in: 1001 elements, more than the 1000 allowed");
+	compile_big_err(in_pipeline(1, FILTER_MAX_LIST + 1, "$nin"),
+			"pipeline[0].$match.f0.$nin: 1001 elements, more than the 1000 allowed");
+
+	/* 9 lists of 1000 fit in 10000 values, 10 do not */
+	compile_big_ok(in_pipeline(9, FILTER_MAX_LIST, "$in"));
+	compile_big_err(in_pipeline(10, FILTER_MAX_LIST, "$in"),
+			"pipeline: more than 10000 values, the most one pipeline may hold");
+	/* a branch limit does not let many small arrays through either */
+	compile_big_err(or_pipeline(200000, "$or"),
+			"pipeline: more than 10000 values, the most one pipeline may hold");
+
+	/* literals nest no deeper than queries */
+	text_add(&t, "[{\"$match\":{\"a\":{\"$eq\":");
+	for (int i = 0; i < FILTER_MAX_DEPTH + 8; i++)
+		text_add(&t, "[");
+	for (int i = 0; i < FILTER_MAX_DEPTH + 8; i++)
+		text_add(&t, "]");
+	text_add(&t, "}}}]");
+	compile_big_err(t.s, "pipeline[0].$match.a.$eq: nested deeper than 64 levels");
+}
+
+/* Not a test: with NVS_FILTER_BENCH=1, what compiling a 2M-branch $or and a
+ * 16 MiB $in costs (time and heap); the limits above are the assertion. */
+static void
+bench_huge_pipelines(void **state)
+{
+	(void)state;
+	/* cmocka's skip() prints "not ok # SKIP", which prove counts as failed */
+	if (getenv("NVS_FILTER_BENCH") == NULL)
+		return;
+	for (int k = 0; k < 2; k++) {
+		char *text = k == 0 ? or_pipeline(2000000, "$or") : in_pipeline(1, 8u << 20, "$in");
+		size_t tlen = strlen(text);
+		cJSON *p = parse(text);
+		struct mallinfo2 m0, m1;
+		struct timespec t0, t1;
+		struct rusage ru;
+		Filter *f = NULL;
+		char err[512];
+		int r;
+
+		free(text);
+		m0 = mallinfo2();
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		r = filter_compile(p, &f, err, sizeof(err));
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		m1 = mallinfo2();
+		getrusage(RUSAGE_SELF, &ru);
+		print_message("# %s (%zu bytes): compile %.3f s, r=%d, heap held by the filter %+.1f MB, "
+			      "peak RSS %.1f MB%s%s\n", k == 0 ? "2M-branch $or" : "16 MiB $in", tlen,
+			      (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9, r,
+			      ((double)m1.uordblks - (double)m0.uordblks) / 1e6, (double)ru.ru_maxrss / 1024,
+			      r ? ": " : "", r ? err : "");
+		filter_free(f);
+		cJSON_Delete(p);
+	}
+}
+
+/* Client text quoted in a message never makes it invalid UTF-8: bytes that
+ * are not UTF-8 are escaped, and a cut never splits a character. */
+static void
+test_error_text_utf8(void **state)
+{
+	struct text t = { 0 };
+	cJSON *p;
+	Filter *f = NULL;
+	char err[100];
+
+	(void)state;
+	compile_err("[{\"$match\":{\"a\":{\"$f\xff\xfe\":1}}}]",
+		    "pipeline[0].$match.a: unknown operator $f\\xff\\xfe (supported on a field: "
+		    "$eq $ne $gt $gte $lt $lte $in $nin $exists)");
+	compile_err("[{\"$m\xc3\":{}}]", "pipeline[0]: stage $m\\xc3 is not supported (only $match)");
+	/* a key of 200 two-byte characters, cut at any length */
+	text_add(&t, "[{\"$match\":{\"");
+	for (int i = 0; i < 200; i++)
+		text_add(&t, "\xc3\xa9");
+	text_add(&t, "\":{\"$bad\":1}}}]");
+	p = parse(t.s);
+	for (size_t size = 1; size <= sizeof(err); size++) {
+		assert_int_equal(filter_compile(p, &f, err, size), -EINVAL);
+		assert_true(strlen(err) < size);
+		for (size_t i = 0; err[i] != '\0'; i++) {
+			unsigned char ch = (unsigned char)err[i];
+
+			/* a lead byte is followed by its continuation */
+			if (ch == 0xc3)
+				assert_true((unsigned char)err[++i] == 0xa9);
+			else
+				assert_true(ch < 0x80);
+		}
+	}
+	cJSON_Delete(p);
+	free(t.s);
+}
+
 /* ---- NVSentinel's pipelines ------------------------------------------------ */
 
 #define UPDATED_QUARANTINED \
@@ -1062,6 +1253,9 @@ main(void)
 		cmocka_unit_test(test_stages_all_hold),
 		cmocka_unit_test(test_compile_errors),
 		cmocka_unit_test(test_compile_error_limits),
+		cmocka_unit_test(test_pipeline_limits),
+		cmocka_unit_test(test_error_text_utf8),
+		cmocka_unit_test(bench_huge_pipelines),
 		cmocka_unit_test(test_node_quarantine_status),
 		cmocka_unit_test(test_all_health_event_inserts),
 		cmocka_unit_test(test_processable_health_event_inserts),
