@@ -130,8 +130,8 @@ static void time_pos_cb(PgConn *pc, PGresult *res, void *arg)
 			 res ? PQresultErrorMessage(res) : "connection lost");
 		q->cb(q->arg, res ? -EINVAL : -EIO, NULL, msg);
 	} else if (PQgetisnull(res, 0, 0)) {
-		position_oldest_msg(q->gen, "startAtOperationTime", PQgetisnull(res, 0, 1) ? NULL : PQgetvalue(res, 0, 1),
-			   msg, sizeof(msg));
+		position_oldest_msg(q->gen, "startAtOperationTime",
+				    PQgetisnull(res, 0, 1) ? NULL : PQgetvalue(res, 0, 1), msg, sizeof(msg));
 		q->cb(q->arg, -ESTALE, NULL, msg);
 	} else {
 		t.gen = q->gen;

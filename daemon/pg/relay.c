@@ -199,8 +199,9 @@ static void page_cb(PgConn *pc, PGresult *res, void *arg)
 	rows = PQntuples(res);
 	if (rows < 1 || PQgetisnull(res, 0, 2)) {
 		/* The token's tick is not (or no longer) in this database. */
-		position_oldest_msg(r->generation, "resume position", rows < 1 || PQgetisnull(res, 0, 3) ? NULL : PQgetvalue(res, 0, 3),
-			   msg, sizeof(msg));
+		position_oldest_msg(r->generation, "resume position",
+				    rows < 1 || PQgetisnull(res, 0, 3) ? NULL : PQgetvalue(res, 0, 3),
+				    msg, sizeof(msg));
 		q->cb(q->arg, NULL, 0, &q->pos, ERR_HISTORY_LOST, msg);
 		goto out;
 	}

@@ -6,12 +6,12 @@
  * ring holds the most recent events in position order and covers the
  * positions (ring_start, head].  A subscription at or after ring_start is
  * served from the ring; one before it (a resume from an old token, or a
- * reader too slow for the ring) is served page by page from PostgreSQL by
- * its source's read_page (source.h) until it reaches the ring.  Since both paths read the
- * same tick batches in the same order, the switch has no gap and no
- * duplicate.  Output per client is bounded: the pump stops at a high-water
- * mark and resumes when the client drains, falling back to catch-up reads
- * if the ring moved on meanwhile.  A catch-up reader asks for its next page
+ * reader too slow for the ring) is served page by page from PostgreSQL
+ * through its source's read_page (source.h) until it reaches the ring.
+ * Since both paths read the same tick batches in the same order, the
+ * switch has no gap and no duplicate.  Output per client is bounded: the
+ * pump stops at a high-water mark and resumes when the client drains,
+ * falling back to catch-up reads if the ring moved on meanwhile.  A catch-up reader asks for its next page
  * as soon as the previous one is queued, while a few pages' worth are
  * waiting at most, so the query runs while the client reads: query and
  * transmission overlap instead of taking turns.
