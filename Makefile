@@ -110,6 +110,13 @@ $(B)/tests/test_%: tests/unit/test_%.c $(PURE_OBJ) | $(B)/tests
 	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags cmocka) -o $@ $< \
 	    $(PURE_OBJ) $(LIBS) $(shell pkg-config --libs cmocka) $(LDSAN)
 
+# The hub is no pure module: its test links it with log.c, and fakes of its
+# event source and of the client functions it calls (tests/unit/test_hub.c).
+HUB_TEST_OBJ := $(B)/daemon/stream/hub.o $(B)/daemon/log.o
+$(B)/tests/test_hub: tests/unit/test_hub.c $(HUB_TEST_OBJ) $(PURE_OBJ) | $(B)/tests
+	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags cmocka) -o $@ $< \
+	    $(HUB_TEST_OBJ) $(PURE_OBJ) $(LIBS) $(shell pkg-config --libs cmocka) $(LDSAN)
+
 $(B)/bench/%: tests/bench/%.c tests/bench/bench.c tests/bench/bench.h $(B)/libnvsrelay.a $(PROTO_OBJ) | $(B)/bench
 	$(CC) $(ALL_CFLAGS) -Itests/bench -o $@ $< tests/bench/bench.c $(B)/libnvsrelay.a $(PROTO_OBJ) \
 	    $(LIBS) -lpthread $(LDSAN)

@@ -383,7 +383,7 @@ int main(int argc, char **argv)
 		log_err("out of memory at start-up");
 		return 1;
 	}
-	hub_set_relay(g.hub, g.relay);
+	hub_set_source(g.hub, relay_source(g.relay));
 	g.cenv.loop = g.loop;
 	g.cenv.hub = g.hub;
 	g.cenv.cv = g.cv;
@@ -421,7 +421,7 @@ out:
 	 * the hub, which must still exist but must not query again. */
 	listener_free(g.listener);
 	ops_free(g.ops);
-	hub_set_relay(g.hub, NULL);
+	hub_set_source(g.hub, NULL);
 	relay_free(g.relay);
 	g.relay = NULL;
 	hub_free(g.hub);

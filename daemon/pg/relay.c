@@ -7,7 +7,8 @@
  * ticks in order and, for each pair, reads the batch in id-ordered pages;
  * each row becomes an event at position (tick, id) and goes to the hub.
  * Catch-up pages for subscribers behind the ring use the same statements,
- * so a batch looks the same to everyone, whenever it is read.
+ * so a batch looks the same to everyone, whenever it is read.  The hub gets
+ * them, and durable positions (position.c), through relay_source()'s ops.
  *
  * PostgreSQL going away never ends the process: connections reconnect with
  * backoff, the live position is kept in memory, and reading resumes from it.
@@ -18,13 +19,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cJSON.h>
-
 #include "errors.h"
 #include "hub.h"
 #include "log.h"
 #include "metrics.h"
 #include "pgconn.h"
+#include "position.h"
 #include "relay.h"
 #include "retention.h"
 #include "schema.h"
@@ -125,21 +125,6 @@ static const char history_sql[] =
 	" UNION ALL SELECT $1::bigint, " ROW_COLUMNS
 	" FROM c ORDER BY 2 NULLS FIRST";
 
-/* The durable position, as a superset of NVSentinel's {timestamp, eventID}
- * so a component can move between its in-process watcher and the relay.
- * A write never moves a stored relay token backwards. */
-static const char save_sql[] =
-	"INSERT INTO resume_tokens (client_name, resume_token, last_updated)"
-	" SELECT $1, jsonb_build_object('token', $2::text, 'eventID', e.id, 'timestamp',"
-	"  to_char(coalesce(e.changed_at, clock_timestamp()) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')),"
-	"  now()"
-	" FROM (SELECT v.id, c.changed_at FROM (SELECT coalesce($3::bigint,"
-	"   (SELECT max_id FROM nvsrelay.tick WHERE tick_id = $4::bigint)) AS id) v"
-	"  LEFT JOIN datastore_changelog c ON c.id = v.id) e"
-	" ON CONFLICT (client_name) DO UPDATE SET resume_token = EXCLUDED.resume_token, last_updated = now()"
-	" WHERE resume_tokens.resume_token->>'token' IS NULL"
-	"  OR resume_tokens.resume_token->>'token' < EXCLUDED.resume_token->>'token'";
-
 struct relay {
 	struct ev_loop *loop;
 	const Conf *conf;
@@ -166,19 +151,19 @@ struct relay {
 	int schema_backoff_ms;
 	bool closing;
 	ev_tstamp head_moved;       /* the live reader last moved the head */
+	struct source source;       /* what the hub sees of it */
 };
 
 struct page_req {
 	Relay *r;
 	struct token pos;
 	enum event_table table;
-	relay_page_cb cb;
+	source_page_cb cb;
 	void *arg;
 };
 
 static void live_kick(Relay *r);
 static int read_history(Relay *r, struct page_req *q);
-static void oldest_msg(const Relay *r, const char *what, const char *min_tick, char *buf, size_t len);
 
 bool relay_is_ready(const Relay *r)
 {
@@ -214,8 +199,9 @@ static void page_cb(PgConn *pc, PGresult *res, void *arg)
 	rows = PQntuples(res);
 	if (rows < 1 || PQgetisnull(res, 0, 2)) {
 		/* The token's tick is not (or no longer) in this database. */
-		oldest_msg(r, "resume position", rows < 1 || PQgetisnull(res, 0, 3) ? NULL : PQgetvalue(res, 0, 3),
-			   msg, sizeof(msg));
+		position_oldest_msg(r->generation, "resume position",
+				    rows < 1 || PQgetisnull(res, 0, 3) ? NULL : PQgetvalue(res, 0, 3),
+				    msg, sizeof(msg));
 		q->cb(q->arg, NULL, 0, &q->pos, ERR_HISTORY_LOST, msg);
 		goto out;
 	}
@@ -290,8 +276,8 @@ static int read_history(Relay *r, struct page_req *q)
 	return pgconn_query_kind(r->main, "history", history_sql, 4, params, page_cb, q);
 }
 
-int relay_read_page(Relay *r, const struct token *pos, enum event_table table,
-		    relay_page_cb cb, void *arg)
+static int read_page(Relay *r, const struct token *pos, enum event_table table,
+		     source_page_cb cb, void *arg)
 {
 	char tick[24], after[24], limit[16];
 	const char *params[5], *sql;
@@ -401,7 +387,7 @@ static void live_kick(Relay *r)
 		r->live_again = true;
 		return;
 	}
-	if (relay_read_page(r, &r->live, TABLE_OTHER, live_page, r) == 0)
+	if (read_page(r, &r->live, TABLE_OTHER, live_page, r) == 0)
 		r->live_reading = true;
 }
 
@@ -679,249 +665,54 @@ static void poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		ticked(r, r->tick_written);
 }
 
-/* --- durable positions ---------------------------------------------------- */
+/* --- the hub's source ------------------------------------------------------ */
 
-struct pos_req {
-	Relay *r;
-	relay_pos_cb cb;
-	relay_done_cb done;
-	void *arg;
-	char *consumer;
+/* Catch-up pages use the live reader's statements; positions are
+ * position.c's, on the main connection, behind the batch reads. */
+static int src_read_page(void *impl, const struct token *pos, enum event_table table,
+			 source_page_cb cb, void *arg)
+{
+	return read_page(impl, pos, table, cb, arg);
+}
+
+static int src_load_position(void *impl, const char *consumer, source_pos_cb cb, void *arg)
+{
+	Relay *r = impl;
+
+	return position_load(r->main, r->generation, consumer, cb, arg);
+}
+
+static int src_save_position(void *impl, const char *consumer, const struct token *pos,
+			     source_done_cb cb, void *arg)
+{
+	return position_save(((Relay *)impl)->main, consumer, pos, cb, arg);
+}
+
+static int src_position_of_event(void *impl, uint64_t event_id, source_pos_cb cb, void *arg)
+{
+	Relay *r = impl;
+
+	return position_of_event(r->main, r->generation, event_id, cb, arg);
+}
+
+static int src_position_at_time(void *impl, const char *rfc3339, source_pos_cb cb, void *arg)
+{
+	Relay *r = impl;
+
+	return position_at_time(r->main, r->generation, rfc3339, cb, arg);
+}
+
+static const struct source_ops relay_source_ops = {
+	.read_page = src_read_page,
+	.load_position = src_load_position,
+	.save_position = src_save_position,
+	.position_of_event = src_position_of_event,
+	.position_at_time = src_position_at_time,
 };
 
-/* Row 0: the tick whose batch holds the row (NULL: no tick covers it yet)
- * and the row id; no row: the changelog no longer has it. */
-static const char event_pos_sql[] =
-	"SELECT CASE WHEN c.xid IS NULL THEN (SELECT min(tick_id) FROM nvsrelay.tick)"
-	"  ELSE (SELECT min(t.tick_id) FROM nvsrelay.tick t WHERE pg_visible_in_snapshot(c.xid, t.snap)) END,"
-	" c.id, (SELECT min(tick_id) FROM nvsrelay.tick)"
-	" FROM datastore_changelog c WHERE c.id = $1::bigint";
-
-static void oldest_msg(const Relay *r, const char *what, const char *min_tick, char *buf, size_t len)
+const struct source *relay_source(Relay *r)
 {
-	struct token t = { r->generation, min_tick ? strtoull(min_tick, NULL, 10) : 0, TOKEN_ID_END };
-	char hex[TOKEN_HEX_LEN + 1];
-
-	token_format(&t, hex);
-	if (min_tick && *min_tick)
-		snprintf(buf, len, "%s is older than the retained history; the oldest available position is {\"_data\":\"%s\"}",
-			 what, hex);
-	else
-		snprintf(buf, len, "%s is older than the retained history, which is empty", what);
-}
-
-static void event_pos_cb(PgConn *pc, PGresult *res, void *arg)
-{
-	struct pos_req *q = arg;
-	struct token t = { 0, 0, 0 };
-	char msg[256];
-
-	(void)pc;
-	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
-		q->cb(q->arg, -EIO, NULL, "cannot resolve the NVSentinel position");
-	} else if (PQntuples(res) == 0) {
-		oldest_msg(q->r, "NVSentinel position (eventID)", NULL, msg, sizeof(msg));
-		q->cb(q->arg, -ESTALE, NULL, msg);
-	} else if (PQgetisnull(res, 0, 0)) {
-		q->cb(q->arg, -EAGAIN, NULL, "the changelog row of that eventID is not committed in any tick yet; retry");
-	} else {
-		/* After that row in the batch of the first tick that saw it;
-		 * for rows older than the relay that is the history batch. */
-		t.gen = q->r->generation;
-		t.tick = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
-		t.id = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
-		q->cb(q->arg, 0, &t, NULL);
-	}
-	free(q->consumer);
-	free(q);
-}
-
-static struct pos_req *pos_req_new(Relay *r, relay_pos_cb cb, void *arg)
-{
-	struct pos_req *q = calloc(1, sizeof(*q));
-
-	if (q) {
-		q->r = r;
-		q->cb = cb;
-		q->arg = arg;
-	}
-	return q;
-}
-
-int relay_position_of_event(Relay *r, uint64_t event_id, relay_pos_cb cb, void *arg)
-{
-	char id[24];
-	const char *params[1] = { id };
-	struct pos_req *q;
-
-	if (!pgconn_is_up(r->main))
-		return -ENOTCONN;
-	if (!(q = pos_req_new(r, cb, arg)))
-		return -ENOMEM;
-	snprintf(id, sizeof(id), "%" PRIu64, event_id);
-	if (pgconn_query_kind(r->main, "position_event", event_pos_sql, 1, params, event_pos_cb, q) < 0) {
-		free(q);
-		return -ENOTCONN;
-	}
-	return 0;
-}
-
-static void time_pos_cb(PgConn *pc, PGresult *res, void *arg)
-{
-	struct pos_req *q = arg;
-	struct token t = { 0, 0, TOKEN_ID_END };
-	char msg[256];
-
-	(void)pc;
-	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
-		snprintf(msg, sizeof(msg), "cannot resolve startAtOperationTime: %s",
-			 res ? PQresultErrorMessage(res) : "connection lost");
-		q->cb(q->arg, res ? -EINVAL : -EIO, NULL, msg);
-	} else if (PQgetisnull(res, 0, 0)) {
-		oldest_msg(q->r, "startAtOperationTime", PQgetisnull(res, 0, 1) ? NULL : PQgetvalue(res, 0, 1),
-			   msg, sizeof(msg));
-		q->cb(q->arg, -ESTALE, NULL, msg);
-	} else {
-		t.gen = q->r->generation;
-		t.tick = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
-		q->cb(q->arg, 0, &t, NULL);
-	}
-	free(q);
-}
-
-int relay_position_at_time(Relay *r, const char *rfc3339, relay_pos_cb cb, void *arg)
-{
-	const char *params[1] = { rfc3339 };
-	struct pos_req *q;
-
-	if (!pgconn_is_up(r->main))
-		return -ENOTCONN;
-	if (!(q = pos_req_new(r, cb, arg)))
-		return -ENOMEM;
-	/* Every change committed after the last tick written at or before the
-	 * time is delivered: a batch is never split by time. */
-	if (pgconn_query_kind(r->main, "position_time",
-			 "SELECT max(tick_id), (SELECT min(tick_id) FROM nvsrelay.tick) FROM nvsrelay.tick"
-			 " WHERE created_at <= $1::timestamptz",
-			 1, params, time_pos_cb, q) < 0) {
-		free(q);
-		return -ENOTCONN;
-	}
-	return 0;
-}
-
-static void load_cb(PgConn *pc, PGresult *res, void *arg)
-{
-	struct pos_req *q = arg;
-	cJSON *j = NULL;
-	const cJSON *tok, *eid;
-	struct token t;
-	char id[24];
-	const char *params[1];
-
-	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
-		q->cb(q->arg, -EIO, NULL, "cannot read the stored position");
-		goto out;
-	}
-	if (PQntuples(res) == 0) {
-		q->cb(q->arg, -ENOENT, NULL, NULL);
-		goto out;
-	}
-	j = cJSON_Parse(PQgetvalue(res, 0, 0));
-	tok = cJSON_GetObjectItemCaseSensitive(j, "token");
-	eid = cJSON_GetObjectItemCaseSensitive(j, "eventID");
-	if (cJSON_IsString(tok)) {
-		if (token_parse(tok->valuestring, strlen(tok->valuestring), &t) < 0)
-			q->cb(q->arg, -EINVAL, NULL, "stored resume token is malformed");
-		else
-			q->cb(q->arg, 0, &t, NULL);
-		goto out;
-	}
-	if (cJSON_IsNumber(eid) && eid->valuedouble >= 0) {
-		/* NVSentinel's own {timestamp, eventID}. */
-		snprintf(id, sizeof(id), "%.0f", eid->valuedouble);
-		params[0] = id;
-		if (pgconn_query_kind(pc, "position_event", event_pos_sql, 1, params, event_pos_cb, q) == 0) {
-			cJSON_Delete(j);
-			return;
-		}
-		q->cb(q->arg, -EIO, NULL, "PostgreSQL connection lost");
-		goto out;
-	}
-	q->cb(q->arg, -EINVAL, NULL, "stored resume token has neither a token nor an eventID");
-out:
-	cJSON_Delete(j);
-	free(q->consumer);
-	free(q);
-}
-
-int relay_load_position(Relay *r, const char *consumer, relay_pos_cb cb, void *arg)
-{
-	struct pos_req *q;
-	const char *params[1] = { consumer };
-
-	if (!pgconn_is_up(r->main))
-		return -ENOTCONN;
-	q = calloc(1, sizeof(*q));
-	if (!q)
-		return -ENOMEM;
-	q->r = r;
-	q->cb = cb;
-	q->arg = arg;
-	if (pgconn_query_kind(r->main, "position_load", "SELECT resume_token::text FROM resume_tokens WHERE client_name = $1",
-			 1, params, load_cb, q) < 0) {
-		free(q);
-		return -ENOTCONN;
-	}
-	return 0;
-}
-
-static void save_cb(PgConn *pc, PGresult *res, void *arg)
-{
-	struct pos_req *q = arg;
-	int status = 0;
-
-	(void)pc;
-	if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
-		log_warning("cannot store position consumer=%s error='%s'", LOGQ(q->consumer),
-			    res ? PQresultErrorMessage(res) : "connection lost");
-		status = -EIO;
-	}
-	q->done(q->arg, status);
-	free(q->consumer);
-	free(q);
-}
-
-int relay_save_position(Relay *r, const char *consumer, const struct token *pos,
-			relay_done_cb cb, void *arg)
-{
-	char hex[TOKEN_HEX_LEN + 1], id[24], tick[24];
-	const char *params[4];
-	struct pos_req *q;
-
-	if (!pgconn_is_up(r->main))
-		return -ENOTCONN;
-	q = calloc(1, sizeof(*q));
-	if (!q || !(q->consumer = strdup(consumer))) {
-		free(q);
-		return -ENOMEM;
-	}
-	q->r = r;
-	q->done = cb;
-	q->arg = arg;
-	token_format(pos, hex);
-	snprintf(id, sizeof(id), "%" PRIu64, pos->id);
-	snprintf(tick, sizeof(tick), "%" PRIu64, pos->tick);
-	params[0] = consumer;
-	params[1] = hex;
-	params[2] = pos->id == TOKEN_ID_END ? NULL : id;
-	params[3] = tick;
-	if (pgconn_query_prep(r->main, "position_save", save_sql, 4, params, save_cb, q) < 0) {
-		free(q->consumer);
-		free(q);
-		return -ENOTCONN;
-	}
-	return 0;
+	return &r->source;
 }
 
 /* --- lifecycle ---------------------------------------------------------- */
@@ -959,6 +750,8 @@ Relay *relay_new(struct ev_loop *loop, const Conf *conf, struct hub *hub,
 	r->ready_cb = ready;
 	r->fatal_cb = fatal;
 	r->ud = ud;
+	r->source.ops = &relay_source_ops;
+	r->source.impl = r;
 	conf_libpq_params(conf, &r->keys, &r->vals);
 	pcfg.keys = r->keys;
 	pcfg.vals = r->vals;

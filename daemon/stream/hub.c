@@ -6,12 +6,12 @@
  * ring holds the most recent events in position order and covers the
  * positions (ring_start, head].  A subscription at or after ring_start is
  * served from the ring; one before it (a resume from an old token, or a
- * reader too slow for the ring) is served page by page from PostgreSQL by
- * relay_read_page until it reaches the ring.  Since both paths read the
- * same tick batches in the same order, the switch has no gap and no
- * duplicate.  Output per client is bounded: the pump stops at a high-water
- * mark and resumes when the client drains, falling back to catch-up reads
- * if the ring moved on meanwhile.  A catch-up reader asks for its next page
+ * reader too slow for the ring) is served page by page from PostgreSQL
+ * through its source's read_page (source.h) until it reaches the ring.
+ * Since both paths read the same tick batches in the same order, the
+ * switch has no gap and no duplicate.  Output per client is bounded: the
+ * pump stops at a high-water mark and resumes when the client drains,
+ * falling back to catch-up reads if the ring moved on meanwhile.  A catch-up reader asks for its next page
  * as soon as the previous one is queued, while a few pages' worth are
  * waiting at most, so the query runs while the client reads: query and
  * transmission overlap instead of taking turns.
@@ -30,7 +30,7 @@
 #include "hub.h"
 #include "log.h"
 #include "metrics.h"
-#include "relay.h"
+#include "source.h"
 
 /* Stop filling a client's output buffer beyond this; resume on drain. */
 #define PUMP_HIGH_WATER (256 * 1024)
@@ -75,7 +75,7 @@ struct sub {
 struct hub {
 	struct ev_loop *loop;
 	const struct conf_values *cv;
-	struct relay *relay;
+	const struct source *src;     /* catch-up pages and positions, or NULL */
 	struct sub *subs;
 	struct sub *dead;             /* detached, freed once no callback is pending */
 	size_t nsubs;
@@ -199,12 +199,12 @@ static void save_position(struct sub *s)
 {
 	struct token pos;
 
-	if (!s->consumer || s->saving || !s->hub->relay)
+	if (!s->consumer || s->saving || !s->hub->src)
 		return;
 	pos = durable_pos(s);
 	if (!s->dirty && token_cmp(&pos, &s->saved) <= 0)
 		return;
-	if (relay_save_position(s->hub->relay, s->consumer, &pos, save_done, s) == 0) {
+	if (s->hub->src->ops->save_position(s->hub->src->impl, s->consumer, &pos, save_done, s) == 0) {
 		s->saving = true;
 		s->dirty = false;
 		s->saved = pos;
@@ -332,7 +332,7 @@ static void pump(struct sub *s)
 			client_wake_below(s->client, ahead);
 			return;
 		}
-		if (relay_read_page(h->relay, &s->pos, s->table, page_done, s) == 0)
+		if (h->src->ops->read_page(h->src->impl, &s->pos, s->table, page_done, s) == 0)
 			s->reading = true;
 		return;
 	}
@@ -438,9 +438,9 @@ void hub_free(Hub *h)
 	free(h);
 }
 
-void hub_set_relay(Hub *h, struct relay *r)
+void hub_set_source(Hub *h, const struct source *src)
 {
-	h->relay = r;
+	h->src = src;
 }
 
 void hub_set_head(Hub *h, const struct token *head)
@@ -540,7 +540,7 @@ static void position_loaded(void *arg, int status, const struct token *pos, cons
 /* Durable consumer fencing: one live subscription per consumer name.  The
  * newcomer wins (the old connection is usually a dead peer not yet noticed)
  * and starts no earlier than what the old one acknowledged; the old one is
- * told why.  Stored positions never move backwards (relay.c's upsert). */
+ * told why.  Stored positions never move backwards (the source's save). */
 static void take_over(Hub *h, struct sub *s)
 {
 	struct sub *o, *next;
@@ -577,7 +577,7 @@ int hub_watch(Hub *h, Client *c, const struct watch_req *req)
 		filter_free(req->filter);
 		return -EEXIST;
 	}
-	if (!h->have_head || !h->relay) {
+	if (!h->have_head || !h->src) {
 		client_send_error(c, req->sid, ERR_HOST_UNREACHABLE,
 				  "not ready: PostgreSQL not reached yet", NULL);
 		filter_free(req->filter);
@@ -619,11 +619,11 @@ int hub_watch(Hub *h, Client *c, const struct watch_req *req)
 		return 0;
 	}
 	if (req->has_event_id)
-		r = relay_position_of_event(h->relay, req->event_id, position_loaded, s);
+		r = h->src->ops->position_of_event(h->src->impl, req->event_id, position_loaded, s);
 	else if (req->start_at)
-		r = relay_position_at_time(h->relay, req->start_at, position_loaded, s);
+		r = h->src->ops->position_at_time(h->src->impl, req->start_at, position_loaded, s);
 	else if (s->consumer)
-		r = relay_load_position(h->relay, s->consumer, position_loaded, s);
+		r = h->src->ops->load_position(h->src->impl, s->consumer, position_loaded, s);
 	else {
 		activate(s, &h->head);
 		return 0;

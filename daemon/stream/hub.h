@@ -1,16 +1,16 @@
 /*
- * hub.h - subscriptions and the ring of recent events.  The relay publishes
- * each event once; the hub hands it by reference to every matching
- * subscription, serves subscribers that fell behind the ring through
- * catch-up reads, emits bookmarks and persists durable positions.
- * client.c calls the subscription functions; relay.c publishes.
+ * hub.h - subscriptions and the ring of recent events.  The event source
+ * publishes each event once; the hub hands it by reference to every
+ * matching subscription, serves subscribers that fell behind the ring
+ * through catch-up reads, emits bookmarks and persists durable positions,
+ * both through the source's ops (source.h).  client.c calls the
+ * subscription functions; the source (relay.c) publishes.
  */
 #ifndef NVSRELAY_HUB_H
 #define NVSRELAY_HUB_H
 
 #include <stdbool.h>
 #include <stddef.h>
-#include <stdint.h>
 #include <stdint.h>
 #include <ev.h>
 
@@ -20,7 +20,7 @@
 
 typedef struct hub Hub;
 struct client;
-struct relay;
+struct source;
 
 struct watch_req {
 	long long sid;
@@ -37,7 +37,9 @@ struct watch_req {
 
 Hub *hub_new(struct ev_loop *loop, const struct conf_values *cv);
 void hub_free(Hub *h);
-void hub_set_relay(Hub *h, struct relay *r);
+/* Where catch-up pages and positions come from; NULL: none (not ready,
+ * or shutting down).  src must outlive its use. */
+void hub_set_source(Hub *h, const struct source *src);
 
 /* The live stream: start position once known, then events and head moves. */
 void hub_set_head(Hub *h, const struct token *head);

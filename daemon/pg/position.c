@@ -1,0 +1,271 @@
+/*
+ * position.c - positions kept in and looked up from PostgreSQL: a durable
+ * consumer's row in resume_tokens (read, and written without ever moving a
+ * stored token backwards), the position after an NVSentinel eventID, and
+ * the position at a time (startAtOperationTime).  relay.c calls these on
+ * its main connection when the hub asks its source (source.h) for them, and
+ * uses position_oldest_msg for catch-up reads past the retained history.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cJSON.h>
+
+#include "log.h"
+#include "pgconn.h"
+#include "position.h"
+
+/* The durable position, as a superset of NVSentinel's {timestamp, eventID}
+ * so a component can move between its in-process watcher and the relay.
+ * A write never moves a stored relay token backwards. */
+static const char save_sql[] =
+	"INSERT INTO resume_tokens (client_name, resume_token, last_updated)"
+	" SELECT $1, jsonb_build_object('token', $2::text, 'eventID', e.id, 'timestamp',"
+	"  to_char(coalesce(e.changed_at, clock_timestamp()) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')),"
+	"  now()"
+	" FROM (SELECT v.id, c.changed_at FROM (SELECT coalesce($3::bigint,"
+	"   (SELECT max_id FROM nvsrelay.tick WHERE tick_id = $4::bigint)) AS id) v"
+	"  LEFT JOIN datastore_changelog c ON c.id = v.id) e"
+	" ON CONFLICT (client_name) DO UPDATE SET resume_token = EXCLUDED.resume_token, last_updated = now()"
+	" WHERE resume_tokens.resume_token->>'token' IS NULL"
+	"  OR resume_tokens.resume_token->>'token' < EXCLUDED.resume_token->>'token'";
+
+struct pos_req {
+	uint32_t gen;               /* the generation positions are made in */
+	source_pos_cb cb;
+	source_done_cb done;
+	void *arg;
+	char *consumer;
+};
+
+/* Row 0: the tick whose batch holds the row (NULL: no tick covers it yet)
+ * and the row id; no row: the changelog no longer has it. */
+static const char event_pos_sql[] =
+	"SELECT CASE WHEN c.xid IS NULL THEN (SELECT min(tick_id) FROM nvsrelay.tick)"
+	"  ELSE (SELECT min(t.tick_id) FROM nvsrelay.tick t WHERE pg_visible_in_snapshot(c.xid, t.snap)) END,"
+	" c.id, (SELECT min(tick_id) FROM nvsrelay.tick)"
+	" FROM datastore_changelog c WHERE c.id = $1::bigint";
+
+void position_oldest_msg(uint32_t gen, const char *what, const char *min_tick, char *buf, size_t len)
+{
+	struct token t = { gen, min_tick ? strtoull(min_tick, NULL, 10) : 0, TOKEN_ID_END };
+	char hex[TOKEN_HEX_LEN + 1];
+
+	token_format(&t, hex);
+	if (min_tick && *min_tick)
+		snprintf(buf, len, "%s is older than the retained history; the oldest available position is {\"_data\":\"%s\"}",
+			 what, hex);
+	else
+		snprintf(buf, len, "%s is older than the retained history, which is empty", what);
+}
+
+static void event_pos_cb(PgConn *pc, PGresult *res, void *arg)
+{
+	struct pos_req *q = arg;
+	struct token t = { 0, 0, 0 };
+	char msg[256];
+
+	(void)pc;
+	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+		q->cb(q->arg, -EIO, NULL, "cannot resolve the NVSentinel position");
+	} else if (PQntuples(res) == 0) {
+		position_oldest_msg(q->gen, "NVSentinel position (eventID)", NULL, msg, sizeof(msg));
+		q->cb(q->arg, -ESTALE, NULL, msg);
+	} else if (PQgetisnull(res, 0, 0)) {
+		q->cb(q->arg, -EAGAIN, NULL, "the changelog row of that eventID is not committed in any tick yet; retry");
+	} else {
+		/* After that row in the batch of the first tick that saw it;
+		 * for rows older than the relay that is the history batch. */
+		t.gen = q->gen;
+		t.tick = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+		t.id = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
+		q->cb(q->arg, 0, &t, NULL);
+	}
+	free(q->consumer);
+	free(q);
+}
+
+static struct pos_req *pos_req_new(uint32_t gen, source_pos_cb cb, void *arg)
+{
+	struct pos_req *q = calloc(1, sizeof(*q));
+
+	if (q) {
+		q->gen = gen;
+		q->cb = cb;
+		q->arg = arg;
+	}
+	return q;
+}
+
+int position_of_event(PgConn *pc, uint32_t gen, uint64_t event_id, source_pos_cb cb, void *arg)
+{
+	char id[24];
+	const char *params[1] = { id };
+	struct pos_req *q;
+
+	if (!pgconn_is_up(pc))
+		return -ENOTCONN;
+	if (!(q = pos_req_new(gen, cb, arg)))
+		return -ENOMEM;
+	snprintf(id, sizeof(id), "%" PRIu64, event_id);
+	if (pgconn_query_kind(pc, "position_event", event_pos_sql, 1, params, event_pos_cb, q) < 0) {
+		free(q);
+		return -ENOTCONN;
+	}
+	return 0;
+}
+
+static void time_pos_cb(PgConn *pc, PGresult *res, void *arg)
+{
+	struct pos_req *q = arg;
+	struct token t = { 0, 0, TOKEN_ID_END };
+	char msg[256];
+
+	(void)pc;
+	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+		snprintf(msg, sizeof(msg), "cannot resolve startAtOperationTime: %s",
+			 res ? PQresultErrorMessage(res) : "connection lost");
+		q->cb(q->arg, res ? -EINVAL : -EIO, NULL, msg);
+	} else if (PQgetisnull(res, 0, 0)) {
+		position_oldest_msg(q->gen, "startAtOperationTime",
+				    PQgetisnull(res, 0, 1) ? NULL : PQgetvalue(res, 0, 1), msg, sizeof(msg));
+		q->cb(q->arg, -ESTALE, NULL, msg);
+	} else {
+		t.gen = q->gen;
+		t.tick = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+		q->cb(q->arg, 0, &t, NULL);
+	}
+	free(q);
+}
+
+int position_at_time(PgConn *pc, uint32_t gen, const char *rfc3339, source_pos_cb cb, void *arg)
+{
+	const char *params[1] = { rfc3339 };
+	struct pos_req *q;
+
+	if (!pgconn_is_up(pc))
+		return -ENOTCONN;
+	if (!(q = pos_req_new(gen, cb, arg)))
+		return -ENOMEM;
+	/* Every change committed after the last tick written at or before the
+	 * time is delivered: a batch is never split by time. */
+	if (pgconn_query_kind(pc, "position_time",
+			 "SELECT max(tick_id), (SELECT min(tick_id) FROM nvsrelay.tick) FROM nvsrelay.tick"
+			 " WHERE created_at <= $1::timestamptz",
+			 1, params, time_pos_cb, q) < 0) {
+		free(q);
+		return -ENOTCONN;
+	}
+	return 0;
+}
+
+static void load_cb(PgConn *pc, PGresult *res, void *arg)
+{
+	struct pos_req *q = arg;
+	cJSON *j = NULL;
+	const cJSON *tok, *eid;
+	struct token t;
+	char id[24];
+	const char *params[1];
+
+	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+		q->cb(q->arg, -EIO, NULL, "cannot read the stored position");
+		goto out;
+	}
+	if (PQntuples(res) == 0) {
+		q->cb(q->arg, -ENOENT, NULL, NULL);
+		goto out;
+	}
+	j = cJSON_Parse(PQgetvalue(res, 0, 0));
+	tok = cJSON_GetObjectItemCaseSensitive(j, "token");
+	eid = cJSON_GetObjectItemCaseSensitive(j, "eventID");
+	if (cJSON_IsString(tok)) {
+		if (token_parse(tok->valuestring, strlen(tok->valuestring), &t) < 0)
+			q->cb(q->arg, -EINVAL, NULL, "stored resume token is malformed");
+		else
+			q->cb(q->arg, 0, &t, NULL);
+		goto out;
+	}
+	if (cJSON_IsNumber(eid) && eid->valuedouble >= 0) {
+		/* NVSentinel's own {timestamp, eventID}. */
+		snprintf(id, sizeof(id), "%.0f", eid->valuedouble);
+		params[0] = id;
+		if (pgconn_query_kind(pc, "position_event", event_pos_sql, 1, params, event_pos_cb, q) == 0) {
+			cJSON_Delete(j);
+			return;
+		}
+		q->cb(q->arg, -EIO, NULL, "PostgreSQL connection lost");
+		goto out;
+	}
+	q->cb(q->arg, -EINVAL, NULL, "stored resume token has neither a token nor an eventID");
+out:
+	cJSON_Delete(j);
+	free(q->consumer);
+	free(q);
+}
+
+int position_load(PgConn *pc, uint32_t gen, const char *consumer, source_pos_cb cb, void *arg)
+{
+	struct pos_req *q;
+	const char *params[1] = { consumer };
+
+	if (!pgconn_is_up(pc))
+		return -ENOTCONN;
+	if (!(q = pos_req_new(gen, cb, arg)))
+		return -ENOMEM;
+	if (pgconn_query_kind(pc, "position_load", "SELECT resume_token::text FROM resume_tokens WHERE client_name = $1",
+			 1, params, load_cb, q) < 0) {
+		free(q);
+		return -ENOTCONN;
+	}
+	return 0;
+}
+
+static void save_cb(PgConn *pc, PGresult *res, void *arg)
+{
+	struct pos_req *q = arg;
+	int status = 0;
+
+	(void)pc;
+	if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
+		log_warning("cannot store position consumer=%s error='%s'", LOGQ(q->consumer),
+			    res ? PQresultErrorMessage(res) : "connection lost");
+		status = -EIO;
+	}
+	q->done(q->arg, status);
+	free(q->consumer);
+	free(q);
+}
+
+int position_save(PgConn *pc, const char *consumer, const struct token *pos, source_done_cb cb, void *arg)
+{
+	char hex[TOKEN_HEX_LEN + 1], id[24], tick[24];
+	const char *params[4];
+	struct pos_req *q;
+
+	if (!pgconn_is_up(pc))
+		return -ENOTCONN;
+	q = calloc(1, sizeof(*q));
+	if (!q || !(q->consumer = strdup(consumer))) {
+		free(q);
+		return -ENOMEM;
+	}
+	q->done = cb;
+	q->arg = arg;
+	token_format(pos, hex);
+	snprintf(id, sizeof(id), "%" PRIu64, pos->id);
+	snprintf(tick, sizeof(tick), "%" PRIu64, pos->tick);
+	params[0] = consumer;
+	params[1] = hex;
+	params[2] = pos->id == TOKEN_ID_END ? NULL : id;
+	params[3] = tick;
+	if (pgconn_query_prep(pc, "position_save", save_sql, 4, params, save_cb, q) < 0) {
+		free(q->consumer);
+		free(q);
+		return -ENOTCONN;
+	}
+	return 0;
+}

@@ -1,0 +1,29 @@
+/*
+ * position.h - positions kept in and looked up from PostgreSQL: durable
+ * consumer positions in resume_tokens, the position after an NVSentinel
+ * eventID and the position at a time.  relay.c calls these on its main
+ * connection for the hub's source ops (source.h); they answer as the ops
+ * do, and stamp found positions with generation gen.
+ */
+#ifndef NVSRELAY_POSITION_H
+#define NVSRELAY_POSITION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pgconn.h"
+#include "source.h"
+#include "token.h"
+
+int position_load(PgConn *pc, uint32_t gen, const char *consumer, source_pos_cb cb, void *arg);
+/* A stored relay token is never moved backwards. */
+int position_save(PgConn *pc, const char *consumer, const struct token *pos, source_done_cb cb, void *arg);
+/* -ESTALE: older than the retained history; -EAGAIN: not in a tick yet. */
+int position_of_event(PgConn *pc, uint32_t gen, uint64_t event_id, source_pos_cb cb, void *arg);
+int position_at_time(PgConn *pc, uint32_t gen, const char *rfc3339, source_pos_cb cb, void *arg);
+
+/* The message for a position older than the retained history, naming the
+ * oldest position left (min_tick, NULL or "" when the history is empty). */
+void position_oldest_msg(uint32_t gen, const char *what, const char *min_tick, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,1061 @@
+/*
+ * test_hub.c - the hub (daemon/stream/hub.c) on a real libev loop, with a
+ * fake event source (source.h: pages served from events in memory, stored
+ * positions in memory, every answer deferred until the test gives it) and
+ * fakes of the client functions it calls, which record the frames each
+ * client is sent.  Proves the ring/catch-up hand-over (no gap, no
+ * duplicate, also with events published while a page is in flight),
+ * bookmarks of filtered subscriptions (they move over what does not match
+ * and skip nothing on resume), the hub's part of slow-consumer handling
+ * (high-water mark, catch-up pacing, a client dropped in the middle of a
+ * pump) and consumer takeover (Interrupted with the position really sent,
+ * the newcomer starting from the acknowledged one).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cJSON.h>
+#include <ev.h>
+
+#include "client.h"
+#include "conf.h"
+#include "errors.h"
+#include "event.h"
+#include "filter.h"
+#include "hub.h"
+#include "log.h"
+#include "source.h"
+#include "token.h"
+
+#define GEN 0x2a
+#define MAX_EVENTS 4096
+#define KIB 1024
+
+/* ---- fake clients: what hub.c calls of client.c ------------------------------ */
+
+enum frame_kind { F_EVENT, F_BOOKMARK, F_ERROR };
+
+struct frame {
+	enum frame_kind kind;
+	long long sid;
+	bool has_pos;
+	struct token pos;
+	int code;
+	size_t pending;          /* output queued when it was sent */
+};
+
+struct client {
+	uint64_t id;
+	size_t pending;          /* bytes "queued"; the test drains them */
+	size_t frame_bytes;      /* what one event frame adds */
+	size_t limit;            /* like client_output_limit: dropped past it (0: none) */
+	size_t wake_below;       /* last client_wake_below */
+	bool closed;
+	struct frame *f;
+	size_t nf, cap;
+};
+
+static Hub *hub;             /* the hub a fake client reports a drop to */
+
+static void record(Client *c, enum frame_kind kind, long long sid, const struct token *pos, int code)
+{
+	assert_non_null(c);
+	assert_false(c->closed);   /* the hub wrote to a client it was told is gone */
+	if (c->nf == c->cap) {
+		c->cap = c->cap ? 2 * c->cap : 64;
+		c->f = realloc(c->f, c->cap * sizeof(*c->f));
+		assert_non_null(c->f);
+	}
+	c->f[c->nf++] = (struct frame){ kind, sid, pos != NULL, pos ? *pos : (struct token){ 0, 0, 0 }, code,
+					c->pending };
+}
+
+uint64_t client_id(const Client *c)
+{
+	return c->id;
+}
+
+size_t client_pending(const Client *c)
+{
+	return c->pending;
+}
+
+void client_wake_below(Client *c, size_t bytes)
+{
+	c->wake_below = bytes;
+}
+
+bool client_delivered(const Client *c, long long sid, struct token *ret)
+{
+	for (size_t i = c->nf; i-- > 0;)
+		if (c->f[i].sid == sid && c->f[i].kind != F_ERROR) {
+			*ret = c->f[i].pos;
+			return true;
+		}
+	return false;
+}
+
+/* As client.c: an event that would pass the limit is not queued; every
+ * subscription gets its error frame, then the client closes. */
+void client_send_event(Client *c, long long sid, struct event *ev, bool before)
+{
+	(void)before;
+	assert_non_null(c);
+	if (c->limit && c->pending + c->frame_bytes > c->limit) {
+		hub_client_error(hub, c, ERR_EXCEEDED_MEMORY_LIMIT, "output limit exceeded");
+		c->closed = true;
+		hub_client_gone(hub, c);
+		return;
+	}
+	record(c, F_EVENT, sid, &ev->pos, 0);
+	c->pending += c->frame_bytes;
+}
+
+void client_send_bookmark(Client *c, long long sid, const struct token *tok)
+{
+	record(c, F_BOOKMARK, sid, tok, 0);
+}
+
+void client_send_error(Client *c, long long sid, int code, const char *msg, const struct token *tok)
+{
+	(void)msg;
+	record(c, F_ERROR, sid, tok, code);
+}
+
+static Client *client_make(uint64_t id, size_t frame_bytes)
+{
+	Client *c = calloc(1, sizeof(*c));
+
+	assert_non_null(c);
+	c->id = id;
+	c->frame_bytes = frame_bytes;
+	return c;
+}
+
+static void client_drop(Client *c)
+{
+	free(c->f);
+	free(c);
+}
+
+/* The client wrote everything (or down to left bytes) to its socket. */
+static void drain(Client *c, size_t left)
+{
+	if (c->pending > left)
+		c->pending = left;
+	hub_client_writable(hub, c);
+}
+
+/* ---- fake source: the changelog in memory ---------------------------------- */
+
+enum req_kind { R_PAGE, R_LOAD, R_SAVE, R_EVENT_POS };
+
+struct req {
+	struct req *next;
+	enum req_kind kind;
+	struct token pos;
+	enum event_table table;
+	char consumer[32];
+	uint64_t event_id;
+	source_page_cb page;
+	source_pos_cb found;
+	source_done_cb done;
+	void *arg;
+};
+
+static struct fake {
+	struct event *ev[MAX_EVENTS];   /* every event ever written, in order */
+	size_t nev;
+	uint64_t head_tick;             /* ticks 1..head_tick exist */
+	uint64_t last_id;
+	size_t page_rows;               /* batch_rows */
+	struct req *queue, **tail;      /* answers not given yet */
+	int reads;                      /* read_page calls */
+	bool has_stored;
+	struct token stored;            /* the one consumer's stored position */
+	int saves;
+	bool one_table;                 /* every event in health_events */
+	bool down;                      /* PostgreSQL away: calls fail, pages error */
+} fk;
+
+static void enqueue(struct req *q)
+{
+	q->next = NULL;
+	*fk.tail = q;
+	fk.tail = &q->next;
+}
+
+static struct req *req_new(enum req_kind kind, void *arg)
+{
+	struct req *q = calloc(1, sizeof(*q));
+
+	assert_non_null(q);
+	q->kind = kind;
+	q->arg = arg;
+	return q;
+}
+
+static int fk_read_page(void *impl, const struct token *pos, enum event_table table,
+			source_page_cb cb, void *arg)
+{
+	struct req *q;
+
+	(void)impl;
+	if (fk.down)
+		return -ENOTCONN;
+	q = req_new(R_PAGE, arg);
+	q->pos = *pos;
+	q->table = table;
+	q->page = cb;
+	fk.reads++;
+	enqueue(q);
+	return 0;
+}
+
+static int fk_load_position(void *impl, const char *consumer, source_pos_cb cb, void *arg)
+{
+	struct req *q = req_new(R_LOAD, arg);
+
+	(void)impl;
+	snprintf(q->consumer, sizeof(q->consumer), "%s", consumer);
+	q->found = cb;
+	enqueue(q);
+	return 0;
+}
+
+static int fk_save_position(void *impl, const char *consumer, const struct token *pos,
+			    source_done_cb cb, void *arg)
+{
+	struct req *q = req_new(R_SAVE, arg);
+
+	(void)impl;
+	snprintf(q->consumer, sizeof(q->consumer), "%s", consumer);
+	q->pos = *pos;
+	q->done = cb;
+	enqueue(q);
+	return 0;
+}
+
+static int fk_position_of_event(void *impl, uint64_t event_id, source_pos_cb cb, void *arg)
+{
+	struct req *q = req_new(R_EVENT_POS, arg);
+
+	(void)impl;
+	q->event_id = event_id;
+	q->found = cb;
+	enqueue(q);
+	return 0;
+}
+
+static int fk_position_at_time(void *impl, const char *rfc3339, source_pos_cb cb, void *arg)
+{
+	(void)impl;
+	(void)rfc3339;
+	(void)cb;
+	(void)arg;
+	return -ENOTCONN;
+}
+
+static const struct source_ops fk_ops = {
+	.read_page = fk_read_page,
+	.load_position = fk_load_position,
+	.save_position = fk_save_position,
+	.position_of_event = fk_position_of_event,
+	.position_at_time = fk_position_at_time,
+};
+static const struct source fk_source = { &fk_ops, &fk };
+
+/* One page as relay.c reads it: the rows of one batch after pos (of one
+ * table, or all), at most page_rows; the position after them. */
+static void answer_page(struct req *q)
+{
+	struct event **evs = calloc(fk.page_rows, sizeof(*evs));
+	struct token next = q->pos;
+	uint64_t tick = q->pos.tick, after = q->pos.id;
+	size_t n = 0;
+
+	assert_non_null(evs);
+	if (fk.down) {
+		q->page(q->arg, evs, 0, &q->pos, ERR_HOST_UNREACHABLE, "PostgreSQL connection lost");
+		free(evs);
+		return;
+	}
+	if (q->pos.id == TOKEN_ID_END) {
+		if (q->pos.tick >= fk.head_tick) {
+			q->page(q->arg, evs, 0, &q->pos, 0, NULL);   /* no newer tick yet */
+			free(evs);
+			return;
+		}
+		tick = q->pos.tick + 1;
+		after = 0;
+	}
+	for (size_t i = 0; i < fk.nev && n < fk.page_rows; i++) {
+		struct event *ev = fk.ev[i];
+		if (ev->pos.tick == tick && ev->pos.id > after &&
+		    (q->table == TABLE_OTHER || ev->table == q->table))
+			evs[n++] = event_ref(ev);
+	}
+	next = (struct token){ GEN, tick, TOKEN_ID_END };
+	if (n == fk.page_rows)
+		next.id = evs[n - 1]->pos.id;   /* more of this batch */
+	q->page(q->arg, evs, n, &next, 0, NULL);
+	free(evs);
+}
+
+static void answer(struct req *q)
+{
+	switch (q->kind) {
+	case R_PAGE:
+		answer_page(q);
+		break;
+	case R_LOAD:
+		if (fk.has_stored)
+			q->found(q->arg, 0, &fk.stored, NULL);
+		else
+			q->found(q->arg, -ENOENT, NULL, NULL);
+		break;
+	case R_SAVE:
+		/* resume_tokens' upsert: never backwards. */
+		if (!fk.has_stored || token_cmp(&q->pos, &fk.stored) > 0)
+			fk.stored = q->pos;
+		fk.has_stored = true;
+		fk.saves++;
+		q->done(q->arg, 0);
+		break;
+	case R_EVENT_POS:
+		for (size_t i = 0; i < fk.nev; i++)
+			if (fk.ev[i]->pos.id == q->event_id) {
+				q->found(q->arg, 0, &fk.ev[i]->pos, NULL);
+				free(q);
+				return;
+			}
+		q->found(q->arg, -ESTALE, NULL, "older than the retained history");
+		break;
+	}
+	free(q);
+}
+
+/* Gives the oldest answer still owed, if any of kind (or of any kind: -1). */
+static bool answer_one(int kind)
+{
+	struct req **pp;
+
+	for (pp = &fk.queue; *pp; pp = &(*pp)->next) {
+		struct req *q = *pp;
+		if (kind >= 0 && q->kind != (enum req_kind)kind)
+			continue;
+		*pp = q->next;
+		if (fk.tail == &q->next)
+			fk.tail = pp;
+		answer(q);
+		return true;
+	}
+	return false;
+}
+
+static int owed(int kind)
+{
+	int n = 0;
+
+	for (struct req *q = fk.queue; q; q = q->next)
+		n += kind < 0 || q->kind == (enum req_kind)kind;
+	return n;
+}
+
+/* Until nothing is owed; a hub that asks without end fails. */
+static void answer_all(void)
+{
+	for (int n = 0; answer_one(-1); n++)
+		if (n > 100000)
+			fail_msg("the hub keeps asking its source");
+}
+
+static struct event *make_event(uint64_t tick, uint64_t id, enum event_table table, bool match)
+{
+	char doc[96], rec[64];
+	struct change_row row = { 0 };
+	struct token pos = { GEN, tick, id };
+	const char *err = NULL;
+	struct event *ev;
+
+	snprintf(doc, sizeof(doc), "{\"kind\":\"%s\",\"n\":%llu}", match ? "m" : "x", (unsigned long long)id);
+	snprintf(rec, sizeof(rec), "00000000-0000-0000-0000-%012llu", (unsigned long long)id);
+	row.id = id;
+	row.table = table == TABLE_HEALTH_EVENTS ? "health_events" : "maintenance_events";
+	row.record_id = rec;
+	row.operation = "INSERT";
+	row.cluster_time = "2026-11-25T10:00:00.000000Z";
+	row.new_doc = doc;
+	ev = event_build(&row, &pos, "nvsentinel", &err);
+	assert_non_null(ev);
+	return ev;
+}
+
+/* What a tick's event of index i is: the table and whether it matches the
+ * filter, a fixed mix so every test sees both kinds of each. */
+static enum event_table kind_table(uint64_t id)
+{
+	return id % 3 == 2 && !fk.one_table ? TABLE_MAINTENANCE_EVENTS : TABLE_HEALTH_EVENTS;
+}
+
+static bool kind_match(uint64_t id)
+{
+	return id % 4 != 1;
+}
+
+/* The live reader: a new tick of n events, published as pages of split
+ * events (0: the whole batch at once), each page followed by the head. */
+static void produce(size_t n, size_t split)
+{
+	struct token head;
+	uint64_t tick = ++fk.head_tick;
+
+	for (size_t i = 0; i < n; i++) {
+		uint64_t id = ++fk.last_id;
+		struct event *ev = make_event(tick, id, kind_table(id), kind_match(id));
+
+		assert_true(fk.nev < MAX_EVENTS);
+		fk.ev[fk.nev++] = ev;
+		hub_publish(hub, event_ref(ev));
+		if (split && (i + 1) % split == 0 && i + 1 < n) {
+			head = (struct token){ GEN, tick, id };
+			hub_set_head(hub, &head);
+		}
+	}
+	head = (struct token){ GEN, tick, TOKEN_ID_END };
+	hub_set_head(hub, &head);
+}
+
+/* ---- the world: loop, configuration, hub ----------------------------------- */
+
+static struct ev_loop *loop;
+static struct conf_values cv;
+
+static void world_new(int ring_events, size_t page_rows)
+{
+	memset(&fk, 0, sizeof(fk));
+	fk.tail = &fk.queue;
+	fk.page_rows = page_rows;
+	memset(&cv, 0, sizeof(cv));
+	cv.ring_events = ring_events;
+	cv.ack_flush_ms = 10;
+	cv.client_output_limit = 64 * 1024 * 1024;
+	loop = ev_loop_new(EVFLAG_AUTO);
+	assert_non_null(loop);
+	hub = hub_new(loop, &cv);
+	assert_non_null(hub);
+	hub_set_source(hub, &fk_source);
+}
+
+static void world_free(void)
+{
+	answer_all();
+	hub_set_source(hub, NULL);
+	hub_free(hub);
+	hub = NULL;
+	for (size_t i = 0; i < fk.nev; i++)
+		event_unref(fk.ev[i]);
+	ev_loop_destroy(loop);
+	loop = NULL;
+}
+
+static void stop_cb(struct ev_loop *l, ev_timer *w, int revents)
+{
+	(void)w;
+	(void)revents;
+	ev_break(l, EVBREAK_ONE);
+}
+
+/* Runs the loop (the hub's bookmark and flush timer) for secs. */
+static void run_for(double secs)
+{
+	ev_timer t;
+
+	ev_timer_init(&t, stop_cb, secs, 0.);
+	ev_timer_start(loop, &t);
+	ev_run(loop, 0);
+	ev_timer_stop(loop, &t);
+}
+
+static struct watch_req watch_req(long long sid, enum event_table table)
+{
+	struct watch_req req;
+
+	memset(&req, 0, sizeof(req));
+	req.sid = sid;
+	req.table = table;
+	return req;
+}
+
+static struct watch_req resume_req(long long sid, enum event_table table, const struct token *from)
+{
+	struct watch_req req = watch_req(sid, table);
+
+	req.has_resume = true;
+	req.resume = *from;
+	return req;
+}
+
+static Filter *match_filter(void)
+{
+	cJSON *p = cJSON_Parse("[{\"$match\": {\"fullDocument.kind\": \"m\"}}]");
+	Filter *f = NULL;
+	char err[128];
+
+	assert_non_null(p);
+	assert_int_equal(filter_compile(p, &f, err, sizeof(err)), 0);
+	cJSON_Delete(p);
+	return f;
+}
+
+/* The events c must have been sent for sid: every event of table after
+ * from (that matches, when filtered), in order, exactly once. */
+static void assert_stream(const Client *c, long long sid, enum event_table table, bool filtered,
+			  const struct token *from)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < fk.nev; i++) {
+		const struct event *ev = fk.ev[i];
+		if (ev->table != table || token_cmp(&ev->pos, from) <= 0 || (filtered && !kind_match(ev->pos.id)))
+			continue;
+		while (k < c->nf && (c->f[k].sid != sid || c->f[k].kind != F_EVENT))
+			k++;
+		if (k == c->nf)
+			fail_msg("event tick=%llu id=%llu never sent", (unsigned long long)ev->pos.tick,
+				 (unsigned long long)ev->pos.id);
+		if (token_cmp(&c->f[k].pos, &ev->pos) != 0)
+			fail_msg("sent tick=%llu id=%llu where tick=%llu id=%llu was due",
+				 (unsigned long long)c->f[k].pos.tick, (unsigned long long)c->f[k].pos.id,
+				 (unsigned long long)ev->pos.tick, (unsigned long long)ev->pos.id);
+		k++;
+	}
+	for (; k < c->nf; k++)
+		if (c->f[k].sid == sid && c->f[k].kind == F_EVENT)
+			fail_msg("extra event tick=%llu id=%llu", (unsigned long long)c->f[k].pos.tick,
+				 (unsigned long long)c->f[k].pos.id);
+}
+
+static size_t count_frames(const Client *c, enum frame_kind kind)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < c->nf; i++)
+		n += c->f[i].kind == kind;
+	return n;
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	log_setup("err", "text");
+	return 0;
+}
+
+/* ---- (a) the ring/catch-up hand-over --------------------------------------- */
+
+/* Starting far behind a small ring: served by pages, then by the ring, and
+ * once there by the ring alone. */
+static void test_catchup_joins_ring(void **state)
+{
+	Client *c = client_make(1, 100);
+	struct token from = { GEN, 1, TOKEN_ID_END };
+	struct watch_req req = resume_req(1, TABLE_HEALTH_EVENTS, &from);
+	int reads;
+
+	(void)state;
+	world_new(4, 2);
+	for (int t = 0; t < 12; t++)
+		produce(3, 0);
+	assert_int_equal(hub_watch(hub, c, &req), 0);
+	assert_int_equal(c->f[0].kind, F_BOOKMARK);
+	assert_int_equal(owed(R_PAGE), 1);   /* behind the ring: a page is asked for */
+	answer_all();
+	assert_true(fk.reads > 3);
+	assert_stream(c, 1, TABLE_HEALTH_EVENTS, false, &from);
+
+	/* In the ring now: new events come without a read. */
+	reads = fk.reads;
+	for (int t = 0; t < 3; t++)
+		produce(3, 0);
+	assert_int_equal(fk.reads, reads);
+	assert_int_equal(owed(-1), 0);
+	assert_stream(c, 1, TABLE_HEALTH_EVENTS, false, &from);
+	world_free();
+	client_drop(c);
+}
+
+/* The ring moves past the page while the page is in flight: the next page
+ * follows on from where that one ended, not from the ring. */
+static void test_catchup_publish_during_page(void **state)
+{
+	Client *c = client_make(1, 100);
+	struct token from = { GEN, 2, TOKEN_ID_END };
+	struct watch_req req = resume_req(1, TABLE_HEALTH_EVENTS, &from);
+
+	(void)state;
+	world_new(4, 2);
+	for (int t = 0; t < 6; t++)
+		produce(3, 0);
+	assert_int_equal(hub_watch(hub, c, &req), 0);
+	for (int round = 0; round < 8; round++) {
+		assert_int_equal(owed(R_PAGE), 1);
+		produce(3, round % 2 ? 2 : 0);   /* while the page is out */
+		answer_one(R_PAGE);
+	}
+	answer_all();
+	assert_stream(c, 1, TABLE_HEALTH_EVENTS, false, &from);
+	world_free();
+	client_drop(c);
+}
+
+/* A catch-up page that ends exactly where the ring starts, or inside it. */
+static void test_catchup_meets_ring_edge(void **state)
+{
+	(void)state;
+	for (size_t rows = 1; rows <= 4; rows++) {
+		for (int ring = 1; ring <= 7; ring++) {
+			Client *c = client_make(1, 100);
+			struct token from = { GEN, 0, TOKEN_ID_END };
+			struct watch_req req = resume_req(1, TABLE_HEALTH_EVENTS, &from);
+
+			world_new(ring, rows);
+			for (int t = 0; t < 5; t++)
+				produce(3, 0);
+			assert_int_equal(hub_watch(hub, c, &req), 0);
+			/* New ticks while it catches up, fewer than it reads. */
+			for (int i = 0; answer_one(R_PAGE); i++) {
+				if (i % 3 == 0 && i < 30)
+					produce(1, 0);
+				if (i > 1000)
+					fail_msg("catch-up never ends");
+			}
+			produce(2, 0);
+			answer_all();   /* a ring of one can be passed by one tick */
+			assert_stream(c, 1, TABLE_HEALTH_EVENTS, false, &from);
+			world_free();
+			client_drop(c);
+		}
+	}
+}
+
+static uint32_t rnd_state;
+
+static uint32_t rnd(void)
+{
+	rnd_state = rnd_state * 1103515245u + 12345u;
+	return rnd_state >> 16;
+}
+
+/* Pages answered, ticks written (whole or in pages), clients draining,
+ * in random order: every subscriber still sees each event once, in order. */
+static void test_catchup_random_interleaving(void **state)
+{
+	(void)state;
+	for (uint32_t seed = 1; seed <= 60; seed++) {
+		Client *c[3];
+		struct token from[3];
+		enum event_table tab[3] = { TABLE_HEALTH_EVENTS, TABLE_MAINTENANCE_EVENTS, TABLE_HEALTH_EVENTS };
+
+		rnd_state = seed;
+		world_new(1 + (int)(rnd() % 8), 1 + rnd() % 4);
+		for (int t = 0; t < 8; t++)
+			produce(rnd() % 4, rnd() % 3);
+		for (int i = 0; i < 3; i++) {
+			struct watch_req req;
+
+			c[i] = client_make((uint64_t)i + 1, 50 * KIB);
+			from[i] = (struct token){ GEN, rnd() % 9, TOKEN_ID_END };
+			if (from[i].tick > 0 && rnd() % 2) {
+				/* A position inside a batch, as an event's token. */
+				for (size_t k = 0; k < fk.nev; k++)
+					if (fk.ev[k]->pos.tick == from[i].tick)
+						from[i] = fk.ev[k]->pos;
+			}
+			req = resume_req(7, tab[i], &from[i]);
+			req.filter = i == 2 ? match_filter() : NULL;
+			assert_int_equal(hub_watch(hub, c[i], &req), 0);
+		}
+		for (int step = 0; step < 200; step++) {
+			switch (rnd() % 4) {
+			case 0:
+			case 1:
+				answer_one(R_PAGE);
+				break;
+			case 2:
+				produce(rnd() % 5, rnd() % 3);
+				break;
+			default:
+				drain(c[rnd() % 3], 0);
+			}
+		}
+		/* Settle: everything answered and read. */
+		for (int i = 0; i < 500 && (owed(-1) || c[0]->pending || c[1]->pending || c[2]->pending); i++) {
+			answer_all();
+			for (int k = 0; k < 3; k++)
+				drain(c[k], 0);
+		}
+		for (int i = 0; i < 3; i++)
+			assert_stream(c[i], 7, tab[i], i == 2, &from[i]);
+		world_free();
+		for (int i = 0; i < 3; i++)
+			client_drop(c[i]);
+	}
+}
+
+/* PostgreSQL away while a subscriber catches up: it waits where it is
+ * (bookmarks do not move it to the head), and goes on when it is back. */
+static void test_catchup_source_down(void **state)
+{
+	Client *c = client_make(1, 100);
+	struct token from = { GEN, 2, TOKEN_ID_END }, head;
+	struct watch_req req = resume_req(1, TABLE_HEALTH_EVENTS, &from);
+
+	(void)state;
+	world_new(4, 2);
+	for (int t = 0; t < 8; t++)
+		produce(3, 0);
+	assert_int_equal(hub_watch(hub, c, &req), 0);
+	assert_int_equal(owed(R_PAGE), 1);
+	fk.down = true;
+	answer_one(R_PAGE);   /* the connection is lost under the page */
+	run_for(0.03);
+	produce(3, 0);        /* the relay still had those */
+	run_for(0.03);
+	assert_int_equal(count_frames(c, F_EVENT), 0);
+	assert_int_equal(count_frames(c, F_ERROR), 0);
+	for (size_t i = 0; i < c->nf; i++)
+		assert_int_equal(token_cmp(&c->f[i].pos, &from), 0);
+	assert_int_equal(hub_subscription_count(hub), 1);
+
+	/* Back: the relay's main_up sets the head again. */
+	fk.down = false;
+	head = (struct token){ GEN, fk.head_tick, TOKEN_ID_END };
+	hub_set_head(hub, &head);
+	answer_all();
+	assert_stream(c, 1, TABLE_HEALTH_EVENTS, false, &from);
+	drain(c, 0);
+	run_for(0.03);
+	assert_int_equal(c->f[c->nf - 1].kind, F_BOOKMARK);
+	assert_int_equal(token_cmp(&c->f[c->nf - 1].pos, &head), 0);
+	world_free();
+	client_drop(c);
+}
+
+/* ---- (b) filters across bookmarks ------------------------------------------ */
+
+/* Every bookmark a filtered subscriber gets moves it over what did not
+ * match but never over a match it was not sent; resuming from any of them
+ * (in the ring or behind it) brings exactly the matches after it. */
+static void test_filter_bookmarks(void **state)
+{
+	Client *c = client_make(1, 100);
+	struct watch_req req = watch_req(1, TABLE_HEALTH_EVENTS);
+	struct token start = { GEN, 0, TOKEN_ID_END }, last_match = start;
+	size_t nbm = 0, moved_over = 0;
+
+	(void)state;
+	world_new(6, 2);
+	produce(2, 0);
+	start = (struct token){ GEN, fk.head_tick, TOKEN_ID_END };
+	req.filter = match_filter();
+	assert_int_equal(hub_watch(hub, c, &req), 0);
+	for (int t = 0; t < 12; t++) {
+		produce(1 + (size_t)t % 3, 0);
+		run_for(0.025);
+		drain(c, 0);
+	}
+	run_for(0.025);
+	assert_stream(c, 1, TABLE_HEALTH_EVENTS, true, &start);
+
+	for (size_t k = 0; k < c->nf; k++) {
+		const struct frame *f = &c->f[k];
+		size_t due = 0, sent = 0;
+
+		if (f->kind == F_EVENT) {
+			last_match = f->pos;
+			continue;
+		}
+		assert_int_equal(f->kind, F_BOOKMARK);
+		assert_true(token_cmp(&f->pos, &last_match) >= 0);
+		/* Only an idle client gets one: none queues behind output. */
+		assert_int_equal(f->pending, 0);
+		nbm++;
+		for (size_t i = 0; i < fk.nev; i++)
+			due += fk.ev[i]->table == TABLE_HEALTH_EVENTS && kind_match(fk.ev[i]->pos.id) &&
+			       token_cmp(&fk.ev[i]->pos, &start) > 0 && token_cmp(&fk.ev[i]->pos, &f->pos) <= 0;
+		for (size_t i = 0; i < k; i++)
+			sent += c->f[i].kind == F_EVENT;
+		assert_int_equal(sent, due);   /* nothing behind the bookmark left unsent */
+		for (size_t i = 0; i < fk.nev; i++)
+			if (token_cmp(&fk.ev[i]->pos, &last_match) > 0 && token_cmp(&fk.ev[i]->pos, &f->pos) <= 0) {
+				moved_over++;   /* this bookmark passed an event not sent */
+				break;
+			}
+	}
+	assert_true(nbm > 3);
+	assert_true(moved_over > 0);
+	/* Idle: the last bookmark is the head. */
+	assert_int_equal(c->f[c->nf - 1].kind, F_BOOKMARK);
+	assert_int_equal(c->f[c->nf - 1].pos.tick, fk.head_tick);
+	assert_true(c->f[c->nf - 1].pos.id == TOKEN_ID_END);
+
+	/* Resume from each bookmark (the early ones are behind the ring). */
+	for (size_t k = 0, sid = 100; k < c->nf; k++) {
+		Client *r;
+		struct watch_req rq;
+
+		if (c->f[k].kind != F_BOOKMARK)
+			continue;
+		r = client_make(2, 100);
+		rq = resume_req((long long)++sid, TABLE_HEALTH_EVENTS, &c->f[k].pos);
+		rq.filter = match_filter();
+		assert_int_equal(hub_watch(hub, r, &rq), 0);
+		answer_all();
+		produce(3, 0);
+		assert_stream(r, (long long)sid, TABLE_HEALTH_EVENTS, true, &c->f[k].pos);
+		hub_client_gone(hub, r);
+		client_drop(r);
+	}
+	world_free();
+	client_drop(c);
+}
+
+/* ---- (c) slow consumers ------------------------------------------------------ */
+
+/* Live delivery stops at the high-water mark and resumes on drain. */
+static void test_pump_high_water(void **state)
+{
+	Client *c = client_make(1, 100 * KIB);
+	struct watch_req req = watch_req(1, TABLE_HEALTH_EVENTS);
+	struct token from;
+	size_t before;
+
+	(void)state;
+	world_new(64, 8);
+	fk.one_table = true;
+	produce(1, 0);
+	from = (struct token){ GEN, fk.head_tick, TOKEN_ID_END };
+	assert_int_equal(hub_watch(hub, c, &req), 0);
+	produce(10, 0);
+	/* 256 KiB: three 100 KiB frames pass it. */
+	assert_int_equal(count_frames(c, F_EVENT), 3);
+	produce(2, 0);
+	assert_int_equal(count_frames(c, F_EVENT), 3);   /* still full */
+	before = c->nf;
+	drain(c, 200 * KIB);   /* not below the mark yet: room for one */
+	assert_int_equal(c->nf, before + 1);
+	for (int i = 0; i < 10; i++)
+		drain(c, 0);
+	assert_int_equal(count_frames(c, F_EVENT), 12);
+	assert_stream(c, 1, TABLE_HEALTH_EVENTS, false, &from);
+	assert_int_equal(owed(R_PAGE), 0);   /* all from the ring */
+	world_free();
+	client_drop(c);
+}
+
+/* A catch-up reader asks for its next page only while fewer than a few
+ * pages are queued, capped at half the output limit, and asks to be woken
+ * below that. */
+static void test_catchup_pacing(void **state)
+{
+	Client *c = client_make(1, 1024 * KIB);
+	struct token from = { GEN, 0, TOKEN_ID_END };
+	struct watch_req req = resume_req(1, TABLE_HEALTH_EVENTS, &from);
+
+	(void)state;
+	world_new(2, 2);   /* a page: one tick of one event */
+	fk.one_table = true;
+	cv.client_output_limit = 4 * 1024 * KIB;
+	for (int t = 0; t < 10; t++)
+		produce(1, 0);
+	assert_int_equal(hub_watch(hub, c, &req), 0);
+	assert_true(answer_one(R_PAGE));   /* 1 MiB queued: below 2 MiB, read on */
+	assert_int_equal(c->pending, 1024 * KIB);
+	assert_int_equal(owed(R_PAGE), 1);
+	assert_true(answer_one(R_PAGE));   /* 2 MiB: half the limit, stop */
+	assert_int_equal(c->pending, 2048 * KIB);
+	assert_int_equal(owed(R_PAGE), 0);
+	assert_int_equal(c->wake_below, 2048 * KIB);
+	drain(c, 2048 * KIB);              /* no progress: still waits */
+	assert_int_equal(owed(R_PAGE), 0);
+	drain(c, 1536 * KIB);              /* below: the next page */
+	assert_int_equal(owed(R_PAGE), 1);
+
+	/* A soft limit lower than the hard one caps it instead. */
+	cv.client_output_soft_limit = 3 * 1024 * KIB;
+	answer_one(R_PAGE);
+	assert_int_equal(owed(R_PAGE), 0);
+	assert_int_equal(c->wake_below, 1536 * KIB);
+	for (int i = 0; i < 40 && (owed(R_PAGE) || c->pending); i++) {
+		answer_all();
+		drain(c, 0);
+	}
+	assert_stream(c, 1, TABLE_HEALTH_EVENTS, false, &from);
+	world_free();
+	client_drop(c);
+}
+
+/* A send that drops the client (its hard limit) in the middle of a pump:
+ * every subscription of it gets an error with the position it really has,
+ * nothing more is written to it, and other clients go on. */
+static void test_drop_during_pump(void **state)
+{
+	Client *slow = client_make(1, 100 * KIB), *ok = client_make(2, 100);
+	struct watch_req a = watch_req(1, TABLE_HEALTH_EVENTS), b = watch_req(2, TABLE_MAINTENANCE_EVENTS);
+	struct watch_req o = watch_req(1, TABLE_HEALTH_EVENTS);
+	struct token from;
+
+	(void)state;
+	world_new(64, 8);
+	produce(1, 0);
+	from = (struct token){ GEN, fk.head_tick, TOKEN_ID_END };
+	slow->limit = 250 * KIB;
+	assert_int_equal(hub_watch(hub, slow, &a), 0);
+	assert_int_equal(hub_watch(hub, ok, &o), 0);
+	assert_int_equal(hub_watch(hub, slow, &b), 0);
+	assert_int_equal(hub_subscription_count(hub), 3);
+	produce(12, 0);
+	assert_true(slow->closed);
+	assert_int_equal(hub_subscription_count(hub), 1);
+	assert_int_equal(count_frames(slow, F_ERROR), 2);
+	/* Each error names the last position of its sid that was queued. */
+	for (size_t i = 0; i < slow->nf; i++) {
+		struct token last = { 0, 0, 0 };
+
+		if (slow->f[i].kind != F_ERROR)
+			continue;
+		assert_int_equal(slow->f[i].code, ERR_EXCEEDED_MEMORY_LIMIT);
+		for (size_t k = 0; k < i; k++)
+			if (slow->f[k].sid == slow->f[i].sid)
+				last = slow->f[k].pos;
+		assert_true(slow->f[i].has_pos);
+		assert_int_equal(token_cmp(&slow->f[i].pos, &last), 0);
+	}
+	assert_int_equal(count_frames(slow, F_EVENT), 2);
+	produce(3, 0);
+	run_for(0.03);
+	assert_stream(ok, 1, TABLE_HEALTH_EVENTS, false, &from);
+	world_free();
+	client_drop(slow);
+	client_drop(ok);
+}
+
+/* ---- (d) consumer takeover ------------------------------------------------- */
+
+static const struct frame *last_of(const Client *c, long long sid)
+{
+	for (size_t i = c->nf; i-- > 0;)
+		if (c->f[i].sid == sid && c->f[i].kind != F_ERROR)
+			return &c->f[i];
+	return NULL;
+}
+
+/* The second watch of a consumer ends the first with Interrupted, which
+ * names the position the first was really sent; the second starts from what
+ * the first acknowledged, even before its acks reached the store. */
+static void test_takeover(void **state)
+{
+	Client *a = client_make(1, 100), *b = client_make(2, 100);
+	struct watch_req ra = watch_req(3, TABLE_HEALTH_EVENTS), rb = watch_req(4, TABLE_HEALTH_EVENTS);
+	struct token sent_a, acked = { 0, 0, 0 }, before_a;
+	int n = 0;
+
+	(void)state;
+	world_new(64, 8);
+	produce(2, 0);
+	ra.consumer = rb.consumer = "gpu-health";
+	assert_int_equal(hub_watch(hub, a, &ra), 0);
+	assert_int_equal(owed(R_LOAD), 1);
+	answer_one(R_LOAD);   /* nothing stored: from the head */
+	before_a = a->f[0].pos;
+	answer_all();         /* its start position written */
+	assert_true(fk.has_stored);
+	produce(8, 0);
+	for (size_t i = 0; i < a->nf; i++)
+		if (a->f[i].kind == F_EVENT && ++n == 3)
+			acked = a->f[i].pos;
+	assert_int_equal(n, 6);   /* the health events of 8 */
+	assert_int_equal(hub_ack(hub, a, 3, &acked), 0);
+	/* An empty tick: a passes it, with no frame before the next bookmark. */
+	produce(0, 0);
+	sent_a = last_of(a, 3)->pos;
+	assert_true(sent_a.tick < fk.head_tick);
+
+	assert_int_equal(hub_watch(hub, b, &rb), 0);
+	assert_int_equal(a->f[a->nf - 1].kind, F_ERROR);
+	assert_int_equal(a->f[a->nf - 1].code, ERR_INTERRUPTED);
+	assert_true(a->f[a->nf - 1].has_pos);
+	assert_int_equal(token_cmp(&a->f[a->nf - 1].pos, &sent_a), 0);
+	assert_int_equal(hub_subscription_count(hub), 1);
+
+	/* Its acks never reached the store; the newcomer starts from them. */
+	assert_true(token_cmp(&fk.stored, &acked) < 0);
+	assert_true(token_cmp(&fk.stored, &before_a) >= 0);
+	assert_true(answer_one(R_LOAD));
+	assert_int_equal(b->f[0].kind, F_BOOKMARK);
+	assert_int_equal(token_cmp(&b->f[0].pos, &acked), 0);
+	produce(4, 0);
+	assert_stream(b, 4, TABLE_HEALTH_EVENTS, false, &acked);
+	answer_all();   /* the old holder's last write lands late: no step back */
+	assert_true(token_cmp(&fk.stored, &acked) >= 0);
+	world_free();
+	client_drop(a);
+	client_drop(b);
+}
+
+/* The stored position is ahead of what the old holder acknowledged (another
+ * relay moved it): the newcomer starts from the stored one. */
+static void test_takeover_stored_ahead(void **state)
+{
+	Client *a = client_make(1, 100), *b = client_make(2, 100);
+	struct watch_req ra = watch_req(3, TABLE_HEALTH_EVENTS), rb = watch_req(4, TABLE_HEALTH_EVENTS);
+	struct token ahead;
+
+	(void)state;
+	world_new(64, 8);
+	produce(2, 0);
+	ra.consumer = rb.consumer = "gpu-health";
+	assert_int_equal(hub_watch(hub, a, &ra), 0);
+	answer_all();
+	produce(6, 0);
+	ahead = fk.ev[fk.nev - 2]->pos;
+	fk.stored = ahead;
+	assert_int_equal(hub_watch(hub, b, &rb), 0);
+	assert_int_equal(a->f[a->nf - 1].code, ERR_INTERRUPTED);
+	answer_one(R_LOAD);
+	assert_int_equal(token_cmp(&b->f[0].pos, &ahead), 0);
+	produce(2, 0);
+	assert_stream(b, 4, TABLE_HEALTH_EVENTS, false, &ahead);
+	world_free();
+	client_drop(a);
+	client_drop(b);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_catchup_joins_ring),
+		cmocka_unit_test(test_catchup_publish_during_page),
+		cmocka_unit_test(test_catchup_meets_ring_edge),
+		cmocka_unit_test(test_catchup_random_interleaving),
+		cmocka_unit_test(test_catchup_source_down),
+		cmocka_unit_test(test_filter_bookmarks),
+		cmocka_unit_test(test_pump_high_water),
+		cmocka_unit_test(test_catchup_pacing),
+		cmocka_unit_test(test_drop_during_pump),
+		cmocka_unit_test(test_takeover),
+		cmocka_unit_test(test_takeover_stored_ahead),
+	};
+
+	return cmocka_run_group_tests(tests, setup, NULL);
+}
