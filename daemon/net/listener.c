@@ -10,7 +10,8 @@
  * listener_new, before the daemon connects anywhere; binding waits for
  * listener_start, so nobody connects to a relay that is not ready.
  * Refusals (max_clients, a peer not allowed) are an error frame, a counter
- * (client_count_refusal) and a log line, never a silent drop.
+ * (client_count_refusal) and a log line, never a silent drop.  The sockets
+ * themselves (listening, accepting, peer credentials) are net.c's.
  */
 #include <errno.h>
 #include <fcntl.h>

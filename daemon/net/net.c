@@ -1,8 +1,8 @@
 /*
  * net.c - listening, accepting and naming peers for the daemon's servers
  * (see net.h).  Every socket here is non-blocking and close-on-exec from
- * its first moment: the daemon forks nothing, but a library it links
- * might, and an inherited listening socket would outlive a restart.
+ * its first moment: the event loop must never wait on one, and none may
+ * leak into another program.
  */
 #include <errno.h>
 #include <fcntl.h>
