@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "hostport.h"
 #include "nvsrelay.h"
 
 #define DEFAULT_SOCKET "/run/nvsrelayd/nvsrelayd.sock"
@@ -131,25 +132,16 @@ fail:
 	return NULL;
 }
 
-/* HOST:PORT or [ADDR]:PORT. */
+/* HOST:PORT or [ADDR]:PORT; the port may be a service name. */
 static int split_hostport(const char *s, char **host, char **port)
 {
-	const char *colon = strrchr(s, ':'), *h = s;
-	size_t hlen;
+	struct hostport hp;
+	int r = hostport_parse(s, HOSTPORT_SERVICE, &hp);
 
-	if (!colon || !colon[1])
-		return -EINVAL;
-	hlen = (size_t)(colon - s);
-	if (hlen >= 2 && s[0] == '[' && s[hlen - 1] == ']') {
-		h = s + 1;
-		hlen -= 2;
-	} else if (memchr(s, ':', hlen)) {
-		return -EINVAL;	/* a bare IPv6 address needs brackets */
-	}
-	if (hlen == 0)
-		return -EINVAL;
-	*host = strndup(h, hlen);
-	*port = strdup(colon + 1);
+	if (r < 0)
+		return r;
+	*host = strdup(hp.host);
+	*port = strdup(hp.port);
 	return *host && *port ? 0 : -ENOMEM;
 }
 

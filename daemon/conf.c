@@ -28,6 +28,7 @@
 #include <sys/un.h>
 
 #include "conf.h"
+#include "hostport.h"
 
 enum opt_type {
 	T_STR,          /* const char * field, any text */
@@ -577,20 +578,9 @@ static int check_socket_path(const struct opt *o, const char *value, char *err, 
 /* HOST:PORT, HOST a name or an address ([...] for IPv6), PORT 1..65535. */
 static int check_listen_addr(const struct opt *o, const char *value, char *err, size_t errlen)
 {
-	const char *colon = strrchr(value, ':');
-	size_t hlen = colon ? (size_t)(colon - value) : 0;
-	long long port = 0;
-	bool ok;
+	struct hostport hp;
 
-	if (!*value)
-		return 0;
-	ok = hlen > 0 && colon[1] != '-' && parse_int(colon + 1, &port) && port >= 1 && port <= 65535;
-	/* A bare IPv6 address would be ambiguous with the port. */
-	if (ok && value[0] == '[')
-		ok = hlen >= 3 && value[hlen - 1] == ']';
-	else if (ok)
-		ok = memchr(value, ':', hlen) == NULL;
-	if (!ok) {
+	if (*value && hostport_parse(value, 0, &hp) < 0) {
 		seterr(err, errlen, "%s: expected HOST:PORT (such as 127.0.0.1:9187 or [::1]:9187) or \"\"",
 		       o->name);
 		return -EINVAL;
@@ -828,24 +818,16 @@ static int derive_cert(Conf *c, const char *key, const char *file)
 
 /* A loopback address written out (127.0.0.0/8, ::1, ::ffff:127.x.y.z).
  * Names are resolved and checked by listener.c. */
-static bool literal_non_loopback(const char *hostport)
+static bool literal_non_loopback(const char *value)
 {
-	const char *colon = strrchr(hostport, ':');
-	char host[INET6_ADDRSTRLEN + 2];
-	size_t n = colon ? (size_t)(colon - hostport) : 0;
+	struct hostport hp;
 	unsigned char a[16];
 
-	if (n >= 2 && hostport[0] == '[') {
-		hostport++;
-		n -= 2;
-	}
-	if (n == 0 || n >= sizeof(host))
+	if (hostport_parse(value, 0, &hp) < 0)
 		return false;
-	memcpy(host, hostport, n);
-	host[n] = '\0';
-	if (inet_pton(AF_INET, host, a) == 1)
+	if (inet_pton(AF_INET, hp.host, a) == 1)
 		return a[0] != 127;
-	if (inet_pton(AF_INET6, host, a) == 1) {
+	if (inet_pton(AF_INET6, hp.host, a) == 1) {
 		static const unsigned char lo[16] = { [15] = 1 };
 		static const unsigned char mapped[12] = { [10] = 0xff, [11] = 0xff };
 

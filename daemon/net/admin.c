@@ -13,6 +13,9 @@
  * write would land after ours and undo it.  Since watch reads the stored
  * position on the same connection, in order, a consumer that subscribes
  * after the reset starts from the new position.
+ *
+ * net.c and opsconn.c hold the socket and the connection buffers; this
+ * file is the protocol.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -21,8 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,6 +33,8 @@
 #include "client.h"
 #include "log.h"
 #include "metrics.h"
+#include "net.h"
+#include "opsconn.h"
 #include "pgconn.h"
 
 #define ADMIN_MAX_LINE   65536
@@ -40,93 +43,67 @@
 #define ADMIN_IDLE       60.0
 #define CONSUMERS_MAX    10000
 
-struct aconn;
-
 /* A command waiting for PostgreSQL; outlives its connection if need be. */
 struct areq {
-	struct aconn *c;
+	OpsConn *c;
 	char *consumer;
 	char token[TOKEN_HEX_LEN + 1];
 };
 
+/* Per connection, beside opsconn's buffers. */
 struct aconn {
-	struct aconn *next, *prev;
-	Admin *a;
-	int fd;
-	char in[ADMIN_MAX_LINE];
-	size_t in_len;
-	char *out;
-	size_t out_len, out_off, out_cap;
 	struct areq *pending;
 	bool eof;               /* the peer finished sending */
-	ev_io rio, wio;
-	ev_timer idle;
 };
 
 struct admin {
 	struct admin_env env;
-	int fd;
-	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-	ev_io io;
-	struct aconn *conns;
-	unsigned nconns;
+	char path[NET_UNIX_PATH_MAX];
+	OpsServer *srv;
 };
 
-static void process(struct aconn *c);
+static void process(OpsConn *c);
 
-static void conn_free(struct aconn *c)
+static struct aconn *conn_state(OpsConn *c)
 {
-	Admin *a = c->a;
-
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		a->conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	a->nconns--;
-	if (c->pending)
-		c->pending->c = NULL;
-	ev_io_stop(a->env.loop, &c->rio);
-	ev_io_stop(a->env.loop, &c->wio);
-	ev_timer_stop(a->env.loop, &c->idle);
-	close(c->fd);
-	free(c->out);
-	free(c);
+	return opsconn_data(c);
 }
 
-/* Writes what the socket takes.  Returns false when c was freed. */
-static bool flush(struct aconn *c)
+static Admin *conn_admin(const OpsConn *c)
 {
-	while (c->out_off < c->out_len) {
-		ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+	return opsconn_ud(c);
+}
 
-		if (n > 0) {
-			c->out_off += (size_t)n;
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			ev_io_start(c->a->env.loop, &c->wio);
-			return true;
-		}
-		conn_free(c);
+static void conn_close(OpsConn *c)
+{
+	struct aconn *ac = conn_state(c);
+
+	if (ac->pending)
+		ac->pending->c = NULL;
+}
+
+/* Writes what the socket takes; once all is out, a connection whose peer
+ * is done is closed.  Returns false when c was freed. */
+static bool flush(OpsConn *c)
+{
+	struct aconn *ac = conn_state(c);
+	size_t in_len;
+	int r = opsconn_flush(c);
+
+	if (r < 0)
 		return false;
-	}
-	c->out_off = c->out_len = 0;
-	ev_io_stop(c->a->env.loop, &c->wio);
-	if (c->eof && !c->pending && c->in_len == 0) {
-		conn_free(c);
+	opsconn_in(c, &in_len);
+	if (r > 0 && ac->eof && !ac->pending && in_len == 0) {
+		opsconn_free(c);
 		return false;
 	}
 	return true;
 }
 
 /* Queues one answer line; consumes o. */
-static void reply(struct aconn *c, cJSON *o)
+static void reply(OpsConn *c, cJSON *o)
 {
-	char *s = o ? cJSON_PrintUnformatted(o) : NULL;
+	char *s = o ? cJSON_PrintUnformatted(o) : NULL, *p;
 	size_t n;
 
 	cJSON_Delete(o);
@@ -136,26 +113,14 @@ static void reply(struct aconn *c, cJSON *o)
 			return;
 	}
 	n = strlen(s);
-	if (c->out_len + n + 1 > c->out_cap) {
-		size_t cap = c->out_cap ? c->out_cap : 4096;
-		char *p;
-
-		while (cap < c->out_len + n + 1)
-			cap *= 2;
-		if (!(p = realloc(c->out, cap))) {
-			free(s);
-			return;
-		}
-		c->out = p;
-		c->out_cap = cap;
+	if ((p = opsconn_out(c, n + 1))) {
+		memcpy(p, s, n);
+		p[n] = '\n';
 	}
-	memcpy(c->out + c->out_len, s, n);
-	c->out[c->out_len + n] = '\n';
-	c->out_len += n + 1;
 	free(s);
 }
 
-static void reply_error(struct aconn *c, const char *msg)
+static void reply_error(OpsConn *c, const char *msg)
 {
 	cJSON *o = cJSON_CreateObject();
 
@@ -199,9 +164,9 @@ static void add_time(cJSON *o, const char *key, double t)
 
 /* --- status ---------------------------------------------------------------- */
 
-static void cmd_status(struct aconn *c)
+static void cmd_status(OpsConn *c)
 {
-	const struct admin_env *env = &c->a->env;
+	const struct admin_env *env = &conn_admin(c)->env;
 	struct relay_status st;
 	unsigned total, up, busy;
 	char gen[16];
@@ -317,7 +282,7 @@ static cJSON *consumer_entry(const char *name)
 static void consumers_done(PgConn *pc, PGresult *res, void *arg)
 {
 	struct areq *q = arg;
-	struct aconn *c = q->c;
+	OpsConn *c = q->c;
 	struct live_list live = { NULL, 0, 0, false };
 	cJSON *o, *arr;
 	double now = (double)time(NULL);
@@ -327,12 +292,12 @@ static void consumers_done(PgConn *pc, PGresult *res, void *arg)
 	free(q);
 	if (!c)
 		return;
-	c->pending = NULL;
+	conn_state(c)->pending = NULL;
 	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
 		reply_error(c, res ? PQresultErrorMessage(res) : "PostgreSQL connection lost");
 		goto out;
 	}
-	hub_foreach(c->a->env.hub, collect_live, &live);
+	hub_foreach(conn_admin(c)->env.hub, collect_live, &live);
 	o = ok_object();
 	arr = cJSON_AddArrayToObject(o, "consumers");
 	for (int i = 0; i < PQntuples(res); i++) {
@@ -433,13 +398,13 @@ static const char reset_sql[] =
 static void reset_done(PgConn *pc, PGresult *res, void *arg)
 {
 	struct areq *q = arg;
-	struct aconn *c = q->c;
+	OpsConn *c = q->c;
 	cJSON *o;
 
 	(void)pc;
 	if (!c)
 		goto out;
-	c->pending = NULL;
+	conn_state(c)->pending = NULL;
 	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
 		reply_error(c, res ? PQresultErrorMessage(res) : "PostgreSQL connection lost");
 	} else if (strcmp(PQgetvalue(res, 0, 1), "1") != 0) {
@@ -464,9 +429,9 @@ out:
 	free(q);
 }
 
-static void cmd_reset(struct aconn *c, const cJSON *m)
+static void cmd_reset(OpsConn *c, const cJSON *m)
 {
-	const struct admin_env *env = &c->a->env;
+	const struct admin_env *env = &conn_admin(c)->env;
 	const cJSON *name = cJSON_GetObjectItemCaseSensitive(m, "consumer");
 	const cJSON *to = cJSON_GetObjectItemCaseSensitive(m, "to");
 	struct relay_status st;
@@ -522,12 +487,12 @@ static void cmd_reset(struct aconn *c, const cJSON *m)
 		reply_error(c, "not ready: PostgreSQL is not connected");
 		return;
 	}
-	c->pending = q;
+	conn_state(c)->pending = q;
 }
 
-static void cmd_consumers(struct aconn *c)
+static void cmd_consumers(OpsConn *c)
 {
-	PgConn *pc = relay_main_conn(c->a->env.relay);
+	PgConn *pc = relay_main_conn(conn_admin(c)->env.relay);
 	struct areq *q;
 
 	if (!pc || !pgconn_is_up(pc)) {
@@ -544,18 +509,18 @@ static void cmd_consumers(struct aconn *c)
 		reply_error(c, "not ready: PostgreSQL is not connected");
 		return;
 	}
-	c->pending = q;
+	conn_state(c)->pending = q;
 }
 
 /* --- reload -------------------------------------------------------------- */
 
-static void cmd_reload(struct aconn *c)
+static void cmd_reload(OpsConn *c)
 {
 	struct admin_reload res;
 	cJSON *o;
 
 	memset(&res, 0, sizeof(res));
-	c->a->env.reload(&res);
+	conn_admin(c)->env.reload(&res);
 	if (res.status < 0) {
 		reply_error(c, res.error[0] ? res.error : "reload failed");
 		return;
@@ -568,7 +533,7 @@ static void cmd_reload(struct aconn *c)
 
 /* --- connection ------------------------------------------------------------ */
 
-static void dispatch(struct aconn *c, const char *line, size_t len)
+static void dispatch(OpsConn *c, const char *line, size_t len)
 {
 	cJSON *m = cJSON_ParseWithLength(line, len);
 	const cJSON *cmd = cJSON_GetObjectItemCaseSensitive(m, "cmd");
@@ -598,149 +563,109 @@ static void dispatch(struct aconn *c, const char *line, size_t len)
 }
 
 /* Runs the complete lines received, one command at a time. */
-static void process(struct aconn *c)
+static void process(OpsConn *c)
 {
-	char *nl;
+	struct aconn *ac = conn_state(c);
+	size_t in_len;
+	char *in = opsconn_in(c, &in_len), *nl;
 
-	while (!c->pending && c->out_len < ADMIN_MAX_OUT && (nl = memchr(c->in, '\n', c->in_len))) {
-		size_t len = (size_t)(nl - c->in);
+	while (!ac->pending && opsconn_queued(c) < ADMIN_MAX_OUT && (nl = memchr(in, '\n', in_len))) {
+		size_t len = (size_t)(nl - in);
 
 		if (len > 0)
-			dispatch(c, c->in, len);
-		c->in_len -= len + 1;
-		memmove(c->in, nl + 1, c->in_len);
+			dispatch(c, in, len);
+		opsconn_consume(c, len + 1);
+		in = opsconn_in(c, &in_len);
 	}
-	if (c->eof && c->in_len > 0 && !c->pending && !memchr(c->in, '\n', c->in_len)) {
+	if (ac->eof && in_len > 0 && !ac->pending && !memchr(in, '\n', in_len)) {
 		/* A last line without its newline. */
-		dispatch(c, c->in, c->in_len);
-		c->in_len = 0;
+		dispatch(c, in, in_len);
+		opsconn_consume(c, in_len);
+		in_len = 0;
 	}
-	if (c->pending || c->eof)
-		ev_io_stop(c->a->env.loop, &c->rio);
-	else
-		ev_io_start(c->a->env.loop, &c->rio);
-	if (c->out_len)
+	opsconn_reading(c, !ac->pending && !ac->eof);
+	if (opsconn_queued(c))
 		flush(c);
-	else if (c->eof && !c->pending && c->in_len == 0)
-		conn_free(c);
+	else if (ac->eof && !ac->pending && in_len == 0)
+		opsconn_free(c);
 }
 
-static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
+static void conn_input(OpsConn *c, int n)
 {
-	struct aconn *c = w->data;
-	ssize_t n;
+	struct aconn *ac = conn_state(c);
+	size_t in_len;
 
-	(void)loop;
-	(void)revents;
-	if (c->in_len == sizeof(c->in)) {
+	if (n == -ENOBUFS) {
 		reply_error(c, "request line too long");
-		c->in_len = 0;
-		c->eof = true;
+		opsconn_in(c, &in_len);
+		opsconn_consume(c, in_len);
+		ac->eof = true;
 		process(c);
 		return;
 	}
-	n = recv(c->fd, c->in + c->in_len, sizeof(c->in) - c->in_len, 0);
-	if (n < 0) {
-		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-			conn_free(c);
-		return;
-	}
-	ev_timer_again(c->a->env.loop, &c->idle);
+	opsconn_deadline(c, ADMIN_IDLE, ADMIN_IDLE);
 	if (n == 0)
-		c->eof = true;
-	else
-		c->in_len += (size_t)n;
+		ac->eof = true;
 	process(c);
 }
 
-static void write_cb(struct ev_loop *loop, ev_io *w, int revents)
+static void conn_writable(OpsConn *c)
 {
-	struct aconn *c = w->data;
-
-	(void)loop;
-	(void)revents;
 	if (flush(c))
 		process(c);
 }
 
-static void idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void conn_idle(OpsConn *c)
 {
-	struct aconn *c = w->data;
-
-	(void)loop;
-	(void)revents;
-	if (!c->pending)
-		conn_free(c);
+	if (!conn_state(c)->pending)
+		opsconn_free(c);
 }
 
-static bool peer_allowed(int fd, char *who, size_t len)
+/* Only root and the daemon's own user get in. */
+static void conn_accept(void *ud, int fd)
 {
+	static const char msg[] = "{\"ok\":false,\"error\":\"permission denied: root or the daemon's user only\"}\n";
+	Admin *a = ud;
 	struct ucred cred;
-	socklen_t clen = sizeof(cred);
-
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0) {
-		snprintf(who, len, "unknown");
-		return false;
-	}
-	snprintf(who, len, "pid=%d,uid=%u", (int)cred.pid, (unsigned)cred.uid);
-	return cred.uid == 0 || cred.uid == geteuid();
-}
-
-static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
-{
-	Admin *a = w->data;
-	struct aconn *c;
 	char who[64];
-	int fd;
 
-	(void)revents;
-	for (;;) {
-		fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
-				log_warning("admin accept failed error='%s'", strerror(errno));
+	if (net_peer_cred(fd, &cred) == 0) {
+		net_cred_text(&cred, who, sizeof(who));
+		if (cred.uid == 0 || cred.uid == geteuid()) {
+			if (opsconn_new(a->srv, fd))
+				log_debug("admin connection peer=%s", who);
 			return;
 		}
-		if (!peer_allowed(fd, who, sizeof(who))) {
-			static const char msg[] = "{\"ok\":false,\"error\":\"permission denied: root or the daemon's user only\"}\n";
-
-			log_warning("admin connection refused peer=%s reason='not root or the daemon user'", who);
-			if (send(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
-				log_debug("admin refusal not sent error='%s'", strerror(errno));
-			close(fd);
-			continue;
-		}
-		if (a->nconns >= ADMIN_MAX_CONNS || !(c = calloc(1, sizeof(*c)))) {
-			close(fd);
-			continue;
-		}
-		c->a = a;
-		c->fd = fd;
-		ev_io_init(&c->rio, read_cb, fd, EV_READ);
-		c->rio.data = c;
-		ev_io_init(&c->wio, write_cb, fd, EV_WRITE);
-		c->wio.data = c;
-		ev_init(&c->idle, idle_cb);
-		c->idle.repeat = ADMIN_IDLE;
-		c->idle.data = c;
-		ev_timer_again(loop, &c->idle);
-		ev_io_start(loop, &c->rio);
-		c->next = a->conns;
-		if (a->conns)
-			a->conns->prev = c;
-		a->conns = c;
-		a->nconns++;
-		log_debug("admin connection peer=%s", who);
+	} else {
+		snprintf(who, sizeof(who), "unknown");
 	}
+	log_warning("admin connection refused peer=%s reason='not root or the daemon user'", who);
+	if (send(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		log_debug("admin refusal not sent error='%s'", strerror(errno));
+	close(fd);
 }
+
+static const struct opsconn_ops admin_ops = {
+	.name = "admin",
+	.max_conns = ADMIN_MAX_CONNS,
+	.in_max = ADMIN_MAX_LINE,
+	.data_size = sizeof(struct aconn),
+	.deadline = ADMIN_IDLE,
+	.repeat = ADMIN_IDLE,
+	.accept = conn_accept,
+	.input = conn_input,
+	.writable = conn_writable,
+	.timeout = conn_idle,
+	.close = conn_close,
+};
 
 Admin *admin_new(const struct admin_env *env, const char *path, char *err, size_t errlen)
 {
-	struct sockaddr_un sa;
 	Admin *a;
+	int fd;
 
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		snprintf(err, errlen, "admin_socket path too long (max %zu bytes): %s", sizeof(sa.sun_path) - 1, path);
+	if (strlen(path) >= NET_UNIX_PATH_MAX) {
+		snprintf(err, errlen, "admin_socket path too long (max %zu bytes): %s", NET_UNIX_PATH_MAX - 1, path);
 		return NULL;
 	}
 	if (!(a = calloc(1, sizeof(*a)))) {
@@ -749,36 +674,25 @@ Admin *admin_new(const struct admin_env *env, const char *path, char *err, size_
 	}
 	a->env = *env;
 	snprintf(a->path, sizeof(a->path), "%s", path);
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	memcpy(sa.sun_path, path, strlen(path) + 1);
-	a->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (a->fd < 0)
-		goto fail;
-	/* A socket file left by a killed predecessor would make bind fail. */
-	unlink(path);
-	if (bind(a->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(path, 0600) < 0 || listen(a->fd, 16) < 0)
-		goto fail;
-	ev_io_init(&a->io, accept_cb, a->fd, EV_READ);
-	a->io.data = a;
-	ev_io_start(env->loop, &a->io);
+	if ((fd = net_listen_unix(path, 0600, 16)) < 0) {
+		snprintf(err, errlen, "cannot listen on admin socket %s: %s", path, strerror(-fd));
+		free(a);
+		return NULL;
+	}
+	if (!(a->srv = opsconn_server_new(env->loop, fd, &admin_ops, a))) {
+		snprintf(err, errlen, "out of memory");
+		unlink(path);
+		free(a);
+		return NULL;
+	}
 	return a;
-fail:
-	snprintf(err, errlen, "cannot listen on admin socket %s: %s", path, strerror(errno));
-	if (a->fd >= 0)
-		close(a->fd);
-	free(a);
-	return NULL;
 }
 
 void admin_free(Admin *a)
 {
 	if (!a)
 		return;
-	while (a->conns)
-		conn_free(a->conns);
-	ev_io_stop(a->env.loop, &a->io);
-	close(a->fd);
+	opsconn_server_free(a->srv);
 	unlink(a->path);
 	free(a);
 }

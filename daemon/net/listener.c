@@ -10,23 +10,19 @@
  * listener_new, before the daemon connects anywhere; binding waits for
  * listener_start, so nobody connects to a relay that is not ready.
  * Refusals (max_clients, a peer not allowed) are an error frame, a counter
- * (client_count_refusal) and a log line, never a silent drop.
+ * (client_count_refusal) and a log line, never a silent drop.  The sockets
+ * themselves (listening, accepting, peer credentials) are net.c's.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <inttypes.h>
-#include <netdb.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -36,34 +32,31 @@
 #include "allow.h"
 #include "listener.h"
 #include "log.h"
+#include "net.h"
 #include "tls.h"
 
-#define MAX_SOCKS 8
 #define BACKLOG 128
 /* TLS connections past max_clients get their refusal after the handshake;
  * beyond this many more they are closed outright. */
 #define REFUSING_MAX 64
-/* Out of file descriptors: stop accepting this long rather than spin. */
-#define ACCEPT_PAUSE 1.0
 #define TOKEN_MAX 4096
 #define TOKEN_MIN 16
 
 struct lsock {
 	struct listener *l;
-	int fd;
 	bool tcp;
 	bool adopted;            /* passed by systemd: never unlinked */
 	char name[128];          /* path or address, for the log */
-	ev_io io;
 };
 
 struct listener {
 	struct client_env env;
-	struct lsock socks[MAX_SOCKS];
+	NetAcceptor *acc;        /* owns the sockets */
+	struct lsock socks[NET_ACCEPTOR_MAX];
 	size_t nsocks;
 	bool started;
 	bool adopted_unix, adopted_tcp;
-	char bound_path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* created here: unlinked at the end */
+	char bound_path[NET_UNIX_PATH_MAX]; /* created here: unlinked at the end */
 	struct addrinfo *tcp_addrs;     /* listen_tcp, resolved; bound at start */
 	bool tcp_plaintext;
 	TlsServer *tls;
@@ -71,58 +64,21 @@ struct listener {
 	unsigned char token_sha256[32];
 	struct allow_list uids, gids;
 	uid_t self;
-	ev_timer pause;          /* accepting paused after EMFILE */
 };
 
-static void accept_cb(struct ev_loop *loop, ev_io *w, int revents);
-
+/* The acceptor takes fd (and closes it) only when it is added. */
 static int add_sock(Listener *l, int fd, bool tcp, bool adopted, const char *name)
 {
-	struct lsock *s;
+	struct lsock *s = &l->socks[l->nsocks];
 
-	if (l->nsocks == MAX_SOCKS)
+	if (net_acceptor_add(l->acc, fd, s) < 0)
 		return -ENOSPC;
-	s = &l->socks[l->nsocks++];
+	l->nsocks++;
 	s->l = l;
-	s->fd = fd;
 	s->tcp = tcp;
 	s->adopted = adopted;
 	snprintf(s->name, sizeof(s->name), "%s", name);
-	ev_io_init(&s->io, accept_cb, fd, EV_READ);
-	s->io.data = s;
 	return 0;
-}
-
-static const char *sockaddr_text(const struct sockaddr *sa, char *buf, size_t len)
-{
-	char host[INET6_ADDRSTRLEN] = "?";
-	unsigned port = 0;
-
-	if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-		port = ntohs(in->sin_port);
-		snprintf(buf, len, "%s:%u", host, port);
-	} else if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-		port = ntohs(in6->sin6_port);
-		snprintf(buf, len, "[%s]:%u", host, port);
-	} else {
-		snprintf(buf, len, "unix");
-	}
-	return buf;
-}
-
-static bool is_loopback(const struct sockaddr *sa)
-{
-	if (sa->sa_family == AF_INET)
-		return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
-	if (sa->sa_family == AF_INET6) {
-		const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
-		return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
-	}
-	return false;
 }
 
 /* --- refusing ---------------------------------------------------------- */
@@ -149,7 +105,6 @@ static bool peer_allowed(Listener *l, int fd, const struct ucred *cred)
 {
 	gid_t small[64], *groups = small;
 	unsigned ids[64 + 1], *pid = ids;
-	socklen_t glen = 0;
 	size_t n = 0;
 	bool ok;
 
@@ -158,24 +113,10 @@ static bool peer_allowed(Listener *l, int fd, const struct ucred *cred)
 	/* The daemon's own user (its admin tools) is always let in. */
 	if (cred->uid == l->self)
 		return true;
-#ifdef SO_PEERGROUPS
 	/* Supplementary groups count too, as they do for the file mode. */
-	glen = sizeof(small);
-	if (l->gids.n > 0 && getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &glen) < 0) {
-		groups = errno == ERANGE ? malloc(glen) : NULL;
-		if (groups && getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &glen) < 0) {
-			free(groups);
-			groups = NULL;
-		}
-		if (!groups)
-			glen = 0;
-	} else if (l->gids.n == 0) {
-		glen = 0;
-	}
-#else
-	(void)fd;
-#endif
-	n = 1 + glen / sizeof(gid_t);
+	if (l->gids.n > 0)
+		n = net_peer_groups(fd, small, sizeof(small) / sizeof(small[0]), &groups);
+	n++;
 	if (n > sizeof(ids) / sizeof(ids[0]) && !(pid = malloc(n * sizeof(*pid))))
 		n = 1;
 	pid[0] = cred->gid;
@@ -192,15 +133,14 @@ static bool peer_allowed(Listener *l, int fd, const struct ucred *cred)
 static void accept_unix(Listener *l, int fd)
 {
 	struct ucred cred;
-	socklen_t clen = sizeof(cred);
-	char peer[64], msg[160];
+	char peer[64], who[48], msg[160];
 
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0) {
+	if (net_peer_cred(fd, &cred) < 0) {
 		cred.pid = 0;
 		cred.uid = (uid_t)-1;
 		cred.gid = (gid_t)-1;
 	}
-	snprintf(peer, sizeof(peer), "unix:pid=%d,uid=%u", (int)cred.pid, (unsigned)cred.uid);
+	snprintf(peer, sizeof(peer), "unix:%s", net_cred_text(&cred, who, sizeof(who)));
 	if (!peer_allowed(l, fd, &cred)) {
 		snprintf(msg, sizeof(msg), "uid %u (gid %u) is not allowed on this socket (unix_allow_uids, unix_allow_gids)",
 			 (unsigned)cred.uid, (unsigned)cred.gid);
@@ -222,7 +162,7 @@ static void accept_tcp(Listener *l, int fd, const struct sockaddr *sa)
 	int on = 1, idle = 60, intvl = 10, cnt = 6;
 	Client *c;
 
-	snprintf(peer, sizeof(peer), "%s:%s", l->tls ? "tls" : "tcp", sockaddr_text(sa, addr, sizeof(addr)));
+	snprintf(peer, sizeof(peer), "%s:%s", l->tls ? "tls" : "tcp", net_addr_text(sa, addr, sizeof(addr)));
 	/* Frames are written whole, often small (pong, bookmark); a dead peer
 	 * behind a silent network is found in about two minutes. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
@@ -256,46 +196,16 @@ static void accept_tcp(Listener *l, int fd, const struct sockaddr *sa)
 		client_refuse(c, REFUSAL_MAX_CLIENTS, ERR_EXCEEDED_LIMIT, "too many clients (max_clients)");
 }
 
-static void pause_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void accept_cb(void *ud, int fd, const struct sockaddr *sa)
 {
-	Listener *l = w->data;
+	struct lsock *s = ud;
 
-	(void)revents;
-	for (size_t i = 0; i < l->nsocks; i++)
-		ev_io_start(loop, &l->socks[i].io);
-}
-
-static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
-{
-	struct lsock *s = w->data;
-	Listener *l = s->l;
-	struct sockaddr_storage sa;
-	socklen_t salen;
-	int fd;
-
-	(void)revents;
-	for (;;) {
-		salen = sizeof(sa);
-		fd = accept4(s->fd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED)
-				return;
-			log_warning("accept failed socket=%s error='%s'", s->name, strerror(errno));
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-				/* The pending connection stays readable: without a
-				 * pause the loop would spin on it. */
-				for (size_t i = 0; i < l->nsocks; i++)
-					ev_io_stop(loop, &l->socks[i].io);
-				ev_timer_set(&l->pause, ACCEPT_PAUSE, 0.);
-				ev_timer_start(loop, &l->pause);
-			}
-			return;
-		}
-		if (s->tcp)
-			accept_tcp(l, fd, (struct sockaddr *)&sa);
-		else
-			accept_unix(l, fd);
-	}
+	if (fd < 0)
+		log_warning("accept failed socket=%s error='%s'", s->name, strerror(-fd));
+	else if (s->tcp)
+		accept_tcp(s->l, fd, sa);
+	else
+		accept_unix(s->l, fd);
 }
 
 /* --- preparing --------------------------------------------------------- */
@@ -327,6 +237,7 @@ static int adopt(Listener *l, char *err, size_t errlen)
 		bool is_inet = sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 1, 0) > 0;
 		bool want_unix = strcmp(name, "unix") == 0 || (default_fd_name(name) && is_unix && !l->adopted_unix);
 		bool want_tcp = strcmp(name, "tcp") == 0 || (default_fd_name(name) && is_inet && !l->adopted_tcp);
+		struct sockaddr_storage sa;
 		char what[128];
 
 		if (!want_unix && !want_tcp)
@@ -338,28 +249,15 @@ static int adopt(Listener *l, char *err, size_t errlen)
 			r = -EINVAL;
 			goto out;
 		}
-		if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0 ||
-		    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
-			snprintf(err, errlen, "systemd passed socket '%s' (fd %d): %s", name, fd, strerror(errno));
-			r = -errno;
+		if ((r = net_adopt_fd(fd)) < 0) {
+			snprintf(err, errlen, "systemd passed socket '%s' (fd %d): %s", name, fd, strerror(-r));
 			goto out;
 		}
+		net_sock_text(fd, &sa, what, sizeof(what));
 		if (want_unix) {
-			struct sockaddr_un sa;
-			socklen_t len = sizeof(sa);
-
-			memset(&sa, 0, sizeof(sa));
-			getsockname(fd, (struct sockaddr *)&sa, &len);
-			snprintf(what, sizeof(what), "%s", sa.sun_path[0] ? sa.sun_path : "(unnamed)");
 			l->adopted_unix = true;
 		} else {
-			struct sockaddr_storage sa;
-			socklen_t len = sizeof(sa);
-
-			memset(&sa, 0, sizeof(sa));
-			getsockname(fd, (struct sockaddr *)&sa, &len);
-			sockaddr_text((struct sockaddr *)&sa, what, sizeof(what));
-			if (l->tcp_plaintext && !is_loopback((struct sockaddr *)&sa)) {
+			if (l->tcp_plaintext && !net_is_loopback((struct sockaddr *)&sa)) {
 				snprintf(err, errlen, "tcp_plaintext = on is allowed on a loopback address only, and the "
 					 "TCP socket systemd passed is bound to %s; use TLS (tls_cert_file, tls_key_file)",
 					 what);
@@ -387,39 +285,25 @@ out:
 
 static int resolve_tcp(Listener *l, char *err, size_t errlen)
 {
-	const char *v = l->env.cv->listen_tcp, *colon = strrchr(v, ':');
-	struct addrinfo hints, *ai;
-	char host[256];
-	size_t hlen = colon ? (size_t)(colon - v) : 0;
+	const char *why;
 	int r;
 
 	/* conf.c checked the HOST:PORT shape. */
-	if (hlen >= 2 && v[0] == '[') {
-		v++;
-		hlen -= 2;
-	}
-	if (!colon || hlen == 0 || hlen >= sizeof(host)) {
+	r = net_resolve_passive(l->env.cv->listen_tcp, &l->tcp_addrs, &why);
+	if (r == -EINVAL) {
 		snprintf(err, errlen, "listen_tcp = %s: expected HOST:PORT", l->env.cv->listen_tcp);
+		return r;
+	}
+	if (r < 0) {
+		snprintf(err, errlen, "listen_tcp = %s: %s", l->env.cv->listen_tcp, why);
 		return -EINVAL;
 	}
-	memcpy(host, v, hlen);
-	host[hlen] = '\0';
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-	r = getaddrinfo(host, colon + 1, &hints, &l->tcp_addrs);
-	if (r != 0) {
-		snprintf(err, errlen, "listen_tcp = %s: %s", l->env.cv->listen_tcp, gai_strerror(r));
-		l->tcp_addrs = NULL;
-		return -EINVAL;
-	}
-	for (ai = l->tcp_addrs; ai; ai = ai->ai_next) {
-		if (l->tcp_plaintext && !is_loopback(ai->ai_addr)) {
+	for (struct addrinfo *ai = l->tcp_addrs; ai; ai = ai->ai_next) {
+		if (l->tcp_plaintext && !net_is_loopback(ai->ai_addr)) {
 			char a[80];
 			snprintf(err, errlen, "tcp_plaintext = on is allowed on a loopback address only, and "
 				 "listen_tcp = %s is %s; use TLS (tls_cert_file, tls_key_file) for other addresses",
-				 l->env.cv->listen_tcp, sockaddr_text(ai->ai_addr, a, sizeof(a)));
+				 l->env.cv->listen_tcp, net_addr_text(ai->ai_addr, a, sizeof(a)));
 			return -EINVAL;
 		}
 	}
@@ -521,8 +405,10 @@ Listener *listener_new(const struct client_env *env, char *err, size_t errlen)
 	l->env = *env;
 	l->self = geteuid();
 	l->tcp_plaintext = cv->tcp_plaintext && !*cv->tls_cert_file;
-	ev_init(&l->pause, pause_cb);
-	l->pause.data = l;
+	if (!(l->acc = net_acceptor_new(env->loop, accept_cb))) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
 	if (adopt(l, err, errlen) < 0)
 		goto fail;
 	if (!l->adopted_tcp && *cv->listen_tcp && resolve_tcp(l, err, errlen) < 0)
@@ -560,33 +446,23 @@ fail:
 static int bind_unix(Listener *l, char *err, size_t errlen)
 {
 	const char *path = l->env.cv->listen_unix;
-	struct sockaddr_un sa;
-	int fd;
+	int fd = net_listen_unix(path, (unsigned)l->env.cv->unix_socket_mode, BACKLOG);
 
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		snprintf(err, errlen, "socket path too long (max %zu bytes): %s", sizeof(sa.sun_path) - 1, path);
-		return -ENAMETOOLONG;
+	if (fd == -ENAMETOOLONG) {
+		snprintf(err, errlen, "socket path too long (max %zu bytes): %s", NET_UNIX_PATH_MAX - 1, path);
+		return fd;
 	}
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	memcpy(sa.sun_path, path, strlen(path) + 1);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		goto fail;
-	/* A socket file left by a killed predecessor would make bind fail. */
-	unlink(path);
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-		goto fail;
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot listen on %s: %s", path, strerror(-fd));
+		return -EADDRNOTAVAIL;
+	}
 	memcpy(l->bound_path, path, strlen(path) + 1);
-	if (chmod(path, (mode_t)l->env.cv->unix_socket_mode) < 0 || listen(fd, BACKLOG) < 0 ||
-	    add_sock(l, fd, false, false, path) < 0)
-		goto fail;
-	return 0;
-fail:
-	snprintf(err, errlen, "cannot listen on %s: %s", path, strerror(errno));
-	if (fd >= 0)
+	if (add_sock(l, fd, false, false, path) < 0) {
+		snprintf(err, errlen, "cannot listen on %s: %s", path, strerror(ENOSPC));
 		close(fd);
-	return -EADDRNOTAVAIL;
+		return -EADDRNOTAVAIL;
+	}
+	return 0;
 }
 
 static int bind_tcp(Listener *l, char *err, size_t errlen)
@@ -596,21 +472,12 @@ static int bind_tcp(Listener *l, char *err, size_t errlen)
 	int e = 0;
 
 	for (struct addrinfo *ai = l->tcp_addrs; ai; ai = ai->ai_next) {
-		int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-		int on = 1;
-
-		sockaddr_text(ai->ai_addr, a, sizeof(a));
-		if (fd < 0) {
-			e = errno;
-			continue;
-		}
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
 		/* "localhost" gives 127.0.0.1 and ::1: each its own socket. */
-		if (ai->ai_family == AF_INET6)
-			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
-		if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, BACKLOG) < 0) {
-			e = errno;
-			close(fd);
+		int fd = net_listen_tcp(ai, BACKLOG, true);
+
+		net_addr_text(ai->ai_addr, a, sizeof(a));
+		if (fd < 0) {
+			e = -fd;
 			/* An address family the host does not have (no IPv6)
 			 * only matters when it was the only one. */
 			if (e == EADDRNOTAVAIL || e == EAFNOSUPPORT) {
@@ -646,10 +513,10 @@ int listener_start(Listener *l, char *err, size_t errlen)
 		return r;
 	if (l->tcp_addrs && (r = bind_tcp(l, err, errlen)) < 0)
 		return r;
+	net_acceptor_start(l->acc);
 	for (size_t i = 0; i < l->nsocks; i++) {
-		struct lsock *s = &l->socks[i];
+		const struct lsock *s = &l->socks[i];
 
-		ev_io_start(l->env.loop, &s->io);
 		if (s->tcp)
 			log_notice("listening tcp=%s transport=%s%s", s->name, l->tls ? "tls" : "plaintext",
 				   l->tls && tls_server_verifies_clients(l->tls) ? " client_certificates=required" :
@@ -671,12 +538,8 @@ void listener_free(Listener *l)
 {
 	if (!l)
 		return;
-	ev_timer_stop(l->env.loop, &l->pause);
-	for (size_t i = 0; i < l->nsocks; i++) {
-		ev_io_stop(l->env.loop, &l->socks[i].io);
-		/* systemd keeps its own copy of an adopted socket. */
-		close(l->socks[i].fd);
-	}
+	/* systemd keeps its own copy of an adopted socket. */
+	net_acceptor_free(l->acc);
 	if (l->bound_path[0])
 		unlink(l->bound_path);
 	if (l->tcp_addrs)
