@@ -43,8 +43,9 @@ PROTO_SRC  := proto/errors.c proto/frame.c proto/token.c
 DAEMON_SRC := $(filter-out daemon/main.c,$(wildcard $(DAEMON_DIRS:%=%/*.c)))
 HEADERS    := $(wildcard proto/*.h cli/*.h $(DAEMON_DIRS:%=%/*.h))
 # The CLI (cli/) links libnvsrelay; `import` also reads the daemon's
-# configuration with conf.c.
-CLI_OBJ    := $(patsubst %.c,$(B)/%.o,$(filter-out cli/main.c,$(wildcard cli/*.c))) $(B)/daemon/conf.o
+# configuration with conf_load.c, and every file with fileio.c.
+CONF_OBJ   := $(patsubst %.c,$(B)/%.o,daemon/conf.c daemon/conf_value.c daemon/conf_load.c daemon/fileio.c)
+CLI_OBJ    := $(patsubst %.c,$(B)/%.o,$(filter-out cli/main.c,$(wildcard cli/*.c))) $(CONF_OBJ)
 # libnvsrelay, the C client library (API: proto/nvsrelay.h).
 LIB_SRC    := proto/frame.c proto/token.c proto/wire.c proto/nvsrelay.c
 LIB_OBJ    := $(LIB_SRC:%.c=$(B)/pic/%.o)
@@ -54,7 +55,7 @@ INCLUDEDIR ?= $(PREFIX)/include
 SQL_FILES  := $(sort $(wildcard sql/[0-9]*.sql))
 PROTO_OBJ  := $(PROTO_SRC:%.c=$(B)/%.o)
 DAEMON_OBJ := $(DAEMON_SRC:%.c=$(B)/%.o) $(B)/sql_embed.o
-PURE_OBJ   := $(PROTO_OBJ) $(B)/proto/wire.o $(patsubst %.c,$(B)/%.o,daemon/net/allow.c daemon/stream/diff.c daemon/conf.c \
+PURE_OBJ   := $(PROTO_OBJ) $(B)/proto/wire.o $(CONF_OBJ) $(patsubst %.c,$(B)/%.o,daemon/net/allow.c daemon/stream/diff.c \
               daemon/stream/event.c cli/extjson.c daemon/stream/filter.c daemon/metrics.c daemon/utf8.c)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
