@@ -1,6 +1,7 @@
 /*
  * fileio.c - reads a whole small file into memory (see fileio.h).  No
- * logging: callers word the message, from errno.
+ * logging: callers word the message, from errno.  A read error fails the
+ * whole read: a directory given as a file is refused, not read as empty.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@ char *fileio_read(const char *path, size_t max, size_t *ret_len)
 
 	if (!f)
 		return NULL;
+	errno = 0;
 	for (;;) {
 		if (cap - len < 4096 + 1) {
 			cap = cap ? cap * 2 : 65536;
@@ -38,7 +40,7 @@ char *fileio_read(const char *path, size_t max, size_t *ret_len)
 			break;
 	}
 	if (ferror(f)) {
-		e = EIO;
+		e = errno ? errno : EIO;     /* EISDIR for a directory */
 		goto fail;
 	}
 	fclose(f);

@@ -11,7 +11,8 @@
 
 /* The file at path as a NUL-terminated string of at most max bytes (the
  * length in *len when len is not NULL).  NULL with errno set on failure:
- * fopen's errno, ENOMEM, EFBIG when longer than max, EIO on a read error.
+ * fopen's errno, ENOMEM, EFBIG when longer than max, fread's errno (EIO if
+ * none) on a read error.
  * The caller frees it (wiping it first when it may hold a secret). */
 char *fileio_read(const char *path, size_t max, size_t *len);
 
