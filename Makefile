@@ -3,12 +3,18 @@
 #   make            build the daemon, the CLI and the tests
 #   make demo       throwaway TLS PostgreSQL + daemon + sample events + a subscriber
 #   make check      unit and integration tests (TAP, prove)
+#   make check-unit the unit tests and fuzz corpus replays only (seconds, no PostgreSQL)
+#   make check T=tests/integ/20-resume.t   only the named tests (T takes several)
 #   make check SANITIZE=address,undefined
 #   make check-valgrind   the same tests with the daemon and unit tests under valgrind
 #   make check-long       the chaos checker and the load test at their long sizes (minutes)
 #   make fuzz FUZZ_TIME=30   each libFuzzer target for FUZZ_TIME seconds (clang)
 #   make deps       install the Debian packages the build, demo and tests need
+#                   (check, demo and the other test targets run it first; DEPS=0 skips it)
 #   make deb        Debian packages in build/deb/ (dpkg-buildpackage)
+#
+# Warnings are errors for development and CI; packagers' builds, with other
+# compilers and flags, pass WERROR= (packaging/debian/rules does).
 
 VERSION   := 0.1.0
 PREFIX    ?= /usr/local
@@ -24,7 +30,8 @@ CC        ?= cc
 # Sanitizer builds get their own tree so objects never mix.
 B         := build$(if $(SANITIZE),-san)
 PKGS      := libpq libcjson libsystemd openssl
-WARN      := -Wall -Wextra -Wpedantic -Wshadow -Wmissing-prototypes -Wformat=2 -Werror
+WERROR    ?= -Werror
+WARN      := -Wall -Wextra -Wpedantic -Wshadow -Wmissing-prototypes -Wformat=2 $(WERROR)
 OPT       ?= -O2 -g
 CFLAGS    ?= $(OPT)
 # The daemon's modules by concern (see README "Hacking"); headers are found by
@@ -43,8 +50,9 @@ PROTO_SRC  := proto/errors.c proto/frame.c proto/hostport.c proto/jsoncost.c pro
 DAEMON_SRC := $(filter-out daemon/main.c,$(wildcard $(DAEMON_DIRS:%=%/*.c)))
 HEADERS    := $(wildcard proto/*.h cli/*.h $(DAEMON_DIRS:%=%/*.h))
 # The CLI (cli/) links libnvsrelay; `import` also reads the daemon's
-# configuration with conf.c.
-CLI_OBJ    := $(patsubst %.c,$(B)/%.o,$(filter-out cli/main.c,$(wildcard cli/*.c))) $(B)/daemon/conf.o
+# configuration with conf_load.c, and every file with fileio.c.
+CONF_OBJ   := $(patsubst %.c,$(B)/%.o,daemon/conf.c daemon/conf_value.c daemon/conf_load.c daemon/fileio.c)
+CLI_OBJ    := $(patsubst %.c,$(B)/%.o,$(filter-out cli/main.c,$(wildcard cli/*.c))) $(CONF_OBJ)
 # libnvsrelay, the C client library (API: proto/nvsrelay.h).
 LIB_SRC    := proto/frame.c proto/token.c proto/wire.c proto/nvsrelay.c
 LIB_OBJ    := $(LIB_SRC:%.c=$(B)/pic/%.o)
@@ -54,7 +62,7 @@ INCLUDEDIR ?= $(PREFIX)/include
 SQL_FILES  := $(sort $(wildcard sql/[0-9]*.sql))
 PROTO_OBJ  := $(PROTO_SRC:%.c=$(B)/%.o)
 DAEMON_OBJ := $(DAEMON_SRC:%.c=$(B)/%.o) $(B)/sql_embed.o
-PURE_OBJ   := $(PROTO_OBJ) $(B)/proto/wire.o $(patsubst %.c,$(B)/%.o,daemon/net/allow.c daemon/stream/diff.c daemon/conf.c \
+PURE_OBJ   := $(PROTO_OBJ) $(B)/proto/wire.o $(CONF_OBJ) $(patsubst %.c,$(B)/%.o,daemon/net/allow.c daemon/stream/diff.c \
               daemon/stream/event.c cli/extjson.c daemon/stream/filter.c daemon/metrics.c daemon/utf8.c)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
@@ -127,10 +135,21 @@ $(B)/tests $(B)/bench:
 deps:
 	@sh tests/tools/deps.sh
 
-check: deps
+# The test targets install missing packages first (deps.sh runs apt-get only
+# when one is missing); DEPS=0 leaves the machine alone.
+DEPS      ?= 1
+NEED_DEPS := $(if $(filter 0,$(DEPS)),,deps)
+
+# T=...: only those tests (integration .t files, or build/tests/ binaries).
+T         ?=
+check: $(NEED_DEPS)
 	$(MAKE) all
 	CMOCKA_MESSAGE_OUTPUT=TAP NVSRELAY_BUILD=$(CURDIR)/$(B) NVSRELAY_SANITIZE=$(SANITIZE) \
-	    prove -j2 $(PROVE_FLAGS) $(UNIT_BIN) $(REPLAY_BIN) $(wildcard tests/integ/*.t)
+	    prove -j2 $(PROVE_FLAGS) $(if $(T),$(T),$(UNIT_BIN) $(REPLAY_BIN) $(wildcard tests/integ/*.t))
+
+check-unit: $(NEED_DEPS)
+	$(MAKE) all
+	CMOCKA_MESSAGE_OUTPUT=TAP prove -j2 $(PROVE_FLAGS) $(UNIT_BIN) $(REPLAY_BIN)
 
 # The daemon under valgrind: build-vg/nvsrelayd execs valgrind on build/nvsrelayd,
 # everything else in build-vg/ links to build/.  Leaks count as errors, memory
@@ -138,7 +157,7 @@ check: deps
 VG_B      := build-vg
 VALGRIND  := valgrind --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect,possible \
              --errors-for-leak-kinds=definite,indirect,possible
-check-valgrind: deps
+check-valgrind: $(NEED_DEPS)
 	$(MAKE) all
 	rm -rf $(VG_B) && mkdir -p $(VG_B)
 	for f in build/*; do [ "$${f##*/}" = nvsrelayd ] || ln -s "$(CURDIR)/$$f" $(VG_B)/; done
@@ -148,7 +167,7 @@ check-valgrind: deps
 	NVSRELAY_BUILD=$(CURDIR)/$(VG_B) NVS_VALGRIND=1 \
 	    prove -j2 $(PROVE_FLAGS) $(wildcard tests/integ/*.t)
 
-check-long: deps
+check-long: $(NEED_DEPS)
 	$(MAKE) all
 	NVSRELAY_BUILD=$(CURDIR)/$(B) NVSRELAY_SANITIZE=$(SANITIZE) NVS_CHAOS_SIZE=long NVS_LOAD_SIZE=long \
 	    prove -v $(PROVE_FLAGS) tests/integ/95-chaos.t tests/integ/98-load.t
@@ -156,12 +175,12 @@ check-long: deps
 # Benchmarks against the LISTEN floor and NVSentinel's polling scheme
 # (tests/bench/README.md); BENCH_QUICK=1 for a run of seconds.  Not part of
 # check: timings are no assertions.
-bench: deps
+bench: $(NEED_DEPS)
 	$(MAKE) all
 	@sh tests/bench/deps.sh
 	perl tests/bench/bench.pl --build $(CURDIR)/$(B)
 
-demo: deps
+demo: $(NEED_DEPS)
 	$(MAKE) all
 	sh tests/tools/demo.sh $(CURDIR)/$(B)
 
@@ -248,4 +267,4 @@ fuzz: $(FUZZ_TARGETS:%=$(FUZZ_B)/fuzz_%)
 clean:
 	rm -rf build build-san build-fuzz build-vg
 
-.PHONY: all bench deps check check-valgrind check-long demo install install-lib man deb clean fuzz
+.PHONY: all bench deps check check-unit check-valgrind check-long demo install install-lib man deb clean fuzz

@@ -4,8 +4,9 @@
  * ctl_main() with argv[0] set to the subcommand.  One JSON line out, one
  * back; printed for people, or as the raw JSON line with --json.
  *
- * Exit status: 0 done, 1 the daemon refused or failed the command, 64 bad
- * usage, 69 the daemon could not be reached.
+ * Exit status (<sysexits.h>): 0 done, 1 the daemon refused or failed the
+ * command, EX_USAGE (64) bad usage, EX_UNAVAILABLE (69) the daemon could not
+ * be reached.
  */
 #include <errno.h>
 #include <poll.h>
@@ -15,6 +16,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sysexits.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,8 +25,6 @@
 #include "cli.h"
 
 #define DEFAULT_ADMIN_SOCKET "/run/nvsrelayd/admin.sock"
-#define EXIT_USAGE 64
-#define EXIT_UNAVAILABLE 69
 #define MAX_ANSWER (64u << 20)
 
 
@@ -265,7 +265,7 @@ int ctl_main(int argc, char **argv)
 			timeout = strtod(argv[++i], &end);
 			if (*end || !(timeout > 0)) {
 				fprintf(stderr, "nvsrelay: --timeout expects seconds, got '%s'\n", argv[i]);
-				return EXIT_USAGE;
+				return EX_USAGE;
 			}
 		} else if (strcmp(a, "--to") == 0 && i + 1 < argc && strcmp(cmd, "reset") == 0) {
 			to = argv[++i];
@@ -277,18 +277,18 @@ int ctl_main(int argc, char **argv)
 		} else {
 			fprintf(stderr, "nvsrelay %s: unknown or incomplete argument '%s'\n", cmd, a);
 			usage(stderr);
-			return EXIT_USAGE;
+			return EX_USAGE;
 		}
 	}
 	if (strcmp(cmd, "reset") == 0 && !consumer) {
 		fprintf(stderr, "nvsrelay reset: which consumer?\n");
 		usage(stderr);
-		return EXIT_USAGE;
+		return EX_USAGE;
 	}
 	if (strcmp(cmd, "status") != 0 && strcmp(cmd, "consumers") != 0 && strcmp(cmd, "reset") != 0 &&
 	    strcmp(cmd, "reload") != 0) {
 		usage(stderr);
-		return EXIT_USAGE;
+		return EX_USAGE;
 	}
 
 	req = cJSON_CreateObject();
@@ -313,13 +313,13 @@ int ctl_main(int argc, char **argv)
 
 	if ((fd = connect_admin(path)) < 0) {
 		free(line);
-		return EXIT_UNAVAILABLE;
+		return EX_UNAVAILABLE;
 	}
 	text = exchange(fd, line, timeout);
 	close(fd);
 	free(line);
 	if (!text)
-		return EXIT_UNAVAILABLE;
+		return EX_UNAVAILABLE;
 	ans = cJSON_Parse(text);
 	if (!cJSON_IsObject(ans)) {
 		fprintf(stderr, "nvsrelay: the daemon's answer is not a JSON object\n");

@@ -20,8 +20,8 @@
  * daemon's (conf.c): the configuration file, DATASTORE_* and --set.
  *
  * Exit status: 0 committed (documents skipped with --on-error skip are
- * listed and counted), 1 nothing imported, 64 bad usage, 69 PostgreSQL not
- * reachable.
+ * listed and counted), 1 nothing imported, EX_USAGE (64) bad usage,
+ * EX_UNAVAILABLE (69) PostgreSQL not reachable.
  */
 #include <errno.h>
 #include <signal.h>
@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sysexits.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -38,11 +39,10 @@
 
 #include "cli.h"
 #include "conf.h"
+#include "conf_load.h"
 #include "extjson.h"
 
 #define EXIT_FAILED 1
-#define EXIT_USAGE 64
-#define EXIT_UNAVAILABLE 69
 #define DEFAULT_CONFIG "/etc/nvsrelayd/nvsrelayd.conf"
 #define MAX_DOC (64u << 20)         /* well above Mongo's 16 MiB BSON limit */
 #define READ_CHUNK (1u << 20)
@@ -131,80 +131,14 @@ static double now_s(void)
 
 /* --- configuration --------------------------------------------------------- */
 
-static char *read_text(const char *path, char *err, size_t errlen)
-{
-	FILE *f = fopen(path, "r");
-	char *buf = NULL, *p;
-	size_t len = 0, cap = 0, n;
-
-	if (!f) {
-		snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
-		return NULL;
-	}
-	do {
-		if (cap - len < 4096) {
-			p = realloc(buf, cap + 65536);
-			if (!p) {
-				snprintf(err, errlen, "out of memory reading %s", path);
-				free(buf);
-				fclose(f);
-				return NULL;
-			}
-			buf = p;
-			cap += 65536;
-		}
-		n = fread(buf + len, 1, cap - len - 1, f);
-		len += n;
-	} while (n > 0);
-	buf[len] = '\0';
-	fclose(f);
-	return buf;
-}
-
-/* The daemon's layering: file < environment < --set. */
+/* The daemon's layering (conf_load): file < environment < --set. */
 static Conf *load_conf(struct import *im, char **sets, int nsets, char *err, size_t errlen)
 {
-	Conf *c = conf_new();
-	char msg[400], *text;
-	int i, r;
+	struct conf_sources src = { .file = im->config, .envp = environ,
+				    .sets = (const char *const *)sets, .nsets = (size_t)nsets };
+	Conf *c;
 
-	if (!c) {
-		snprintf(err, errlen, "out of memory");
-		return NULL;
-	}
-	if (im->config) {
-		if (!(text = read_text(im->config, err, errlen)))
-			goto fail;
-		r = conf_load_text(c, text, im->config, err, errlen);
-		explicit_bzero(text, strlen(text));
-		free(text);
-		if (r < 0)
-			goto fail;
-	}
-	if (conf_load_env(c, environ, err, errlen) < 0)
-		goto fail;
-	for (i = 0; i < nsets; i++) {
-		char *kv = strdup(sets[i]), *eq = kv ? strchr(kv, '=') : NULL;
-
-		if (!eq) {
-			snprintf(err, errlen, "--set expects KEY=VALUE, got '%s'", sets[i]);
-			free(kv);
-			goto fail;
-		}
-		*eq = '\0';
-		r = conf_set(c, kv, eq + 1, msg, sizeof(msg));
-		free(kv);
-		if (r < 0) {
-			snprintf(err, errlen, "--set: %s", msg);
-			goto fail;
-		}
-	}
-	if (conf_finish(c, err, errlen) < 0)
-		goto fail;
-	return c;
-fail:
-	conf_free(c);
-	return NULL;
+	return conf_load(&src, &c, err, errlen) == 0 ? c : NULL;
 }
 
 /* The daemon's connection parameters, named as this tool, in UTF-8. */
@@ -696,7 +630,7 @@ int import_main(int argc, char **argv)
 	if (parse_args(&im, argc, argv, &sets, &nsets) < 0) {
 		usage(stderr);
 		free(sets);
-		return EXIT_USAGE;
+		return EX_USAGE;
 	}
 	if (!im.config && access(DEFAULT_CONFIG, R_OK) == 0)
 		im.config = DEFAULT_CONFIG;
@@ -726,14 +660,14 @@ int import_main(int argc, char **argv)
 		conf = load_conf(&im, sets, nsets, err, sizeof(err));
 		if (!conf) {
 			fprintf(stderr, "nvsrelay import: %s\n", err);
-			code = EXIT_USAGE;
+			code = EX_USAGE;
 			goto out;
 		}
 		im.pg = connect_pg(conf);
 		if (!im.pg || PQstatus(im.pg) != CONNECTION_OK) {
 			fprintf(stderr, "nvsrelay import: cannot connect to PostgreSQL: %s",
 				im.pg ? PQerrorMessage(im.pg) : "out of memory\n");
-			code = EXIT_UNAVAILABLE;
+			code = EX_UNAVAILABLE;
 			goto out;
 		}
 		if (!preflight(&im) || !begin(&im))
@@ -768,7 +702,7 @@ int import_main(int argc, char **argv)
 		       im.stream ? "the new rows entered the change stream" : "not streamed (--stream to publish)");
 	code = 0;
 out:
-	if (code != 0 && (im.pg || im.dry_run) && code != EXIT_USAGE && code != EXIT_UNAVAILABLE)
+	if (code != 0 && (im.pg || im.dry_run) && code != EX_USAGE && code != EX_UNAVAILABLE)
 		fprintf(stderr, "nvsrelay import: nothing imported\n");
 	if (im.pg)
 		PQfinish(im.pg);     /* an open transaction is rolled back */

@@ -19,14 +19,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sysexits.h>
 #include <time.h>
 
 #include "cli.h"
+#include "fileio.h"
 #include "hostport.h"
 #include "nvsrelay.h"
 
 #define DEFAULT_SOCKET "/run/nvsrelayd/nvsrelayd.sock"
-#define EXIT_USAGE 64
 #define MAX_PIPELINE_FILE (16u << 20)
 /* Longest wait between checks of the stop flag: a signal that lands just
  * before poll() starts is then noticed within this time. */
@@ -86,51 +87,6 @@ struct watch_args {
 	long count;			/* -1: no limit */
 	long timeout_ms;		/* -1: none */
 };
-
-/* Reads a whole file of at most max bytes; NULL with errno on failure. */
-static char *read_file(const char *path, size_t max)
-{
-	FILE *f = fopen(path, "r");
-	char *buf = NULL;
-	size_t len = 0, cap = 0;
-
-	if (!f)
-		return NULL;
-	for (;;) {
-		size_t n;
-
-		if (len + 4096 + 1 > cap) {
-			char *p;
-
-			cap = cap ? cap * 2 : 8192;
-			p = realloc(buf, cap);
-			if (!p) {
-				errno = ENOMEM;
-				goto fail;
-			}
-			buf = p;
-		}
-		n = fread(buf + len, 1, cap - len - 1, f);
-		len += n;
-		if (len > max) {
-			errno = EFBIG;
-			goto fail;
-		}
-		if (n == 0)
-			break;
-	}
-	if (ferror(f)) {
-		errno = EIO;
-		goto fail;
-	}
-	fclose(f);
-	buf[len] = '\0';
-	return buf;
-fail:
-	free(buf);
-	fclose(f);
-	return NULL;
-}
 
 /* HOST:PORT or [ADDR]:PORT; the port may be a service name. */
 static int split_hostport(const char *s, char **host, char **port)
@@ -215,7 +171,7 @@ static int parse_args(int argc, char **argv, struct watch_args *a)
 			size_t n;
 
 			free(a->token);
-			a->token = read_file(v, 65536);
+			a->token = fileio_read(v, 65536, NULL);
 			if (!a->token) {
 				fprintf(stderr, "nvsrelay: cannot read %s: %s\n", v, strerror(errno));
 				return -EINVAL;
@@ -240,7 +196,7 @@ static int parse_args(int argc, char **argv, struct watch_args *a)
 		} else if (strcmp(o, "--pipeline") == 0) {
 			if (v[0] == '@') {
 				free(a->pipeline);
-				a->pipeline = read_file(v + 1, MAX_PIPELINE_FILE);
+				a->pipeline = fileio_read(v + 1, MAX_PIPELINE_FILE, NULL);
 				if (!a->pipeline) {
 					fprintf(stderr, "nvsrelay: cannot read %s: %s\n", v + 1, strerror(errno));
 					return -EINVAL;
@@ -336,7 +292,7 @@ static int run_watch(const struct watch_args *a, nvsrelay_conn *c)
 	r = nvsrelay_watch(c, 1, &a->w);
 	if (r == -EINVAL) {
 		fprintf(stderr, "nvsrelay: %s\n", nvsrelay_error(c)->message);
-		return EXIT_USAGE;
+		return EX_USAGE;
 	}
 	if (r < 0) {
 		print_failure(c, "watch failed");
@@ -412,7 +368,7 @@ static int do_watch(int argc, char **argv)
 
 	memset(&a, 0, sizeof(a));
 	if (parse_args(argc, argv, &a) < 0) {
-		rc = EXIT_USAGE;
+		rc = EX_USAGE;
 		goto out;
 	}
 	c = a.host ? nvsrelay_connect_tcp(a.host, a.port, &a.conn) : nvsrelay_connect_unix(a.socket, &a.conn);
@@ -469,5 +425,5 @@ int main(int argc, char **argv)
 		return fn(argc - 1, argv + 1);
 	}
 	usage(stderr);
-	return EXIT_USAGE;
+	return EX_USAGE;
 }

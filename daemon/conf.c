@@ -1,15 +1,15 @@
 /*
  * conf.c - the configuration of nvsrelayd.  Owns the option table (the one
  * source of truth for key names, types, defaults, ranges, the environment
- * variables that set them and their help text), the layered sources (built-in
- * defaults < config file < environment < --set), validation, the client
- * certificate paths derived from the mount path, and the libpq connection
- * parameters built from all of it.
+ * variables that set them and their help text), the Conf and its validation
+ * across keys, the client certificate paths derived from the mount path, the
+ * libpq connection parameters built from all of it, --check-config's dump
+ * and the reload diff.
  *
- * Pure code: no I/O, no getenv(), no logging.  main.c reads the config file,
- * passes its text and environ here, applies each --set through conf_set(),
- * calls conf_finish() and owns the Conf; errors come back as text in the
- * caller's buffer so that main.c decides how to report them.
+ * Pure code: no I/O, no getenv(), no logging.  conf_load.c feeds it the
+ * sources through conf_set() and calls conf_finish(); the syntax checks of
+ * single values are in conf_value.c.  Errors come back as text in the
+ * caller's buffer so that the caller decides how to report them.
  *
  * tests/integ/optscan.t reads the OPT(...) entries below to check that
  * conf/nvsrelayd.conf and README.md list every key with its default, so keep
@@ -23,12 +23,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 
 #include "conf.h"
-#include "hostport.h"
+#include "conf_value.h"
 
 enum opt_type {
 	T_STR,          /* const char * field, any text */
@@ -52,7 +49,7 @@ struct opt {
 	unsigned flags;                 /* OPT_* */
 	const char *env;                /* seed variable that sets it, or NULL */
 	const char *env_alt;            /* read when env is unset or empty */
-	int (*check)(const struct opt *o, const char *value, char *err, size_t errlen);
+	int (*check)(const char *key, const char *value, char *err, size_t errlen);   /* conf_value.h */
 	const char *help;
 };
 
@@ -71,12 +68,6 @@ _Static_assert(sizeof(enum conf_sslmode) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_schema) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_log_format) == sizeof(int), "enum size");
 
-static int check_options(const struct opt *o, const char *value, char *err, size_t errlen);
-static int check_socket_path(const struct opt *o, const char *value, char *err, size_t errlen);
-static int check_listen_addr(const struct opt *o, const char *value, char *err, size_t errlen);
-static int check_id_list(const struct opt *o, const char *value, char *err, size_t errlen);
-static int check_port_list(const struct opt *o, const char *value, char *err, size_t errlen);
-
 /* #n keeps the key name and the struct field from drifting apart. */
 #define OPT(n, t, d, ...) \
 	{ .name = #n, .type = t, .off = offsetof(struct conf_values, n), .def = d, __VA_ARGS__ }
@@ -84,7 +75,7 @@ static int check_port_list(const struct opt *o, const char *value, char *err, si
 static const struct opt opts[] = {
 	OPT(datastore_host, T_STR, "localhost", .flags = OPT_NONEMPTY, .env = "DATASTORE_HOST",
 	    .help = "host name, address or socket directory; a comma list means libpq multi-host failover"),
-	OPT(datastore_port, T_STR, "5432", .check = check_port_list, .env = "DATASTORE_PORT",
+	OPT(datastore_port, T_STR, "5432", .check = conf_value_port_list, .env = "DATASTORE_PORT",
 	    .help = "PostgreSQL port (1..65535) for every host, or a comma list of one port per host"),
 	OPT(datastore_database, T_STR, "nvsentinel", .flags = OPT_NONEMPTY, .env = "DATASTORE_DATABASE",
 	    .help = "database holding NVSentinel's tables"),
@@ -100,20 +91,20 @@ static const struct opt opts[] = {
 	    .help = "client key file (mode 0600); empty: <client_cert_mount_path>/tls.key when that is set"),
 	OPT(datastore_sslrootcert, T_STR, "", .env = "DATASTORE_SSLROOTCERT",
 	    .help = "CA bundle for verify-ca/full; empty: <client_cert_mount_path>/ca.crt when that is set"),
-	OPT(datastore_options, T_STR, "", .flags = OPT_CONNINFO, .check = check_options,
+	OPT(datastore_options, T_STR, "", .flags = OPT_CONNINFO, .check = conf_value_options,
 	    .help = "extra libpq parameters as \"key=value key2='value 2'\""),
 	OPT(client_cert_mount_path, T_STR, "", .env = "POSTGRESQL_CLIENT_CERT_MOUNT_PATH",
 	    .env_alt = "MONGODB_CLIENT_CERT_MOUNT_PATH",
 	    .help = "directory holding tls.crt, tls.key and ca.crt, as mounted from a Kubernetes secret"),
-	OPT(listen_unix, T_STR, "/run/nvsrelayd/nvsrelayd.sock", .check = check_socket_path,
+	OPT(listen_unix, T_STR, "/run/nvsrelayd/nvsrelayd.sock", .check = conf_value_socket_path,
 	    .help = "subscriber Unix socket path; empty for none"),
 	OPT(unix_socket_mode, T_MODE, "0660", .max = 0777,
 	    .help = "file mode of the Unix socket, in octal"),
-	OPT(unix_allow_uids, T_STR, "", .check = check_id_list,
+	OPT(unix_allow_uids, T_STR, "", .check = conf_value_id_list,
 	    .help = "users (ids or names, comma-separated) allowed on the Unix socket; empty: any the file mode lets in"),
-	OPT(unix_allow_gids, T_STR, "", .check = check_id_list,
+	OPT(unix_allow_gids, T_STR, "", .check = conf_value_id_list,
 	    .help = "groups (ids or names, comma-separated) whose members are allowed on the Unix socket"),
-	OPT(listen_tcp, T_STR, "", .check = check_listen_addr,
+	OPT(listen_tcp, T_STR, "", .check = conf_value_listen_addr,
 	    .help = "HOST:PORT of the subscriber TCP listener (TLS, or plaintext on loopback); empty for none"),
 	OPT(tcp_plaintext, T_ENUM, "off", .names = onoff_names,
 	    .help = "on: without TLS, the TCP listener speaks plaintext, on a loopback address only"),
@@ -177,11 +168,11 @@ static const struct opt opts[] = {
 	    .help = "give up on one connection attempt after this many seconds"),
 	OPT(shutdown_timeout_ms, T_INT, "5000", .min = 1, .max = 3600000,
 	    .help = "on SIGTERM, time allowed to flush subscribers and acknowledged positions"),
-	OPT(http_listen, T_STR, "127.0.0.1:9187", .check = check_listen_addr,
+	OPT(http_listen, T_STR, "127.0.0.1:9187", .check = conf_value_listen_addr,
 	    .help = "HOST:PORT of the HTTP endpoint for /metrics, /livez and /readyz; empty for none"),
 	OPT(stats_interval_s, T_INT, "15", .min = 0, .max = 86400,
 	    .help = "how often PostgreSQL statistics for /metrics are sampled; 0 for never"),
-	OPT(admin_socket, T_STR, "/run/nvsrelayd/admin.sock", .check = check_socket_path,
+	OPT(admin_socket, T_STR, "/run/nvsrelayd/admin.sock", .check = conf_value_socket_path,
 	    .help = "admin Unix socket (JSON lines; root and the daemon's user only); empty for none"),
 };
 
@@ -197,26 +188,6 @@ static const char *const reloadable[] = {
 };
 /* Not max_subscriptions_per_client: client.c sizes a per-connection table
  * by it once, so a larger value at runtime would write past that table. */
-
-/*
- * libpq keywords that have a key of their own.  datastore_options may not set
- * them: the key is validated (sslmode) and documented, and a second spelling
- * would silently win or lose depending on order.
- */
-static const struct {
-	const char *libpq;
-	const char *key;
-} reserved[] = {
-	{ "host", "datastore_host" },
-	{ "port", "datastore_port" },
-	{ "dbname", "datastore_database" },
-	{ "user", "datastore_username" },
-	{ "password", "datastore_password" },
-	{ "sslmode", "datastore_sslmode" },
-	{ "sslcert", "datastore_sslcert" },
-	{ "sslkey", "datastore_sslkey" },
-	{ "sslrootcert", "datastore_sslrootcert" },
-};
 
 /*
  * A LISTEN connection can sit idle for hours; without keepalives a primary
@@ -258,22 +229,6 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* Values are echoed in messages; keep them one short printable line so a
- * stray newline cannot break the caller's log line. */
-static const char *shown(const char *s, char *buf, size_t len)
-{
-	size_t i;
-
-	for (i = 0; s[i] && i + 4 < len; i++)
-		buf[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
-	if (s[i]) {
-		memcpy(buf + i, "...", 3);
-		i += 3;
-	}
-	buf[i] = '\0';
-	return buf;
-}
-
 /* Writes "a, b, c" for the accepted-values part of messages. */
 static const char *names_list(const char *const *names, char *buf, size_t len)
 {
@@ -288,11 +243,6 @@ static const char *names_list(const char *const *names, char *buf, size_t len)
 		pos += (size_t)n;
 	}
 	return buf;
-}
-
-static bool is_space(char ch)
-{
-	return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f' || ch == '\v';
 }
 
 static const struct opt *find_opt(const char *key)
@@ -345,45 +295,6 @@ static int str_replace(Conf *c, size_t i, const char *value, bool derived)
 	return 0;
 }
 
-/* Parses a decimal int; false on anything but optional '-' and digits. */
-static bool parse_int(const char *s, long long *ret)
-{
-	long long n = 0;
-	bool neg = false;
-
-	if (*s == '-') {
-		neg = true;
-		s++;
-	}
-	if (!*s)
-		return false;
-	for (; *s; s++) {
-		if (*s < '0' || *s > '9')
-			return false;
-		/* Saturate: anything this large is out of every range anyway. */
-		if (n < LLONG_MAX / 10 - 10)
-			n = n * 10 + (*s - '0');
-	}
-	*ret = neg ? -n : n;
-	return true;
-}
-
-static bool parse_octal(const char *s, long long *ret)
-{
-	long long n = 0;
-
-	if (!*s)
-		return false;
-	for (; *s; s++) {
-		if (*s < '0' || *s > '7')
-			return false;
-		if (n < LLONG_MAX / 8 - 8)
-			n = n * 8 + (*s - '0');
-	}
-	*ret = n;
-	return true;
-}
-
 static int find_name(const char *const *names, const char *value)
 {
 	for (int i = 0; names[i]; i++)
@@ -404,26 +315,26 @@ static int set_opt(Conf *c, const struct opt *o, const char *value, char *err, s
 			seterr(err, errlen, "%s: must not be empty", o->name);
 			return -EINVAL;
 		}
-		if (o->check && (r = o->check(o, value, err, errlen)) < 0)
+		if (o->check && (r = o->check(o->name, value, err, errlen)) < 0)
 			return r;
 		return str_replace(c, (size_t)(o - opts), value, false);
 	case T_INT:
-		if (!parse_int(value, &n)) {
+		if (!conf_value_int(value, &n)) {
 			seterr(err, errlen, "%s: invalid value '%s' (expected an integer %d..%d)",
-			       o->name, shown(value, sbuf, sizeof(sbuf)), o->min, o->max);
+			       o->name, conf_value_shown(value, sbuf, sizeof(sbuf)), o->min, o->max);
 			return -EINVAL;
 		}
 		if (n < o->min || n > o->max) {
 			seterr(err, errlen, "%s: %s is out of range (expected %d..%d)",
-			       o->name, shown(value, sbuf, sizeof(sbuf)), o->min, o->max);
+			       o->name, conf_value_shown(value, sbuf, sizeof(sbuf)), o->min, o->max);
 			return -EINVAL;
 		}
 		*(int *)field(c, o) = (int)n;
 		return 0;
 	case T_MODE:
-		if (!parse_octal(value, &n) || n < o->min || n > o->max) {
+		if (!conf_value_octal(value, &n) || n < o->min || n > o->max) {
 			seterr(err, errlen, "%s: invalid value '%s' (expected an octal file mode %04o..%04o, such as 0660)",
-			       o->name, shown(value, sbuf, sizeof(sbuf)), (unsigned)o->min, (unsigned)o->max);
+			       o->name, conf_value_shown(value, sbuf, sizeof(sbuf)), (unsigned)o->min, (unsigned)o->max);
 			return -EINVAL;
 		}
 		*(int *)field(c, o) = (int)n;
@@ -433,7 +344,7 @@ static int set_opt(Conf *c, const struct opt *o, const char *value, char *err, s
 		idx = find_name(o->names, value);
 		if (idx < 0) {
 			seterr(err, errlen, "%s: invalid value '%s' (accepted: %s)", o->name,
-			       shown(value, sbuf, sizeof(sbuf)), names_list(o->names, nbuf, sizeof(nbuf)));
+			       conf_value_shown(value, sbuf, sizeof(sbuf)), names_list(o->names, nbuf, sizeof(nbuf)));
 			return -EINVAL;
 		}
 		if (o->type == T_ENUM)
@@ -451,211 +362,10 @@ int conf_set(Conf *c, const char *key, const char *value, char *err, size_t errl
 	char sbuf[72];
 
 	if (!o) {
-		seterr(err, errlen, "unknown key '%s'", shown(key, sbuf, sizeof(sbuf)));
+		seterr(err, errlen, "unknown key '%s'", conf_value_shown(key, sbuf, sizeof(sbuf)));
 		return -ENOENT;
 	}
 	return set_opt(c, o, value ? value : "", err, errlen);
-}
-
-/* Each input byte yields at most one output byte, each pair ("k=") takes at
- * least two input bytes and adds two NULs. */
-static size_t arena_len(const char *s)
-{
-	return 2 * strlen(s) + 2;
-}
-
-/* Frees an options arena; it holds many strings, some maybe secret. */
-static void arena_free(char *arena, size_t len)
-{
-	if (arena) {
-		explicit_bzero(arena, len);
-		free(arena);
-	}
-}
-
-/*
- * Splits datastore_options, which uses libpq's conninfo syntax: "key=value"
- * pairs separated by white space, white space around '=' allowed, a value in
- * single quotes may hold spaces, and a backslash escapes the next character.
- * Writes "key\0value\0" pairs to a new *ret_arena (arena_len(s) bytes, free
- * with arena_free) and returns how many, or -EINVAL / -ENOMEM.  Messages name
- * the pair and its key but never a value: options can carry secrets
- * (sslpassword).
- */
-static int options_split(const char *s, char **ret_arena, char *err, size_t errlen)
-{
-	char *arena = malloc(arena_len(s)), *w = arena, *key;
-	const char *p = s;
-	int n = 0, r = -EINVAL;
-
-	if (!arena)
-		return -ENOMEM;
-	for (;;) {
-		while (is_space(*p))
-			p++;
-		if (!*p)
-			break;
-		key = w;
-		while (*p && *p != '=' && !is_space(*p)) {
-			if (!((*p >= 'a' && *p <= 'z') || *p == '_')) {
-				seterr(err, errlen, "datastore_options: pair %d: a libpq keyword is made of "
-				       "lower-case letters and '_'", n + 1);
-				goto out;
-			}
-			*w++ = *p++;
-		}
-		*w++ = '\0';
-		while (is_space(*p))
-			p++;
-		if (*p != '=' || !*key) {
-			seterr(err, errlen, "datastore_options: pair %d is not key=value", n + 1);
-			goto out;
-		}
-		for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
-			if (strcmp(key, reserved[i].libpq) == 0) {
-				seterr(err, errlen, "datastore_options: '%s' has its own key, set %s instead",
-				       key, reserved[i].key);
-				goto out;
-			}
-		}
-		p++;
-		while (is_space(*p))
-			p++;
-		if (*p == '\'') {
-			for (p++;; p++) {
-				if (*p == '\\' && p[1])
-					p++;
-				else if (*p == '\'')
-					break;
-				if (!*p) {
-					seterr(err, errlen, "datastore_options: '%s': unterminated quote", key);
-					goto out;
-				}
-				*w++ = *p;
-			}
-			p++;
-		} else {
-			for (; *p && !is_space(*p); p++) {
-				if (*p == '\\' && p[1])
-					p++;
-				*w++ = *p;
-			}
-		}
-		*w++ = '\0';
-		n++;
-	}
-	*ret_arena = arena;
-	return n;
-out:
-	arena_free(arena, arena_len(s));
-	return r;
-}
-
-static int check_options(const struct opt *o, const char *value, char *err, size_t errlen)
-{
-	char *arena = NULL;
-	int r = options_split(value, &arena, err, errlen);
-
-	(void)o;
-	if (r >= 0)
-		arena_free(arena, arena_len(value));
-	return r < 0 ? r : 0;
-}
-
-/* bind() would fail later with a bare ENAMETOOLONG; say it here instead. */
-static int check_socket_path(const struct opt *o, const char *value, char *err, size_t errlen)
-{
-	size_t max = sizeof(((struct sockaddr_un *)0)->sun_path);
-
-	if (strlen(value) >= max) {
-		seterr(err, errlen, "%s: path is %zu bytes, a Unix socket path must be shorter than %zu",
-		       o->name, strlen(value), max);
-		return -EINVAL;
-	}
-	return 0;
-}
-
-/* HOST:PORT, HOST a name or an address ([...] for IPv6), PORT 1..65535. */
-static int check_listen_addr(const struct opt *o, const char *value, char *err, size_t errlen)
-{
-	struct hostport hp;
-
-	if (*value && hostport_parse(value, 0, &hp) < 0) {
-		seterr(err, errlen, "%s: expected HOST:PORT (such as 127.0.0.1:9187 or [::1]:9187) or \"\"",
-		       o->name);
-		return -EINVAL;
-	}
-	return 0;
-}
-
-/* One port, or libpq's per-host list "p1,p2,..." (its length is checked
- * against datastore_host in conf_finish, once both are known). */
-static int check_port_list(const struct opt *o, const char *value, char *err, size_t errlen)
-{
-	char sbuf[72], item[24];
-	const char *p = value;
-	long long n;
-
-	do {
-		size_t len = strcspn(p, ",");
-
-		if (len >= sizeof(item))
-			len = sizeof(item) - 1;   /* still too large: out of range below */
-		memcpy(item, p, len);
-		item[len] = '\0';
-		if (!parse_int(item, &n)) {
-			seterr(err, errlen, "%s: invalid value '%s' (expected a port 1..65535, or a comma list "
-			       "of one port per host)", o->name, shown(value, sbuf, sizeof(sbuf)));
-			return -EINVAL;
-		}
-		if (n < 1 || n > 65535) {
-			seterr(err, errlen, "%s: %s is out of range (expected 1..65535)", o->name,
-			       shown(item, sbuf, sizeof(sbuf)));
-			return -EINVAL;
-		}
-		p += strcspn(p, ",");
-	} while (*p++ == ',');
-	return 0;
-}
-
-static size_t count_items(const char *s)
-{
-	size_t n = 1;
-
-	for (; *s; s++)
-		n += *s == ',';
-	return n;
-}
-
-/* A comma list of ids and user or group names; listener.c resolves the
- * names (that needs the user database, which pure code does not read). */
-static int check_id_list(const struct opt *o, const char *value, char *err, size_t errlen)
-{
-	const char *p = value;
-	bool item = false, any = false;
-
-	for (; *p; p++) {
-		char ch = *p;
-
-		if (ch == ',') {
-			if (!item)
-				break;
-			item = false;
-		} else if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-			   ch == '_' || ch == '.' || ch == '@' || ch == '$' || (ch == '-' && item)) {
-			item = any = true;
-		} else if (ch != ' ' && ch != '\t') {
-			break;
-		} else if (item && p[1] && p[1] != ' ' && p[1] != '\t' && p[1] != ',') {
-			break;           /* a blank inside an item */
-		}
-	}
-	if (*p || (any && !item)) {
-		seterr(err, errlen, "%s: expected a comma list of numbers and names, such as \"0, 1000, nvsentinel\"",
-		       o->name);
-		return -EINVAL;
-	}
-	return 0;
 }
 
 static void pq_free(struct pqparams *b)
@@ -668,7 +378,7 @@ static void pq_free(struct pqparams *b)
 			free_wiped(b->vals[i]);
 		free(b->keys);
 		free(b->vals);
-		arena_free(b->arena, b->arena_len);
+		conf_value_arena_free(b->arena, b->arena_len);
 		free(b);
 		b = older;
 	}
@@ -765,8 +475,8 @@ static int pq_build(Conf *c, char *err, size_t errlen)
 	if (strchr(v->datastore_host, ',') && (r = pq_put(b, "target_session_attrs", "read-write")) < 0)
 		goto out;
 
-	b->arena_len = arena_len(v->datastore_options);
-	n = options_split(v->datastore_options, &b->arena, err, errlen);
+	b->arena_len = conf_value_arena_len(v->datastore_options);
+	n = conf_value_options_split(v->datastore_options, &b->arena, err, errlen);
 	if (n < 0) {
 		r = n;
 		goto out;
@@ -816,26 +526,6 @@ static int derive_cert(Conf *c, const char *key, const char *file)
 	return r;
 }
 
-/* A loopback address written out (127.0.0.0/8, ::1, ::ffff:127.x.y.z).
- * Names are resolved and checked by listener.c. */
-static bool literal_non_loopback(const char *value)
-{
-	struct hostport hp;
-	unsigned char a[16];
-
-	if (hostport_parse(value, 0, &hp) < 0)
-		return false;
-	if (inet_pton(AF_INET, hp.host, a) == 1)
-		return a[0] != 127;
-	if (inet_pton(AF_INET6, hp.host, a) == 1) {
-		static const unsigned char lo[16] = { [15] = 1 };
-		static const unsigned char mapped[12] = { [10] = 0xff, [11] = 0xff };
-
-		return memcmp(a, lo, 16) != 0 && !(memcmp(a, mapped, 12) == 0 && a[12] == 127);
-	}
-	return false;
-}
-
 /* The TCP listener is TLS with client certificates or a token, or, when no
  * TLS is configured and tcp_plaintext allows it, plaintext on loopback;
  * anything else would hand every change to whoever reaches the port. */
@@ -857,7 +547,7 @@ static int check_tcp(const struct conf_values *v, char *err, size_t errlen)
 		return 0;
 	if (!tls && !v->tcp_plaintext) {
 		seterr(err, errlen, "listen_tcp = %s needs TLS (tls_cert_file and tls_key_file), or tcp_plaintext = on "
-		       "for a loopback address", shown(v->listen_tcp, sbuf, sizeof(sbuf)));
+		       "for a loopback address", conf_value_shown(v->listen_tcp, sbuf, sizeof(sbuf)));
 		return -EINVAL;
 	}
 	if (tls && !*v->tls_ca_file && !*v->auth_token_file) {
@@ -865,10 +555,10 @@ static int check_tcp(const struct conf_values *v, char *err, size_t errlen)
 		       "(auth_token_file): otherwise anyone who reaches the port reads every change");
 		return -EINVAL;
 	}
-	if (!tls && literal_non_loopback(v->listen_tcp)) {
+	if (!tls && conf_value_non_loopback(v->listen_tcp)) {
 		seterr(err, errlen, "tcp_plaintext = on is allowed on a loopback address only, and listen_tcp = %s "
 		       "is not one; use TLS (tls_cert_file, tls_key_file) for other addresses",
-		       shown(v->listen_tcp, sbuf, sizeof(sbuf)));
+		       conf_value_shown(v->listen_tcp, sbuf, sizeof(sbuf)));
 		return -EINVAL;
 	}
 	return 0;
@@ -891,8 +581,8 @@ int conf_finish(Conf *c, char *err, size_t errlen)
 		return -EINVAL;
 	}
 	/* libpq would refuse the mismatch only when connecting. */
-	ports = count_items(v->datastore_port);
-	hosts = count_items(v->datastore_host);
+	ports = conf_value_count_items(v->datastore_port);
+	hosts = conf_value_count_items(v->datastore_host);
 	if (ports > 1 && ports != hosts) {
 		seterr(err, errlen, "datastore_port lists %zu ports for %zu hosts in datastore_host "
 		       "(give one port for all hosts, or one per host)", ports, hosts);
@@ -942,197 +632,6 @@ void conf_free(Conf *c)
 		free_wiped(c->str[i]);
 	pq_free(c->pq);
 	free(c);
-}
-
-/*
- * Parses one line (without its '\n') into buf as "key\0value\0" and sets it.
- * Comments are whole lines only, so that passwords and datastore_options may
- * contain '#'.  A double-quoted value knows \\ \" \n \t \r; a single-quoted
- * one is literal.  After a closing quote only blanks or a comment may follow.
- */
-static int load_line(Conf *c, const char *s, size_t n, char *buf, char *err, size_t errlen)
-{
-	size_t i = 0, k;
-	char *w = buf, quote, sbuf[72];
-
-	while (n && (s[n - 1] == '\r' || s[n - 1] == ' ' || s[n - 1] == '\t'))
-		n--;
-	while (i < n && (s[i] == ' ' || s[i] == '\t'))
-		i++;
-	if (i == n || s[i] == '#')
-		return 0;
-	k = i;
-	while (i < n && s[i] != '=' && s[i] != ' ' && s[i] != '\t')
-		*w++ = s[i++];
-	*w++ = '\0';
-	while (i < n && (s[i] == ' ' || s[i] == '\t'))
-		i++;
-	/* The line is not echoed: it may be a mistyped password. */
-	if (i == n || s[i] != '=') {
-		seterr(err, errlen, "expected 'key = value'");
-		return -EINVAL;
-	}
-	if (i == k) {
-		seterr(err, errlen, "missing key before '='");
-		return -EINVAL;
-	}
-	i++;
-	while (i < n && (s[i] == ' ' || s[i] == '\t'))
-		i++;
-	if (i < n && (s[i] == '"' || s[i] == '\'')) {
-		quote = s[i++];
-		for (;; i++) {
-			if (i == n) {
-				seterr(err, errlen, "%s: unterminated quote", shown(buf, sbuf, sizeof(sbuf)));
-				return -EINVAL;
-			}
-			if (s[i] == quote)
-				break;
-			if (s[i] == '\\' && quote == '"') {
-				if (++i == n) {
-					seterr(err, errlen, "%s: unterminated quote", shown(buf, sbuf, sizeof(sbuf)));
-					return -EINVAL;
-				}
-				switch (s[i]) {
-				case '\\': case '"': *w++ = s[i]; break;
-				case 'n': *w++ = '\n'; break;
-				case 't': *w++ = '\t'; break;
-				case 'r': *w++ = '\r'; break;
-				default:
-					seterr(err, errlen, "%s: unknown escape in quoted value (known: \\\\ \\\" \\n \\t \\r)",
-					       shown(buf, sbuf, sizeof(sbuf)));
-					return -EINVAL;
-				}
-				continue;
-			}
-			*w++ = s[i];
-		}
-		for (i++; i < n && (s[i] == ' ' || s[i] == '\t'); i++)
-			;
-		if (i < n && s[i] != '#') {
-			seterr(err, errlen, "%s: unexpected text after the closing quote", shown(buf, sbuf, sizeof(sbuf)));
-			return -EINVAL;
-		}
-	} else {
-		while (i < n)
-			*w++ = s[i++];
-	}
-	*w = '\0';
-	return conf_set(c, buf, buf + strlen(buf) + 1, err, errlen);
-}
-
-int conf_load_text(Conf *c, const char *text, const char *source, char *err, size_t errlen)
-{
-	const char *p = text, *eol;
-	char *buf = NULL, msg[512];
-	size_t cap = 0, n;
-	unsigned line = 0;
-	int r = 0;
-
-	if (!source)
-		source = "(config)";
-	if (!text)
-		return 0;
-	/* Some editors start files with a UTF-8 byte order mark. */
-	if (strncmp(p, "\xEF\xBB\xBF", 3) == 0)
-		p += 3;
-	for (; *p; p = *eol ? eol + 1 : eol) {
-		eol = strchr(p, '\n');
-		if (!eol)
-			eol = p + strlen(p);
-		n = (size_t)(eol - p);
-		line++;
-		if (n + 2 > cap) {
-			/* The old buffer may hold a password: wipe, do not realloc. */
-			if (buf)
-				explicit_bzero(buf, cap);
-			free(buf);
-			cap = n + 2;
-			buf = malloc(cap);
-			if (!buf) {
-				seterr(err, errlen, "%s:%u: out of memory", source, line);
-				r = -ENOMEM;
-				goto out;
-			}
-		}
-		msg[0] = '\0';
-		r = load_line(c, p, n, buf, msg, sizeof(msg));
-		if (r < 0) {
-			seterr(err, errlen, "%s:%u: %s", source, line, msg);
-			goto out;
-		}
-	}
-out:
-	if (buf)
-		explicit_bzero(buf, cap);
-	free(buf);
-	return r;
-}
-
-static const char *env_get(char *const *envp, const char *name)
-{
-	size_t n = strlen(name);
-
-	for (; envp && *envp; envp++)
-		if (strncmp(*envp, name, n) == 0 && (*envp)[n] == '=')
-			return *envp + n + 1;
-	return NULL;
-}
-
-static int env_set(Conf *c, const struct opt *o, const char *var, const char *value, char *err, size_t errlen)
-{
-	char msg[512];
-	int r;
-
-	msg[0] = '\0';
-	r = set_opt(c, o, value, msg, sizeof(msg));
-	if (r < 0)
-		seterr(err, errlen, "environment variable %s: %s", var, msg);
-	return r;
-}
-
-/*
- * The seed variables first, then NVSRELAYD_<KEY>, so that the relay's own
- * name wins over the shared DATASTORE_* ones whatever the order of envp.
- * An empty seed variable counts as unset, as in NVSentinel (Go's Getenv, and
- * Helm writes "" for unset values); an empty NVSRELAYD_<KEY> sets "" (for
- * example to disable listen_unix).  Unknown NVSRELAYD_* names are ignored:
- * Kubernetes injects NVSRELAYD_PORT, NVSRELAYD_SERVICE_HOST and friends
- * into every pod of a namespace with a Service called nvsrelayd.
- */
-int conf_load_env(Conf *c, char *const *envp, char *err, size_t errlen)
-{
-	char var[64];
-	const char *val, *name;
-	int r;
-
-	for (size_t i = 0; i < N_OPTS; i++) {
-		const struct opt *o = &opts[i];
-
-		if (!o->env)
-			continue;
-		name = o->env;
-		val = env_get(envp, name);
-		if ((!val || !*val) && o->env_alt) {
-			name = o->env_alt;
-			val = env_get(envp, name);
-		}
-		if (val && *val && (r = env_set(c, o, name, val, err, errlen)) < 0)
-			return r;
-	}
-	for (size_t i = 0; i < N_OPTS; i++) {
-		const struct opt *o = &opts[i];
-		size_t j;
-
-		j = (size_t)snprintf(var, sizeof(var), "NVSRELAYD_");
-		for (const char *s = o->name; *s && j + 1 < sizeof(var); s++)
-			var[j++] = (*s >= 'a' && *s <= 'z') ? (char)(*s - 'a' + 'A') : *s;
-		var[j] = '\0';
-		val = env_get(envp, var);
-		if (val && (r = env_set(c, o, var, val, err, errlen)) < 0)
-			return r;
-	}
-	return 0;
 }
 
 const struct conf_values *conf_values(const Conf *c)
@@ -1202,7 +701,7 @@ static void out_options(struct out *o, const char *s)
 	char *arena = NULL, *text, *w;
 	const char *p;
 	bool secret = false;
-	int n = options_split(s, &arena, NULL, 0);
+	int n = conf_value_options_split(s, &arena, NULL, 0);
 
 	if (n < 0) {
 		/* Validated when set, so only out of memory gets here. */
@@ -1220,7 +719,7 @@ static void out_options(struct out *o, const char *s)
 	text = secret ? malloc(2 * strlen(s) + 16 * (size_t)n + 1) : NULL;
 	if (!secret || !text) {
 		out_value(o, secret ? "(not shown)" : s);
-		arena_free(arena, arena_len(s));
+		conf_value_arena_free(arena, conf_value_arena_len(s));
 		return;
 	}
 	w = text;
@@ -1248,7 +747,7 @@ static void out_options(struct out *o, const char *s)
 	*w = '\0';
 	out_value(o, text);
 	free_wiped(text);
-	arena_free(arena, arena_len(s));
+	conf_value_arena_free(arena, conf_value_arena_len(s));
 }
 
 size_t conf_dump(const Conf *c, char *buf, size_t len)
@@ -1291,6 +790,13 @@ size_t conf_dump(const Conf *c, char *buf, size_t len)
 	if (len)
 		buf[o.pos < len ? o.pos : len - 1] = '\0';
 	return o.pos;
+}
+
+const char *conf_key_env(size_t i, const char **alt)
+{
+	if (alt)
+		*alt = i < N_OPTS ? opts[i].env_alt : NULL;
+	return i < N_OPTS ? opts[i].env : NULL;
 }
 
 const char *conf_key_name(size_t i)

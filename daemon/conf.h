@@ -1,8 +1,9 @@
 /*
- * conf.h - configuration: one option table, layered sources (built-in
- * defaults < config file < environment < --set), validation.  Pure code: the
- * caller supplies file text and the environment, errors come back as text in
- * a caller buffer, nothing is logged.  main.c owns the Conf.
+ * conf.h - configuration: one option table, the Conf built from it,
+ * validation and the libpq parameters.  Pure code: errors come back as text
+ * in a caller buffer, nothing is logged.  The sources (file, environment,
+ * --set) and the builder that layers them are conf_load.h; the syntax of
+ * single values is conf_value.c.  main.c owns the Conf.
  */
 #ifndef NVSRELAY_CONF_H
 #define NVSRELAY_CONF_H
@@ -80,17 +81,6 @@ void conf_free(Conf *c);
  * gets a message naming the key and the accepted values. */
 int conf_set(Conf *c, const char *key, const char *value, char *err, size_t errlen);
 
-/* Parses "key = value" lines (# comments, blank lines, optional quotes).
- * source names the file in messages ("file:line: ...").  Stops at the first
- * error: returns -EINVAL/-ENOENT with err filled in. */
-int conf_load_text(Conf *c, const char *text, const char *source, char *err, size_t errlen);
-
-/* Applies the environment: the seed's DATASTORE_* variables,
- * POSTGRESQL_CLIENT_CERT_MOUNT_PATH (else MONGODB_CLIENT_CERT_MOUNT_PATH) and
- * NVSRELAYD_<KEY> for every key.  envp is a NULL-terminated "NAME=value"
- * array (pass environ).  Returns as conf_set, naming the variable. */
-int conf_load_env(Conf *c, char *const *envp, char *err, size_t errlen);
-
 /* Cross-key validation and derived values (cert files from the mount path
  * when sslcert/sslkey/sslrootcert are unset; ranges).  Returns 0 or -EINVAL. */
 int conf_finish(Conf *c, char *err, size_t errlen);
@@ -110,6 +100,9 @@ size_t conf_dump(const Conf *c, char *buf, size_t len);
 /* Iterates the option table for documentation checks: returns the i-th key
  * name, or NULL past the end. */
 const char *conf_key_name(size_t i);
+/* The i-th key's seed environment variable (DATASTORE_HOST...), or NULL;
+ * *alt the one read when that is unset or empty, or NULL. */
+const char *conf_key_env(size_t i, const char **alt);
 
 /* Reload: copies the keys that may change at runtime from src (a complete,
  * finished Conf built from the same sources) into dst, which stays the one

@@ -3,9 +3,10 @@
  * and the shutdown sequence.  Owns the loop, the Conf, the relay, the hub
  * and the listener.
  *
- * Exit codes: 0 clean stop, 1 runtime failure, 64 bad usage, 78 bad
- * configuration or a schema this binary must not touch (systemd units use
- * RestartPreventExitStatus=78 so a bad config does not restart-loop).
+ * Exit codes (<sysexits.h>): 0 clean stop, 1 runtime failure, EX_USAGE (64)
+ * bad usage, EX_CONFIG (78) bad configuration or a schema this binary must
+ * not touch (systemd units use RestartPreventExitStatus=78 so a bad config
+ * does not restart-loop).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sysexits.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -22,6 +24,7 @@
 
 #include "client.h"
 #include "conf.h"
+#include "conf_load.h"
 #include "hub.h"
 #include "listener.h"
 #include "log.h"
@@ -30,8 +33,6 @@
 #include "ops.h"
 #include "relay.h"
 
-#define EXIT_USAGE 64
-#define EXIT_CONFIG 78
 #define DEFAULT_CONFIG "/etc/nvsrelayd/nvsrelayd.conf"
 
 extern char **environ;
@@ -49,9 +50,9 @@ static struct {
 	bool stopping;
 	int exit_code;
 	Ops *ops;
-	int argc;
-	char **argv;
 	const char *config;         /* the file read at start, read again on reload */
+	const char **sets;          /* the --set arguments, applied again on reload (kept, as argv) */
+	size_t nsets;
 	bool ready_sent;            /* READY=1 went out: reloads are announced */
 	bool migrate, dry_run;      /* --migrate [--dry-run]: the schema step only */
 } g;
@@ -81,38 +82,6 @@ static uint32_t generation(void)
 	return g.relay ? relay_generation(g.relay) : 0;
 }
 
-static char *read_file(const char *path, char *err, size_t errlen)
-{
-	FILE *f = fopen(path, "r");
-	char *buf = NULL;
-	size_t len = 0, cap = 0, n;
-
-	if (!f) {
-		snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
-		return NULL;
-	}
-	for (;;) {
-		if (cap - len < 4096) {
-			char *p = realloc(buf, cap + 65536);
-			if (!p) {
-				snprintf(err, errlen, "out of memory reading %s", path);
-				free(buf);
-				fclose(f);
-				return NULL;
-			}
-			buf = p;
-			cap += 65536;
-		}
-		n = fread(buf + len, 1, cap - len - 1, f);
-		len += n;
-		if (n == 0)
-			break;
-	}
-	buf[len] = '\0';
-	fclose(f);
-	return buf;
-}
-
 static void on_ready(void *ud)
 {
 	char err[256];
@@ -134,7 +103,7 @@ static void on_fatal(void *ud, const char *why)
 {
 	(void)ud;
 	log_err("stopping: %s", why);
-	g.exit_code = EXIT_CONFIG;
+	g.exit_code = EX_CONFIG;
 	ev_break(g.loop, EVBREAK_ALL);
 }
 
@@ -187,62 +156,18 @@ static const char *log_format_name(enum conf_log_format f)
 }
 
 /*
- * A Conf from the sources, in order: defaults, the config file, the
+ * A Conf from the sources (conf_load): defaults, the config file, the
  * environment, the --set arguments.  Returns 0, or an exit code with err
  * filled in.  Used at start and on every reload, so a reload sees exactly
  * what a restart would.
  */
-static int build_conf(int argc, char **argv, const char *config, Conf **ret, char *err, size_t errlen)
+static int build_conf(Conf **ret, char *err, size_t errlen)
 {
-	Conf *c = conf_new();
-	char *text, msg[400];
-	int i, r, code = EXIT_CONFIG;
+	struct conf_sources src = { .file = g.config, .envp = environ,
+				    .sets = g.sets, .nsets = g.nsets };
+	int r = conf_load(&src, ret, err, errlen);
 
-	*ret = NULL;
-	if (!c) {
-		snprintf(err, errlen, "out of memory");
-		return 1;
-	}
-	if (config) {
-		if (!(text = read_file(config, err, errlen)))
-			goto out;
-		r = conf_load_text(c, text, config, err, errlen);
-		explicit_bzero(text, strlen(text));   /* it may hold the password */
-		free(text);
-		if (r < 0)
-			goto out;
-	}
-	if (conf_load_env(c, environ, err, errlen) < 0)
-		goto out;
-	for (i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) {
-			i++;
-			continue;
-		}
-		if (strcmp(argv[i], "--set") != 0 || i + 1 >= argc)
-			continue;
-		char *kv = strdup(argv[++i]), *eq = kv ? strchr(kv, '=') : NULL;
-		if (!eq) {
-			snprintf(err, errlen, "--set expects KEY=VALUE, got '%s'", argv[i]);
-			free(kv);
-			code = EXIT_USAGE;
-			goto out;
-		}
-		*eq = '\0';
-		r = conf_set(c, kv, eq + 1, msg, sizeof(msg));
-		free(kv);
-		if (r < 0) {
-			snprintf(err, errlen, "--set: %s", msg);
-			goto out;
-		}
-	}
-	if (conf_finish(c, err, errlen) < 0)
-		goto out;
-	*ret = c;
-	return 0;
-out:
-	conf_free(c);
-	return code;
+	return r == 0 ? 0 : r == -ENOMEM ? 1 : r == -EINVAL ? EX_USAGE : EX_CONFIG;
 }
 
 /*
@@ -261,7 +186,7 @@ static void reload(struct admin_reload *res)
 	if (g.ready_sent)
 		sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%" PRIu64,
 			   (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000u);
-	if (build_conf(g.argc, g.argv, g.config, &next, res->error, sizeof(res->error)) != 0) {
+	if (build_conf(&next, res->error, sizeof(res->error)) != 0) {
 		res->status = -EINVAL;
 		metrics_add(M_RELOADS, "failed", 1);
 		log_err("reload failed, the running configuration is kept: %s", res->error);
@@ -298,6 +223,11 @@ static int load_config(int argc, char **argv, bool *check_only)
 	int i, r;
 
 	*check_only = false;
+	g.sets = calloc((size_t)argc, sizeof(*g.sets));
+	if (!g.sets) {
+		fprintf(stderr, "nvsrelayd: out of memory\n");
+		return 1;
+	}
 	for (i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -315,19 +245,17 @@ static int load_config(int argc, char **argv, bool *check_only)
 		} else if ((strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) && i + 1 < argc) {
 			config = argv[++i];
 		} else if (strcmp(a, "--set") == 0 && i + 1 < argc) {
-			i++;
+			g.sets[g.nsets++] = argv[++i];
 		} else {
 			fprintf(stderr, "nvsrelayd: unknown or incomplete option '%s'\n", a);
 			usage(stderr);
-			return EXIT_USAGE;
+			return EX_USAGE;
 		}
 	}
 	if (!config && access(DEFAULT_CONFIG, F_OK) == 0)
 		config = DEFAULT_CONFIG;
-	g.argc = argc;
-	g.argv = argv;
 	g.config = config;
-	r = build_conf(argc, argv, config, &g.conf, err, sizeof(err));
+	r = build_conf(&g.conf, err, sizeof(err));
 	if (r != 0) {
 		fprintf(stderr, "nvsrelayd: %s\n", err);
 		return r;
@@ -360,7 +288,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (g.migrate || g.dry_run) {
-		r = g.migrate ? migrate_main(g.conf, g.dry_run) : EXIT_USAGE;
+		r = g.migrate ? migrate_main(g.conf, g.dry_run) : EX_USAGE;
 		if (!g.migrate)
 			fprintf(stderr, "nvsrelayd: --dry-run goes with --migrate\n");
 		conf_free(g.conf);
@@ -371,7 +299,7 @@ int main(int argc, char **argv)
 			 : g.cv->log_format == LOG_FORMAT_JSON ? "json" : "auto") < 0) {
 		fprintf(stderr, "nvsrelayd: bad log_level or log_format\n");
 		conf_free(g.conf);
-		return EXIT_CONFIG;
+		return EX_CONFIG;
 	}
 	signal(SIGPIPE, SIG_IGN);
 	srandom((unsigned)time(NULL) ^ (unsigned)getpid());
@@ -399,7 +327,7 @@ int main(int argc, char **argv)
 	g.listener = listener_new(&g.cenv, lerr, sizeof(lerr));
 	if (!g.listener) {
 		log_err("%s", lerr);
-		g.exit_code = EXIT_CONFIG;
+		g.exit_code = EX_CONFIG;
 		goto out;
 	}
 

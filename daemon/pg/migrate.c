@@ -9,7 +9,8 @@
  * under it, consecutive ordinary migrations in one transaction with their
  * bookkeeping rows, a no-transaction migration (CREATE INDEX CONCURRENTLY)
  * alone under a session lock after dropping an invalid index an interrupted
- * build left, and a refusal of changed checksums or newer versions.
+ * build left, and a refusal of changed checksums or newer versions.  The
+ * plan (migrations, lock key, bookkeeping, the check) is schema.h's.
  * NVSentinel's own bookkeeping (nvsentinel_schema_migrations) is reported,
  * never written.  main.c calls migrate_main().
  */
@@ -17,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sysexits.h>
 #include <time.h>
 
 #include <libpq-fe.h>
@@ -25,15 +27,6 @@
 #include "schema.h"
 
 #define EXIT_FAILED 1
-#define EXIT_CONFIG 78
-/* Must equal schema.c's: relays and this command migrate one at a time. */
-#define MIGRATE_LOCK_KEY "7243381923472001"
-
-struct state {
-	bool applied[64];
-	char when[64][40];
-	unsigned count;          /* embedded migrations applied */
-};
 
 static double now_s(void)
 {
@@ -63,55 +56,36 @@ static bool exec_ok(PGconn *pg, const char *sql, const char *what)
 	return res != NULL;
 }
 
-/* Reads nvsrelay.schema_migrations (res: rows of version, checksum,
- * applied_at) into st.  Returns 0, or EXIT_CONFIG with the reason printed. */
-static int check_state(PGresult *res, struct state *st)
+/* Checks nvsrelay.schema_migrations (res: rows of version, checksum,
+ * applied_at) with schema_check.  Returns 0, or EX_CONFIG with the reason
+ * printed. */
+static int check_state(const PGresult *res, struct schema_state *st)
 {
-	char sum[65];
-	int r, n = res ? PQntuples(res) : 0;
-	unsigned i;
-
-	memset(st, 0, sizeof(*st));
-	for (r = 0; r < n; r++) {
-		unsigned v = (unsigned)strtoul(PQgetvalue(res, r, 0), NULL, 10);
-		const struct schema_migration *m = NULL;
-
-		for (i = 0; i < schema_migration_count && i < 64; i++)
-			if (schema_migrations[i].version == v)
-				m = &schema_migrations[i];
-		if (!m) {
-			fprintf(stderr, "nvsrelayd: the database has schema version %u, newer than this nvsrelayd "
-				"knows (%u): refusing to touch it\n", v,
-				schema_migrations[schema_migration_count - 1].version);
-			return EXIT_CONFIG;
-		}
-		schema_checksum(m->sql, sum);
-		if (strcmp(sum, PQgetvalue(res, r, 1)) != 0) {
-			fprintf(stderr, "nvsrelayd: migration %s was applied with a different checksum: "
-				"refusing to touch the database\n", m->name);
-			return EXIT_CONFIG;
-		}
-		i = (unsigned)(m - schema_migrations);
-		st->applied[i] = true;
-		snprintf(st->when[i], sizeof(st->when[i]), "%s", PQgetvalue(res, r, 2));
-		st->count++;
-	}
-	return 0;
+	if (schema_check(res, st) == 0)
+		return 0;
+	if (st->changed)
+		fprintf(stderr, "nvsrelayd: migration %s was applied with a different checksum: "
+			"refusing to touch the database\n", st->changed->name);
+	else
+		fprintf(stderr, "nvsrelayd: the database has schema version %u, newer than this nvsrelayd "
+			"knows (%u): refusing to touch it\n", st->newer,
+			schema_migrations[schema_migration_count - 1].version);
+	return EX_CONFIG;
 }
 
 static const char state_sql[] =
 	"SELECT version, checksum, to_char(applied_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS\"Z\"')"
 	" FROM nvsrelay.schema_migrations ORDER BY version";
 
-static void print_plan(const struct state *st)
+static void print_plan(const PGresult *res, const struct schema_state *st)
 {
 	unsigned i;
 
 	for (i = 0; i < schema_migration_count; i++) {
 		const struct schema_migration *m = &schema_migrations[i];
 
-		if (st->applied[i])
-			printf("  %-28s applied %s\n", m->name, st->when[i]);
+		if (st->row[i] >= 0)
+			printf("  %-28s applied %s\n", m->name, PQgetvalue(res, st->row[i], 2));
 		else if (m->notx)
 			printf("  %-28s would run alone, outside any transaction (a concurrent index build)\n", m->name);
 		else
@@ -119,23 +93,11 @@ static void print_plan(const struct state *st)
 	}
 }
 
-/* The index a no-transaction migration builds (CREATE INDEX CONCURRENTLY
- * IF NOT EXISTS name ...). */
-static bool notx_index(const struct schema_migration *m, char name[64])
-{
-	const char *p = strstr(m->sql, "IF NOT EXISTS ");
-
-	return p && sscanf(p, "IF NOT EXISTS %63[a-z0-9_]", name) == 1;
-}
-
 static bool bookkeeping(PGconn *pg, const struct schema_migration *m)
 {
-	char sum[65], row[256];
+	char row[256];
 
-	schema_checksum(m->sql, sum);
-	snprintf(row, sizeof(row),
-		 "INSERT INTO nvsrelay.schema_migrations (version, name, checksum) VALUES (%u, '%s', '%s')",
-		 m->version, m->name, sum);
+	schema_record_sql(m, row, sizeof(row));
 	return exec_ok(pg, row, m->name);
 }
 
@@ -149,9 +111,9 @@ static bool apply_notx(PGconn *pg, const struct schema_migration *m)
 	bool ok = false;
 	double t = now_s();
 
-	if (!exec_ok(pg, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")", "taking the migration lock"))
+	if (!exec_ok(pg, "SELECT pg_advisory_lock(" SCHEMA_LOCK_KEY ")", "taking the migration lock"))
 		return false;
-	if (notx_index(m, name)) {
+	if (schema_notx_index(m, name)) {
 		res = PQexecParams(pg, "SELECT 1 FROM pg_index WHERE indexrelid = to_regclass($1) AND NOT indisvalid",
 				   1, NULL, params, NULL, NULL, 0);
 		if (res && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
@@ -173,17 +135,17 @@ static bool apply_notx(PGconn *pg, const struct schema_migration *m)
 	printf(" done in %.2f s\n", now_s() - t);
 	ok = true;
 out:
-	exec_ok(pg, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")", "releasing the migration lock");
+	exec_ok(pg, "SELECT pg_advisory_unlock(" SCHEMA_LOCK_KEY ")", "releasing the migration lock");
 	return ok;
 }
 
 /*
  * Applies whatever is missing, round by round as schema.c does.  Returns
- * 0, EXIT_FAILED or EXIT_CONFIG; *applied counts what ran.
+ * 0, EXIT_FAILED or EX_CONFIG; *applied counts what ran.
  */
 static int apply(PGconn *pg, unsigned *applied)
 {
-	struct state st;
+	struct schema_state st;
 	PGresult *res;
 	unsigned i, first;
 	double t;
@@ -192,13 +154,9 @@ static int apply(PGconn *pg, unsigned *applied)
 	for (;;) {
 		/* Another relay may be migrating: wait for it, then look again. */
 		if (!exec_ok(pg, "BEGIN", "BEGIN") ||
-		    !exec_ok(pg, "SELECT pg_advisory_xact_lock(" MIGRATE_LOCK_KEY ")", "taking the migration lock") ||
+		    !exec_ok(pg, "SELECT pg_advisory_xact_lock(" SCHEMA_LOCK_KEY ")", "taking the migration lock") ||
 		    !exec_ok(pg, "SET LOCAL lock_timeout = '2s'", "setting lock_timeout") ||
-		    !exec_ok(pg, "CREATE SCHEMA IF NOT EXISTS nvsrelay;"
-				 "CREATE TABLE IF NOT EXISTS nvsrelay.schema_migrations ("
-				 " version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL,"
-				 " applied_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp());",
-				 "creating nvsrelay.schema_migrations"))
+		    !exec_ok(pg, SCHEMA_BOOKKEEPING_SQL, "creating nvsrelay.schema_migrations"))
 			return EXIT_FAILED;
 		res = run(pg, state_sql, "reading nvsrelay.schema_migrations");
 		if (!res)
@@ -207,7 +165,7 @@ static int apply(PGconn *pg, unsigned *applied)
 		PQclear(res);
 		if (r)
 			return r;
-		for (first = 0; first < schema_migration_count && st.applied[first]; first++)
+		for (first = 0; first < schema_migration_count && st.row[first] >= 0; first++)
 			;
 		if (first == schema_migration_count)
 			return exec_ok(pg, "COMMIT", "COMMIT") ? 0 : EXIT_FAILED;
@@ -218,7 +176,7 @@ static int apply(PGconn *pg, unsigned *applied)
 			continue;
 		}
 		t = now_s();
-		for (i = first; i < schema_migration_count && !schema_migrations[i].notx && !st.applied[i]; i++) {
+		for (i = first; i < schema_migration_count && !schema_migrations[i].notx && st.row[i] < 0; i++) {
 			printf("  applying %s (in the transaction) ...\n", schema_migrations[i].name);
 			if (!exec_ok(pg, schema_migrations[i].sql, schema_migrations[i].name) ||
 			    !bookkeeping(pg, &schema_migrations[i]))
@@ -236,14 +194,16 @@ int migrate_main(const Conf *conf, bool dry_run)
 	const struct conf_values *cv = conf_values(conf);
 	const char *const *keys, *const *vals;
 	const char *k[64], *v[64];
-	struct state st = { 0 };
+	struct schema_state st = { 0 };
 	PGconn *pg;
-	PGresult *res;
+	PGresult *res, *recorded = NULL;    /* nvsrelay.schema_migrations, for the plan */
 	size_t i, n = 0;
 	unsigned applied = 0, pending;
 	int code = EXIT_FAILED;
 
-	if (schema_migration_count > sizeof(st.applied) / sizeof(st.applied[0])) {
+	for (i = 0; i < SCHEMA_MAX_MIGRATIONS; i++)
+		st.row[i] = -1;
+	if (schema_migration_count > SCHEMA_MAX_MIGRATIONS) {
 		fprintf(stderr, "nvsrelayd: too many migrations for --migrate\n");
 		return EXIT_FAILED;
 	}
@@ -294,18 +254,17 @@ int migrate_main(const Conf *conf, bool dry_run)
 			printf("no NVSentinel tables yet: 001 creates them\n");
 		}
 		if (ours) {
-			res = run(pg, state_sql, "reading nvsrelay.schema_migrations");
-			if (!res)
+			recorded = run(pg, state_sql, "reading nvsrelay.schema_migrations");
+			if (!recorded)
 				goto out;
-			code = check_state(res, &st);
-			PQclear(res);
+			code = check_state(recorded, &st);
 			if (code)
 				goto out;
 		}
 	}
 	pending = schema_migration_count - st.count;
 	printf("nvsrelay schema: %u of %u migrations applied\n", st.count, schema_migration_count);
-	print_plan(&st);
+	print_plan(recorded, &st);
 	if (pending == 0) {
 		printf("nothing to do\n");
 		code = 0;
@@ -322,6 +281,7 @@ int migrate_main(const Conf *conf, bool dry_run)
 out:
 	if (code == EXIT_FAILED && pg && PQstatus(pg) == CONNECTION_OK)
 		fprintf(stderr, "nvsrelayd: migration stopped; what was committed stays, the rest runs next time\n");
+	PQclear(recorded);
 	PQfinish(pg);
 	return code;
 }

@@ -14,8 +14,8 @@
  * how (in the migration transaction, or alone outside any transaction);
  * then, unless dry_run, applies them.  Returns the process exit status:
  * 0 done (or nothing to do), 1 PostgreSQL unreachable or a migration
- * failed, 78 a schema this binary must not touch (a changed checksum, a
- * newer version). */
+ * failed, EX_CONFIG (78) a schema this binary must not touch (a changed
+ * checksum, a newer version). */
 int migrate_main(const Conf *conf, bool dry_run);
 
 #endif

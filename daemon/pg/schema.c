@@ -10,6 +10,9 @@
  * runs on its own between rounds, under a session lock.  A migration
  * whose recorded checksum differs from the embedded one, or a database newer
  * than this binary, stops the daemon rather than guess.
+ *
+ * The plan itself (lock key, bookkeeping, the check of recorded against
+ * embedded migrations) is shared with migrate.c through schema.h.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -20,8 +23,6 @@
 
 #include "log.h"
 #include "schema.h"
-
-#define MIGRATE_LOCK_KEY "7243381923472001"
 
 struct run {
 	bool probe;          /* first, read-only look: no DDL rights needed when current */
@@ -44,6 +45,53 @@ void schema_checksum(const char *sql, char out[65])
 	for (i = 0; i < len && i < 32; i++)
 		snprintf(out + 2 * i, 3, "%02x", md[i]);
 	out[64] = '\0';
+}
+
+int schema_check(const PGresult *res, struct schema_state *st)
+{
+	char sum[65];
+	int r, n = PQntuples(res);
+	unsigned i;
+
+	memset(st, 0, sizeof(*st));
+	for (i = 0; i < SCHEMA_MAX_MIGRATIONS; i++)
+		st->row[i] = -1;
+	for (r = 0; r < n; r++) {
+		unsigned v = (unsigned)strtoul(PQgetvalue(res, r, 0), NULL, 10);
+		const struct schema_migration *m = NULL;
+
+		for (i = 0; i < schema_migration_count && i < SCHEMA_MAX_MIGRATIONS; i++)
+			if (schema_migrations[i].version == v)
+				m = &schema_migrations[i];
+		if (!m) {
+			st->newer = v;
+			return -EPROTO;
+		}
+		schema_checksum(m->sql, sum);
+		if (strcmp(sum, PQgetvalue(res, r, 1)) != 0) {
+			st->changed = m;
+			return -EPROTO;
+		}
+		st->row[m - schema_migrations] = r;
+		st->count++;
+	}
+	return 0;
+}
+
+void schema_record_sql(const struct schema_migration *m, char *buf, size_t len)
+{
+	char sum[65];
+
+	schema_checksum(m->sql, sum);
+	snprintf(buf, len, "INSERT INTO nvsrelay.schema_migrations (version, name, checksum) VALUES (%u, '%s', '%s')",
+		 m->version, m->name, sum);
+}
+
+bool schema_notx_index(const struct schema_migration *m, char name[64])
+{
+	const char *p = strstr(m->sql, "IF NOT EXISTS ");
+
+	return p && sscanf(p, "IF NOT EXISTS %63[a-z0-9_]", name) == 1;
 }
 
 static void finish(PgConn *pc, struct run *run, int status, unsigned applied, const char *msg)
@@ -102,7 +150,7 @@ static void notx_done(PgConn *pc, PGresult *res, void *arg)
 static void notx_invalid(PgConn *pc, PGresult *res, void *arg)
 {
 	struct run *run = arg;
-	char sql[128], name[64], *p;
+	char sql[128], name[64];
 
 	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
 		notx_done(pc, res, arg);
@@ -112,8 +160,7 @@ static void notx_invalid(PgConn *pc, PGresult *res, void *arg)
 		notx_step(pc, NULL, run);
 		return;
 	}
-	p = strstr(run->notx->sql, "IF NOT EXISTS ");
-	if (!p || sscanf(p, "IF NOT EXISTS %63[a-z0-9_]", name) != 1) {
+	if (!schema_notx_index(run->notx, name)) {
 		notx_step(pc, NULL, run);
 		return;
 	}
@@ -127,20 +174,19 @@ static void notx_step(PgConn *pc, PGresult *res, void *arg)
 {
 	struct run *run = arg;
 	const struct schema_migration *m = run->notx;
-	char sum[65], row[256], *p, name[64];
+	char row[256], name[64];
 	const char *params[1] = { name };
 	int r = 0;
 
 	(void)res;
 	switch (run->pending++) {
 	case 0:
-		r = pgconn_query(pc, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")", 0, NULL, notx_done, run);
+		r = pgconn_query(pc, "SELECT pg_advisory_lock(" SCHEMA_LOCK_KEY ")", 0, NULL, notx_done, run);
 		break;
 	case 1:
 		/* An interrupted concurrent build leaves an invalid index that
 		 * IF NOT EXISTS would keep forever: drop it first. */
-		p = strstr(m->sql, "IF NOT EXISTS ");
-		if (!p || sscanf(p, "IF NOT EXISTS %63[a-z0-9_]", name) != 1) {
+		if (!schema_notx_index(m, name)) {
 			notx_step(pc, NULL, run);
 			return;
 		}
@@ -154,14 +200,11 @@ static void notx_step(PgConn *pc, PGresult *res, void *arg)
 		r = pgconn_query(pc, m->sql, 0, NULL, notx_done, run);
 		break;
 	case 3:
-		schema_checksum(m->sql, sum);
-		snprintf(row, sizeof(row),
-			 "INSERT INTO nvsrelay.schema_migrations (version, name, checksum) VALUES (%u, '%s', '%s')",
-			 m->version, m->name, sum);
+		schema_record_sql(m, row, sizeof(row));
 		r = pgconn_query(pc, row, 0, NULL, notx_done, run);
 		break;
 	case 4:
-		r = pgconn_query(pc, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")", 0, NULL, notx_done, run);
+		r = pgconn_query(pc, "SELECT pg_advisory_unlock(" SCHEMA_LOCK_KEY ")", 0, NULL, notx_done, run);
 		break;
 	default:
 		run->applied++;
@@ -193,11 +236,12 @@ static int begin_locked(PgConn *pc, struct run *run);
 static void state_cb(PgConn *pc, PGresult *res, void *arg)
 {
 	struct run *run = arg;
-	char msg[600], sum[65], row[256];
+	char msg[600], row[256];
+	struct schema_state st;
 	char *sql = NULL;
 	size_t len = 0;
 	unsigned i;
-	int n, r;
+	int n;
 
 	if (!res) {
 		finish(pc, run, -EIO, 0, "connection lost while reading the schema version");
@@ -224,26 +268,16 @@ static void state_cb(PgConn *pc, PGresult *res, void *arg)
 		finish(pc, run, run->apply ? -EIO : -EPROTO, 0, msg);
 		return;
 	}
-	n = PQntuples(res);
-	for (r = 0; r < n; r++) {
-		unsigned v = (unsigned)strtoul(PQgetvalue(res, r, 0), NULL, 10);
-		const struct schema_migration *m = NULL;
-		for (i = 0; i < schema_migration_count; i++)
-			if (schema_migrations[i].version == v)
-				m = &schema_migrations[i];
-		if (!m) {
+	if (schema_check(res, &st) < 0) {
+		if (st.changed)
+			snprintf(msg, sizeof(msg), "migration %s was applied with a different checksum", st.changed->name);
+		else
 			snprintf(msg, sizeof(msg), "database has schema version %u, newer than this nvsrelayd knows (%u)",
-				 v, schema_migrations[schema_migration_count - 1].version);
-			finish(pc, run, -EPROTO, 0, msg);
-			return;
-		}
-		schema_checksum(m->sql, sum);
-		if (strcmp(sum, PQgetvalue(res, r, 1)) != 0) {
-			snprintf(msg, sizeof(msg), "migration %s was applied with a different checksum", m->name);
-			finish(pc, run, -EPROTO, 0, msg);
-			return;
-		}
+				 st.newer, schema_migrations[schema_migration_count - 1].version);
+		finish(pc, run, -EPROTO, 0, msg);
+		return;
 	}
+	n = (int)st.count;
 	if ((unsigned)n == schema_migration_count) {
 		if (run->apply) {
 			pgconn_query(pc, "COMMIT", 0, NULL, NULL, NULL);
@@ -269,11 +303,9 @@ static void state_cb(PgConn *pc, PGresult *res, void *arg)
 	for (i = (unsigned)n; i < schema_migration_count && !schema_migrations[i].notx; i++) {
 		const struct schema_migration *m = &schema_migrations[i];
 		log_notice("applying migration %s", m->name);
-		schema_checksum(m->sql, sum);
-		snprintf(row, sizeof(row),
-			 "\nINSERT INTO nvsrelay.schema_migrations (version, name, checksum) VALUES (%u, '%s', '%s');\n",
-			 m->version, m->name, sum);
-		if (append(&sql, &len, m->sql) < 0 || append(&sql, &len, row) < 0)
+		schema_record_sql(m, row, sizeof(row));
+		if (append(&sql, &len, m->sql) < 0 || append(&sql, &len, "\n") < 0 ||
+		    append(&sql, &len, row) < 0 || append(&sql, &len, ";\n") < 0)
 			goto oom;
 		run->pending++;
 	}
@@ -291,33 +323,22 @@ oom:
 /* True when every embedded migration is recorded with its checksum. */
 static bool complete(const PGresult *res)
 {
-	char sum[65];
-	unsigned i;
+	struct schema_state st;
 
-	if (PQresultStatus(res) != PGRES_TUPLES_OK || (unsigned)PQntuples(res) != schema_migration_count)
-		return false;
-	for (i = 0; i < schema_migration_count; i++) {
-		schema_checksum(schema_migrations[i].sql, sum);
-		if (strtoul(PQgetvalue(res, (int)i, 0), NULL, 10) != schema_migrations[i].version ||
-		    strcmp(PQgetvalue(res, (int)i, 1), sum) != 0)
-			return false;
-	}
-	return true;
+	return PQresultStatus(res) == PGRES_TUPLES_OK && schema_check(res, &st) == 0 &&
+	       st.count == schema_migration_count;
 }
 
 static int begin_locked(PgConn *pc, struct run *run)
 {
 	return pgconn_query(pc,
 				 "BEGIN;"
-				 "SELECT pg_advisory_xact_lock(" MIGRATE_LOCK_KEY ");"
+				 "SELECT pg_advisory_xact_lock(" SCHEMA_LOCK_KEY ");"
 				 /* A table lock NVSentinel's writers hold fails the step
 				  * after 2 s (retried with backoff) rather than queueing
 				  * every writer behind the migration. */
 				 "SET LOCAL lock_timeout = '2s';"
-				 "CREATE SCHEMA IF NOT EXISTS nvsrelay;"
-				 "CREATE TABLE IF NOT EXISTS nvsrelay.schema_migrations ("
-				 " version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL,"
-				 " applied_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp());"
+				 SCHEMA_BOOKKEEPING_SQL
 				 "SELECT version, checksum FROM nvsrelay.schema_migrations ORDER BY version;",
 				 0, NULL, state_cb, run);
 }

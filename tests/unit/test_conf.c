@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "conf.h"
+#include "conf_load.h"
 
 static char err[512];
 

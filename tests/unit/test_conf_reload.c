@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "conf.h"
+#include "conf_load.h"
 
 static Conf *conf_with(const char *text)
 {
