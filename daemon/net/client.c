@@ -15,10 +15,9 @@
  * (main.c wires them), never by calling it: the hub calls down into this
  * file to send, so the two do not call each other in a circle.
  *
- * Output is a queue of chunks.  An event chunk holds a reference to the
- * event every subscriber shares plus its own small envelope; other frames are
- * small owned copies, coalesced, handed to the transport as an iovec.  The
- * hub fills the queue and stops at a high-water mark, resuming when it
+ * Output goes through the client's queue (outq.c: shared events by
+ * reference, small frames coalesced), handed to the transport as an iovec.
+ * The hub fills the queue and stops at a high-water mark, resuming when it
  * drains, or sooner when it asked to (client_wake_below).
  * client_output_limit is a hard cap; a client above client_output_soft_limit
  * for client_output_soft_seconds, or whose output has not moved at all for
@@ -45,6 +44,7 @@
 #include "frame.h"
 #include "log.h"
 #include "metrics.h"
+#include "outq.h"
 #include "request.h"
 #include "transport.h"
 
@@ -56,35 +56,11 @@
 /* Bytes written per writable event before other clients get their turn. */
 #define WRITE_QUANTUM (1024 * 1024)
 #define IOV_BATCH (IOV_MAX < 1024 ? IOV_MAX : 1024)
-/* Small frames without a position share chunks of at least this size. */
-#define CHUNK_MIN 512
 
 enum client_state {
 	CS_HANDSHAKE,            /* TLS handshake running; no frames yet */
 	CS_AUTH,                 /* waiting for the hello with the token */
 	CS_OPEN,                 /* frames are dispatched */
-};
-
-/* One queued frame, or several small ones sharing data. */
-struct chunk {
-	struct chunk *next;
-	struct event *ev;        /* shared event (a reference), or NULL: data is the frames */
-	bool before;             /* ev: the fullDocumentBeforeChange variant */
-	bool has_pos;            /* an event or bookmark: sid has reached pos */
-	long long sid;
-	struct token pos;
-	size_t len;              /* bytes of the whole chunk */
-	size_t off;              /* bytes already written */
-	size_t head;             /* ev: the envelope head in data */
-	size_t cap;              /* room in data */
-	char data[];
-};
-
-/* The last position of one sid that left for the socket. */
-struct sidpos {
-	long long sid;
-	uint64_t seq;            /* when it was last moved, to evict the stalest */
-	struct token pos;
 };
 
 struct client {
@@ -102,11 +78,7 @@ struct client {
 	int refuse_code;         /* 0: none */
 	const char *refuse_msg;
 	FrameReader *fr;
-	struct chunk *head, *tail;      /* output queue */
-	size_t queued;           /* bytes in it not yet written */
-	struct sidpos *left;     /* per sid, what left for the socket */
-	size_t nleft;
-	uint64_t left_seq;
+	Outq *q;
 	size_t wake_below;       /* the writable upcall once queued drops below this (0: at empty) */
 	ev_tstamp progress;      /* output last moved (or started) */
 	ev_tstamp soft_since;    /* above the soft limit since, 0: not above */
@@ -174,25 +146,6 @@ static void refused(Client *c, enum client_refusal why, const char *detail)
 		    client_refusal_name(why), LOGQ(detail));
 }
 
-static void chunk_free(struct chunk *ch)
-{
-	if (ch->ev)
-		event_unref(ch->ev);
-	free(ch);
-}
-
-static void discard_queue(Client *c)
-{
-	struct chunk *ch, *next;
-
-	for (ch = c->head; ch; ch = next) {
-		next = ch->next;
-		chunk_free(ch);
-	}
-	c->head = c->tail = NULL;
-	c->queued = 0;
-}
-
 static void client_free(Client *c)
 {
 	if (c->prev)
@@ -207,10 +160,9 @@ static void client_free(Client *c)
 	ev_timer_stop(c->env.loop, &c->linger);
 	ev_timer_stop(c->env.loop, &c->auth);
 	ev_timer_stop(c->env.loop, &c->slow);
-	discard_queue(c);
+	outq_free(c->q);
 	transport_free(c->t);
 	frame_reader_free(c->fr);
-	free(c->left);
 	free(c);
 }
 
@@ -230,7 +182,7 @@ uint64_t client_id(const Client *c)
 
 size_t client_pending(const Client *c)
 {
-	return c->queued;
+	return outq_bytes(c->q);
 }
 
 void client_wake_below(Client *c, size_t bytes)
@@ -246,156 +198,22 @@ size_t client_count(void)
 
 /* --- output queue ------------------------------------------------------ */
 
-static const char *chunk_json(const struct chunk *ch, size_t *ret_len)
-{
-	if (ch->before) {
-		*ret_len = ch->ev->len_before;
-		return ch->ev->json_before;
-	}
-	*ret_len = ch->ev->len;
-	return ch->ev->json;
-}
-
-/* The unwritten bytes of ch, as at most three pieces. */
-static int chunk_pieces(const struct chunk *ch, struct iovec *iov)
-{
-	struct iovec all[3];
-	size_t skip = ch->off, jlen;
-	int n = 1, k = 0;
-
-	if (ch->ev) {
-		all[0].iov_base = (void *)ch->data;
-		all[0].iov_len = ch->head;
-		all[1].iov_base = (void *)chunk_json(ch, &jlen);
-		all[1].iov_len = jlen;
-		all[2].iov_base = (void *)"}\n";
-		all[2].iov_len = 2;
-		n = 3;
-	} else {
-		all[0].iov_base = (void *)ch->data;
-		all[0].iov_len = ch->len;
-	}
-	for (int i = 0; i < n; i++) {
-		if (skip >= all[i].iov_len) {
-			skip -= all[i].iov_len;
-			continue;
-		}
-		iov[k].iov_base = (char *)all[i].iov_base + skip;
-		iov[k].iov_len = all[i].iov_len - skip;
-		skip = 0;
-		k++;
-	}
-	return k;
-}
-
-/* Records that sid's frames up to pos left.  The table is bounded: past
- * max_subscriptions_per_client (plus room for unwatched sids) the entry
- * moved longest ago goes, which only costs a token in a final error frame
- * for a subscription that is long gone. */
-static void note_left(Client *c, long long sid, const struct token *pos)
-{
-	size_t cap = (size_t)c->env.cv->max_subscriptions_per_client + 16, i, old = 0;
-
-	for (i = 0; i < c->nleft; i++) {
-		if (c->left[i].sid == sid) {
-			c->left[i].pos = *pos;
-			c->left[i].seq = ++c->left_seq;
-			return;
-		}
-		if (c->left[i].seq < c->left[old].seq)
-			old = i;
-	}
-	if (!c->left && !(c->left = calloc(cap, sizeof(*c->left))))
-		return;
-	i = c->nleft < cap ? c->nleft++ : old;
-	c->left[i].sid = sid;
-	c->left[i].pos = *pos;
-	c->left[i].seq = ++c->left_seq;
-}
-
 bool client_delivered(const Client *c, long long sid, struct token *ret)
 {
-	for (size_t i = 0; i < c->nleft; i++) {
-		if (c->left[i].sid == sid) {
-			*ret = c->left[i].pos;
-			return true;
-		}
-	}
-	return false;
-}
-
-static void pop_chunk(Client *c)
-{
-	struct chunk *ch = c->head;
-
-	c->head = ch->next;
-	if (!c->head)
-		c->tail = NULL;
-	if (ch->has_pos)
-		note_left(c, ch->sid, &ch->pos);
-	chunk_free(ch);
-}
-
-/* n bytes from the front of the queue were written. */
-static void advance(Client *c, size_t n)
-{
-	c->queued -= n;
-	c->progress = ev_now(c->env.loop);
-	while (n > 0) {
-		struct chunk *ch = c->head;
-		size_t left = ch->len - ch->off;
-
-		if (n < left) {
-			ch->off += n;
-			return;
-		}
-		n -= left;
-		pop_chunk(c);
-	}
-}
-
-/*
- * A dropped client keeps only what it has started to receive: the chunk
- * partly written (its frame must be completed) and what the transport took
- * (a TLS retry must offer the same bytes).  Those count as sent, so the
- * error frames that follow carry their positions.
- */
-static void drop_unsent(Client *c)
-{
-	size_t promised = transport_unwritten(c->t), at = 0;
-	struct chunk **pp = &c->head, *ch;
-
-	while ((ch = *pp)) {
-		size_t left = ch->len - ch->off;
-
-		if (ch->off > 0 || at < promised) {
-			if (ch->has_pos)
-				note_left(c, ch->sid, &ch->pos);
-			at += left;
-			c->tail = ch;
-			pp = &ch->next;
-			continue;
-		}
-		*pp = ch->next;
-		c->queued -= left;
-		chunk_free(ch);
-	}
-	if (!c->head)
-		c->tail = NULL;
+	return outq_delivered(c->q, sid, ret);
 }
 
 static void slow_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
-/* Bookkeeping after len bytes joined the queue. */
-static void queued(Client *c, size_t len)
+/* Bookkeeping after bytes joined the queue, which held was_queued before. */
+static void queued(Client *c, size_t was_queued)
 {
 	const struct conf_values *cv = c->env.cv;
 	ev_tstamp now = ev_now(c->env.loop);
 
-	if (c->queued == 0)
+	if (was_queued == 0)
 		c->progress = now;
-	c->queued += len;
-	if (cv->client_output_soft_limit > 0 && c->queued > (size_t)cv->client_output_soft_limit &&
+	if (cv->client_output_soft_limit > 0 && outq_bytes(c->q) > (size_t)cv->client_output_soft_limit &&
 	    c->soft_since == 0)
 		c->soft_since = now;
 	if (cv->client_output_soft_seconds > 0 && !ev_is_active(&c->slow)) {
@@ -416,14 +234,14 @@ static void drop(Client *c, enum client_drop why, int code, const char *msg,
  * name the last position that is really on its way. */
 static bool room_for(Client *c, size_t len)
 {
-	size_t limit = (size_t)c->env.cv->client_output_limit;
+	size_t limit = (size_t)c->env.cv->client_output_limit, have = outq_bytes(c->q);
 	char msg[160];
 
-	if (c->dropping || c->queued + len <= limit)
+	if (c->dropping || have + len <= limit)
 		return true;
 	snprintf(msg, sizeof(msg),
 		 "output limit exceeded: %zu bytes queued and %zu more would pass client_output_limit (%zu)",
-		 c->queued, len, limit);
+		 have, len, limit);
 	drop(c, DROP_HARD_LIMIT, ERR_EXCEEDED_MEMORY_LIMIT, msg, "output limit exceeded");
 	return false;
 }
@@ -431,37 +249,15 @@ static bool room_for(Client *c, size_t len)
 static void queue_frame(Client *c, const char *data, size_t len, bool has_pos, long long sid,
 			const struct token *pos)
 {
-	struct chunk *t = c->tail, *ch;
-	size_t cap;
+	size_t was = outq_bytes(c->q);
 
 	if (c->closing || len == 0 || !room_for(c, len))
 		return;
-	if (!has_pos && t && !t->ev && !t->has_pos && t->cap - t->len >= len) {
-		memcpy(t->data + t->len, data, len);
-		t->len += len;
-		queued(c, len);
-		return;
-	}
-	cap = has_pos || len >= CHUNK_MIN ? len : CHUNK_MIN;
-	ch = malloc(sizeof(*ch) + cap);
-	if (!ch) {
+	if (outq_push(c->q, data, len, has_pos, sid, pos) < 0) {
 		client_close(c, "out of memory");
 		return;
 	}
-	memset(ch, 0, sizeof(*ch));
-	memcpy(ch->data, data, len);
-	ch->len = len;
-	ch->cap = cap;
-	ch->has_pos = has_pos;
-	ch->sid = sid;
-	if (pos)
-		ch->pos = *pos;
-	if (t)
-		t->next = ch;
-	else
-		c->head = ch;
-	c->tail = ch;
-	queued(c, len);
+	queued(c, was);
 }
 
 void client_send(Client *c, const char *data, size_t len)
@@ -471,41 +267,15 @@ void client_send(Client *c, const char *data, size_t len)
 
 void client_send_event(Client *c, long long sid, struct event *ev, bool before)
 {
-	char head[64];
-	struct chunk *ch;
-	size_t jlen, len;
-	int n;
+	size_t was = outq_bytes(c->q);
 
-	if (c->closing)
+	if (c->closing || !room_for(c, outq_event_len(sid, ev, before)))
 		return;
-	before = before && ev->json_before;
-	jlen = before ? ev->len_before : ev->len;
-	/* Only the envelope is per subscription; the event bytes are shared. */
-	n = snprintf(head, sizeof(head), "{\"op\":\"event\",\"sid\":%lld,\"event\":", sid);
-	len = (size_t)n + jlen + 2;
-	if (!room_for(c, len))
-		return;
-	ch = malloc(sizeof(*ch) + (size_t)n);
-	if (!ch) {
+	if (outq_push_event(c->q, sid, ev, before) < 0) {
 		client_close(c, "out of memory");
 		return;
 	}
-	memset(ch, 0, sizeof(*ch));
-	memcpy(ch->data, head, (size_t)n);
-	ch->ev = event_ref(ev);
-	ch->before = before;
-	ch->has_pos = true;
-	ch->sid = sid;
-	ch->pos = ev->pos;
-	ch->len = len;
-	ch->head = (size_t)n;
-	ch->cap = (size_t)n;
-	if (c->tail)
-		c->tail->next = ch;
-	else
-		c->head = ch;
-	c->tail = ch;
-	queued(c, len);
+	queued(c, was);
 }
 
 void client_send_bookmark(Client *c, long long sid, const struct token *tok)
@@ -557,19 +327,13 @@ static int flush(Client *c, char *why, size_t whylen)
 	struct iovec iov[IOV_BATCH];
 	size_t budget = WRITE_QUANTUM, max = transport_write_max(c->t);
 
-	while (c->head && budget > 0) {
-		struct chunk *ch;
-		size_t bytes = 0;
-		int n = 0;
-		ssize_t w;
+	while (outq_bytes(c->q) > 0 && budget > 0) {
+		int n = outq_iov(c->q, iov, IOV_BATCH, max);
+		ssize_t w = transport_writev(c->t, iov, n, why, whylen);
 
-		for (ch = c->head; ch && n + 3 <= IOV_BATCH && bytes < max; ch = ch->next) {
-			n += chunk_pieces(ch, iov + n);
-			bytes += ch->len - ch->off;
-		}
-		w = transport_writev(c->t, iov, n, why, whylen);
 		if (w > 0) {
-			advance(c, (size_t)w);
+			outq_consume(c->q, (size_t)w);
+			c->progress = ev_now(c->env.loop);
 			budget -= (size_t)w < budget ? (size_t)w : budget;
 			continue;
 		}
@@ -591,19 +355,19 @@ static void output(Client *c)
 
 	if (r < 0) {
 		/* The peer is gone: nothing more can be delivered. */
-		discard_queue(c);
+		outq_clear(c->q);
 		if (c->closing)
 			free_later(c);
 		else
 			client_close(c, why);
 		return;
 	}
-	if (c->queued > 0) {
+	if (outq_bytes(c->q) > 0) {
 		if (c->write_wants_read)
 			ev_io_stop(c->env.loop, &c->wio);
 		else
 			ev_io_start(c->env.loop, &c->wio);
-		if (c->wake_below && c->queued < c->wake_below && !c->closing) {
+		if (c->wake_below && outq_bytes(c->q) < c->wake_below && !c->closing) {
 			c->wake_below = 0;
 			c->env.up->writable(c->env.up_arg, c);
 		}
@@ -650,9 +414,9 @@ void client_close(Client *c, const char *reason)
 	if (c->dropping && c->env.cv->client_output_soft_seconds > linger)
 		linger = c->env.cv->client_output_soft_seconds;
 	ev_timer_stop(c->env.loop, &c->linger);
-	ev_timer_set(&c->linger, c->queued ? linger : 0., 0.);
+	ev_timer_set(&c->linger, outq_bytes(c->q) ? linger : 0., 0.);
 	ev_timer_start(c->env.loop, &c->linger);
-	if (c->queued && c->state != CS_HANDSHAKE && !c->write_wants_read)
+	if (outq_bytes(c->q) && c->state != CS_HANDSHAKE && !c->write_wants_read)
 		ev_io_start(c->env.loop, &c->wio);
 	else
 		ev_io_stop(c->env.loop, &c->wio);
@@ -681,9 +445,12 @@ static void drop(Client *c, enum client_drop why, int code, const char *msg,
 		return;
 	drops[why]++;
 	c->dropping = true;
-	drop_unsent(c);
+	/* A dropped client keeps only what it has started to receive (and
+	 * what the transport took: a TLS retry must offer the same bytes), so
+	 * its memory comes back and its error frames carry those positions. */
+	outq_drop_unsent(c->q, transport_unwritten(c->t));
 	log_warning("slow consumer dropped client=c%" PRIu64 " peer=%s limit=%s queued=%zu", c->id, c->peer,
-		    client_drop_name(why), c->queued);
+		    client_drop_name(why), outq_bytes(c->q));
 	c->env.up->error(c->env.up_arg, c, code, msg);
 	client_close(c, reason);
 }
@@ -697,7 +464,7 @@ static void slow_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	char msg[200], reason[96];
 
 	(void)revents;
-	if (c->closing || c->queued == 0) {
+	if (c->closing || outq_bytes(c->q) == 0) {
 		ev_timer_stop(loop, w);
 		c->soft_since = 0;
 		return;
@@ -709,7 +476,7 @@ static void slow_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		drop(c, DROP_STALLED, ERR_EXCEEDED_TIME_LIMIT, msg, reason);
 		return;
 	}
-	if (cv->client_output_soft_limit > 0 && c->queued > (size_t)cv->client_output_soft_limit) {
+	if (cv->client_output_soft_limit > 0 && outq_bytes(c->q) > (size_t)cv->client_output_soft_limit) {
 		if (c->soft_since == 0)
 			c->soft_since = now;
 		if (now - c->soft_since >= secs) {
@@ -937,7 +704,7 @@ static void handshake(Client *c)
 			client_refuse(c, c->refuse_why, c->refuse_code, c->refuse_msg);
 			return;
 		}
-		if (c->queued)
+		if (outq_bytes(c->q))
 			ev_io_start(c->env.loop, &c->wio);
 		/* A client may send its first frames with its last handshake
 		 * message; they wait in the session, not in the socket. */
@@ -1023,7 +790,12 @@ Client *client_new(const struct client_env *env, int fd, const char *peer, const
 	Transport *tr = t && t->ssl ? transport_tls(fd, t->ssl) : transport_plain(fd);
 	Client *c = tr ? calloc(1, sizeof(*c)) : NULL;
 
-	if (!c || !(c->fr = frame_reader_new((size_t)env->cv->max_frame_bytes))) {
+	/* Positions that left: one per subscription, plus room for sids
+	 * unwatched lately. */
+	if (!c || !(c->fr = frame_reader_new((size_t)env->cv->max_frame_bytes)) ||
+	    !(c->q = outq_new((size_t)env->cv->max_subscriptions_per_client + 16))) {
+		if (c)
+			frame_reader_free(c->fr);
 		free(c);
 		transport_free(tr);
 		return NULL;
