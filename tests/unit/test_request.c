@@ -225,6 +225,22 @@ test_watch_refused(void **state)
 		"consumer must be a non-empty UTF-8 string of at most 255 bytes");
 	refused(WATCH("\"consumer\":\"\xc3\x28\""), ERR_TYPE_MISMATCH, 5,
 		"consumer must be a non-empty UTF-8 string of at most 255 bytes");
+	{
+		char name[300], rest[320];
+		struct request req;
+		struct request_error err;
+		cJSON *m;
+
+		memset(name, 'c', 255);
+		name[255] = '\0';
+		snprintf(rest, sizeof(rest), "\"consumer\":\"%s\"", name);
+		assert_int_equal(decode(WATCH(rest), &req, &err, &m), 0);
+		assert_int_equal(strlen(req.consumer), 255);
+		cJSON_Delete(m);
+		snprintf(rest, sizeof(rest), "\"consumer\":\"%sc\"", name);
+		refused(WATCH(rest), ERR_TYPE_MISMATCH, 5,
+			"consumer must be a non-empty UTF-8 string of at most 255 bytes");
+	}
 	refused(WATCH("\"resumeAfter\":\"" TOK "\",\"startAfter\":\"" TOK "\""), ERR_BAD_VALUE, 5,
 		"give only one of resumeAfter and startAfter");
 	refused(WATCH("\"startAfter\":\"" TOK "\",\"startAtOperationTime\":\"2026-11-25T10:00:00Z\""), ERR_BAD_VALUE,
