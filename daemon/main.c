@@ -32,6 +32,7 @@
 #include "migrate.h"
 #include "ops.h"
 #include "relay.h"
+#include "request.h"
 
 #define DEFAULT_CONFIG "/etc/nvsrelayd/nvsrelayd.conf"
 
@@ -81,6 +82,66 @@ static uint32_t generation(void)
 {
 	return g.relay ? relay_generation(g.relay) : 0;
 }
+
+/* --- the clients' upcalls, served by the hub ---------------------------- */
+
+static int up_watch(void *arg, Client *c, const struct request *rq, struct filter *filter)
+{
+	struct watch_req req = {
+		.sid = rq->sid,
+		.table = rq->table == REQUEST_MAINTENANCE_EVENTS ? TABLE_MAINTENANCE_EVENTS : TABLE_HEALTH_EVENTS,
+		.consumer = rq->consumer,
+		.has_resume = rq->has_resume,
+		.resume = rq->resume,
+		.has_event_id = rq->has_event_id,
+		.event_id = rq->event_id,
+		.start_at = rq->start_at,
+		.filter = filter,
+		.before = rq->before,
+	};
+
+	return hub_watch(arg, c, &req);
+}
+
+static int up_ack(void *arg, Client *c, long long sid, const struct token *tok)
+{
+	return hub_ack(arg, c, sid, tok);
+}
+
+static int up_unwatch(void *arg, Client *c, long long sid)
+{
+	return hub_unwatch(arg, c, sid);
+}
+
+static void up_gone(void *arg, Client *c)
+{
+	hub_client_gone(arg, c);
+}
+
+static void up_writable(void *arg, Client *c)
+{
+	hub_client_writable(arg, c);
+}
+
+static void up_error(void *arg, Client *c, int code, const char *msg)
+{
+	hub_client_error(arg, c, code, msg);
+}
+
+static size_t up_subscriptions(void *arg, const Client *c)
+{
+	return hub_client_subscriptions(arg, c);
+}
+
+static const struct client_upcalls hub_upcalls = {
+	.watch = up_watch,
+	.ack = up_ack,
+	.unwatch = up_unwatch,
+	.gone = up_gone,
+	.writable = up_writable,
+	.error = up_error,
+	.subscriptions = up_subscriptions,
+};
 
 static void on_ready(void *ud)
 {
@@ -313,7 +374,8 @@ int main(int argc, char **argv)
 	}
 	hub_set_source(g.hub, relay_source(g.relay));
 	g.cenv.loop = g.loop;
-	g.cenv.hub = g.hub;
+	g.cenv.up = &hub_upcalls;
+	g.cenv.up_arg = g.hub;
 	g.cenv.cv = g.cv;
 	g.cenv.generation = generation;
 	g.ops = ops_new(&(struct ops_env){ .loop = g.loop, .cv = g.cv, .hub = g.hub, .relay = g.relay,

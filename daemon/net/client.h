@@ -1,9 +1,10 @@
 /*
- * client.h - one subscriber connection: its transport (a plain socket or a
- * TLS session), NDJSON framing in, protocol v1 dispatch, a bounded output
+ * client.h - one subscriber connection: its transport (transport.h), NDJSON
+ * framing in, dispatch of the requests request.c decodes, a bounded output
  * queue that holds shared events by reference, the slow-consumer policy and
- * the single failure path client_close().  listener.c creates clients; hub.c
- * writes frames to them; the metrics read the refusal and drop counters.
+ * the single failure path client_close().  listener.c creates clients; the
+ * hub writes frames to them and hears from them only through the upcalls
+ * main.c puts in client_env; the metrics read the refusal and drop counters.
  */
 #ifndef NVSRELAY_CLIENT_H
 #define NVSRELAY_CLIENT_H
@@ -19,12 +20,32 @@
 
 
 typedef struct client Client;
-struct hub;
+struct filter;
+struct request;
 struct ssl_st;
+
+/* What a client asks of the subscriptions above it (the hub).  arg is
+ * client_env's up_arg.  watch, ack and unwatch return 0 or a negative errno
+ * with an error frame already sent to the client. */
+struct client_upcalls {
+	/* A decoded watch; takes the compiled pipeline (NULL: none). */
+	int (*watch)(void *arg, Client *c, const struct request *req, struct filter *filter);
+	int (*ack)(void *arg, Client *c, long long sid, const struct token *tok);
+	int (*unwatch)(void *arg, Client *c, long long sid);
+	/* c is closing: its subscriptions end. */
+	void (*gone)(void *arg, Client *c);
+	/* c's queue drained (or fell below client_wake_below). */
+	void (*writable)(void *arg, Client *c);
+	/* c is being dropped: an error frame to each of its subscriptions. */
+	void (*error)(void *arg, Client *c, int code, const char *msg);
+	/* Subscriptions of c, for max_subscriptions_per_client. */
+	size_t (*subscriptions)(void *arg, const Client *c);
+};
 
 struct client_env {
 	struct ev_loop *loop;
-	struct hub *hub;
+	const struct client_upcalls *up;
+	void *up_arg;
 	const struct conf_values *cv;
 	uint32_t (*generation)(void);   /* current changelog generation */
 };
@@ -74,7 +95,7 @@ void client_refuse(Client *c, enum client_refusal why, int code, const char *msg
 uint64_t client_id(const Client *c);
 /* Bytes queued and not yet written to the socket. */
 size_t client_pending(const Client *c);
-/* Asks for hub_client_writable as soon as fewer than bytes are queued
+/* Asks for the writable upcall as soon as fewer than bytes are queued
  * (once; by default it comes only when the queue is empty). */
 void client_wake_below(Client *c, size_t bytes);
 

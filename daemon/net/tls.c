@@ -4,10 +4,10 @@
  * certificate and key from PEM files, client
  * certificates required and verified when a CA file is configured) and the
  * error text that goes to the log.  listener.c owns the context and creates
- * one session per connection; client.c drives the sessions.
+ * one session per connection; transport.c drives the sessions.
  *
  * Sessions run non-blocking with partial writes and moving write buffers
- * allowed, so client.c can write a record at a time from a buffer it
+ * allowed, so transport.c can write a record at a time from a buffer it
  * refills, and with renegotiation off, so a write never has to wait for the
  * peer to send something first.
  */

@@ -1,7 +1,7 @@
 /*
  * tls.h - TLS for the subscriber TCP listener, on OpenSSL.  listener.c builds
  * the server context from the configured PEM files and starts one session per
- * accepted connection; client.c drives each session non-blocking (handshake,
+ * accepted connection; transport.c drives each session non-blocking (handshake,
  * reads, writes) with OpenSSL's own calls and reports failures through
  * tls_error().
  */
