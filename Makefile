@@ -46,10 +46,7 @@ ALL_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recov
 LDSAN      := -fsanitize=$(SANITIZE)
 endif
 
-PROTO_SRC  := proto/errors.c proto/frame.c proto/hostport.c proto/jsoncost.c proto/token.c
-# Request decoding, the server's half of the protocol: the daemon links it
-# (with the UTF-8 validator it uses), the CLI does not.
-REQUEST_OBJ := $(B)/proto/request.o
+PROTO_SRC  := proto/errors.c proto/frame.c proto/hostport.c proto/jsoncost.c proto/request.c proto/token.c proto/utf8.c
 DAEMON_SRC := $(filter-out daemon/main.c,$(wildcard $(DAEMON_DIRS:%=%/*.c)))
 HEADERS    := $(wildcard proto/*.h cli/*.h $(DAEMON_DIRS:%=%/*.h))
 # The CLI (cli/) links libnvsrelay; `import` also reads the daemon's
@@ -65,9 +62,9 @@ INCLUDEDIR ?= $(PREFIX)/include
 SQL_FILES  := $(sort $(wildcard sql/[0-9]*.sql))
 PROTO_OBJ  := $(PROTO_SRC:%.c=$(B)/%.o)
 DAEMON_OBJ := $(DAEMON_SRC:%.c=$(B)/%.o) $(B)/sql_embed.o
-PURE_OBJ   := $(PROTO_OBJ) $(B)/proto/wire.o $(REQUEST_OBJ) $(CONF_OBJ) $(patsubst %.c,$(B)/%.o,daemon/net/allow.c \
+PURE_OBJ   := $(PROTO_OBJ) $(B)/proto/wire.o $(CONF_OBJ) $(patsubst %.c,$(B)/%.o,daemon/net/allow.c \
               daemon/stream/diff.c daemon/stream/event.c daemon/net/outq.c cli/extjson.c daemon/stream/filter.c \
-              daemon/metrics.c daemon/utf8.c)
+              daemon/metrics.c)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 # Every fuzz target is also built with the normal compiler into a replay
@@ -93,7 +90,7 @@ $(B)/sql_embed.c: $(SQL_FILES) sql/embed.sh
 $(B)/sql_embed.o: $(B)/sql_embed.c
 	$(CC) $(ALL_CFLAGS) -Wno-overlength-strings -c $< -o $@
 
-$(B)/nvsrelayd: $(B)/daemon/main.o $(DAEMON_OBJ) $(PROTO_OBJ) $(REQUEST_OBJ)
+$(B)/nvsrelayd: $(B)/daemon/main.o $(DAEMON_OBJ) $(PROTO_OBJ)
 	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(B)/nvsrelay: $(B)/cli/main.o $(CLI_OBJ) $(B)/libnvsrelay.a $(PROTO_OBJ)

@@ -3,8 +3,9 @@
  * publishes each event once; the hub hands it by reference to every
  * matching subscription, serves subscribers that fell behind the ring
  * through catch-up reads, emits bookmarks and persists durable positions,
- * both through the source's ops (source.h).  client.c calls the
- * subscription functions; the source (relay.c) publishes.
+ * both through the source's ops (source.h).  Clients reach the
+ * subscription functions through the upcalls main.c wires
+ * (client_upcalls); the source (relay.c) publishes.
  */
 #ifndef NVSRELAY_HUB_H
 #define NVSRELAY_HUB_H
@@ -45,7 +46,7 @@ void hub_set_source(Hub *h, const struct source *src);
 void hub_set_head(Hub *h, const struct token *head);
 void hub_publish(Hub *h, struct event *ev);        /* takes a reference */
 
-/* Subscription calls from client.c.  Each returns 0 or a negative errno with
+/* Subscription calls, from clients through their upcalls.  Each returns 0 or a negative errno with
  * an error frame already sent to the client. */
 int hub_watch(Hub *h, struct client *c, const struct watch_req *req);
 int hub_ack(Hub *h, struct client *c, long long sid, const struct token *tok);

@@ -28,18 +28,6 @@ my %allow = (
 	'proto/nvsrelay.c'     => 'libnvsrelay, the public C client library: one translation unit so its internals stay hidden',
 );
 
-# ---------------------------------------------------------------------------
-# %pending: being fixed by other parts of issue 15, in parallel.  Each entry
-# is reported as a TODO (it does not fail the test) until the fix is merged;
-# then `prove` shows it as "unexpectedly succeeded" and the entry goes.
-# EMPTY THIS LIST after merging issue 15: nothing may stay pending.
-# ---------------------------------------------------------------------------
-my %pending = (
-	'circle daemon/net/client daemon/stream/hub' => 'client.c and hub.c include each other (issue 15: client.c no longer calls into the hub)',
-	'circle daemon/pg/relay daemon/stream/hub'   => 'hub.c includes relay.h (issue 15: the hub sees its source through source.h)',
-	'lines daemon/net/client.c'                  => 'transport, request decoding move out (issue 15)',
-	'lines daemon/pg/relay.c'                    => 'being split (issue 15)',
-);
 
 my @dirs = qw(daemon cli proto);
 my (@files, %header_of, %module);
@@ -112,22 +100,11 @@ for my $start (sort keys %module) {
 	}
 }
 
-my %seen_pending;
 for my $key (sort keys %circles) {
-	my $name = "no include circle: $circles{$key}";
-	if (my $why = $pending{"circle $key"}) {
-		$seen_pending{"circle $key"} = 1;
-		TODO: {
-			local $TODO = "pending: $why";
-			fail($name);
-		}
-	} else {
-		fail($name);
-		diag("include circle: $circles{$key} (a module reached from two places is a seam with an interface)");
-	}
+	fail("no include circle: $circles{$key}");
+	diag("include circle: $circles{$key} (a module reached from two places is a seam with an interface)");
 }
-ok(1, 'include graph: ' . scalar(keys %edges) . ' modules include others, '
-	. scalar(grep { !$pending{"circle $_"} } keys %circles) . ' circles not pending');
+ok(1, 'include graph: ' . scalar(keys %edges) . ' modules include others, ' . scalar(keys %circles) . ' circles');
 
 # File sizes.
 for my $f (@files) {
@@ -135,12 +112,6 @@ for my $f (@files) {
 	next if $lines <= $MAX_LINES;
 	if (my $why = $allow{$f}) {
 		pass("$f: $lines lines, allowed: $why");
-	} elsif ($why = $pending{"lines $f"}) {
-		$seen_pending{"lines $f"} = 1;
-		TODO: {
-			local $TODO = "pending: $why";
-			fail("$f: $lines lines, at most $MAX_LINES");
-		}
 	} else {
 		fail("$f: $lines lines, at most $MAX_LINES");
 		diag("$f has $lines lines: split it by concern, or, if it is one cohesive table or codec, add it to %allow with its reason");
@@ -150,12 +121,5 @@ for my $f (sort keys %allow) {
 	ok(-f "$root/$f", "allow-list entry $f exists");
 }
 
-# A pending entry that no longer happens is fixed: a TODO that passes.
-for my $key (sort grep { !$seen_pending{$_} } keys %pending) {
-	TODO: {
-		local $TODO = "pending entry '$key' is fixed: remove it from %pending";
-		fail("pending: $key still happens");
-	}
-}
 
 done_testing();

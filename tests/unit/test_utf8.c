@@ -1,5 +1,5 @@
 /*
- * test_utf8.c - unit tests of daemon/utf8.c: the validator, and the copy of
+ * test_utf8.c - unit tests of proto/utf8.c: the validator, and the copy of
  * a client-supplied string into an error message (a multi-byte character
  * never cut, invalid sequences, NUL and control characters escaped, the
  * result always valid UTF-8 and NUL-terminated within its buffer).
