@@ -9,6 +9,7 @@
 #   make fuzz FUZZ_TIME=30   each libFuzzer target for FUZZ_TIME seconds (clang)
 #   make deps       install the Debian packages the build, demo and tests need
 #   make deb        Debian packages in build/deb/ (dpkg-buildpackage)
+#   make image      OCI image in build/image/ from those packages (mmdebstrap; no registry)
 
 VERSION   := 0.1.0
 PREFIX    ?= /usr/local
@@ -200,6 +201,14 @@ deb:
 	rm -rf $(DEBDIR)/src
 	@ls $(DEBDIR)/*.deb
 
+# The OCI image (packaging/image/build.sh): nvsrelayd_*.deb on a Debian base
+# unpacked by mmdebstrap, reproducible (SOURCE_DATE_EPOCH of the last
+# commit); the base is cached in IMAGE_CACHE by package list.
+IMAGEDIR    ?= build/image
+IMAGE_CACHE ?= build/image-base
+image: deb
+	IMAGE_CACHE=$(IMAGE_CACHE) sh packaging/image/build.sh $(DEBDIR) $(IMAGEDIR) $(VERSION)
+
 # The client library alone: header, static and shared library, pkg-config file.
 install-lib: $(B)/libnvsrelay.a $(B)/libnvsrelay.so.0
 	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR)/pkgconfig
@@ -241,4 +250,4 @@ fuzz: $(FUZZ_TARGETS:%=$(FUZZ_B)/fuzz_%)
 clean:
 	rm -rf build build-san build-fuzz build-vg
 
-.PHONY: all bench deps check check-valgrind check-long demo install install-lib man deb clean fuzz
+.PHONY: all bench deps check check-valgrind check-long demo install install-lib man deb image clean fuzz
