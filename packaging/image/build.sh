@@ -124,27 +124,26 @@ tar -C "$root" --sort=name --numeric-owner --format=posix \
 diffid=$(sha256sum "$out/layer.tar" | cut -d' ' -f1)
 gzip -n -9 "$out/layer.tar"
 
-# blob FILE: moves FILE into the layout under its digest; prints "digest size".
+# blob FILE: moves FILE into the layout under its digest; sets dig and size.
 blob() {
-	d=$(sha256sum "$1" | cut -d' ' -f1)
-	s=$(wc -c <"$1" | tr -d ' ')
-	mv "$1" "$out/oci/blobs/sha256/$d"
-	echo "$d $s"
+	dig=$(sha256sum "$1" | cut -d' ' -f1)
+	size=$(wc -c <"$1" | tr -d ' ')
+	mv "$1" "$out/oci/blobs/sha256/$dig"
 }
-set -- $(blob "$out/layer.tar.gz")
-ldig=$1 lsize=$2
+blob "$out/layer.tar.gz"
+ldig=$dig lsize=$size
 
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 labels="\"org.opencontainers.image.title\":\"nvsrelayd\",\"org.opencontainers.image.version\":\"$version\",\"org.opencontainers.image.revision\":\"$revision\",\"org.opencontainers.image.created\":\"$created\",\"org.opencontainers.image.licenses\":\"Apache-2.0\""
 printf '%s' "{\"architecture\":\"$ociarch\",\"os\":\"linux\",\"created\":\"$created\",\"config\":{\"User\":\"$uid:$uid\",\"Env\":[\"PATH=/usr/sbin:/usr/bin:/sbin:/bin\",\"NVSRELAY_ADMIN_SOCKET=/run/nvsrelayd/admin.sock\"],\"Entrypoint\":[\"/usr/sbin/nvsrelayd\"],\"Cmd\":[\"--config\",\"/etc/nvsrelayd/nvsrelayd.conf\"],\"WorkingDir\":\"/\",\"ExposedPorts\":{\"9187/tcp\":{}},\"StopSignal\":\"SIGTERM\",\"Labels\":{$labels}},\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\"sha256:$diffid\"]},\"history\":[{\"created\":\"$created\",\"created_by\":\"make image: Debian $suite ($pkgs) + nvsrelayd_${version}_$arch.deb\"}]}" \
 	>"$out/config.json"
-set -- $(blob "$out/config.json")
-cdig=$1 csize=$2
+blob "$out/config.json"
+cdig=$dig csize=$size
 
 printf '%s' "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"sha256:$cdig\",\"size\":$csize},\"layers\":[{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"sha256:$ldig\",\"size\":$lsize}],\"annotations\":{$labels}}" \
 	>"$out/manifest.json"
-set -- $(blob "$out/manifest.json")
-mdig=$1 msize=$2
+blob "$out/manifest.json"
+mdig=$dig msize=$size
 
 printf '%s' "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"manifests\":[{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"sha256:$mdig\",\"size\":$msize,\"annotations\":{\"org.opencontainers.image.ref.name\":\"$version\"}}]}" \
 	>"$out/oci/index.json"
