@@ -12,6 +12,7 @@
 #   make deps       install the Debian packages the build, demo and tests need
 #                   (check, demo and the other test targets run it first; DEPS=0 skips it)
 #   make deb        Debian packages in build/deb/ (dpkg-buildpackage)
+#   make image      OCI image in build/image/ from those packages (mmdebstrap; no registry)
 #
 # Warnings are errors for development and CI; packagers' builds, with other
 # compilers and flags, pass WERROR= (packaging/debian/rules does).
@@ -227,6 +228,14 @@ deb:
 	rm -rf $(DEBDIR)/src
 	@ls $(DEBDIR)/*.deb
 
+# The OCI image (packaging/image/build.sh): nvsrelayd_*.deb on a Debian base
+# unpacked by mmdebstrap, reproducible (SOURCE_DATE_EPOCH of the last
+# commit); the base is cached in IMAGE_CACHE by package list.
+IMAGEDIR    ?= build/image
+IMAGE_CACHE ?= build/image-base
+image: deb
+	IMAGE_CACHE=$(IMAGE_CACHE) sh packaging/image/build.sh $(DEBDIR) $(IMAGEDIR) $(VERSION)
+
 # The client library alone: header, static and shared library, pkg-config file.
 install-lib: $(B)/libnvsrelay.a $(B)/libnvsrelay.so.0
 	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR)/pkgconfig
@@ -268,4 +277,4 @@ fuzz: $(FUZZ_TARGETS:%=$(FUZZ_B)/fuzz_%)
 clean:
 	rm -rf build build-san build-fuzz build-vg
 
-.PHONY: all bench deps check check-unit check-valgrind check-long demo install install-lib man deb clean fuzz
+.PHONY: all bench deps check check-unit check-valgrind check-long demo install install-lib man deb image clean fuzz

@@ -6,7 +6,8 @@
  *
  * Names follow Prometheus conventions: the nvsrelay_ prefix, base units
  * (seconds, bytes), _total on counters.  A family has at most one label, and
- * at most METRICS_MAX_SERIES values of it; further values share the series
+ * at most METRICS_MAX_SERIES values of it (METRICS_MAX_CONSUMERS for the
+ * per-consumer families); further values share the series
  * labelled "other".  Recording is best-effort: when memory runs out an
  * update is dropped rather than failing the caller.
  */
@@ -82,6 +83,16 @@ static const struct family families[M_COUNT] = {
 	  .help = "Seconds since the durable consumer's acknowledged position last moved."),
 	F(M_CONSUMER_BUFFERED, "consumer_buffered_bytes", MT_GAUGE, "consumer", 0,
 	  .help = "Bytes queued to the durable consumer's connection and not yet written."),
+	F(M_CONSUMER_CONNECTED, "consumer_connected", MT_GAUGE, "consumer", 0,
+	  .help = "1 while the durable consumer has a subscription on this relay; 0 for one known to resume_tokens (seen within consumer_idle_hours) that has none."),
+	F(M_CONSUMER_SEEN_AGE, "consumer_last_seen_seconds", MT_GAUGE, "consumer", 0,
+	  .help = "Seconds since resume_tokens.last_updated of the durable consumer (each position write, and every prune_interval_s while it is connected to any relay)."),
+	F(M_RETENTION_PRUNED, "retention_pruned_rows_total", MT_COUNTER, NULL, 0,
+	  .help = "Changelog rows deleted by retention (only the ticker prunes)."),
+	F(M_RETENTION_OLDEST, "retention_oldest_change_age_seconds", MT_GAUGE, NULL, MF_SPARSE,
+	  .help = "Age of the oldest change still in datastore_changelog (0 when it is empty)."),
+	F(M_RETENTION_HOLDER, "retention_holding_consumer", MT_GAUGE, "consumer", MF_SPARSE,
+	  .help = "1 for the durable consumer with the oldest position among those that hold the changelog back (seen within consumer_idle_hours)."),
 	F(M_PG_UP, "pg_connection_up", MT_GAUGE, "conn", 0,
 	  .help = "1 when the PostgreSQL connection is up and its session is set up."),
 	F(M_PG_RECONNECTS, "pg_reconnects_total", MT_COUNTER, "conn", 0,
@@ -186,6 +197,11 @@ static struct series *find(enum metric_id id, const char *label)
 	return NULL;
 }
 
+static size_t max_series(enum metric_id id)
+{
+	return strcmp(families[id].label, "consumer") == 0 ? METRICS_MAX_CONSUMERS : METRICS_MAX_SERIES;
+}
+
 /* The series for label, created if need be; a new label past the cap goes
  * to "other".  *fresh tells a new series from an existing one. */
 static struct series *lookup(enum metric_id id, const char *label, bool *fresh)
@@ -199,7 +215,7 @@ static struct series *lookup(enum metric_id id, const char *label, bool *fresh)
 		label = "";
 	if ((s = find(id, label)))
 		return s;
-	if (families[id].label && reg[id].n >= METRICS_MAX_SERIES) {
+	if (families[id].label && reg[id].n >= max_series(id)) {
 		label = METRICS_OTHER;
 		if ((s = find(id, label)))
 			return s;

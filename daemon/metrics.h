@@ -6,8 +6,9 @@
  *
  * Modules record with one-line calls (metrics_add(M_ACKS, NULL, 1)); ops.c
  * sets the sampled gauges just before rendering /metrics.  A labelled family
- * keeps at most METRICS_MAX_SERIES label values; later values are folded
- * into the series labelled "other", so a label can never grow without bound.
+ * keeps at most METRICS_MAX_SERIES label values (METRICS_MAX_CONSUMERS for
+ * the "consumer" label); later values are folded into the series labelled
+ * "other", so a label can never grow without bound.
  */
 #ifndef NVSRELAY_METRICS_H
 #define NVSRELAY_METRICS_H
@@ -15,6 +16,9 @@
 #include <stddef.h>
 
 #define METRICS_MAX_SERIES 32
+/* Per-consumer families hold more: every durable consumer NVSentinel runs
+ * must keep its own series, or an alert on one of them cannot fire. */
+#define METRICS_MAX_CONSUMERS 256
 #define METRICS_OTHER "other"
 
 enum metric_id {
@@ -38,6 +42,11 @@ enum metric_id {
 	M_CONSUMER_LAG_SECONDS,
 	M_CONSUMER_TOKEN_AGE,
 	M_CONSUMER_BUFFERED,
+	M_CONSUMER_CONNECTED,
+	M_CONSUMER_SEEN_AGE,
+	M_RETENTION_PRUNED,
+	M_RETENTION_OLDEST,
+	M_RETENTION_HOLDER,
 	M_PG_UP,
 	M_PG_RECONNECTS,
 	M_PG_POOL_SIZE,

@@ -85,6 +85,7 @@ static void consumer_gauges(void *arg, const struct hub_sub_info *si)
 	metrics_max(M_CONSUMER_LAG_SECONDS, si->consumer, si->lag_seconds);
 	metrics_max(M_CONSUMER_TOKEN_AGE, si->consumer, si->ack_age);
 	metrics_max(M_CONSUMER_BUFFERED, si->consumer, (double)si->buffered);
+	metrics_max(M_CONSUMER_CONNECTED, si->consumer, 1);
 }
 
 static void collect(Ops *o, struct summary *sum)
@@ -108,9 +109,14 @@ static void collect(Ops *o, struct summary *sum)
 	metrics_clear(M_CONSUMER_LAG_SECONDS);
 	metrics_clear(M_CONSUMER_TOKEN_AGE);
 	metrics_clear(M_CONSUMER_BUFFERED);
+	metrics_clear(M_CONSUMER_CONNECTED);
+	metrics_clear(M_CONSUMER_SEEN_AGE);
 	memset(sum, 0, sizeof(*sum));
 	sum->subscribers = hub_subscription_count(o->env.hub);
 	hub_foreach(o->env.hub, consumer_gauges, sum);
+	/* Then the durable consumers that are not connected, so one that
+	 * crash-loops keeps its series and its alerts. */
+	pgstats_consumer_gauges(o->stats);
 }
 
 static void handler(void *ud, const char *path, struct http_response *res)

@@ -13,11 +13,22 @@
  * DDL drops and recreates it), or a changelog whose xid default was removed,
  * produces no events at all, and the stream just looks quiet.
  *
+ * And it reads resume_tokens, because a durable consumer that is not
+ * connected (a component crash-looping, or gone) has no subscription for the
+ * hub to report: its lag, from its stored position, and when it was last
+ * seen keep its series alive, so an alert on it fires instead of the series
+ * vanishing.  Only consumers seen within consumer_idle_hours, the ones that
+ * hold the changelog back, most recently seen first, at most
+ * METRICS_MAX_CONSUMERS of them.  Their lag in events is the distance in
+ * changelog ids (all tables, an estimate: ids have gaps), cheap whatever the
+ * backlog; the hub's exact per-table lag replaces it while connected.
+ *
  * Seeing other roles' transactions in pg_stat_activity needs
  * pg_read_all_stats; without it the oldest-transaction age covers the
  * relay's role only.
  */
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,7 +49,14 @@ static const char *const captured[N_CAPTURED] = { "health_events", "maintenance_
 static const char stats_sql[] =
 	"WITH t(name) AS (VALUES ('datastore_changelog'), ('health_events'), ('maintenance_events'),"
 	"  ('resume_tokens'), ('nvsrelay.tick')),"
-	" c AS (SELECT t.name, to_regclass(t.name) AS oid FROM t)"
+	" c AS (SELECT t.name, to_regclass(t.name) AS oid FROM t),"
+	/* $1 consumer_idle_hours, $2 how many consumers at most. */
+	" k AS (SELECT r.client_name AS name, (r.resume_token->>'eventID')::bigint AS eid,"
+	"  extract(epoch FROM clock_timestamp() - r.last_updated)::float8 AS seen"
+	"  FROM resume_tokens r WHERE (r.resume_token->>'eventID') ~ '^[0-9]{1,18}$'"
+	"   AND r.last_updated > now() - make_interval(hours => $1::int)"
+	"  ORDER BY r.last_updated DESC, r.client_name LIMIT $2::int),"
+	" hd AS (SELECT max(id) AS id FROM datastore_changelog)"
 	" SELECT 'rows', c.name, (CASE WHEN r.reltuples >= 0 THEN r.reltuples"
 	"  ELSE pg_stat_get_live_tuples(c.oid) END)::float8"
 	"  FROM c JOIN pg_class r ON r.oid = c.oid"
@@ -64,7 +82,22 @@ static const char stats_sql[] =
 	"  AND EXISTS (SELECT 1 FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum"
 	"   WHERE d.adrelid = to_regclass('datastore_changelog') AND a.attname = 'xid'"
 	"    AND pg_get_expr(d.adbin, d.adrelid) LIKE '%pg_current_xact_id()%'))::int::float8"
-	"  FROM (VALUES ('health_events'), ('maintenance_events')) t(tbl)";
+	"  FROM (VALUES ('health_events'), ('maintenance_events')) t(tbl)"
+	" UNION ALL SELECT 'consumer_lag_events', k.name, greatest(hd.id - k.eid, 0)::float8 FROM k, hd"
+	" UNION ALL SELECT 'consumer_lag_seconds', k.name, coalesce(extract(epoch FROM clock_timestamp() -"
+	"  (SELECT d.changed_at FROM datastore_changelog d WHERE d.id > k.eid ORDER BY d.id LIMIT 1)), 0)::float8 FROM k"
+	" UNION ALL SELECT 'consumer_seen', k.name, k.seen FROM k"
+	" UNION ALL (SELECT 'retention_holder', k.name, 1::float8 FROM k ORDER BY k.eid, k.name LIMIT 1)"
+	" UNION ALL SELECT 'oldest_change', NULL, coalesce(extract(epoch FROM clock_timestamp() -"
+	"  (SELECT d.changed_at FROM datastore_changelog d ORDER BY d.id LIMIT 1)), 0)::float8";
+
+/* A durable consumer as resume_tokens had it at the last sample. */
+struct stored {
+	char *name;
+	double lag_events;
+	double lag_seconds;
+	double seen;                /* seconds since last_updated */
+};
 
 struct pgstats;
 
@@ -83,7 +116,29 @@ struct pgstats {
 	ev_tstamp last_at[N_TABLES];
 	int interval;               /* stats_interval_s the timer was armed with */
 	int capture[N_CAPTURED];    /* last seen: -1 unknown, 0 off, 1 on */
+	struct stored *consumers;   /* of the last sample */
+	size_t nconsumers;
+	size_t nfilling;            /* while a sample's rows are applied */
+	ev_tstamp consumers_at;     /* when they were sampled */
 };
+
+static void consumers_free(struct stored *c, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(c[i].name);
+	free(c);
+}
+
+/* The entry for name in the table being filled, added if need be. */
+static struct stored *stored_get(PgStats *ps, struct stored *c, const char *name)
+{
+	for (size_t i = 0; i < ps->nfilling; i++)
+		if (strcmp(c[i].name, name) == 0)
+			return &c[i];
+	if (ps->nfilling >= METRICS_MAX_CONSUMERS || !(c[ps->nfilling].name = strdup(name)))
+		return NULL;
+	return &c[ps->nfilling++];
+}
 
 static int table_index(const char *name)
 {
@@ -112,12 +167,27 @@ static void capture_seen(PgStats *ps, const char *table, double v)
 	}
 }
 
-static void apply_row(PgStats *ps, const char *what, const char *label, double v, double *replicas)
+static void apply_row(PgStats *ps, const char *what, const char *label, double v, double *replicas,
+		      struct stored *fill)
 {
 	ev_tstamp now = ev_now(ps->loop);
+	struct stored *st;
 	int i;
 
-	if (strcmp(what, "rows") == 0) {
+	if (strncmp(what, "consumer_", 9) == 0) {
+		if (!fill || !label || !(st = stored_get(ps, fill, label)))
+			return;
+		if (strcmp(what, "consumer_lag_events") == 0)
+			st->lag_events = v;
+		else if (strcmp(what, "consumer_lag_seconds") == 0)
+			st->lag_seconds = v;
+		else if (strcmp(what, "consumer_seen") == 0)
+			st->seen = v;
+	} else if (strcmp(what, "retention_holder") == 0 && label) {
+		metrics_set(M_RETENTION_HOLDER, label, 1);
+	} else if (strcmp(what, "oldest_change") == 0) {
+		metrics_set(M_RETENTION_OLDEST, NULL, v);
+	} else if (strcmp(what, "rows") == 0) {
 		metrics_set(M_PG_TABLE_ROWS, label, v);
 	} else if (strcmp(what, "bytes") == 0) {
 		metrics_set(M_PG_TABLE_BYTES, label, v);
@@ -150,6 +220,7 @@ static void sample_done(PgConn *pc, PGresult *res, void *arg)
 {
 	struct sample *s = arg;
 	PgStats *ps = s->ps;
+	struct stored *fill;
 	double replicas = 0;
 
 	(void)pc;
@@ -163,11 +234,23 @@ static void sample_done(PgConn *pc, PGresult *res, void *arg)
 		log_debug("statistics sample failed error='%s'", PQresultErrorMessage(res));
 		return;
 	}
+	/* Both are replaced whole: a consumer deleted from resume_tokens (or
+	 * idle too long) goes, and so does a holder that moved on. */
+	fill = calloc(METRICS_MAX_CONSUMERS, sizeof(*fill));
+	ps->nfilling = 0;
+	metrics_clear(M_RETENTION_HOLDER);
 	for (int i = 0; i < PQntuples(res); i++) {
 		if (PQgetisnull(res, i, 0) || PQgetisnull(res, i, 2))
 			continue;
 		apply_row(ps, PQgetvalue(res, i, 0), PQgetisnull(res, i, 1) ? NULL : PQgetvalue(res, i, 1),
-			  strtod(PQgetvalue(res, i, 2), NULL), &replicas);
+			  strtod(PQgetvalue(res, i, 2), NULL), &replicas, fill);
+	}
+	/* Out of memory: the previous table stays. */
+	if (fill) {
+		consumers_free(ps->consumers, ps->nconsumers);
+		ps->consumers = fill;
+		ps->nconsumers = ps->nfilling;
+		ps->consumers_at = ev_now(ps->loop);
 	}
 	/* Without replicas there is no lag to report, not a lag of 0. */
 	if (replicas == 0)
@@ -179,11 +262,15 @@ static void sample(PgStats *ps)
 {
 	PgConn *pc = relay_main_conn(ps->relay);
 	struct sample *s;
+	char idle[16], max[16];
+	const char *params[2] = { idle, max };
 
 	if (ps->pending || !pc || !pgconn_is_up(pc) || !(s = calloc(1, sizeof(*s))))
 		return;
 	s->ps = ps;
-	if (pgconn_query_kind(pc, "stats", stats_sql, 0, NULL, sample_done, s) < 0) {
+	snprintf(idle, sizeof(idle), "%d", ps->cv->consumer_idle_hours);
+	snprintf(max, sizeof(max), "%d", METRICS_MAX_CONSUMERS);
+	if (pgconn_query_kind(pc, "stats", stats_sql, 2, params, sample_done, s) < 0) {
 		free(s);
 		return;
 	}
@@ -232,7 +319,28 @@ void pgstats_free(PgStats *ps)
 	ev_timer_stop(ps->loop, &ps->timer);
 	if (ps->pending)
 		ps->pending->ps = NULL;
+	consumers_free(ps->consumers, ps->nconsumers);
 	free(ps);
+}
+
+void pgstats_consumer_gauges(const PgStats *ps)
+{
+	double age;
+
+	if (!ps)
+		return;
+	/* The sample is up to stats_interval_s old: ages move on meanwhile. */
+	age = ev_now(ps->loop) - ps->consumers_at;
+	for (size_t i = 0; i < ps->nconsumers; i++) {
+		const struct stored *c = &ps->consumers[i];
+
+		metrics_set(M_CONSUMER_SEEN_AGE, c->name, c->seen + age);
+		if (metrics_get(M_CONSUMER_CONNECTED, c->name) > 0)
+			continue;
+		metrics_max(M_CONSUMER_CONNECTED, c->name, 0);
+		metrics_max(M_CONSUMER_LAG_EVENTS, c->name, c->lag_events);
+		metrics_max(M_CONSUMER_LAG_SECONDS, c->name, c->lag_seconds > 0 ? c->lag_seconds + age : 0);
+	}
 }
 
 void pgstats_reconfigure(PgStats *ps)

@@ -20,6 +20,7 @@
 #include <cJSON.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "retention.h"
 
 #define MAX_CONSUMERS 1024
@@ -105,6 +106,7 @@ static void chunk_cb(PgConn *pc, PGresult *res, void *arg)
 	}
 	n = strtol(PQcmdTuples(res), NULL, 10);
 	rt->deleted += n;
+	metrics_add(M_RETENTION_PRUNED, NULL, (double)n);
 	if (n >= rt->cv->prune_chunk_rows && ++rt->chunks < MAX_CHUNKS_PER_ROUND) {
 		delete_chunk(rt);
 		return;

@@ -234,6 +234,38 @@ SKIP: {
 	is($rc, 0, 'promtool check metrics: clean') or diag($out);
 }
 
+# ---- durable consumers that are not connected ---------------------------------------
+# A component that crash-loops has no subscription: its series stay, from its
+# stored position, with connected 0, so an alert on it fires.
+{
+	my $g = NvsTest::Client->connect($d->socket);
+	$g->hello('90-ops-gone');
+	$g->watch(consumer => 'ops-gone');
+	ok($g->recv_op('bookmark', 15), 'second durable consumer subscribed');
+	my $gid = NvsTest::insert_health_event($dbh, node => 'ops-gone-1');
+	my $gev = $g->events(1, 15);
+	$g->ack(1, $gev->[0]{event}{_id}) if @$gev;
+	my $mg;
+	wait_for(sub { (undef, undef, undef, $mg) = scrape();
+		($mg->{'nvsrelay_consumer_connected{consumer="ops-gone"}'} // 0) == 1 }, 15);
+	is($mg->{'nvsrelay_consumer_connected{consumer="ops-gone"}'}, 1, 'connected 1 while subscribed');
+	$g->close;
+	NvsTest::insert_health_event($dbh, node => "ops-gone-$_") for 2 .. 3;
+	wait_for(sub { (undef, undef, undef, $mg) = scrape();
+		defined $mg->{'nvsrelay_consumer_connected{consumer="ops-gone"}'}
+		    && $mg->{'nvsrelay_consumer_connected{consumer="ops-gone"}'} == 0
+		    && ($mg->{'nvsrelay_consumer_lag_events{consumer="ops-gone"}'} // 0) >= 2 }, 20);
+	is($mg->{'nvsrelay_consumer_connected{consumer="ops-gone"}'}, 0, 'gone: connected 0, the series stays');
+	cmp_ok($mg->{'nvsrelay_consumer_lag_events{consumer="ops-gone"}'} // 0, '>=', 2,
+		'gone: lag in events from its stored position');
+	cmp_ok($mg->{'nvsrelay_consumer_lag_seconds{consumer="ops-gone"}'} // 0, '>', 0, 'gone: lag in seconds');
+	ok(defined $mg->{'nvsrelay_consumer_last_seen_seconds{consumer="ops-gone"}'}, 'gone: last seen');
+	is($mg->{'nvsrelay_consumer_connected{consumer="ops-consumer"}'}, 1, 'the connected one still 1');
+	is(scalar(grep { /^nvsrelay_retention_holding_consumer\{/ } keys %$mg), 1, 'one consumer holds retention back');
+	ok(defined $mg->{nvsrelay_retention_oldest_change_age_seconds}, 'age of the oldest retained change');
+	ok(defined $mg->{nvsrelay_retention_pruned_rows_total}, 'rows pruned counter');
+}
+
 # ---- garbage over HTTP ---------------------------------------------------------------
 is((http_raw("\x00\x01\x02garbage\r\n\r\n"))[0], 400, 'binary garbage: 400');
 is((http_raw("GET /metrics\r\n\r\n"))[0], 400, 'no HTTP version: 400');

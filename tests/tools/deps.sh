@@ -17,6 +17,9 @@ golang-go"
 # lintian (about 140 packages, mostly Perl) only where the Debian package test
 # runs (tests/integ/93-deb.t with NVSRELAY_TEST_DEB=1, as .ci/run does).
 if [ "${NVSRELAY_TEST_DEB:-0}" = 1 ]; then PKGS="$PKGS lintian"; fi
+# mmdebstrap builds the image's base, umoci checks its layout: only where
+# the image test runs (tests/integ/88-image.t with NVSRELAY_TEST_IMAGE=1).
+if [ "${NVSRELAY_TEST_IMAGE:-0}" = 1 ]; then PKGS="$PKGS mmdebstrap umoci"; fi
 
 command -v dpkg-query >/dev/null 2>&1 || {
 	echo "deps: dpkg-query not found; install by hand: $PKGS" >&2

@@ -133,21 +133,21 @@ static void test_cap_folds_into_other(void **state)
 	int i;
 
 	(void)state;
-	for (i = 0; i < METRICS_MAX_SERIES + 10; i++) {
-		snprintf(name, sizeof(name), "consumer-%02d", i);
+	for (i = 0; i < METRICS_MAX_CONSUMERS + 10; i++) {
+		snprintf(name, sizeof(name), "consumer-%03d", i);
 		metrics_max(M_CONSUMER_LAG_SECONDS, name, i);
 		metrics_add(M_CONSUMER_BUFFERED, name, 100);
 	}
 	s = render();
-	snprintf(name, sizeof(name), "consumer-%02d\"", METRICS_MAX_SERIES - 1);
+	snprintf(name, sizeof(name), "consumer-%03d\"", METRICS_MAX_CONSUMERS - 1);
 	assert_has(s, name);
-	snprintf(name, sizeof(name), "consumer-%02d\"", METRICS_MAX_SERIES);
+	snprintf(name, sizeof(name), "consumer-%03d\"", METRICS_MAX_CONSUMERS);
 	assert_lacks(s, name);
 	/* The overflow keeps the largest lag and the sum of the bytes. */
-	snprintf(name, sizeof(name), "{consumer=\"other\"} %d\n", METRICS_MAX_SERIES + 9);
+	snprintf(name, sizeof(name), "{consumer=\"other\"} %d\n", METRICS_MAX_CONSUMERS + 9);
 	assert_has(s, name);
 	assert_has(s, "nvsrelay_consumer_buffered_bytes{consumer=\"other\"} 1000\n");
-	assert_true(metrics_get(M_CONSUMER_LAG_SECONDS, METRICS_OTHER) == METRICS_MAX_SERIES + 9);
+	assert_true(metrics_get(M_CONSUMER_LAG_SECONDS, METRICS_OTHER) == METRICS_MAX_CONSUMERS + 9);
 	free(s);
 
 	metrics_clear(M_CONSUMER_LAG_SECONDS);
@@ -158,6 +158,15 @@ static void test_cap_folds_into_other(void **state)
 	/* After a clear the names fit again. */
 	metrics_set(M_CONSUMER_LAG_SECONDS, "fresh", 1);
 	assert_true(metrics_get(M_CONSUMER_LAG_SECONDS, "fresh") == 1);
+
+	/* Other labels keep the smaller cap. */
+	for (i = 0; i < METRICS_MAX_SERIES + 5; i++) {
+		snprintf(name, sizeof(name), "reason_%02d", i);
+		metrics_add(M_DISCONNECTS, name, 1);
+	}
+	assert_true(metrics_get(M_DISCONNECTS, METRICS_OTHER) == 5);
+	snprintf(name, sizeof(name), "reason_%02d", METRICS_MAX_SERIES - 1);
+	assert_true(metrics_get(M_DISCONNECTS, name) == 1);
 }
 
 static void test_max(void **state)

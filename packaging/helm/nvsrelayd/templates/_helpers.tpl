@@ -30,6 +30,16 @@ app.kubernetes.io/component: change-stream-relay
 app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- end -}}
 
+{{/* The Job's: not the relay's selector labels, so neither the Service nor
+a PodMonitor picks its pod. */}}
+{{- define "nvsrelayd.migrateLabels" -}}
+app.kubernetes.io/name: nvsrelayd-migrate
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/version: {{ .values.image.tag | quote }}
+app.kubernetes.io/component: schema-migrations
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+{{- end -}}
+
 {{/* The datastore settings, checked: NVSentinel's layout under global. */}}
 {{- define "nvsrelayd.datastore" -}}
 {{- $ds := (.root.Values.global | default dict).datastore | default dict -}}
@@ -40,7 +50,25 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- if not $c.host -}}
 {{- fail "nvsrelayd: global.datastore.connection.host is required" -}}
 {{- end -}}
+{{- if not (include "nvsrelayd.passwordSecret" .) -}}
+{{- range $k := list "sslcert" "sslkey" "sslrootcert" -}}
+{{- if not (hasPrefix (printf "%s/" $.values.clientCerts.mountPath) (get $c $k | default "")) -}}
+{{- fail (printf "nvsrelayd: global.datastore.connection.%s must be a file in clientCerts.mountPath %s (where the fixed client certificate is), not %q" $k $.values.clientCerts.mountPath (get $c $k | default "")) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- toYaml $c -}}
+{{- end -}}
+
+{{/* global.datastore.credentialsFromSecret.name: password mode; empty:
+client-certificate mode, as NVSentinel decides it. */}}
+{{- define "nvsrelayd.passwordSecret" -}}
+{{- dig "datastore" "credentialsFromSecret" "name" "" (.root.Values.global | default dict) -}}
+{{- end -}}
+
+{{/* NVSentinel's ConfigMap of DATASTORE_* variables. */}}
+{{- define "nvsrelayd.datastoreConfigMap" -}}
+{{- printf "%s-datastore-config" (.values.nvsentinelRelease | default .root.Release.Name) -}}
 {{- end -}}
 
 {{/* One nvsrelayd.conf value: strings double-quoted (the file's escapes
@@ -71,39 +99,84 @@ are those of YAML's plain ASCII: \\ and \"), numbers and booleans bare. */}}
 {{- end }}
 {{ end -}}
 
-{{/* Environment: the DATASTORE_* variables NVSentinel's components get. */}}
+{{/* Where the connection comes from, as for NVSentinel's components:
+the datastore ConfigMap, then the credentials Secret (a later source wins). */}}
+{{- define "nvsrelayd.envFrom" -}}
+{{- $_ := include "nvsrelayd.datastore" . -}}
+- configMapRef:
+    name: {{ include "nvsrelayd.datastoreConfigMap" . }}
+{{- with include "nvsrelayd.passwordSecret" . }}
+- secretRef:
+    name: {{ . }}
+    optional: false
+{{- end }}
+{{- end -}}
+
 {{- define "nvsrelayd.env" -}}
-{{- $c := include "nvsrelayd.datastore" . | fromYaml -}}
-{{- $v := .values -}}
-- name: DATASTORE_PROVIDER
-  value: postgresql
-- name: DATASTORE_HOST
-  value: {{ $c.host | quote }}
-- name: DATASTORE_PORT
-  value: {{ $c.port | toString | quote }}
-- name: DATASTORE_DATABASE
-  value: {{ $c.database | quote }}
-- name: DATASTORE_USERNAME
-  value: {{ $c.username | quote }}
-- name: DATASTORE_SSLMODE
-  value: {{ $c.sslmode | quote }}
-{{- range $name, $key := dict "DATASTORE_SSLCERT" "sslcert" "DATASTORE_SSLKEY" "sslkey" "DATASTORE_SSLROOTCERT" "sslrootcert" }}
-{{- with get $c $key }}
-- name: {{ $name }}
-  value: {{ . | quote }}
-{{- end }}
-{{- end }}
+{{- if not (include "nvsrelayd.passwordSecret" .) -}}
 - name: POSTGRESQL_CLIENT_CERT_MOUNT_PATH
-  value: {{ $v.clientCerts.mountPath | quote }}
+  value: {{ .values.clientCerts.mountPath | quote }}
+{{ end -}}
 - name: NVSRELAY_ADMIN_SOCKET
-  value: {{ printf "%s/admin.sock" $v.admin.dir | quote }}
-{{- if $v.passwordSecret.name }}
-- name: DATASTORE_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ $v.passwordSecret.name }}
-      key: {{ $v.passwordSecret.key }}
-{{- end }}
+  value: {{ printf "%s/admin.sock" .values.admin.dir | quote }}
+{{- end -}}
+
+{{/* NVSentinel's fix-cert-permissions init container: the Secret's files
+copied where libpq accepts them (key 0600, owned by the user that runs
+the relay).  Certificate mode only; renders nothing in password mode. */}}
+{{- define "nvsrelayd.certInit" -}}
+{{- if not (include "nvsrelayd.passwordSecret" .) -}}
+{{- $v := .values -}}
+- name: fix-cert-permissions
+  image: {{ (.root.Values.global | default dict).initContainerImage | default "docker.io/bitnamilegacy/os-shell:12-debian-12-r30" | quote }}
+  command:
+    - sh
+    - -c
+    - |
+      set -e
+      cd /etc/ssl/client-certs-original
+      cp tls.crt tls.key ca.crt /etc/ssl/client-certs-fixed/
+      chmod 644 /etc/ssl/client-certs-fixed/tls.crt /etc/ssl/client-certs-fixed/ca.crt
+      chmod 600 /etc/ssl/client-certs-fixed/tls.key
+  resources:
+    requests:
+      cpu: 10m
+      memory: 16Mi
+    limits:
+      memory: 32Mi
+  securityContext:
+    {{- toYaml (include "nvsrelayd.securityContext" . | fromYaml) | nindent 4 }}
+  volumeMounts:
+    - name: postgresql-client-cert-original
+      mountPath: /etc/ssl/client-certs-original
+      readOnly: true
+    - name: client-certs-fixed
+      mountPath: /etc/ssl/client-certs-fixed
+{{- end -}}
+{{- end -}}
+
+{{/* The volumes of the certificate fix, named as in NVSentinel's pods. */}}
+{{- define "nvsrelayd.certVolumes" -}}
+{{- if not (include "nvsrelayd.passwordSecret" .) -}}
+- name: postgresql-client-cert-original
+  secret:
+    secretName: {{ .values.clientCerts.secretName }}
+    optional: false
+- name: client-certs-fixed
+  emptyDir:
+    medium: Memory
+    sizeLimit: 1Mi
+{{- end -}}
+{{- end -}}
+
+{{/* The relay's container security context; the sidecar's user is the
+component's. */}}
+{{- define "nvsrelayd.securityContext" -}}
+{{- $sc := deepCopy .values.securityContext -}}
+{{- if .sidecar -}}
+{{- $sc = mergeOverwrite $sc (deepCopy .values.sidecar.securityContext) -}}
+{{- end -}}
+{{- toYaml $sc -}}
 {{- end -}}
 
 {{/* The relay container.  In a component pod it goes to initContainers,
@@ -119,10 +192,13 @@ before the component, which waits for its startup probe, and stops after it. */}
   {{- end }}
   command: ["/usr/sbin/nvsrelayd"]
   args: ["--config", "/etc/nvsrelayd/nvsrelayd.conf"]
+  envFrom:
+    {{- include "nvsrelayd.envFrom" . | nindent 4 }}
   env:
     {{- include "nvsrelayd.env" . | nindent 4 }}
   ports:
-    - name: relay-http
+    # The name NVSentinel's PodMonitor scrapes.
+    - name: metrics
       containerPort: {{ $v.http.port }}
       protocol: TCP
     {{- if $v.tcp.enabled }}
@@ -133,27 +209,27 @@ before the component, which waits for its startup probe, and stops after it. */}
   startupProbe:
     httpGet:
       path: /readyz
-      port: relay-http
+      port: metrics
     periodSeconds: {{ $v.probes.startup.periodSeconds }}
     failureThreshold: {{ $v.probes.startup.failureThreshold }}
   livenessProbe:
     httpGet:
       path: /livez
-      port: relay-http
+      port: metrics
     periodSeconds: {{ $v.probes.liveness.periodSeconds }}
     timeoutSeconds: {{ $v.probes.liveness.timeoutSeconds }}
     failureThreshold: {{ $v.probes.liveness.failureThreshold }}
   readinessProbe:
     httpGet:
       path: /readyz
-      port: relay-http
+      port: metrics
     periodSeconds: {{ $v.probes.readiness.periodSeconds }}
     timeoutSeconds: {{ $v.probes.readiness.timeoutSeconds }}
     failureThreshold: {{ $v.probes.readiness.failureThreshold }}
   resources:
     {{- toYaml $v.resources | nindent 4 }}
   securityContext:
-    {{- toYaml $v.securityContext | nindent 4 }}
+    {{- include "nvsrelayd.securityContext" . | nindent 4 }}
   volumeMounts:
     - name: nvsrelayd-socket
       mountPath: {{ $v.socket.dir }}
@@ -162,9 +238,11 @@ before the component, which waits for its startup probe, and stops after it. */}
     - name: nvsrelayd-config
       mountPath: /etc/nvsrelayd
       readOnly: true
-    - name: nvsrelayd-client-certs
+    {{- if not (include "nvsrelayd.passwordSecret" .) }}
+    - name: client-certs-fixed
       mountPath: {{ $v.clientCerts.mountPath }}
       readOnly: true
+    {{- end }}
     {{- if $v.tcp.enabled }}
     - name: nvsrelayd-server-cert
       mountPath: /etc/nvsrelayd-tls
@@ -177,7 +255,8 @@ before the component, which waits for its startup probe, and stops after it. */}
 {{ include "nvsrelayd.container" (dict "root" .root "values" .values "sidecar" true) }}
 {{- end -}}
 
-{{/* The pod volumes the relay container mounts. */}}
+{{/* The pod volumes the relay container mounts, but for the certificate
+fix's (nvsrelayd.certVolumes), which a component pod already has. */}}
 {{- define "nvsrelayd.volumes" -}}
 {{- $v := .values -}}
 - name: nvsrelayd-socket
@@ -191,15 +270,11 @@ before the component, which waits for its startup probe, and stops after it. */}
 - name: nvsrelayd-config
   configMap:
     name: {{ include "nvsrelayd.fullname" . }}
-- name: nvsrelayd-client-certs
-  secret:
-    secretName: {{ $v.clientCerts.secretName }}
-    defaultMode: {{ $v.clientCerts.defaultMode }}
 {{- if $v.tcp.enabled }}
 - name: nvsrelayd-server-cert
   secret:
     secretName: {{ $v.tcp.tls.secretName }}
-    defaultMode: {{ $v.clientCerts.defaultMode }}
+    defaultMode: 0440
 {{- end }}
 {{- end -}}
 
