@@ -182,6 +182,8 @@ static void print_status(const cJSON *a)
 	printf("generation      %s\n", str(a, "generation") ? str(a, "generation") : "?");
 	printf("head            %s\n", str(a, "head") ? str(a, "head") : "(not known yet)");
 	printf("ready           %s\n", yesno(a, "ready"));
+	printf("state           %s%s%s\n", str(a, "state") ? str(a, "state") : yesno(a, "ready"),
+	       str(a, "reason") ? ": " : "", str(a, "reason") ? str(a, "reason") : "");
 	printf("ticker leader   %s\n", yesno(a, "ticker_leader"));
 	printf("connections     %.0f of %.0f up\n", num(a, "connections_up", NULL), num(a, "connections", NULL));
 	printf("subscribers     %.0f\n", num(a, "subscribers", NULL));

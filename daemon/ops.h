@@ -38,5 +38,7 @@ void ops_reconfigure(Ops *o);
  * moved recently (ticks are written at least every tick_idle_ms).  why gets
  * the reason when not. */
 bool ops_is_ready(const Ops *o, const char **why);
+/* "ready", "degraded" (ready, but see why) or "not ready" (see why). */
+const char *ops_health(Ops *o, const char **why);
 
 #endif

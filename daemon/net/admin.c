@@ -170,6 +170,7 @@ static void cmd_status(OpsConn *c)
 	struct relay_status st;
 	unsigned total, up, busy;
 	char gen[16];
+	const char *state, *why = NULL;
 	cJSON *o = ok_object();
 
 	relay_get_status(env->relay, &st);
@@ -179,7 +180,11 @@ static void cmd_status(OpsConn *c)
 	cJSON_AddNumberToObject(o, "pid", (double)getpid());
 	cJSON_AddStringToObject(o, "generation", gen);
 	add_token(o, "head", st.ready ? &st.head : NULL);
-	cJSON_AddBoolToObject(o, "ready", st.ready && st.main_up);
+	state = env->health(env->health_arg, &why);
+	cJSON_AddBoolToObject(o, "ready", strcmp(state, "not ready") != 0);
+	cJSON_AddStringToObject(o, "state", state);
+	if (strcmp(state, "ready") != 0)
+		cJSON_AddStringToObject(o, "reason", why);
 	cJSON_AddBoolToObject(o, "ticker_leader", st.leader);
 	cJSON_AddNumberToObject(o, "connections_up", up);
 	cJSON_AddNumberToObject(o, "connections", total);
