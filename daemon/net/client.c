@@ -175,6 +175,11 @@ static void free_later(Client *c)
 	ev_timer_start(c->env.loop, &c->linger);
 }
 
+const char *client_peer(const Client *c)
+{
+	return c->peer;
+}
+
 uint64_t client_id(const Client *c)
 {
 	return c->id;

@@ -246,6 +246,10 @@ static void reap(Hub *h, bool all)
 static void send_event(struct sub *s, struct event *ev)
 {
 	client_send_event(s->client, s->sid, ev, s->before);
+	/* Live deliveries only: a replayed backlog's age is lag, not latency. */
+	if (!s->catching && ev->changed_at > 0)
+		metrics_add(M_DELIVERY_LATENCY, NULL, ev_now(s->hub->loop) > ev->changed_at ?
+			    ev_now(s->hub->loop) - ev->changed_at : 0);
 	s->sent = ev->pos;
 	s->last_event = ev->pos;
 	metrics_add(M_EVENTS_DELIVERED, NULL, 1);
@@ -789,6 +793,9 @@ void hub_foreach(const Hub *h, void (*fn)(void *arg, const struct hub_sub_info *
 		si.acked = s->consumer ? s->acked : s->pos;
 		si.ack_age = s->consumer ? ev_now(h->loop) - s->acked_at : 0;
 		si.buffered = client_pending(s->client);
+		si.conn = s->client;
+		si.filter = s->filter;
+		si.before = s->before;
 		sub_lag(h, s, &si);
 		fn(arg, &si);
 	}
