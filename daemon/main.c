@@ -379,9 +379,9 @@ int main(int argc, char **argv)
 	g.cenv.cv = g.cv;
 	g.cenv.generation = generation;
 	g.ops = ops_new(&(struct ops_env){ .loop = g.loop, .cv = g.cv, .hub = g.hub, .relay = g.relay,
-					   .reload = reload });
+					   .reload = reload }, lerr, sizeof(lerr));
 	if (!g.ops) {
-		log_err("out of memory at start-up");
+		log_err("%s", lerr);
 		return 1;
 	}
 	/* TLS files, the token file and addresses are checked before the

@@ -26,6 +26,7 @@
  * Before the relay is first ready it pings whenever the timer runs:
  * TimeoutStartSec bounds start-up (a long migration is one long query).
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,7 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "net.h"
 #include "ops.h"
 #include "pgconn.h"
 #include "pgstats.h"
@@ -218,11 +220,20 @@ static void watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	o->activity = a;
 }
 
-static void start_endpoints(Ops *o)
+/* Fails (-EADDRINUSE) only when another process accepts on the admin
+ * socket: a second daemon must not start beside a running one.  Any other
+ * trouble with an endpoint is logged and the relay runs without it. */
+static int start_endpoints(Ops *o, char *ret_err, size_t errlen)
 {
 	const struct conf_values *cv = o->env.cv;
 	struct admin_env aenv;
 	char err[512];
+
+	if (cv->admin_socket[0] && net_unix_alive(cv->admin_socket)) {
+		snprintf(ret_err, errlen, "another process (a running nvsrelayd?) accepts connections on the admin "
+			 "socket %s: refusing to start beside it", cv->admin_socket);
+		return -EADDRINUSE;
+	}
 
 	if (cv->http_listen[0]) {
 		o->http = http_new(o->env.loop, cv->http_listen, handler, o, err, sizeof(err));
@@ -246,20 +257,26 @@ static void start_endpoints(Ops *o)
 		else
 			log_err("admin socket disabled: %s", err);
 	}
+	return 0;
 }
 
-Ops *ops_new(const struct ops_env *env)
+Ops *ops_new(const struct ops_env *env, char *err, size_t errlen)
 {
 	Ops *o = calloc(1, sizeof(*o));
 	uint64_t usec = 0;
 
+	snprintf(err, errlen, "out of memory");
 	if (!o)
 		return NULL;
 	o->env = *env;
 	metrics_set(M_BUILD_INFO, NVSRELAY_VERSION, 1);
 	metrics_set(M_START_TIME, NULL, ev_time());
 	o->stats = pgstats_new(env->loop, env->cv, env->relay);
-	start_endpoints(o);
+	if (start_endpoints(o, err, errlen) < 0) {
+		pgstats_free(o->stats);
+		free(o);
+		return NULL;
+	}
 	o->status_at = ev_now(env->loop);
 	ev_timer_init(&o->status, status_cb, STATUS_INTERVAL, STATUS_INTERVAL);
 	o->status.data = o;

@@ -28,7 +28,9 @@ struct ops_env {
 /* Starts whatever the configuration enables.  An endpoint that cannot be
  * opened is logged and left out: the relay itself runs on.  NULL only when
  * out of memory. */
-Ops *ops_new(const struct ops_env *env);
+/* NULL with err set: out of memory, or another process serves the admin
+ * socket. */
+Ops *ops_new(const struct ops_env *env, char *err, size_t errlen);
 void ops_free(Ops *o);
 
 /* Runtime keys changed (reload). */

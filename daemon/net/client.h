@@ -93,7 +93,7 @@ Client *client_new(const struct client_env *env, int fd, const char *peer, const
 void client_refuse(Client *c, enum client_refusal why, int code, const char *msg);
 
 uint64_t client_id(const Client *c);
-/* "uid=N pid=N" for the Unix socket, "ADDR:PORT" for TCP. */
+/* Who is connected, as the log names it ("unix:pid=N,uid=N", an address). */
 const char *client_peer(const Client *c);
 /* Bytes queued and not yet written to the socket. */
 size_t client_pending(const Client *c);

@@ -1,0 +1,201 @@
+#!/usr/bin/perl
+# 87-oncall.t - what on-call sees and does beside /metrics (90-ops.t):
+#  - `nvsrelay clients` lists every live subscription with its peer,
+#    consumer, table, pipeline, position and lag;
+#  - nvsrelay_delivery_latency_seconds counts live deliveries;
+#  - `drop-consumer` is refused while the consumer is connected, deletes its
+#    resume_tokens row once it is not, and refuses a name it does not know;
+#  - `reset` refuses a name resume_tokens does not know (a typo) unless
+#    --create, and `reset --at TIME` moves a consumer to the end of the last
+#    tick at or before TIME;
+#  - `watch --help` exits 0; `status` pointed at the subscriber socket says
+#    so;
+#  - a second daemon started on a running one's admin socket, or on its
+#    subscriber socket, refuses to start and leaves the first serving;
+#  - JSON logs carry the message's fields as members.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/../lib";
+use IO::Socket::INET;
+use Test::More;
+use NvsTest;
+
+my $root  = $NvsTest::ROOT;
+my $build = $ENV{NVSRELAY_BUILD} || "$root/build";
+my $cli   = "$build/nvsrelay";
+
+my $pg  = NvsTest::Pg->start();
+my $dir = $pg->dir;
+my $dbh = $pg->dbh;
+
+my $probe = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1, ReuseAddr => 1)
+	or die "no free port: $!";
+my $hport = $probe->sockport;
+close $probe;
+
+my $d = NvsTest::Daemon->start($pg, set => { http_listen => "127.0.0.1:$hport", tick_idle_ms => 300, ack_flush_ms => 50 });
+my $admin = $d->admin_socket;
+
+sub ctl {
+	my @args = @_;
+	my $err = "$dir/ctl.err";
+	my ($rc, $out) = NvsTest::run_cmd([ $cli, @args, '--admin-socket', $admin ], $err);
+	return ($rc, $out, NvsTest::slurp($err));
+}
+
+sub ctl_json {
+	my ($rc, $out, $err) = ctl(@_, '--json');
+	return ($rc, eval { $NvsTest::JSON->decode($out) } || {}, $err);
+}
+
+sub wait_for {
+	my ($cond, $timeout) = @_;
+	my $deadline = NvsTest::now() + $timeout;
+	while (1) {
+		my $r = $cond->();
+		return $r if $r;
+		return 0 if NvsTest::now() >= $deadline;
+		Time::HiRes::sleep(0.1);
+	}
+}
+
+sub metrics {
+	my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $hport, Timeout => 5) or return '';
+	print $s "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
+	local $/;
+	return <$s> // '';
+}
+
+sub stored { scalar $dbh->selectrow_array(q{SELECT resume_token->>'token' FROM resume_tokens WHERE client_name = ?}, undef, $_[0]) }
+
+# ---- the CLI's paper cuts -----------------------------------------------------------------
+my ($rc, $out) = NvsTest::run_cmd([ $cli, 'watch', '--help' ]);
+is($rc, 0, 'nvsrelay watch --help exits 0');
+like($out, qr/^Usage: nvsrelay watch/m, '... and prints the usage');
+my $err;
+($rc, $out) = NvsTest::run_cmd([ $cli, 'status', '--admin-socket', $d->socket ], "$dir/wrong.err");
+$err = NvsTest::slurp("$dir/wrong.err");
+isnt($rc, 0, 'status on the subscriber socket fails');
+like($err, qr/\Q${\ $d->socket }\E is a subscriber socket, not the admin socket/, '... saying it is the subscriber socket');
+
+# ---- clients ------------------------------------------------------------------------------
+my $pipe = [ { '$match' => { operationType => 'insert' } } ];
+my $a = NvsTest::Client->connect($d->socket);
+$a->hello('oncall-a');
+$a->watch(sid => 7, consumer => 'oc-a', pipeline => $pipe);
+my $b = NvsTest::Client->connect($d->socket);
+$b->hello('oncall-b');
+$b->watch(sid => 1, table => 'maintenance_events', fullDocumentBeforeChange => 'whenAvailable');
+ok($a->recv_op('bookmark', 10) && $b->recv_op('bookmark', 10), 'two subscriptions live');
+my @ids = map { NvsTest::insert_health_event($dbh, node => "oc-$_") } 1 .. 3;
+my $got = $a->events(3, 10);
+is(scalar(@$got), 3, 'the durable subscription got the three inserts');
+$a->ack(7, $got->[-1]{event}{_id}{_data});
+
+my $cl;
+wait_for(sub { (undef, $cl) = ctl_json('clients'); @{ $cl->{clients} || [] } == 2 }, 10);
+my ($ca) = grep { ($_->{consumer} // '') eq 'oc-a' } @{ $cl->{clients} || [] };
+my ($cb) = grep { !defined $_->{consumer} } @{ $cl->{clients} || [] };
+ok($ca && $cb, 'clients --json: both subscriptions');
+is_deeply([ @{$ca}{qw(sid table state)} ], [ 7, 'health_events', 'live' ], 'the durable one: sid, table, state');
+like($ca->{peer} // '', qr/^unix:.*uid=\d+/, '... its peer (uid and pid on the Unix socket)');
+like($ca->{client} // '', qr/^c\d+$/, '... its client id');
+is($ca->{pipeline}, '[{"$match":{"operationType":"insert"}}]', '... its pipeline');
+like($ca->{position} // '', qr/^[0-9a-f]{40}$/, '... its position');
+ok(defined $ca->{lag_events} && defined $ca->{lag_seconds}, '... its lag');
+is_deeply([ $cb->{table}, $cb->{pipeline}, $cb->{before} ? 1 : 0 ], [ 'maintenance_events', undef, 1 ],
+	'the other: table, no pipeline, before images');
+($rc, $out) = ctl('clients');
+is($rc, 0, 'nvsrelay clients');
+like($out, qr/^CLIENT\s+PEER\s+SID\s+CONSUMER\s+TABLE\s+STATE\s+POSITION\s+LAG_EVENTS/, '... a header');
+like($out, qr/^c\d+\s+unix:\S+\s+7\s+oc-a\s+health_events\s+live\s+[0-9a-f]{40}\s.*\[\{"\$match"/m,
+	'... a row per subscription');
+
+# ---- delivery latency ---------------------------------------------------------------------
+my $m = metrics();
+my ($lcount) = $m =~ /^nvsrelay_delivery_latency_seconds_count (\S+)$/m;
+ok(defined $lcount && $lcount >= 3, "delivery latency histogram counted the live deliveries ($lcount)");
+my ($inf) = $m =~ /^nvsrelay_delivery_latency_seconds_bucket\{le="\+Inf"\} (\S+)$/m;
+is($inf, $lcount, '... +Inf bucket equals the count');
+my ($l60) = $m =~ /^nvsrelay_delivery_latency_seconds_bucket\{le="60"\} (\S+)$/m;
+is($l60, $lcount, '... all of them within 60 s');
+
+# ---- drop-consumer ------------------------------------------------------------------------
+ok(wait_for(sub { (stored('oc-a') // '') =~ /^[0-9a-f]{40}$/ }, 10), 'oc-a position stored');
+($rc, $out, $err) = ctl('drop-consumer', 'oc-a');
+is($rc, 1, 'drop-consumer refused while connected');
+like($err, qr/connected/, '... saying why');
+ok(defined stored('oc-a'), '... and the row is still there');
+$a->close;
+wait_for(sub { ($rc, $out, $err) = ctl('drop-consumer', 'oc-a'); $rc == 0 || $err !~ /connected/ }, 15);
+is($rc, 0, 'drop-consumer once it is gone') or diag($err);
+like($out, qr/^consumer oc-a dropped \(its position was [0-9a-f]{40}\)$/m, '... says what it dropped');
+ok(!defined stored('oc-a'), '... the resume_tokens row is deleted');
+($rc, $out, $err) = ctl('drop-consumer', 'oc-a');
+is($rc, 1, 'dropping it again is refused');
+like($err, qr/no such consumer/, '... as unknown');
+ok($d->wait_log(qr/consumer dropped consumer='oc-a' position=/, 5), 'the drop is logged');
+
+# ---- reset: typos, --create, --at ---------------------------------------------------------
+($rc, $out, $err) = ctl('reset', 'oc-typo');
+is($rc, 1, 'reset of a name resume_tokens does not know is refused');
+like($err, qr/no such consumer.*--create/, '... pointing at --create');
+ok(!defined stored('oc-typo'), '... and creates nothing');
+($rc, $out, $err) = ctl('reset', 'oc-b', '--create');
+is($rc, 0, 'reset --create makes a new consumer') or diag($err);
+ok(defined stored('oc-b'), '... with a stored position');
+
+my $w = NvsTest::Client->connect($d->socket);
+$w->hello('oncall-w');
+$w->watch(sid => 1);
+ok($w->recv_op('bookmark', 10), 'a live watcher');
+my $e1 = NvsTest::insert_health_event($dbh, node => 'oc-before');
+my $g1 = $w->events(1, 10);
+is($g1->[0] && $g1->[0]{event}{documentKey}{_id}, $e1, 'first event streamed (its tick exists)');
+Time::HiRes::sleep(0.5);
+my ($at) = $dbh->selectrow_array(q{SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')});
+Time::HiRes::sleep(0.5);
+my $e2 = NvsTest::insert_health_event($dbh, node => 'oc-after');
+is(($w->events(1, 10)->[0] // {})->{event}{documentKey}{_id}, $e2, 'second event streamed');
+$w->close;
+($rc, $out, $err) = ctl('reset', 'oc-b', '--at', $at);
+is($rc, 0, "reset --at $at") or diag($err);
+my $r = NvsTest::Client->connect($d->socket);
+$r->hello('oncall-r');
+$r->watch(sid => 1, consumer => 'oc-b');
+my $after = $r->events(1, 10);
+is($after->[0] && $after->[0]{event}{documentKey}{_id}, $e2, '... the consumer resumes with the first change after TIME');
+$r->close;
+($rc, $out, $err) = ctl('reset', 'oc-b', '--at', '2000-01-01T00:00:00Z');
+is($rc, 1, 'reset --at before the retained ticks is refused');
+like($err, qr/no retained tick at or before that time/, '... saying so');
+($rc, $out, $err) = ctl('reset', 'oc-b', '--at', 'x', '--to', 'head');
+is($rc, 64, '--at with --to is a usage error');
+
+# ---- a second daemon on a running one's sockets ---------------------------------------------
+my $b1 = NvsTest::Daemon->start($pg, wait_ready => 0, set => { admin_socket => $admin, listen_unix => "$dir/other.sock" });
+my $st = $b1->wait_exit(30);
+ok(defined $st && $st != 0, "a second daemon on the same admin socket exits ($st)");
+like($b1->log, qr/accepts connections on the admin socket .*refusing to start/, '... saying why');
+ok(-S $admin, 'the first one\'s admin socket is still there');
+($rc, $out) = ctl('status');
+is($rc, 0, '... and answers');
+
+my $b2 = NvsTest::Daemon->start($pg, wait_ready => 0, socket => $d->socket, set => { log_format => 'json' });
+$st = $b2->wait_exit(30);
+ok(defined $st && $st != 0, "a second daemon on the same subscriber socket exits ($st)");
+like($b2->log, qr/Address already in use/, '... saying why');
+my $c2 = NvsTest::Client->connect($d->socket);
+ok($c2 && $c2->hello('oncall-after'), 'the first one still serves its socket');
+$c2->close if $c2;
+
+# The second daemon wrote JSON: fields are members, msg is the plain message.
+my ($conn) = grep { $_->{msg} && $_->{msg} eq 'postgresql connected' }
+	map { eval { $NvsTest::JSON->decode($_) } || () } grep { /^\{/ } split /\n/, $b2->log;
+ok($conn, 'json log: a "postgresql connected" object');
+ok($conn && defined $conn->{conn} && defined $conn->{host}, '... with conn and host as members');
+
+ok(!defined $d->wait_exit(0), 'the first daemon is still running');
+is($d->stop, 0, 'and stops cleanly');
+done_testing();
