@@ -12,7 +12,9 @@
 #    so;
 #  - a second daemon started on a running one's admin socket, or on its
 #    subscriber socket, refuses to start and leaves the first serving;
-#  - JSON logs carry the message's fields as members.
+#  - JSON logs carry the message's fields as members;
+#  - --check-config refuses certificate, key and token files and a mount
+#    path that do not exist (not with --no-file-check).
 use strict;
 use warnings;
 use FindBin;
@@ -78,6 +80,37 @@ my $err;
 $err = NvsTest::slurp("$dir/wrong.err");
 isnt($rc, 0, 'status on the subscriber socket fails');
 like($err, qr/\Q${\ $d->socket }\E is a subscriber socket, not the admin socket/, '... saying it is the subscriber socket');
+
+# ---- --check-config looks at the files ----------------------------------------------------
+sub check_config {
+	local %ENV = (%ENV, %{ $pg->env });
+	my ($rc2, $out2) = NvsTest::run_cmd([ "$build/nvsrelayd", '-c', '/dev/null', '--check-config',
+		map { ('--set', $_) } @_ ], "$dir/check.err");
+	return ($rc2, NvsTest::slurp("$dir/check.err"));
+}
+($rc, $err) = check_config();
+is($rc, 0, '--check-config of the test configuration') or diag($err);
+($rc, $err) = check_config("client_cert_mount_path=$dir/no-such-mount");
+is($rc, 78, '--check-config refuses a client_cert_mount_path that does not exist');
+like($err, qr/client_cert_mount_path: \Q$dir\E\/no-such-mount: No such file/, '... naming it');
+($rc, $err) = check_config("client_cert_mount_path=$dir/pids");
+like($err, qr/client_cert_mount_path: .* is not a directory/, '... or is no directory');
+($rc, $err) = check_config("datastore_sslcert=$dir/nope.crt", "datastore_sslkey=$dir/nope.key");
+is($rc, 78, '--check-config refuses a client certificate that does not exist');
+like($err, qr/datastore_sslcert: \Q$dir\E\/nope\.crt/, '... naming it');
+($rc, $err) = check_config("listen_tcp=127.0.0.1:1", "tls_cert_file=$dir/nope.crt", "tls_key_file=$dir/nope.key",
+	"auth_token_file=$dir/nope.tok");
+like($err, qr/tls_cert_file: /, '--check-config refuses a server certificate that does not exist');
+($rc, $err) = check_config("datastore_sslmode=verify-full", "datastore_sslrootcert=$dir/nope-ca.crt");
+like($err, qr/datastore_sslrootcert: /, '--check-config refuses a missing CA bundle with verify-full');
+($rc, $err) = check_config("datastore_sslmode=require", "datastore_sslrootcert=$dir/nope-ca.crt");
+is($rc, 0, '... but not with require, where libpq does not read it') or diag($err);
+{
+	local %ENV = (%ENV, %{ $pg->env });
+	($rc) = NvsTest::run_cmd([ "$build/nvsrelayd", '-c', '/dev/null', '--check-config', '--no-file-check',
+		'--set', "client_cert_mount_path=$dir/no-such-mount" ], "$dir/check.err");
+}
+is($rc, 0, '--no-file-check leaves the files alone');
 
 # ---- clients ------------------------------------------------------------------------------
 my $pipe = [ { '$match' => { operationType => 'insert' } } ];
