@@ -13,6 +13,8 @@
 #  - a second daemon started on a running one's admin socket, or on its
 #    subscriber socket, refuses to start and leaves the first serving;
 #  - JSON logs carry the message's fields as members;
+#  - a wrong database or role is logged at error level as needing an
+#    operator, and retried;
 #  - --check-config refuses certificate, key and token files and a mount
 #    path that do not exist (not with --no-file-check).
 use strict;
@@ -200,7 +202,8 @@ $r->watch(sid => 1, consumer => 'oc-b');
 my $after = $r->events(1, 10);
 is($after->[0] && $after->[0]{event}{documentKey}{_id}, $e2, '... the consumer resumes with the first change after TIME');
 $r->close;
-($rc, $out, $err) = ctl('reset', 'oc-b', '--at', '2000-01-01T00:00:00Z');
+# (The consumer just left: its last position write may still be on its way.)
+wait_for(sub { ($rc, $out, $err) = ctl('reset', 'oc-b', '--at', '2000-01-01T00:00:00Z'); $err !~ /connected/ }, 15);
 is($rc, 1, 'reset --at before the retained ticks is refused');
 like($err, qr/no retained tick at or before that time/, '... saying so');
 ($rc, $out, $err) = ctl('reset', 'oc-b', '--at', 'x', '--to', 'head');
@@ -228,6 +231,20 @@ my ($conn) = grep { $_->{msg} && $_->{msg} eq 'postgresql connected' }
 	map { eval { $NvsTest::JSON->decode($_) } || () } grep { /^\{/ } split /\n/, $b2->log;
 ok($conn, 'json log: a "postgresql connected" object');
 ok($conn && defined $conn->{conn} && defined $conn->{host}, '... with conn and host as members');
+
+# ---- PostgreSQL refusals that retrying will not fix -----------------------------------------
+for my $case ([ 'an unknown database', { DATASTORE_DATABASE => 'no_such_db' }, qr/the database does not exist/ ],
+	      [ 'an unknown role', { DATASTORE_USERNAME => 'no_such_role' }, qr/server refused the credentials|role does not exist|pg_hba/ ]) {
+	my ($what, $env, $cause) = @$case;
+	my $f = NvsTest::Daemon->start($pg, wait_ready => 0, env => $env,
+		set => { reconnect_min_ms => 50, reconnect_max_ms => 200 });
+	my $n = 0;
+	wait_for(sub { $n = () = $f->log =~ /^\S+ err postgresql connect failed conn=\w+ reason='[^\n]*' cause='[^\n]*retrying will not fix this/mg; $n >= 2 }, 15);
+	cmp_ok($n, '>=', 2, "$what: logged at error level as needing an operator, and retried");
+	like($f->log, $cause, "$what: the cause named");
+	is($f->wait_exit(0), undef, "$what: still running (PostgreSQL may be mid-provisioning)");
+	is($f->stop, 0, "$what: stops cleanly");
+}
 
 ok(!defined $d->wait_exit(0), 'the first daemon is still running');
 is($d->stop, 0, 'and stops cleanly');
