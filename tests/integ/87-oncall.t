@@ -15,6 +15,7 @@
 #  - JSON logs carry the message's fields as members;
 #  - a wrong database or role is logged at error level as needing an
 #    operator, and retried;
+#  - `nvsrelay import` prints progress lines when stderr is no terminal;
 #  - --check-config refuses certificate, key and token files and a mount
 #    path that do not exist (not with --no-file-check).
 use strict;
@@ -82,6 +83,21 @@ my $err;
 $err = NvsTest::slurp("$dir/wrong.err");
 isnt($rc, 0, 'status on the subscriber socket fails');
 like($err, qr/\Q${\ $d->socket }\E is a subscriber socket, not the admin socket/, '... saying it is the subscriber socket');
+
+# ---- nvsrelay import's progress off a terminal (a Job's log) --------------------------------
+my $fixture = "$root/tests/fixtures/mongoexport/health_events.json";
+($rc, $out) = NvsTest::run_cmd([ $cli, 'import', '--table', 'health_events', '--dry-run', '--progress', '0.000001', $fixture ],
+	"$dir/import.err");
+$err = NvsTest::slurp("$dir/import.err");
+is($rc, 0, 'import --dry-run with progress lines');
+my @plines = split /\n/, $err;
+cmp_ok(scalar(@plines), '>=', 1, 'progress lines on stderr although it is no terminal');
+is(scalar(grep { !/^nvsrelay import: \d+ documents, [\d.]+ of [\d.]+ MB \(\d+%\), [\d,]+\/s, \d+ s$/ } @plines), 0,
+	'... each a whole line, no terminal control characters') or diag($err);
+like($out, qr/^checked health_events: 24 read/, '... and the summary on stdout');
+($rc, $out) = NvsTest::run_cmd([ $cli, 'import', '--table', 'health_events', '--dry-run', '--progress', '0', $fixture ],
+	"$dir/import.err");
+is(NvsTest::slurp("$dir/import.err"), '', '--progress 0: none');
 
 # ---- --check-config looks at the files ----------------------------------------------------
 sub check_config {
