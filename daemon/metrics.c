@@ -142,7 +142,8 @@ static const struct family families[M_COUNT] = {
 	F(M_DELIVERY_LATENCY, "delivery_latency_seconds", MT_HISTOGRAM, NULL, 0,
 	  .bounds = latency_bounds, .nbounds = N(latency_bounds),
 	  .help = "From a change's changed_at (set by the capture trigger) to its frame being queued to a live "
-		  "subscriber's connection; catch-up replays are not counted (their age is consumer lag)."),
+		  "subscriber's connection; events read back from PostgreSQL for a subscriber behind the ring "
+		  "are not counted (their age is consumer lag)."),
 };
 
 struct series {
