@@ -138,6 +138,35 @@ static void test_not_pairs(void **state)
 	assert_int_equal(log_fields_at(""), 0);
 }
 
+/* Whatever the message (quotes, backslashes, '=' and spaces in any order),
+ * the line is one JSON object whose msg is a prefix of the message. */
+static void test_hostile(void **state)
+{
+	static const char alphabet[] = "ab=' \\\"x_1.-";
+	char m[64];
+	unsigned seed = 12345;
+
+	(void)state;
+	assert_int_equal(log_setup("info", "json"), 0);
+	for (int i = 0; i < 20000; i++) {
+		size_t n = (size_t)(seed % (sizeof(m) - 1));
+		cJSON *o;
+		const char *msg;
+
+		for (size_t k = 0; k < n; k++) {
+			seed = seed * 1103515245u + 12345u;
+			m[k] = alphabet[(seed >> 16) % (sizeof(alphabet) - 1)];
+		}
+		m[n] = '\0';
+		seed = seed * 1103515245u + 12345u;
+		log_info("%s", m);
+		o = json_line();
+		msg = member(o, "msg");
+		assert_true(strncmp(m, msg, strlen(msg)) == 0);
+		cJSON_Delete(o);
+	}
+}
+
 static void test_text_unchanged(void **state)
 {
 	char *l;
@@ -157,6 +186,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_fields),
 		cmocka_unit_test(test_not_pairs),
+		cmocka_unit_test(test_hostile),
 		cmocka_unit_test(test_text_unchanged),
 	};
 
