@@ -64,7 +64,7 @@ PROTO_OBJ  := $(PROTO_SRC:%.c=$(B)/%.o)
 DAEMON_OBJ := $(DAEMON_SRC:%.c=$(B)/%.o) $(B)/sql_embed.o
 PURE_OBJ   := $(PROTO_OBJ) $(B)/proto/wire.o $(CONF_OBJ) $(patsubst %.c,$(B)/%.o,daemon/net/allow.c \
               daemon/stream/diff.c daemon/stream/event.c daemon/net/outq.c cli/extjson.c daemon/stream/filter.c \
-              daemon/metrics.c)
+              daemon/metrics.c daemon/stream/subtab.c)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 # Every fuzz target is also built with the normal compiler into a replay
@@ -121,7 +121,7 @@ $(B)/tests/test_%: tests/unit/test_%.c $(PURE_OBJ) | $(B)/tests
 
 # The hub is no pure module: its test links it with log.c, and fakes of its
 # event source and of the client functions it calls (tests/unit/test_hub.c).
-HUB_TEST_OBJ := $(B)/daemon/stream/hub.o $(B)/daemon/log.o
+HUB_TEST_OBJ := $(B)/daemon/stream/hub.o $(B)/daemon/stream/hubview.o $(B)/daemon/log.o
 $(B)/tests/test_hub: tests/unit/test_hub.c $(HUB_TEST_OBJ) $(PURE_OBJ) | $(B)/tests
 	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags cmocka) -o $@ $< \
 	    $(HUB_TEST_OBJ) $(PURE_OBJ) $(LIBS) $(shell pkg-config --libs cmocka) $(LDSAN)

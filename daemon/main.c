@@ -98,6 +98,7 @@ static int up_watch(void *arg, Client *c, const struct request *rq, struct filte
 		.start_at = rq->start_at,
 		.filter = filter,
 		.before = rq->before,
+		.standby = rq->standby,
 	};
 
 	return hub_watch(arg, c, &req);
