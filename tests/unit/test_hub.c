@@ -1156,6 +1156,7 @@ static void test_ack_only_sent(void **state)
 static void test_standby(void **state)
 {
 	Client *a = client_make(1, 100), *b = client_make(2, 100), *c = client_make(3, 100);
+	Client *d = client_make(4, 100);
 	struct watch_req ra = watch_req(1, TABLE_HEALTH_EVENTS), rb = watch_req(2, TABLE_HEALTH_EVENTS);
 	struct watch_req rc;
 	struct token acked = { 0, 0, 0 };
@@ -1198,7 +1199,7 @@ static void test_standby(void **state)
 	/* A plain watch still takes the name over; the standby stays. */
 	rc = watch_req(4, TABLE_HEALTH_EVENTS);
 	rc.consumer = "gpu-health";
-	assert_int_equal(hub_watch(hub, a = client_make(4, 100), &rc), 0);
+	assert_int_equal(hub_watch(hub, d, &rc), 0);
 	assert_int_equal(b->f[b->nf - 1].code, ERR_INTERRUPTED);
 	assert_int_equal(c->nf, 1);
 	assert_int_equal(hub_subscription_count(hub), 2);
@@ -1206,6 +1207,7 @@ static void test_standby(void **state)
 	client_drop(a);
 	client_drop(b);
 	client_drop(c);
+	client_drop(d);
 }
 
 /* Many subscriptions: every ack finds its own, whichever client and sid. */
