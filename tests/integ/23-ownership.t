@@ -3,8 +3,9 @@
 # name a position that exists (a forged one far beyond the head, or one of
 # 2^63 or more, is refused with 260 InvalidResumeToken and the stored
 # position does not move), an ack must name a position that was sent, and
-# with consumer_owners a peer may use only the names its identity is given
-# (13 Unauthorized and one log line otherwise).
+# with consumer_owners a peer may use only the names its identity is given,
+# its uid on the Unix socket or its certificate's CN on TCP+TLS (13
+# Unauthorized and one log line otherwise).
 use strict;
 use warnings;
 use FindBin;
@@ -104,5 +105,41 @@ my $f = $c->recv_op([ 'error', 'bookmark' ], 10);
 is($f && $f->{op}, 'bookmark', 'a name under "* = any": allowed');
 $c->close;
 is(stored('victim'), undef, 'the refused name has no stored position');
+
+# --- consumer_owners on TCP+TLS: the client certificate ------------------------------------
+SKIP: {
+    skip 'IO::Socket::SSL not installed (libio-socket-ssl-perl)', 5
+        unless eval { require IO::Socket::SSL; require IO::Socket::INET; 1 };
+    my $tls  = $pg->dir . '/tls';
+    my $l    = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1, ReuseAddr => 1) or die $!;
+    my $port = $l->sockport;
+    close $l;
+    $d->stop;
+    my $t = NvsTest::Daemon->start($pg, socket => $pg->dir . '/relay-tls.sock', set => { listen_tcp => "127.0.0.1:$port", tls_cert_file => "$tls/server.crt",
+        tls_key_file => "$tls/server.key", tls_ca_file => "$tls/ca.crt",
+        consumer_owners => 'by-cert = cn:nvsentinel; by-other = cn:someone-else, uid:' . $me });
+    my $s = IO::Socket::SSL->new(PeerAddr => '127.0.0.1', PeerPort => $port, Timeout => 10,
+        SSL_verify_mode => IO::Socket::SSL::SSL_VERIFY_PEER(), SSL_ca_file => "$tls/ca.crt",
+        SSL_hostname => 'localhost', SSL_verifycn_name => 'localhost', SSL_verifycn_scheme => 'default',
+        SSL_cert_file => "$tls/client.crt", SSL_key_file => "$tls/client.key");
+    ok($s, 'a TLS client with a certificate connects') or diag("TLS: $IO::Socket::SSL::SSL_ERROR $!"), skip 'no TLS connection', 4;
+    my $frame = sub {
+        local $SIG{ALRM} = sub { die "timeout\n" };
+        alarm 10;
+        my $line = eval { <$s> };
+        alarm 0;
+        return $line ? $NvsTest::JSON->decode($line) : {};
+    };
+    print $s $NvsTest::JSON->encode({ op => 'watch', sid => 1, table => 'health_events', consumer => 'by-cert' }), "\n";
+    is($frame->()->{op}, 'bookmark', 'the name bound to its certificate\'s CN: allowed');
+    print $s $NvsTest::JSON->encode({ op => 'watch', sid => 2, table => 'health_events', consumer => 'by-other' }), "\n";
+    my $f = $frame->();
+    is_deeply([ @$f{qw(op sid code)} ], [ 'error', 2, 13 ], 'a name bound to another CN (and a Unix uid): 13');
+    ok($t->wait_log(qr/consumer refused client=c\d+ peer=tls:127\.0\.0\.1:\d+ identity='subject=[^']*CN=nvsentinel[^']*' consumer='by-other'/, 5),
+        '... logged with the certificate subject');
+    print $s $NvsTest::JSON->encode({ op => 'watch', sid => 3, table => 'health_events', consumer => 'unlisted' }), "\n";
+    is($frame->()->{code}, 13, 'a name the map does not list: 13');
+    close $s;
+}
 
 done_testing();
