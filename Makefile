@@ -52,7 +52,8 @@ DAEMON_SRC := $(filter-out daemon/main.c,$(wildcard $(DAEMON_DIRS:%=%/*.c)))
 HEADERS    := $(wildcard proto/*.h cli/*.h $(DAEMON_DIRS:%=%/*.h))
 # The CLI (cli/) links libnvsrelay; `import` also reads the daemon's
 # configuration with conf_load.c, and every file with fileio.c.
-CONF_OBJ   := $(patsubst %.c,$(B)/%.o,daemon/conf.c daemon/conf_value.c daemon/conf_load.c daemon/fileio.c)
+CONF_OBJ   := $(patsubst %.c,$(B)/%.o,daemon/conf.c daemon/conf_value.c daemon/conf_load.c daemon/fileio.c \
+              daemon/net/owners.c)
 CLI_OBJ    := $(patsubst %.c,$(B)/%.o,$(filter-out cli/main.c,$(wildcard cli/*.c))) $(CONF_OBJ)
 # libnvsrelay, the C client library (API: proto/nvsrelay.h).
 LIB_SRC    := proto/frame.c proto/token.c proto/wire.c proto/nvsrelay.c
@@ -65,7 +66,7 @@ PROTO_OBJ  := $(PROTO_SRC:%.c=$(B)/%.o)
 DAEMON_OBJ := $(DAEMON_SRC:%.c=$(B)/%.o) $(B)/sql_embed.o
 PURE_OBJ   := $(PROTO_OBJ) $(B)/proto/wire.o $(CONF_OBJ) $(patsubst %.c,$(B)/%.o,daemon/net/allow.c \
               daemon/stream/diff.c daemon/stream/event.c daemon/net/outq.c cli/extjson.c daemon/stream/filter.c \
-              daemon/metrics.c)
+              daemon/metrics.c daemon/stream/subtab.c)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 # Every fuzz target is also built with the normal compiler into a replay
@@ -122,7 +123,7 @@ $(B)/tests/test_%: tests/unit/test_%.c $(PURE_OBJ) | $(B)/tests
 
 # The hub is no pure module: its test links it with log.c, and fakes of its
 # event source and of the client functions it calls (tests/unit/test_hub.c).
-HUB_TEST_OBJ := $(B)/daemon/stream/hub.o $(B)/daemon/log.o
+HUB_TEST_OBJ := $(B)/daemon/stream/hub.o $(B)/daemon/stream/hubview.o $(B)/daemon/log.o
 $(B)/tests/test_hub: tests/unit/test_hub.c $(HUB_TEST_OBJ) $(PURE_OBJ) | $(B)/tests
 	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags cmocka) -o $@ $< \
 	    $(HUB_TEST_OBJ) $(PURE_OBJ) $(LIBS) $(shell pkg-config --libs cmocka) $(LDSAN)

@@ -104,6 +104,8 @@ static const struct opt opts[] = {
 	    .help = "users (ids or names, comma-separated) allowed on the Unix socket; empty: any the file mode lets in"),
 	OPT(unix_allow_gids, T_STR, "", .check = conf_value_id_list,
 	    .help = "groups (ids or names, comma-separated) whose members are allowed on the Unix socket"),
+	OPT(consumer_owners, T_STR, "", .check = conf_value_owners,
+	    .help = "which peer identities may use which consumer names (\"NAME = uid:N, cn:S; prefix* = ...\"); empty: any"),
 	OPT(listen_tcp, T_STR, "", .check = conf_value_listen_addr,
 	    .help = "HOST:PORT of the subscriber TCP listener (TLS, or plaintext on loopback); empty for none"),
 	OPT(tcp_plaintext, T_ENUM, "off", .names = onoff_names,

@@ -54,6 +54,7 @@ struct conf_values {
 	const char *auth_token_file;     /* TCP clients' bearer token, "" = none */
 	const char *unix_allow_uids;     /* comma list of uids/user names, "" = any */
 	const char *unix_allow_gids;     /* comma list of gids/group names, "" = any */
+	const char *consumer_owners;     /* which identity may use which consumer (owners.c), "" = any */
 	int ack_flush_ms;                /* durable positions written at most this often */
 	int retention_max_age_hours;     /* 0 = no age cap */
 	int retention_max_rows;          /* 0 = no size cap */

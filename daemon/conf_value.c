@@ -22,6 +22,7 @@
 
 #include "conf_value.h"
 #include "hostport.h"
+#include "owners.h"
 
 /*
  * libpq keywords that have a key of their own.  datastore_options may not set
@@ -337,4 +338,16 @@ bool conf_value_non_loopback(const char *value)
 		return memcmp(a, lo, 16) != 0 && !(memcmp(a, mapped, 12) == 0 && a[12] == 127);
 	}
 	return false;
+}
+
+int conf_value_owners(const char *key, const char *value, char *err, size_t errlen)
+{
+	Owners *o;
+	char why[200];
+	int r = owners_parse(value, &o, why, sizeof(why));
+
+	owners_free(o);
+	if (r < 0)
+		snprintf(err, errlen, "%s: %s", key, why);
+	return r;
 }

@@ -30,6 +30,8 @@ int conf_value_socket_path(const char *key, const char *value, char *err, size_t
 int conf_value_listen_addr(const char *key, const char *value, char *err, size_t errlen);
 int conf_value_port_list(const char *key, const char *value, char *err, size_t errlen);
 int conf_value_id_list(const char *key, const char *value, char *err, size_t errlen);
+/* consumer_owners: the grammar of owners.c. */
+int conf_value_owners(const char *key, const char *value, char *err, size_t errlen);
 int conf_value_options(const char *key, const char *value, char *err, size_t errlen);
 
 /*

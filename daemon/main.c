@@ -25,12 +25,15 @@
 #include "client.h"
 #include "conf.h"
 #include "conf_load.h"
+#include "errors.h"
+#include "filter.h"
 #include "hub.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
 #include "migrate.h"
 #include "ops.h"
+#include "owners.h"
 #include "relay.h"
 #include "request.h"
 
@@ -43,6 +46,7 @@ static struct {
 	Conf *conf;
 	const struct conf_values *cv;
 	Hub *hub;
+	Owners *owners;             /* consumer_owners, NULL: any identity, any name */
 	Relay *relay;
 	Listener *listener;
 	struct client_env cenv;
@@ -87,6 +91,27 @@ static uint32_t generation(void)
 
 /* --- the clients' upcalls, served by the hub ---------------------------- */
 
+/* consumer_owners: a durable name only for the identities the map lists. */
+static bool consumer_allowed(Client *c, const struct request *rq)
+{
+	struct owner_id id;
+	char subject[256], who[300], msg[400];
+
+	if (!g.owners || !rq->consumer)
+		return true;
+	client_owner_id(c, &id, subject, sizeof(subject));
+	if (owners_allowed(g.owners, rq->consumer, &id))
+		return true;
+	owner_id_text(&id, who, sizeof(who));
+	log_warning("consumer refused client=c%" PRIu64 " peer=%s identity=%s consumer=%s", client_id(c),
+		    client_peer(c), LOGQ(who), LOGQ(rq->consumer));
+	/* The name is valid UTF-8 of at most 255 bytes (request.c). */
+	snprintf(msg, sizeof(msg), "consumer '%.255s' is not allowed for this connection's identity (consumer_owners)",
+		 rq->consumer);
+	client_send_error(c, rq->sid, ERR_UNAUTHORIZED, msg, NULL);
+	return false;
+}
+
 static int up_watch(void *arg, Client *c, const struct request *rq, struct filter *filter)
 {
 	struct watch_req req = {
@@ -100,7 +125,13 @@ static int up_watch(void *arg, Client *c, const struct request *rq, struct filte
 		.start_at = rq->start_at,
 		.filter = filter,
 		.before = rq->before,
+		.standby = rq->standby,
 	};
+
+	if (!consumer_allowed(c, rq)) {
+		filter_free(filter);
+		return -EACCES;
+	}
 
 	return hub_watch(arg, c, &req);
 }
@@ -376,6 +407,12 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	srandom((unsigned)time(NULL) ^ (unsigned)getpid());
 
+	/* Checked when the configuration loaded (conf_value_owners). */
+	if (owners_parse(g.cv->consumer_owners, &g.owners, lerr, sizeof(lerr)) < 0) {
+		fprintf(stderr, "nvsrelayd: consumer_owners: %s\n", lerr);
+		conf_free(g.conf);
+		return EX_CONFIG;
+	}
 	g.loop = ev_loop_new(EVFLAG_AUTO);
 	g.hub = hub_new(g.loop, g.cv);
 	g.relay = relay_new(g.loop, g.conf, g.hub, on_ready, on_fatal, NULL);
@@ -427,6 +464,7 @@ out:
 	g.relay = NULL;
 	hub_free(g.hub);
 	client_free_all();
+	owners_free(g.owners);
 	ev_loop_destroy(g.loop);
 	metrics_reset();
 	conf_free(g.conf);

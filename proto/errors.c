@@ -20,6 +20,7 @@ static const struct {
 	{ ERR_COMMAND_NOT_FOUND, "CommandNotFound" },
 	{ ERR_INVALID_NAMESPACE, "InvalidNamespace" },
 	{ ERR_EXCEEDED_MEMORY_LIMIT, "ExceededMemoryLimit" },
+	{ ERR_INVALID_RESUME_TOKEN, "InvalidResumeToken" },
 	{ ERR_EXCEEDED_TIME_LIMIT, "ExceededTimeLimit" },
 	{ ERR_CHANGE_STREAM_FATAL, "ChangeStreamFatalError" },
 	{ ERR_HISTORY_LOST, "ChangeStreamHistoryLost" },

@@ -17,6 +17,7 @@ enum proto_error {
 	ERR_COMMAND_NOT_FOUND = 59,
 	ERR_INVALID_NAMESPACE = 73,
 	ERR_EXCEEDED_MEMORY_LIMIT = 146,  /* output past a limit */
+	ERR_INVALID_RESUME_TOKEN = 260,   /* a start position that names no written tick */
 	ERR_EXCEEDED_TIME_LIMIT = 262,    /* output not read */
 	ERR_CHANGE_STREAM_FATAL = 280,
 	ERR_HISTORY_LOST = 286,

@@ -117,7 +117,7 @@ static int known_fields(const cJSON *m, long long sid, struct request_error *err
 {
 	static const char *const known[] = {
 		"op", "sid", "table", "consumer", "resumeAfter", "startAfter", "startAtOperationTime",
-		"pipeline", "fullDocumentBeforeChange", NULL
+		"pipeline", "fullDocumentBeforeChange", "standby", NULL
 	};
 	size_t i;
 
@@ -166,7 +166,7 @@ static int decode_resume(const cJSON *ra, const cJSON *sa, struct request *req,
 
 static int decode_watch(const cJSON *m, struct request *req, struct request_error *err)
 {
-	const cJSON *t, *consumer, *ra, *sa, *sat, *fdbc;
+	const cJSON *t, *consumer, *ra, *sa, *sat, *fdbc, *sb;
 	long long sid;
 
 	if (get_sid(m, &sid, err) < 0 || known_fields(m, sid, err) < 0)
@@ -206,6 +206,19 @@ static int decode_watch(const cJSON *m, struct request *req, struct request_erro
 					      strcmp(fdbc->valuestring, "required") != 0))
 			return fail(err, sid, ERR_BAD_VALUE, "fullDocumentBeforeChange must be off, whenAvailable or required");
 		req->before = strcmp(fdbc->valuestring, "off") != 0;
+	}
+	/* A standby starts where the consumer's holder stopped, nowhere else. */
+	sb = cJSON_GetObjectItemCaseSensitive(m, "standby");
+	if (sb) {
+		if (!cJSON_IsBool(sb))
+			return fail(err, sid, ERR_TYPE_MISMATCH, "standby must be true or false");
+		req->standby = cJSON_IsTrue(sb);
+		if (req->standby && !req->consumer)
+			return fail(err, sid, ERR_BAD_VALUE, "standby needs a consumer");
+		if (req->standby && (ra || sa || sat))
+			return fail(err, sid, ERR_BAD_VALUE,
+				    "standby takes over from the consumer's acknowledged position:"
+				    " give no resumeAfter, startAfter or startAtOperationTime");
 	}
 	/* Compiled by the daemon; a pipeline it cannot compile is refused
 	 * there, never ignored. */

@@ -52,6 +52,7 @@ struct request {
 	const char *start_at;      /* startAtOperationTime (RFC 3339, shape checked) or NULL */
 	const cJSON *pipeline;     /* the "pipeline" member or NULL, for filter_compile */
 	bool before;               /* fullDocumentBeforeChange whenAvailable or required */
+	bool standby;              /* with consumer: wait while another subscription holds it */
 	/* ack */
 	struct token ack;
 };

@@ -74,6 +74,8 @@ struct client {
 	bool write_wants_read;   /* a TLS write waits for it to be readable */
 	bool need_token;
 	unsigned char token_sha256[32];
+	bool has_cred;           /* Unix peer credentials, for consumer_owners */
+	unsigned uid, gid;
 	enum client_refusal refuse_why; /* refusal sent once the handshake is done */
 	int refuse_code;         /* 0: none */
 	const char *refuse_msg;
@@ -175,14 +177,25 @@ static void free_later(Client *c)
 	ev_timer_start(c->env.loop, &c->linger);
 }
 
+uint64_t client_id(const Client *c)
+{
+	return c->id;
+}
+
 const char *client_peer(const Client *c)
 {
 	return c->peer;
 }
 
-uint64_t client_id(const Client *c)
+void client_owner_id(Client *c, struct owner_id *id, char *subject, size_t len)
 {
-	return c->id;
+	memset(id, 0, sizeof(*id));
+	id->has_cred = c->has_cred;
+	id->uid = c->uid;
+	id->gid = c->gid;
+	id->token = c->need_token && c->state == CS_OPEN;
+	transport_peer_subject(c->t, subject, len);
+	id->subject = subject[0] ? subject : NULL;
 }
 
 size_t client_pending(const Client *c)
@@ -809,6 +822,11 @@ Client *client_new(const struct client_env *env, int fd, const char *peer, const
 	c->t = tr;
 	c->id = next_id++;
 	snprintf(c->peer, sizeof(c->peer), "%s", peer);
+	if (t && t->has_cred) {
+		c->has_cred = true;
+		c->uid = t->uid;
+		c->gid = t->gid;
+	}
 	c->state = t && t->ssl ? CS_HANDSHAKE : CS_OPEN;
 	if (t && t->token_sha256) {
 		memcpy(c->token_sha256, t->token_sha256, sizeof(c->token_sha256));

@@ -16,6 +16,7 @@
 
 #include "conf.h"
 #include "event.h"
+#include "owners.h"
 #include "token.h"
 
 
@@ -55,6 +56,8 @@ struct client_transport {
 	struct ssl_st *ssl;                 /* TLS session to hand-shake (taken over), or NULL */
 	const unsigned char *token_sha256;  /* 32 bytes: the first frame must be a hello whose
 					     * token hashes to this; NULL: no token */
+	bool has_cred;                      /* Unix socket: the peer's SO_PEERCRED */
+	unsigned uid, gid;
 };
 
 /* Connections and requests refused, counted per reason. */
@@ -93,8 +96,11 @@ Client *client_new(const struct client_env *env, int fd, const char *peer, const
 void client_refuse(Client *c, enum client_refusal why, int code, const char *msg);
 
 uint64_t client_id(const Client *c);
-/* Who is connected, as the log names it ("unix:pid=N,uid=N", an address). */
+/* "unix:uid=..", "tls:ADDR", as log lines name the peer. */
 const char *client_peer(const Client *c);
+/* What the transport proved about the peer (consumer_owners); subject is
+ * the buffer for a TLS certificate's subject. */
+void client_owner_id(Client *c, struct owner_id *id, char *subject, size_t len);
 /* Bytes queued and not yet written to the socket. */
 size_t client_pending(const Client *c);
 /* Asks for the writable upcall as soon as fewer than bytes are queued

@@ -151,12 +151,13 @@ static void accept_unix(Listener *l, int fd)
 		refuse_fd(fd, REFUSAL_MAX_CLIENTS, ERR_EXCEEDED_LIMIT, "too many clients (max_clients)", peer);
 		return;
 	}
-	client_new(&l->env, fd, peer, NULL);
+	client_new(&l->env, fd, peer, &(struct client_transport){ .has_cred = cred.uid != (uid_t)-1,
+								 .uid = cred.uid, .gid = cred.gid });
 }
 
 static void accept_tcp(Listener *l, int fd, const struct sockaddr *sa)
 {
-	struct client_transport t = { NULL, l->need_token ? l->token_sha256 : NULL };
+	struct client_transport t = { .token_sha256 = l->need_token ? l->token_sha256 : NULL };
 	size_t max = (size_t)l->env.cv->max_clients;
 	char addr[80], peer[96], err[256];
 	int on = 1, idle = 60, intvl = 10, cnt = 6;

@@ -39,6 +39,7 @@ struct pos_req {
 	source_done_cb done;
 	void *arg;
 	char *consumer;
+	struct token pos;           /* position_exists: the position asked about */
 };
 
 /* Row 0: the tick whose batch holds the row (NULL: no tick covers it yet)
@@ -162,6 +163,42 @@ int position_at_time(PgConn *pc, uint32_t gen, const char *rfc3339, source_pos_c
 	return 0;
 }
 
+static void exists_cb(PgConn *pc, PGresult *res, void *arg)
+{
+	struct pos_req *q = arg;
+
+	(void)pc;
+	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK)
+		q->cb(q->arg, -EIO, NULL, "cannot check the start position");
+	else if (PQntuples(res) == 0)
+		q->cb(q->arg, -ENOENT, NULL, "the start position names no tick written in this generation");
+	else
+		q->cb(q->arg, 0, &q->pos, NULL);
+	free(q);
+}
+
+int position_exists(PgConn *pc, const struct token *pos, source_pos_cb cb, void *arg)
+{
+	char tick[24];
+	const char *params[1] = { tick };
+	struct pos_req *q;
+
+	if (pos->tick > INT64_MAX)
+		return -ENOENT;
+	if (!pgconn_is_up(pc))
+		return -ENOTCONN;
+	if (!(q = pos_req_new(pos->gen, cb, arg)))
+		return -ENOMEM;
+	q->pos = *pos;
+	snprintf(tick, sizeof(tick), "%" PRIu64, pos->tick);
+	if (pgconn_query_kind(pc, "position_exists", "SELECT 1 FROM nvsrelay.tick WHERE tick_id = $1::bigint",
+			      1, params, exists_cb, q) < 0) {
+		free(q);
+		return -ENOTCONN;
+	}
+	return 0;
+}
+
 static void load_cb(PgConn *pc, PGresult *res, void *arg)
 {
 	struct pos_req *q = arg;
@@ -260,8 +297,10 @@ int position_save(PgConn *pc, const char *consumer, const struct token *pos, sou
 	snprintf(tick, sizeof(tick), "%" PRIu64, pos->tick);
 	params[0] = consumer;
 	params[1] = hex;
-	params[2] = pos->id == TOKEN_ID_END ? NULL : id;
-	params[3] = tick;
+	/* Both go through ::bigint: a value past INT64_MAX (no row or tick
+	 * has one) would fail the whole write, so it is passed as NULL. */
+	params[2] = pos->id == TOKEN_ID_END || pos->id > INT64_MAX ? NULL : id;
+	params[3] = pos->tick > INT64_MAX ? NULL : tick;
 	if (pgconn_query_prep(pc, "position_save", save_sql, 4, params, save_cb, q) < 0) {
 		free(q->consumer);
 		free(q);

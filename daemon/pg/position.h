@@ -21,6 +21,8 @@ int position_save(PgConn *pc, const char *consumer, const struct token *pos, sou
 /* -ESTALE: older than the retained history; -EAGAIN: not in a tick yet. */
 int position_of_event(PgConn *pc, uint32_t gen, uint64_t event_id, source_pos_cb cb, void *arg);
 int position_at_time(PgConn *pc, uint32_t gen, const char *rfc3339, source_pos_cb cb, void *arg);
+/* Whether pos's tick is written (source_ops.position_exists). */
+int position_exists(PgConn *pc, const struct token *pos, source_pos_cb cb, void *arg);
 
 /* The message for a position older than the retained history, naming the
  * oldest position left (min_tick, NULL or "" when the history is empty). */

@@ -702,12 +702,18 @@ static int src_position_at_time(void *impl, const char *rfc3339, source_pos_cb c
 	return position_at_time(r->main, r->generation, rfc3339, cb, arg);
 }
 
+static int src_position_exists(void *impl, const struct token *pos, source_pos_cb cb, void *arg)
+{
+	return position_exists(((Relay *)impl)->main, pos, cb, arg);
+}
+
 static const struct source_ops relay_source_ops = {
 	.read_page = src_read_page,
 	.load_position = src_load_position,
 	.save_position = src_save_position,
 	.position_of_event = src_position_of_event,
 	.position_at_time = src_position_at_time,
+	.position_exists = src_position_exists,
 };
 
 const struct source *relay_source(Relay *r)

@@ -17,7 +17,11 @@
  * transmission overlap instead of taking turns.
  *
  * Durable subscriptions (a consumer name) keep the acknowledged position
- * and write it to resume_tokens at most every ack_flush_ms.
+ * and write it to resume_tokens at most every ack_flush_ms.  A consumer has
+ * one reader at a time: a plain watch takes the name over (the holder ends
+ * with Interrupted), a standby watch waits and is promoted, from the
+ * acknowledged position, when the holder goes.  Start positions beyond the
+ * head are checked with the source: a token must name a written tick.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -28,9 +32,11 @@
 #include "client.h"
 #include "filter.h"
 #include "hub.h"
+#include "hubsub.h"
 #include "log.h"
 #include "metrics.h"
 #include "source.h"
+#include "subtab.h"
 
 /* Stop filling a client's output buffer beyond this; resume on drain. */
 #define PUMP_HIGH_WATER (256 * 1024)
@@ -44,80 +50,11 @@
 #define CATCHUP_BUDGET (64 * 1024 * 1024)
 #define BOOKMARK_INTERVAL 1.0
 
-enum sub_state { SUB_LOADING, SUB_ACTIVE, SUB_DEAD };
-
-struct sub {
-	struct sub *next, *prev;      /* hub list */
-	Hub *hub;
-	Client *client;
-	long long sid;
-	enum event_table table;
-	char *consumer;               /* durable name, or NULL */
-	bool before;                  /* wants fullDocumentBeforeChange */
-	Filter *filter;               /* compiled pipeline, NULL: everything */
-	enum sub_state state;
-	bool reading;                 /* catch-up page in flight */
-	bool catching;                /* behind the ring: served by catch-up reads */
-	size_t page_bytes;            /* output queued by its last catch-up page */
-	bool saving;                  /* position write in flight */
-	bool dirty;                   /* acked moved since the last write */
-	bool shutdown_wait;           /* shutdown waits for this write */
-	struct token pos;             /* passed up to here */
-	struct token sent;            /* position of the last frame sent */
-	struct token acked;           /* acknowledged (durable only) */
-	ev_tstamp acked_at;           /* when acked last moved */
-	struct token last_event;      /* position of the last event sent */
-	struct token saved;           /* durable position written or being written */
-	bool fenced;                  /* took over a consumer: start no earlier than */
-	struct token fence;           /* ... what the previous holder acknowledged */
-};
-
-struct hub {
-	struct ev_loop *loop;
-	const struct conf_values *cv;
-	const struct source *src;     /* catch-up pages and positions, or NULL */
-	struct sub *subs;
-	struct sub *dead;             /* detached, freed once no callback is pending */
-	size_t nsubs;
-	size_t ncatching;             /* subscriptions with catching set */
-	struct event **ring;
-	size_t cap, first, count;
-	size_t unparsed;              /* ring index from which trees may be cached */
-	ev_tstamp *ring_time;         /* when each ring event was read */
-	struct token ring_start;      /* position just before ring[first] */
-	struct token head;            /* live position: everything up to it read */
-	bool have_head;
-	ev_timer tick;                /* bookmarks and position writes */
-	void (*shutdown_done)(void *);
-	void *shutdown_arg;
-	int shutdown_pending;
-};
-
 static void pump(struct sub *s);
 
 static const struct token *tmax(const struct token *a, const struct token *b)
 {
 	return token_cmp(a, b) >= 0 ? a : b;
-}
-
-static struct event *ring_at(const Hub *h, size_t i)
-{
-	return h->ring[(h->first + i) % h->cap];
-}
-
-/* Index of the first ring event with a position after pos. */
-static size_t ring_after(const Hub *h, const struct token *pos)
-{
-	size_t lo = 0, hi = h->count;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (token_cmp(&ring_at(h, mid)->pos, pos) <= 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
 }
 
 static void set_catching(struct sub *s, bool on)
@@ -163,6 +100,7 @@ static void sub_unlink(struct sub *s)
 	if (s->next)
 		s->next->prev = s->prev;
 	s->next = s->prev = NULL;
+	subtab_del(h->bysid, s->client, s->sid);
 	h->nsubs--;
 }
 
@@ -185,23 +123,13 @@ static void save_done(void *arg, int status)
 	}
 }
 
-/* What a durable consumer has finished: its acknowledged position, and
- * once every event sent is acknowledged, everything the subscription has
- * passed since (other tables, filtered out, idle ticks).  So a consumer
- * that only acks events still moves forward, and holds no history back,
- * through hours of nothing to deliver. */
-static struct token durable_pos(const struct sub *s)
-{
-	return token_cmp(&s->acked, &s->last_event) >= 0 ? *tmax(&s->acked, &s->pos) : s->acked;
-}
-
 static void save_position(struct sub *s)
 {
 	struct token pos;
 
-	if (!s->consumer || s->saving || !s->hub->src)
+	if (!s->consumer || s->standby || s->saving || !s->hub->src)
 		return;
-	pos = durable_pos(s);
+	pos = hub_durable_pos(s);
 	if (!s->dirty && token_cmp(&pos, &s->saved) <= 0)
 		return;
 	if (s->hub->src->ops->save_position(s->hub->src->impl, s->consumer, &pos, save_done, s) == 0) {
@@ -214,9 +142,12 @@ static void save_position(struct sub *s)
 /* Detaches a subscription.  Its memory is only freed by reap(), from the
  * timer, so a caller further up the stack (a pump loop, a callback) may
  * still look at s->state safely. */
+static void promote(Hub *h, const struct sub *gone, bool was_active);
+
 static void sub_kill(struct sub *s)
 {
 	Hub *h = s->hub;
+	bool was_active = s->state == SUB_ACTIVE;
 
 	if (s->state == SUB_DEAD)
 		return;
@@ -227,6 +158,8 @@ static void sub_kill(struct sub *s)
 	save_position(s);
 	s->next = h->dead;
 	h->dead = s;
+	if (s->consumer && !s->standby)
+		promote(h, s, was_active);
 }
 
 static void reap(Hub *h, bool all)
@@ -343,8 +276,8 @@ static void pump(struct sub *s)
 	set_catching(s, false);
 	if (client_pending(s->client) >= PUMP_HIGH_WATER)
 		return;
-	for (i = ring_after(h, &s->pos); i < h->count; i++) {
-		struct event *ev = ring_at(h, i);
+	for (i = hub_ring_after(h, &s->pos); i < h->count; i++) {
+		struct event *ev = hub_ring_at(h, i);
 		if (wants(s, ev)) {
 			send_event(s, ev);
 			if (s->state != SUB_ACTIVE)
@@ -409,7 +342,9 @@ Hub *hub_new(struct ev_loop *loop, const struct conf_values *cv)
 	h->cap = cv->ring_events > 0 ? (size_t)cv->ring_events : 1;
 	h->ring = calloc(h->cap, sizeof(*h->ring));
 	h->ring_time = calloc(h->cap, sizeof(*h->ring_time));
-	if (!h->ring || !h->ring_time) {
+	h->bysid = subtab_new();
+	if (!h->ring || !h->ring_time || !h->bysid) {
+		subtab_free(h->bysid);
 		free(h->ring);
 		free(h->ring_time);
 		free(h);
@@ -432,13 +367,15 @@ void hub_free(Hub *h)
 	if (!h)
 		return;
 	ev_timer_stop(h->loop, &h->tick);
+	h->closing = true;
 	while (h->subs)
 		sub_kill(h->subs);
 	reap(h, true);
 	for (i = 0; i < h->count; i++)
-		event_unref(ring_at(h, i));
+		event_unref(hub_ring_at(h, i));
 	free(h->ring);
 	free(h->ring_time);
+	subtab_free(h->bysid);
 	free(h);
 }
 
@@ -459,7 +396,7 @@ void hub_set_head(Hub *h, const struct token *head)
 	/* Live delivery is done: the ring keeps text; a lagging filtered
 	 * subscriber parses again when it gets there. */
 	for (; h->unparsed < h->count; h->unparsed++)
-		event_drop_tree(ring_at(h, h->unparsed));
+		event_drop_tree(hub_ring_at(h, h->unparsed));
 }
 
 void hub_publish(Hub *h, struct event *ev)
@@ -481,12 +418,7 @@ void hub_publish(Hub *h, struct event *ev)
 
 static struct sub *find_sub(Hub *h, Client *c, long long sid)
 {
-	struct sub *s;
-
-	for (s = h->subs; s; s = s->next)
-		if (s->client == c && s->sid == sid)
-			return s;
-	return NULL;
+	return subtab_get(h->bysid, c, sid);
 }
 
 static void activate(struct sub *s, const struct token *start)
@@ -512,6 +444,56 @@ static void activate(struct sub *s, const struct token *start)
 	pump(s);
 }
 
+static void refuse_start(struct sub *s, int status, const char *msg)
+{
+	int code = ERR_HOST_UNREACHABLE;
+
+	if (status == -ESTALE)
+		code = ERR_HISTORY_LOST;
+	else if (status == -EINVAL)
+		code = ERR_CHANGE_STREAM_FATAL;
+	else if (status == -ENOENT)
+		code = ERR_INVALID_RESUME_TOKEN;
+	client_send_error(s->client, s->sid, code, msg, NULL);
+	sub_kill(s);
+}
+
+static void start_checked(void *arg, int status, const struct token *pos, const char *msg)
+{
+	struct sub *s = arg;
+
+	s->reading = false;
+	if (s->state == SUB_DEAD)
+		return;
+	if (status < 0)
+		refuse_start(s, status, msg ? msg : "the start position names no tick written in this generation");
+	else
+		activate(s, pos);
+}
+
+/* Starts s at pos, which must be a position that exists: at or before the
+ * head, or (another relay of the database may be a tick ahead) a tick the
+ * source has written.  A forged token far ahead would otherwise make the
+ * consumer skip every change up to it. */
+static void start_at(struct sub *s, const struct token *pos)
+{
+	Hub *h = s->hub;
+	int r;
+
+	if (token_cmp(pos, &h->head) <= 0) {
+		activate(s, pos);
+		return;
+	}
+	r = h->src->ops->position_exists(h->src->impl, pos, start_checked, s);
+	if (r == 0) {
+		s->reading = true;
+	} else if (r == -ENOENT) {
+		refuse_start(s, r, "the start position names no tick written in this generation");
+	} else {
+		refuse_start(s, r, "PostgreSQL unavailable, retry");
+	}
+}
+
 static void position_loaded(void *arg, int status, const struct token *pos, const char *msg)
 {
 	struct sub *s = arg;
@@ -523,13 +505,7 @@ static void position_loaded(void *arg, int status, const struct token *pos, cons
 	if (status == -ENOENT) {
 		activate(s, s->fenced ? &s->fence : &h->head);
 	} else if (status < 0) {
-		if (status == -ESTALE)
-			client_send_error(s->client, s->sid, ERR_HISTORY_LOST, msg, NULL);
-		else if (status == -EINVAL)
-			client_send_error(s->client, s->sid, ERR_CHANGE_STREAM_FATAL, msg, NULL);
-		else
-			client_send_error(s->client, s->sid, ERR_HOST_UNREACHABLE, msg, NULL);
-		sub_kill(s);
+		refuse_start(s, status, msg);
 	} else if (pos->gen != h->head.gen) {
 		client_send_error(s->client, s->sid, ERR_HISTORY_LOST,
 				  "stored position belongs to another database or changelog generation", NULL);
@@ -537,14 +513,15 @@ static void position_loaded(void *arg, int status, const struct token *pos, cons
 	} else {
 		/* The previous holder's last acks may still be on their way to
 		 * resume_tokens: never start before them. */
-		activate(s, s->fenced ? tmax(pos, &s->fence) : pos);
+		start_at(s, s->fenced ? tmax(pos, &s->fence) : pos);
 	}
 }
 
 /* Durable consumer fencing: one live subscription per consumer name.  The
  * newcomer wins (the old connection is usually a dead peer not yet noticed)
  * and starts no earlier than what the old one acknowledged; the old one is
- * told why.  Stored positions never move backwards (the source's save). */
+ * told why.  Standbys stay.  Stored positions never move backwards (the
+ * source's save). */
 static void take_over(Hub *h, struct sub *s)
 {
 	struct sub *o, *next;
@@ -552,10 +529,10 @@ static void take_over(Hub *h, struct sub *s)
 
 	for (o = h->subs; o; o = next) {
 		next = o->next;
-		if (o == s || !o->consumer || strcmp(o->consumer, s->consumer) != 0)
+		if (o == s || o->standby || !o->consumer || strcmp(o->consumer, s->consumer) != 0)
 			continue;
 		if (o->state == SUB_ACTIVE) {
-			struct token done = durable_pos(o);
+			struct token done = hub_durable_pos(o);
 			if (!s->fenced || token_cmp(&done, &s->fence) > 0) {
 				s->fence = done;
 				s->fenced = true;
@@ -569,6 +546,51 @@ static void take_over(Hub *h, struct sub *s)
 		if (next && next->state == SUB_DEAD)
 			next = h->subs;
 	}
+}
+
+/* The consumer's holder, other than s: a live subscription that is no standby. */
+static bool has_holder(const Hub *h, const struct sub *s)
+{
+	for (const struct sub *o = h->subs; o; o = o->next)
+		if (o != s && !o->standby && o->consumer && strcmp(o->consumer, s->consumer) == 0)
+			return true;
+	return false;
+}
+
+static void load_start(struct sub *s)
+{
+	int r = s->hub->src->ops->load_position(s->hub->src->impl, s->consumer, position_loaded, s);
+
+	if (r < 0) {
+		client_send_error(s->client, s->sid, ERR_HOST_UNREACHABLE, "PostgreSQL unavailable, retry", NULL);
+		sub_kill(s);
+		return;
+	}
+	s->reading = true;
+}
+
+/* gone held its consumer and was detached: the oldest standby of that name
+ * (the list is newest first) starts from what gone acknowledged, or from the
+ * stored position if that is further. */
+static void promote(Hub *h, const struct sub *gone, bool was_active)
+{
+	struct sub *t = NULL;
+
+	if (h->closing || !h->src || has_holder(h, gone))
+		return;
+	for (struct sub *o = h->subs; o; o = o->next)
+		if (o->standby && strcmp(o->consumer, gone->consumer) == 0)
+			t = o;
+	if (!t)
+		return;
+	t->standby = false;
+	if (was_active) {
+		t->fence = hub_durable_pos(gone);
+		t->fenced = true;
+	}
+	log_notice("standby took over consumer=%s to=c%llu", LOGQ(t->consumer),
+		   (unsigned long long)client_id(t->client));
+	load_start(t);
 }
 
 int hub_watch(Hub *h, Client *c, const struct watch_req *req)
@@ -597,7 +619,10 @@ int hub_watch(Hub *h, Client *c, const struct watch_req *req)
 		return -EINVAL;
 	}
 	s = calloc(1, sizeof(*s));
-	if (!s || (req->consumer && !(s->consumer = strdup(req->consumer)))) {
+	if (!s || (req->consumer && !(s->consumer = strdup(req->consumer))) ||
+	    subtab_put(h->bysid, c, req->sid, s) < 0) {
+		if (s)
+			free(s->consumer);
 		free(s);
 		client_send_error(c, req->sid, ERR_BAD_VALUE, "out of memory", NULL);
 		filter_free(req->filter);
@@ -616,19 +641,29 @@ int hub_watch(Hub *h, Client *c, const struct watch_req *req)
 	h->subs = s;
 	h->nsubs++;
 
+	if (s->consumer && req->standby && has_holder(h, s)) {
+		char frame[64];
+		int n = snprintf(frame, sizeof(frame), "{\"op\":\"standby\",\"sid\":%lld}\n", s->sid);
+		s->standby = true;
+		log_info("subscription standing by client=c%llu sid=%lld consumer=%s",
+			 (unsigned long long)client_id(c), s->sid, LOGQ(s->consumer));
+		client_send(c, frame, (size_t)n);
+		return 0;
+	}
 	if (s->consumer)
 		take_over(h, s);
 	if (req->has_resume) {
-		activate(s, &req->resume);
+		start_at(s, &req->resume);
 		return 0;
 	}
 	if (req->has_event_id)
 		r = h->src->ops->position_of_event(h->src->impl, req->event_id, position_loaded, s);
 	else if (req->start_at)
 		r = h->src->ops->position_at_time(h->src->impl, req->start_at, position_loaded, s);
-	else if (s->consumer)
-		r = h->src->ops->load_position(h->src->impl, s->consumer, position_loaded, s);
-	else {
+	else if (s->consumer) {
+		load_start(s);
+		return 0;
+	} else {
 		activate(s, &h->head);
 		return 0;
 	}
@@ -650,9 +685,11 @@ int hub_ack(Hub *h, Client *c, long long sid, const struct token *tok)
 		client_send_error(c, sid, ERR_BAD_VALUE, "ack for an unknown sid", NULL);
 		return -ENOENT;
 	}
-	if (tok->gen != h->head.gen || token_cmp(tok, &s->pos) > 0) {
+	/* Only what was sent: an ack must not move a durable position past
+	 * what the consumer has seen. */
+	if (tok->gen != h->head.gen || token_cmp(tok, &s->sent) > 0) {
 		client_send_error(c, sid, ERR_BAD_VALUE,
-				  "ack token is not a position this subscription was sent", &s->pos);
+				  "ack token is not a position this subscription was sent", &s->sent);
 		return -EINVAL;
 	}
 	metrics_add(M_ACKS, NULL, 1);
@@ -686,15 +723,6 @@ void hub_client_gone(Hub *h, Client *c)
 	}
 }
 
-size_t hub_client_subscriptions(const Hub *h, const Client *c)
-{
-	size_t n = 0;
-
-	for (const struct sub *s = h->subs; s; s = s->next)
-		n += s->client == c;
-	return n;
-}
-
 void hub_client_error(Hub *h, Client *c, int code, const char *msg)
 {
 	struct token tok;
@@ -722,6 +750,7 @@ void hub_shutdown(Hub *h, void (*done)(void *arg), void *arg)
 
 	h->shutdown_done = done;
 	h->shutdown_arg = arg;
+	h->closing = true;
 	h->shutdown_pending = 1;
 	for (s = h->subs; s; s = next) {
 		next = s->next;
@@ -735,88 +764,6 @@ void hub_shutdown(Hub *h, void (*done)(void *arg), void *arg)
 	}
 	if (--h->shutdown_pending == 0)
 		done(arg);
-}
-
-size_t hub_subscription_count(const Hub *h)
-{
-	return h->nsubs;
-}
-
-size_t hub_consumers(const Hub *h, const char **names, size_t max)
-{
-	const struct sub *s;
-	size_t n = 0;
-
-	for (s = h->subs; s && n < max; s = s->next)
-		if (s->consumer)
-			names[n++] = s->consumer;
-	return n;
-}
-
-/* --- operations (ops.c, admin.c) ----------------------------------------- */
-
-/* How far s is behind the head: the events of its table in the ring after
- * what it has finished (a durable consumer: its durable position; others:
- * what they were sent), and the age of the oldest of them. */
-static void sub_lag(const Hub *h, const struct sub *s, struct hub_sub_info *si)
-{
-	struct token from = s->consumer ? durable_pos(s) : s->pos;
-	ev_tstamp now = ev_now(h->loop);
-
-	si->lag_events = 0;
-	si->lag_seconds = 0;
-	si->lag_exact = s->state == SUB_ACTIVE && token_cmp(&from, &h->ring_start) >= 0;
-	if (s->state != SUB_ACTIVE)
-		return;
-	for (size_t i = ring_after(h, &from); i < h->count; i++) {
-		if (ring_at(h, i)->table != s->table)
-			continue;
-		if (si->lag_events++ == 0)
-			si->lag_seconds = now - h->ring_time[(h->first + i) % h->cap];
-	}
-	/* Behind the ring: at least as old as everything in it. */
-	if (!si->lag_exact && h->count)
-		si->lag_seconds = now - h->ring_time[h->first];
-}
-
-void hub_foreach(const Hub *h, void (*fn)(void *arg, const struct hub_sub_info *si), void *arg)
-{
-	struct hub_sub_info si;
-
-	for (const struct sub *s = h->subs; s; s = s->next) {
-		memset(&si, 0, sizeof(si));
-		si.consumer = s->consumer;
-		si.client = client_id(s->client);
-		si.sid = s->sid;
-		si.table = s->table;
-		si.active = s->state == SUB_ACTIVE;
-		si.acked = s->consumer ? s->acked : s->pos;
-		si.ack_age = s->consumer ? ev_now(h->loop) - s->acked_at : 0;
-		si.buffered = client_pending(s->client);
-		si.conn = s->client;
-		si.filter = s->filter;
-		si.before = s->before;
-		sub_lag(h, s, &si);
-		fn(arg, &si);
-	}
-}
-
-bool hub_consumer_busy(const Hub *h, const char *consumer)
-{
-	for (const struct sub *s = h->subs; s; s = s->next)
-		if (s->consumer && strcmp(s->consumer, consumer) == 0)
-			return true;
-	/* A detached subscription's last position write would land after a
-	 * reset and undo it. */
-	for (const struct sub *s = h->dead; s; s = s->next)
-		if (s->consumer && s->saving && strcmp(s->consumer, consumer) == 0)
-			return true;
-	return false;
-}
-
-size_t hub_ring_count(const Hub *h)
-{
-	return h->count;
 }
 
 void hub_reconfigure(Hub *h)

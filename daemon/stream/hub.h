@@ -34,6 +34,7 @@ struct watch_req {
 	const char *start_at;      /* startAtOperationTime (RFC 3339) or NULL */
 	struct filter *filter;     /* compiled pipeline or NULL; hub_watch takes it */
 	bool before;               /* fullDocumentBeforeChange on updates */
+	bool standby;              /* with consumer: wait while the name is held */
 };
 
 Hub *hub_new(struct ev_loop *loop, const struct conf_values *cv);
@@ -90,7 +91,8 @@ size_t hub_ring_count(const Hub *h);
 /* Re-arms the flush timer after a reload changed ack_flush_ms. */
 void hub_reconfigure(Hub *h);
 
-/* Up to max names of the durable consumers subscribed right now (pointers
+/* Standbys are not listed by hub_foreach and hub_consumers: one entry per
+ * consumer, its holder's.  Up to max names of the durable consumers subscribed right now (pointers
  * valid until the next loop iteration); returns how many were written. */
 size_t hub_consumers(const Hub *h, const char **names, size_t max);
 

@@ -48,6 +48,10 @@ struct source_ops {
 	/* The position of the last tick written at or before an RFC 3339 time
 	 * (startAtOperationTime). */
 	int (*position_at_time)(void *impl, const char *rfc3339, source_pos_cb cb, void *arg);
+	/* Whether pos names a tick written in this generation (asked for
+	 * start positions beyond the hub's head): 0 with pos, or -ENOENT;
+	 * also -ENOENT at once for a tick no database can hold. */
+	int (*position_exists)(void *impl, const struct token *pos, source_pos_cb cb, void *arg);
 };
 
 struct source {

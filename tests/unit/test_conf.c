@@ -474,6 +474,7 @@ static const struct {
 	{ "unix_socket_mode", "600", "0600" },
 	{ "unix_allow_uids", "0, nvsentinel", NULL },
 	{ "unix_allow_gids", "nvsrelayd", NULL },
+	{ "consumer_owners", "node-drainer = uid:1001; * = any", NULL },
 	{ "listen_tcp", "[::]:6543", NULL },
 	{ "tcp_plaintext", "on", NULL },
 	{ "tls_cert_file", "/x/server.crt", NULL },
@@ -730,6 +731,10 @@ static void test_tcp_rules(void **state)
 		assert_int_equal(conf_set(c, "unix_allow_gids", bad_lists[i], err, sizeof(err)), -EINVAL);
 		assert_non_null(strstr(err, "unix_allow_gids: expected a comma list of numbers and names"));
 	}
+	assert_int_equal(conf_set(c, "consumer_owners", "a = uid:1; b* = cn:x, token", err, sizeof(err)), 0);
+	err[0] = '\0';
+	assert_int_equal(conf_set(c, "consumer_owners", "a = user:root", err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "consumer_owners: "));
 	assert_int_equal(conf_finish(c, err, sizeof(err)), 0);
 }
 

@@ -42,7 +42,7 @@
 
 /* ---- fake clients: what hub.c calls of client.c ------------------------------ */
 
-enum frame_kind { F_EVENT, F_BOOKMARK, F_ERROR };
+enum frame_kind { F_EVENT, F_BOOKMARK, F_ERROR, F_STANDBY };
 
 struct frame {
 	enum frame_kind kind;
@@ -120,6 +120,16 @@ void client_send_event(Client *c, long long sid, struct event *ev, bool before)
 	c->pending += c->frame_bytes;
 }
 
+/* The hub writes one raw frame: a standby's. */
+void client_send(Client *c, const char *data, size_t len)
+{
+	long long sid;
+
+	assert_true(len > 0 && data[len - 1] == '\n');
+	assert_int_equal(sscanf(data, "{\"op\":\"standby\",\"sid\":%lld}", &sid), 1);
+	record(c, F_STANDBY, sid, NULL, 0);
+}
+
 void client_send_bookmark(Client *c, long long sid, const struct token *tok)
 {
 	record(c, F_BOOKMARK, sid, tok, 0);
@@ -157,7 +167,7 @@ static void drain(Client *c, size_t left)
 
 /* ---- fake source: the changelog in memory ---------------------------------- */
 
-enum req_kind { R_PAGE, R_LOAD, R_SAVE, R_EVENT_POS };
+enum req_kind { R_PAGE, R_LOAD, R_SAVE, R_EVENT_POS, R_EXISTS };
 
 struct req {
 	struct req *next;
@@ -265,12 +275,28 @@ static int fk_position_at_time(void *impl, const char *rfc3339, source_pos_cb cb
 	return -ENOTCONN;
 }
 
+/* Ticks 1..head_tick are written. */
+static int fk_position_exists(void *impl, const struct token *pos, source_pos_cb cb, void *arg)
+{
+	struct req *q;
+
+	(void)impl;
+	if (pos->tick > INT64_MAX)
+		return -ENOENT;
+	q = req_new(R_EXISTS, arg);
+	q->pos = *pos;
+	q->found = cb;
+	enqueue(q);
+	return 0;
+}
+
 static const struct source_ops fk_ops = {
 	.read_page = fk_read_page,
 	.load_position = fk_load_position,
 	.save_position = fk_save_position,
 	.position_of_event = fk_position_of_event,
 	.position_at_time = fk_position_at_time,
+	.position_exists = fk_position_exists,
 };
 static const struct source fk_source = { &fk_ops, &fk };
 
@@ -330,6 +356,12 @@ static void answer(struct req *q)
 		fk.has_stored = true;
 		fk.saves++;
 		q->done(q->arg, 0);
+		break;
+	case R_EXISTS:
+		if (q->pos.tick >= 1 && q->pos.tick <= fk.head_tick)
+			q->found(q->arg, 0, &q->pos, NULL);
+		else
+			q->found(q->arg, -ENOENT, NULL, "no such tick");
 		break;
 	case R_EVENT_POS:
 		for (size_t i = 0; i < fk.nev; i++)
@@ -1041,6 +1073,174 @@ static void test_takeover_stored_ahead(void **state)
 	client_drop(b);
 }
 
+/* ---- start positions, acks and standbys ------------------------------------ */
+
+/* A resume token past the head is asked of the source: a tick it never
+ * wrote (a forged token, one of 2^63 or more) is refused with
+ * InvalidResumeToken and no subscription; a written one is started from. */
+static void test_resume_beyond_head(void **state)
+{
+	Client *c = client_make(1, 100);
+	struct token far = { GEN, 1000000, TOKEN_ID_END }, huge = { GEN, (uint64_t)1 << 63, 5 };
+	struct token later;
+	struct watch_req r1 = resume_req(1, TABLE_HEALTH_EVENTS, &far);
+	struct watch_req r2 = resume_req(2, TABLE_HEALTH_EVENTS, &huge);
+	struct watch_req r3;
+
+	(void)state;
+	world_new(64, 8);
+	produce(4, 0);
+	r1.consumer = "victim";
+	assert_int_equal(hub_watch(hub, c, &r1), 0);
+	answer_all();
+	assert_int_equal(c->f[c->nf - 1].kind, F_ERROR);
+	assert_int_equal(c->f[c->nf - 1].code, ERR_INVALID_RESUME_TOKEN);
+	assert_int_equal(count_frames(c, F_BOOKMARK), 0);
+	assert_false(fk.has_stored);   /* the consumer's position never moved */
+	assert_int_equal(hub_watch(hub, c, &r2), 0);
+	answer_all();
+	assert_int_equal(c->f[c->nf - 1].code, ERR_INVALID_RESUME_TOKEN);
+	assert_int_equal(hub_subscription_count(hub), 0);
+
+	/* Another relay of the database read a tick this one has not yet. */
+	fk.head_tick++;
+	later = (struct token){ GEN, fk.head_tick, TOKEN_ID_END };
+	r3 = resume_req(3, TABLE_HEALTH_EVENTS, &later);
+	assert_int_equal(hub_watch(hub, c, &r3), 0);
+	assert_int_equal(owed(R_EXISTS), 1);
+	answer_all();
+	assert_int_equal(c->f[c->nf - 1].kind, F_BOOKMARK);
+	assert_int_equal(token_cmp(&c->f[c->nf - 1].pos, &later), 0);
+	world_free();
+	client_drop(c);
+}
+
+/* An ack may name only what the subscription was sent: not the position it
+ * passed silently (other tables) before a bookmark told the client. */
+static void test_ack_only_sent(void **state)
+{
+	Client *c = client_make(1, 100);
+	struct watch_req r = watch_req(1, TABLE_HEALTH_EVENTS);
+	struct token start, head;
+
+	(void)state;
+	world_new(64, 8);
+	produce(1, 0);
+	r.consumer = "quiet";
+	assert_int_equal(hub_watch(hub, c, &r), 0);
+	answer_all();
+	start = c->f[0].pos;
+	/* A tick with only maintenance events: passed, not yet bookmarked. */
+	for (int i = 0; i < 3; i++) {
+		uint64_t id = ++fk.last_id;
+		struct event *ev = make_event(fk.head_tick + 1, id, TABLE_MAINTENANCE_EVENTS, true);
+		fk.ev[fk.nev++] = ev;
+		hub_publish(hub, event_ref(ev));
+	}
+	head = (struct token){ GEN, ++fk.head_tick, TOKEN_ID_END };
+	hub_set_head(hub, &head);
+	assert_int_equal(hub_ack(hub, c, 1, &head), -EINVAL);
+	assert_int_equal(c->f[c->nf - 1].code, ERR_BAD_VALUE);
+	assert_int_equal(hub_ack(hub, c, 1, &start), 0);
+	run_for(1.3);   /* the bookmark of the passed tick */
+	assert_int_equal(last_of(c, 1)->kind, F_BOOKMARK);
+	assert_int_equal(token_cmp(&last_of(c, 1)->pos, &head), 0);
+	assert_int_equal(hub_ack(hub, c, 1, &head), 0);
+	world_free();
+	client_drop(c);
+}
+
+/* A standby waits without events while the holder reads; when the holder
+ * goes it starts from what the holder acknowledged: the unacknowledged
+ * events again, none of the acknowledged ones. */
+static void test_standby(void **state)
+{
+	Client *a = client_make(1, 100), *b = client_make(2, 100), *c = client_make(3, 100);
+	Client *d = client_make(4, 100);
+	struct watch_req ra = watch_req(1, TABLE_HEALTH_EVENTS), rb = watch_req(2, TABLE_HEALTH_EVENTS);
+	struct watch_req rc;
+	struct token acked = { 0, 0, 0 };
+	int n = 0;
+
+	(void)state;
+	world_new(64, 8);
+	produce(2, 0);
+	ra.consumer = rb.consumer = "gpu-health";
+	rb.standby = true;
+	assert_int_equal(hub_watch(hub, a, &ra), 0);
+	answer_all();
+	assert_int_equal(hub_watch(hub, b, &rb), 0);
+	assert_int_equal(b->nf, 1);
+	assert_int_equal(b->f[0].kind, F_STANDBY);
+	assert_int_equal(owed(-1), 0);
+	produce(8, 0);
+	run_for(0.3);
+	assert_int_equal(b->nf, 1);   /* nothing while standing by */
+	assert_int_not_equal(a->f[a->nf - 1].kind, F_ERROR);
+	for (size_t i = 0; i < a->nf; i++)
+		if (a->f[i].kind == F_EVENT && ++n == 4)
+			acked = a->f[i].pos;
+	assert_int_equal(hub_ack(hub, a, 1, &acked), 0);
+	/* A standby of no holder would start at once; a second standby waits too. */
+	rc = watch_req(3, TABLE_HEALTH_EVENTS);
+	rc.consumer = "gpu-health";
+	rc.standby = true;
+	assert_int_equal(hub_watch(hub, c, &rc), 0);
+	assert_int_equal(c->f[0].kind, F_STANDBY);
+
+	a->closed = true;
+	hub_client_gone(hub, a);
+	assert_int_equal(owed(R_LOAD), 1);   /* b, the older standby */
+	answer_all();
+	assert_int_equal(b->f[1].kind, F_BOOKMARK);
+	assert_int_equal(token_cmp(&b->f[1].pos, &acked), 0);
+	assert_stream(b, 2, TABLE_HEALTH_EVENTS, false, &acked);
+	assert_int_equal(c->nf, 1);
+	/* A plain watch still takes the name over; the standby stays. */
+	rc = watch_req(4, TABLE_HEALTH_EVENTS);
+	rc.consumer = "gpu-health";
+	assert_int_equal(hub_watch(hub, d, &rc), 0);
+	assert_int_equal(b->f[b->nf - 1].code, ERR_INTERRUPTED);
+	assert_int_equal(c->nf, 1);
+	assert_int_equal(hub_subscription_count(hub), 2);
+	world_free();
+	client_drop(a);
+	client_drop(b);
+	client_drop(c);
+	client_drop(d);
+}
+
+/* Many subscriptions: every ack finds its own, whichever client and sid. */
+static void test_ack_many(void **state)
+{
+	enum { NC = 40, NS = 50 };
+	Client *cs[NC];
+	struct token start;
+
+	(void)state;
+	world_new(64, 8);
+	produce(1, 0);
+	for (int i = 0; i < NC; i++) {
+		cs[i] = client_make((uint64_t)i + 1, 100);
+		for (int j = 0; j < NS; j++) {
+			struct watch_req r = watch_req(j * 7 + 1, TABLE_HEALTH_EVENTS);
+			assert_int_equal(hub_watch(hub, cs[i], &r), 0);
+		}
+	}
+	start = cs[0]->f[0].pos;
+	for (int i = 0; i < NC; i++)
+		for (int j = 0; j < NS; j++)
+			assert_int_equal(hub_ack(hub, cs[i], j * 7 + 1, &start), 0);
+	assert_int_equal(hub_ack(hub, cs[0], 2, &start), -ENOENT);
+	for (int i = 0; i < NC; i += 2)
+		assert_int_equal(hub_unwatch(hub, cs[i], 1), 0);
+	assert_int_equal(hub_ack(hub, cs[0], 1, &start), -ENOENT);
+	assert_int_equal(hub_ack(hub, cs[1], 1, &start), 0);
+	world_free();
+	for (int i = 0; i < NC; i++)
+		client_drop(cs[i]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1055,6 +1255,10 @@ int main(void)
 		cmocka_unit_test(test_drop_during_pump),
 		cmocka_unit_test(test_takeover),
 		cmocka_unit_test(test_takeover_stored_ahead),
+		cmocka_unit_test(test_resume_beyond_head),
+		cmocka_unit_test(test_ack_only_sent),
+		cmocka_unit_test(test_standby),
+		cmocka_unit_test(test_ack_many),
 	};
 
 	return cmocka_run_group_tests(tests, setup, NULL);

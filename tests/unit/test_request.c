@@ -269,6 +269,34 @@ test_watch_refused(void **state)
 #undef WATCH
 }
 
+/* standby: a boolean, with a consumer, without a start position. */
+static void
+test_watch_standby(void **state)
+{
+	struct request req;
+	struct request_error err;
+	cJSON *root;
+
+	(void)state;
+	assert_int_equal(decode("{\"op\":\"watch\",\"sid\":1,\"table\":\"health_events\",\"consumer\":\"a\","
+				"\"standby\":true}", &req, &err, &root), 0);
+	assert_true(req.standby);
+	assert_string_equal(req.consumer, "a");
+	cJSON_Delete(root);
+	assert_int_equal(decode("{\"op\":\"watch\",\"sid\":1,\"table\":\"health_events\",\"standby\":false}",
+				&req, &err, &root), 0);
+	assert_false(req.standby);
+	cJSON_Delete(root);
+	refused("{\"op\":\"watch\",\"sid\":2,\"table\":\"health_events\",\"standby\":true}", ERR_BAD_VALUE, 2,
+		"standby needs a consumer");
+	refused("{\"op\":\"watch\",\"sid\":2,\"table\":\"health_events\",\"consumer\":\"a\",\"standby\":1}",
+		ERR_TYPE_MISMATCH, 2, "standby must be true or false");
+	refused("{\"op\":\"watch\",\"sid\":2,\"table\":\"health_events\",\"consumer\":\"a\",\"standby\":true,"
+		"\"resumeAfter\":{\"_data\":\"" TOK "\"}}", ERR_BAD_VALUE, 2,
+		"standby takes over from the consumer's acknowledged position:"
+		" give no resumeAfter, startAfter or startAtOperationTime");
+}
+
 static void
 test_reply_sid(void **state)
 {
@@ -371,6 +399,7 @@ main(void)
 		cmocka_unit_test(test_hello_token),
 		cmocka_unit_test(test_watch),
 		cmocka_unit_test(test_watch_refused),
+		cmocka_unit_test(test_watch_standby),
 		cmocka_unit_test(test_reply_sid),
 		cmocka_unit_test(test_ack_unwatch_ping),
 		cmocka_unit_test(test_wire_round_trip),

@@ -1,0 +1,84 @@
+/*
+ * hubsub.h - the hub's private state (struct hub, struct sub), shared by
+ * hub.c, which owns it, and hubview.c, which reads it for /metrics and the
+ * admin socket.  No other module includes it.
+ */
+#ifndef NVSRELAY_HUBSUB_H
+#define NVSRELAY_HUBSUB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <ev.h>
+
+#include "client.h"
+#include "conf.h"
+#include "event.h"
+#include "filter.h"
+#include "source.h"
+#include "subtab.h"
+#include "token.h"
+
+enum sub_state { SUB_LOADING, SUB_ACTIVE, SUB_DEAD };
+
+struct sub {
+	struct sub *next, *prev;      /* hub list */
+	struct hub *hub;
+	Client *client;
+	long long sid;
+	enum event_table table;
+	char *consumer;               /* durable name, or NULL */
+	bool before;                  /* wants fullDocumentBeforeChange */
+	Filter *filter;               /* compiled pipeline, NULL: everything */
+	enum sub_state state;
+	bool reading;                 /* catch-up page in flight */
+	bool catching;                /* behind the ring: served by catch-up reads */
+	size_t page_bytes;            /* output queued by its last catch-up page */
+	bool saving;                  /* position write in flight */
+	bool dirty;                   /* acked moved since the last write */
+	bool shutdown_wait;           /* shutdown waits for this write */
+	struct token pos;             /* passed up to here */
+	struct token sent;            /* position of the last frame sent */
+	struct token acked;           /* acknowledged (durable only) */
+	ev_tstamp acked_at;           /* when acked last moved */
+	struct token last_event;      /* position of the last event sent */
+	struct token saved;           /* durable position written or being written */
+	bool standby;                 /* waits for the consumer's holder to go */
+	bool fenced;                  /* took over a consumer: start no earlier than */
+	struct token fence;           /* ... what the previous holder acknowledged */
+};
+
+struct hub {
+	struct ev_loop *loop;
+	const struct conf_values *cv;
+	const struct source *src;     /* catch-up pages and positions, or NULL */
+	struct sub *subs;
+	struct sub *dead;             /* detached, freed once no callback is pending */
+	Subtab *bysid;                /* (client, sid) -> live sub: acks in constant time */
+	size_t nsubs;
+	size_t ncatching;             /* subscriptions with catching set */
+	struct event **ring;
+	size_t cap, first, count;
+	size_t unparsed;              /* ring index from which trees may be cached */
+	ev_tstamp *ring_time;         /* when each ring event was read */
+	struct token ring_start;      /* position just before ring[first] */
+	struct token head;            /* live position: everything up to it read */
+	bool have_head;
+	bool closing;                 /* shutting down or freed: no standby promoted */
+	ev_timer tick;                /* bookmarks and position writes */
+	void (*shutdown_done)(void *);
+	void *shutdown_arg;
+	int shutdown_pending;
+};
+
+struct event *hub_ring_at(const struct hub *h, size_t i);
+/* Index of the first ring event with a position after pos. */
+size_t hub_ring_after(const struct hub *h, const struct token *pos);
+/* What a durable consumer has finished: its acknowledged position, and
+ * once every event sent is acknowledged, everything the subscription has
+ * passed since (other tables, filtered out, idle ticks) as far as a frame
+ * told the client: a stored position is always one it was sent.  So a consumer
+ * that only acks events still moves forward, and holds no history back,
+ * through hours of nothing to deliver. */
+struct token hub_durable_pos(const struct sub *s);
+
+#endif
