@@ -128,6 +128,11 @@ $(B)/tests/test_hub: tests/unit/test_hub.c $(HUB_TEST_OBJ) $(PURE_OBJ) | $(B)/te
 	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags cmocka) -o $@ $< \
 	    $(HUB_TEST_OBJ) $(PURE_OBJ) $(LIBS) $(shell pkg-config --libs cmocka) $(LDSAN)
 
+# The log's test links log.c (it writes to stderr, which the test redirects).
+$(B)/tests/test_log: tests/unit/test_log.c $(B)/daemon/log.o $(PURE_OBJ) | $(B)/tests
+	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags cmocka) -o $@ $< \
+	    $(B)/daemon/log.o $(PURE_OBJ) $(LIBS) $(shell pkg-config --libs cmocka) $(LDSAN)
+
 $(B)/bench/%: tests/bench/%.c tests/bench/bench.c tests/bench/bench.h $(B)/libnvsrelay.a $(PROTO_OBJ) | $(B)/bench
 	$(CC) $(ALL_CFLAGS) -Itests/bench -o $@ $< tests/bench/bench.c $(B)/libnvsrelay.a $(PROTO_OBJ) \
 	    $(LIBS) -lpthread $(LDSAN)

@@ -6,7 +6,11 @@
 #ifndef NVSRELAY_CLI_H
 #define NVSRELAY_CLI_H
 
+#include <stdbool.h>
+
 int ctl_main(int argc, char **argv);
+/* Whether s names a subcommand ctl_main runs. */
+bool ctl_is_command(const char *s);
 int import_main(int argc, char **argv);
 
 #endif

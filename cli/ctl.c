@@ -1,5 +1,6 @@
 /*
- * ctl.c - `nvsrelay status | consumers | reset | reload`: the command-line
+ * ctl.c - `nvsrelay status | clients | consumers | reset | drop-consumer |
+ * reload`: the command-line
  * side of the daemon's admin socket (daemon/net/admin.c).  main.c calls
  * ctl_main() with argv[0] set to the subcommand.  One JSON line out, one
  * back; printed for people, or as the raw JSON line with --json.
@@ -32,14 +33,22 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"Usage: nvsrelay status    [--admin-socket PATH] [--json]\n"
+		"       nvsrelay clients   [--admin-socket PATH] [--json]\n"
 		"       nvsrelay consumers [--admin-socket PATH] [--json]\n"
-		"       nvsrelay reset CONSUMER [--to head|TOKEN] [--admin-socket PATH] [--json]\n"
+		"       nvsrelay reset CONSUMER [--to head|TOKEN | --at TIME] [--create] [--admin-socket PATH] [--json]\n"
+		"       nvsrelay drop-consumer CONSUMER [--admin-socket PATH] [--json]\n"
 		"       nvsrelay reload    [--admin-socket PATH] [--json]\n\n"
-		"status     version, generation, live head, ticker role, connections, subscribers\n"
-		"consumers  durable consumers: connected, acknowledged token, lag, last acknowledgement\n"
-		"reset      moves a durable consumer's stored position to the live head (default)\n"
-		"           or to TOKEN; refused while the consumer is connected\n"
-		"reload     reads the configuration again, like SIGHUP\n\n"
+		"status         version, state (ready, degraded or not ready, and why), generation, live head,\n"
+		"               ticker role, connections, subscribers\n"
+		"clients        every live subscription: client, peer, consumer, table, pipeline, position, lag\n"
+		"consumers      durable consumers: connected, acknowledged token, lag, last acknowledgement\n"
+		"reset          moves a durable consumer's stored position to the live head (default), to\n"
+		"               TOKEN, or to the end of the last tick at or before TIME (RFC 3339); refused\n"
+		"               while the consumer is connected, and for a name resume_tokens does not know\n"
+		"               unless --create\n"
+		"drop-consumer  deletes a durable consumer's stored position (one gone for good that holds\n"
+		"               the changelog back); refused while it is connected\n"
+		"reload         reads the configuration again, like SIGHUP\n\n"
 		"  --admin-socket PATH  admin socket (default $NVSRELAY_ADMIN_SOCKET or " DEFAULT_ADMIN_SOCKET ")\n"
 		"  --json               print the daemon's answer as one JSON line\n"
 		"  --timeout SEC        wait at most SEC seconds for the answer (default 30)\n\n"
@@ -182,6 +191,8 @@ static void print_status(const cJSON *a)
 	printf("generation      %s\n", str(a, "generation") ? str(a, "generation") : "?");
 	printf("head            %s\n", str(a, "head") ? str(a, "head") : "(not known yet)");
 	printf("ready           %s\n", yesno(a, "ready"));
+	printf("state           %s%s%s\n", str(a, "state") ? str(a, "state") : yesno(a, "ready"),
+	       str(a, "reason") ? ": " : "", str(a, "reason") ? str(a, "reason") : "");
 	printf("ticker leader   %s\n", yesno(a, "ticker_leader"));
 	printf("connections     %.0f of %.0f up\n", num(a, "connections_up", NULL), num(a, "connections", NULL));
 	printf("subscribers     %.0f\n", num(a, "subscribers", NULL));
@@ -222,6 +233,41 @@ static void print_consumers(const cJSON *a)
 	}
 }
 
+static void print_clients(const cJSON *a)
+{
+	const cJSON *arr = cJSON_GetObjectItemCaseSensitive(a, "clients"), *e;
+
+	printf("%-8s %-24s %-5s %-20s %-18s %-8s %-40s %10s %9s %s\n", "CLIENT", "PEER", "SID", "CONSUMER", "TABLE",
+	       "STATE", "POSITION", "LAG_EVENTS", "LAG_SECS", "PIPELINE");
+	cJSON_ArrayForEach(e, arr) {
+		put_safe(str(e, "client"), 8);
+		putchar(' ');
+		put_safe(str(e, "peer"), 24);
+		printf(" %-5.0f ", num(e, "sid", NULL));
+		put_safe(str(e, "consumer") ? str(e, "consumer") : "-", 20);
+		putchar(' ');
+		put_safe(str(e, "table"), 18);
+		putchar(' ');
+		put_safe(str(e, "state"), 8);
+		putchar(' ');
+		put_safe(str(e, "position") ? str(e, "position") : "-", 40);
+		printf(" %9.0f%s %9.1f ", num(e, "lag_events", NULL),
+		       cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(e, "lag_exact")) ? "+" : " ",
+		       num(e, "lag_seconds", NULL));
+		put_safe(str(e, "pipeline") ? str(e, "pipeline") : "-", 0);
+		if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "before")))
+			printf(" (+before)");
+		putchar('\n');
+	}
+}
+
+static void print_drop(const cJSON *a)
+{
+	printf("consumer ");
+	put_safe(str(a, "consumer"), 0);
+	printf(" dropped (its position was %s)\n", str(a, "token") ? str(a, "token") : "not set");
+}
+
 static void print_reset(const cJSON *a)
 {
 	printf("consumer ");
@@ -240,12 +286,23 @@ static void print_reload(const cJSON *a)
 		printf("restart needed  %s\n", rs);
 }
 
+bool ctl_is_command(const char *s)
+{
+	static const char *const cmds[] = { "status", "clients", "consumers", "reset", "drop-consumer", "reload" };
+
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+		if (strcmp(s, cmds[i]) == 0)
+			return true;
+	return false;
+}
+
 int ctl_main(int argc, char **argv)
 {
 	const char *cmd = argc > 0 ? argv[0] : "";
-	const char *path = getenv("NVSRELAY_ADMIN_SOCKET"), *consumer = NULL, *to = NULL;
+	const char *path = getenv("NVSRELAY_ADMIN_SOCKET"), *consumer = NULL, *to = NULL, *at = NULL;
+	bool named = strcmp(cmd, "reset") == 0 || strcmp(cmd, "drop-consumer") == 0;
 	double timeout = 30;
-	bool json = false;
+	bool json = false, create = false;
 	cJSON *req, *ans;
 	char *line, *text;
 	int i, fd, rc;
@@ -267,12 +324,16 @@ int ctl_main(int argc, char **argv)
 				fprintf(stderr, "nvsrelay: --timeout expects seconds, got '%s'\n", argv[i]);
 				return EX_USAGE;
 			}
-		} else if (strcmp(a, "--to") == 0 && i + 1 < argc && strcmp(cmd, "reset") == 0) {
+		} else if (strcmp(a, "--to") == 0 && i + 1 < argc && strcmp(cmd, "reset") == 0 && !at) {
 			to = argv[++i];
+		} else if (strcmp(a, "--at") == 0 && i + 1 < argc && strcmp(cmd, "reset") == 0 && !to) {
+			at = argv[++i];
+		} else if (strcmp(a, "--create") == 0 && strcmp(cmd, "reset") == 0) {
+			create = true;
 		} else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
 			usage(stdout);
 			return 0;
-		} else if (a[0] != '-' && strcmp(cmd, "reset") == 0 && !consumer) {
+		} else if (a[0] != '-' && named && !consumer) {
 			consumer = a;
 		} else {
 			fprintf(stderr, "nvsrelay %s: unknown or incomplete argument '%s'\n", cmd, a);
@@ -280,13 +341,12 @@ int ctl_main(int argc, char **argv)
 			return EX_USAGE;
 		}
 	}
-	if (strcmp(cmd, "reset") == 0 && !consumer) {
-		fprintf(stderr, "nvsrelay reset: which consumer?\n");
+	if (named && !consumer) {
+		fprintf(stderr, "nvsrelay %s: which consumer?\n", cmd);
 		usage(stderr);
 		return EX_USAGE;
 	}
-	if (strcmp(cmd, "status") != 0 && strcmp(cmd, "consumers") != 0 && strcmp(cmd, "reset") != 0 &&
-	    strcmp(cmd, "reload") != 0) {
+	if (!ctl_is_command(cmd)) {
 		usage(stderr);
 		return EX_USAGE;
 	}
@@ -297,6 +357,10 @@ int ctl_main(int argc, char **argv)
 		cJSON_AddStringToObject(req, "consumer", consumer);
 	if (to)
 		cJSON_AddStringToObject(req, "to", to);
+	if (at)
+		cJSON_AddStringToObject(req, "at", at);
+	if (create)
+		cJSON_AddTrueToObject(req, "create");
 	text = cJSON_PrintUnformatted(req);
 	cJSON_Delete(req);
 	if (!text) {
@@ -327,7 +391,13 @@ int ctl_main(int argc, char **argv)
 		free(text);
 		return 1;
 	}
-	if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(ans, "ok"))) {
+	if (!cJSON_GetObjectItemCaseSensitive(ans, "ok") && cJSON_GetObjectItemCaseSensitive(ans, "op")) {
+		/* The subscriber protocol answers with frames ("op"), not "ok". */
+		fprintf(stderr, "nvsrelay %s: %s is a subscriber socket, not the admin socket; give the daemon's "
+			"admin_socket with --admin-socket or $NVSRELAY_ADMIN_SOCKET (default " DEFAULT_ADMIN_SOCKET ")\n",
+			cmd, path);
+		rc = EX_USAGE;
+	} else if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(ans, "ok"))) {
 		const char *err = str(ans, "error");
 
 		if (json)
@@ -344,6 +414,10 @@ int ctl_main(int argc, char **argv)
 			print_status(ans);
 		else if (strcmp(cmd, "consumers") == 0)
 			print_consumers(ans);
+		else if (strcmp(cmd, "clients") == 0)
+			print_clients(ans);
+		else if (strcmp(cmd, "drop-consumer") == 0)
+			print_drop(ans);
 		else if (strcmp(cmd, "reset") == 0)
 			print_reset(ans);
 		else

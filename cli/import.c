@@ -71,7 +71,8 @@ struct import {
 	unsigned long long size;    /* 0: unknown (a pipe) */
 	PGconn *pg;
 	ExtjsonScanner *scan;
-	bool progress;
+	bool tty;                   /* progress as a redrawn bar on stderr */
+	double every;               /* else a progress line this often (s); 0 none */
 	double t0, last_draw;
 	unsigned long read, bad, staged;
 	long long inserted;
@@ -103,12 +104,14 @@ static void usage(FILE *f)
 		"                       subscribers are not flooded with history)\n"
 		"  --batch N            documents per COPY (default %d)\n"
 		"  --dry-run            only convert and check; nothing is written\n"
+		"  --progress SEC       when standard error is no terminal, a progress line every\n"
+		"                       SEC seconds (default 10; 0 for none)\n"
 		"  -c, --config FILE    nvsrelayd configuration for the connection settings\n"
 		"                       (default " DEFAULT_CONFIG " when readable)\n"
 		"  --set KEY=VALUE      override one setting, as for nvsrelayd\n\n"
 		"Connection: the DATASTORE_* environment variables and configuration keys of\n"
-		"nvsrelayd. Progress is shown on standard error when it is a terminal; the\n"
-		"summary goes to standard output, bad documents to standard error as\n"
+		"nvsrelayd. Progress is shown on standard error: a bar on a terminal, else a\n"
+		"line every --progress seconds (a Job's log); the summary goes to standard output, bad documents to standard error as\n"
 		"FILE:LINE: document N: reason.\n\n"
 		"Exit status: 0 imported; 1 nothing imported (bad input, PostgreSQL error);\n"
 		"64 bad usage; 69 PostgreSQL could not be reached.\n",
@@ -170,7 +173,7 @@ static PGconn *connect_pg(const Conf *conf)
 
 static void clear_progress(struct import *im)
 {
-	if (im->progress && im->last_draw > 0)
+	if (im->tty && im->last_draw > 0)
 		fputs("\r\033[K", stderr);
 }
 
@@ -187,7 +190,8 @@ static void bad_doc(struct import *im, unsigned long line, unsigned long index, 
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
-	im->last_draw = 0;
+	if (im->tty)
+		im->last_draw = 0;
 }
 
 /* 1234567 -> "1,234,567" */
@@ -211,7 +215,22 @@ static void draw_progress(struct import *im, bool force)
 	unsigned long long off = extjson_scanner_offset(im->scan);
 	char a[32], b[32];
 
-	if (!im->progress || (!force && t - im->last_draw < 0.1))
+	/* Off a terminal (a Kubernetes Job's log) whole lines, now and then,
+	 * and none at the end: the summary says it all. */
+	if (!im->tty) {
+		if (force || im->every <= 0 || t - im->last_draw < im->every)
+			return;
+		im->last_draw = t;
+		fprintf(stderr, "nvsrelay import: %s documents, %.1f", grouped(im->read, a), off / 1e6);
+		if (im->size)
+			fprintf(stderr, " of %.1f MB (%d%%)", im->size / 1e6, (int)(off * 100 / im->size));
+		else
+			fprintf(stderr, " MB");
+		fprintf(stderr, ", %s/s, %.0f s\n", grouped(el > 0 ? (unsigned long)(im->read / el) : 0, b), el);
+		fflush(stderr);
+		return;
+	}
+	if (!force && t - im->last_draw < 0.1)
 		return;
 	im->last_draw = t;
 	if (im->size) {
@@ -556,6 +575,7 @@ static int parse_args(struct import *im, int argc, char **argv, char ***sets, in
 	int i;
 
 	im->batch = DEFAULT_BATCH;
+	im->every = 10;
 	for (i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 
@@ -581,6 +601,14 @@ static int parse_args(struct import *im, int argc, char **argv, char ***sets, in
 			im->stream = true;
 		} else if (strcmp(a, "--dry-run") == 0) {
 			im->dry_run = true;
+		} else if (strcmp(a, "--progress") == 0 && v) {
+			char *end;
+			im->every = strtod(v, &end);
+			if (*end || !(im->every >= 0) || im->every > 86400) {
+				fprintf(stderr, "nvsrelay import: --progress takes 0 to 86400 seconds, not '%s'\n", v);
+				return -1;
+			}
+			i++;
 		} else if (strcmp(a, "--batch") == 0 && v) {
 			char *end;
 			im->batch = strtol(v, &end, 10);
@@ -647,7 +675,7 @@ int import_main(int argc, char **argv)
 	}
 	if (fstat(fileno(im.in), &st) == 0 && S_ISREG(st.st_mode))
 		im.size = (unsigned long long)st.st_size;
-	im.progress = isatty(STDERR_FILENO);
+	im.tty = isatty(STDERR_FILENO);
 	im.scan = extjson_scanner_new(MAX_DOC);
 	im.lines = calloc((size_t)im.batch, sizeof(*im.lines));
 	im.index = calloc((size_t)im.batch, sizeof(*im.index));
@@ -677,6 +705,8 @@ int import_main(int argc, char **argv)
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
 	im.t0 = now_s();
+	if (!im.tty)
+		im.last_draw = im.t0;
 	r = run(&im);
 	signal(SIGINT, SIG_DFL);
 	signal(SIGTERM, SIG_DFL);

@@ -8,8 +8,8 @@
  * event only after the line is written and flushed, so a durable position
  * never moves past what was actually printed.
  *
- * Other subcommands live in their own files (cli.h): `status`,
- * `consumers`, `reset`, `reload` call ctl_main() from ctl.c, `import` calls
+ * Other subcommands live in their own files (cli.h): `status`, `clients`,
+ * `consumers`, `reset`, `drop-consumer`, `reload` call ctl_main() from ctl.c, `import` calls
  * import_main() from import.c, each with argv[0] set to the subcommand's
  * name.
  */
@@ -45,7 +45,8 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"Usage: nvsrelay watch [OPTIONS]\n"
-		"       nvsrelay status | consumers | reset | reload ...   (admin commands)\n"
+		"       nvsrelay status | clients | consumers | reset | drop-consumer | reload ...\n"
+		"                                                  (admin commands, see nvsrelay status --help)\n"
 		"       nvsrelay import ...\n"
 		"       nvsrelay --version\n\n"
 		"watch prints change events as NDJSON on stdout, one event per line.\n\n"
@@ -367,6 +368,12 @@ static int do_watch(int argc, char **argv)
 	int rc;
 
 	memset(&a, 0, sizeof(a));
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			usage(stdout);
+			return 0;
+		}
+	}
 	if (parse_args(argc, argv, &a) < 0) {
 		rc = EX_USAGE;
 		goto out;
@@ -392,12 +399,6 @@ out:
 	return rc;
 }
 
-static bool is_ctl_command(const char *s)
-{
-	return strcmp(s, "status") == 0 || strcmp(s, "consumers") == 0 || strcmp(s, "reset") == 0 ||
-	       strcmp(s, "reload") == 0;
-}
-
 int main(int argc, char **argv)
 {
 	struct sigaction sa;
@@ -416,7 +417,7 @@ int main(int argc, char **argv)
 	}
 	if (argc >= 2 && strcmp(argv[1], "watch") == 0)
 		return do_watch(argc - 2, argv + 2);
-	if (argc >= 2 && (is_ctl_command(argv[1]) || strcmp(argv[1], "import") == 0)) {
+	if (argc >= 2 && (ctl_is_command(argv[1]) || strcmp(argv[1], "import") == 0)) {
 		int (*fn)(int, char **) = strcmp(argv[1], "import") == 0 ? import_main : ctl_main;
 
 		/* The subcommands install their own handlers if they want any. */

@@ -123,7 +123,7 @@ static const struct opt opts[] = {
 	OPT(log_level, T_NAME, "info", .names = level_names,
 	    .help = "least severe level logged: err, warning, notice, info or debug"),
 	OPT(log_format, T_ENUM, "auto", .names = format_names,
-	    .help = "auto picks journal under systemd, else text; or text, journal, json"),
+	    .help = "auto picks journal under systemd, text on a terminal, else json; or text, journal, json"),
 	OPT(poll_interval_ms, T_INT, "250", .min = 1, .max = 600000,
 	    .help = "how often the changelog head is probed after activity or while LISTEN is down"),
 	OPT(poll_interval_max_ms, T_INT, "2000", .min = 1, .max = 600000,

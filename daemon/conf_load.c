@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "conf.h"
 #include "conf_load.h"
@@ -275,4 +276,38 @@ fail:
 out:
 	conf_free(c);
 	return r;
+}
+
+static int check_path(const char *key, const char *path, bool dir, char *err, size_t errlen)
+{
+	struct stat st;
+
+	if (!path || !*path)
+		return 0;
+	if (stat(path, &st) < 0) {
+		snprintf(err, errlen, "%s: %s: %s", key, path, strerror(errno));
+		return -ENOENT;
+	}
+	if (dir != S_ISDIR(st.st_mode)) {
+		snprintf(err, errlen, "%s: %s is %s", key, path, dir ? "not a directory" : "a directory");
+		return -ENOENT;
+	}
+	return 0;
+}
+
+int conf_check_files(const struct conf_values *v, char *err, size_t errlen)
+{
+	bool verify = v->datastore_sslmode == SSLMODE_VERIFY_CA || v->datastore_sslmode == SSLMODE_VERIFY_FULL;
+	int r;
+
+	if ((r = check_path("client_cert_mount_path", v->client_cert_mount_path, true, err, errlen)) < 0 ||
+	    (r = check_path("datastore_sslcert", v->datastore_sslcert, false, err, errlen)) < 0 ||
+	    (r = check_path("datastore_sslkey", v->datastore_sslkey, false, err, errlen)) < 0 ||
+	    (verify && (r = check_path("datastore_sslrootcert", v->datastore_sslrootcert, false, err, errlen)) < 0) ||
+	    (r = check_path("tls_cert_file", v->tls_cert_file, false, err, errlen)) < 0 ||
+	    (r = check_path("tls_key_file", v->tls_key_file, false, err, errlen)) < 0 ||
+	    (r = check_path("tls_ca_file", v->tls_ca_file, false, err, errlen)) < 0 ||
+	    (r = check_path("auth_token_file", v->auth_token_file, false, err, errlen)) < 0)
+		return r;
+	return 0;
 }

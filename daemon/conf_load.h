@@ -37,4 +37,12 @@ struct conf_sources {
  */
 int conf_load(const struct conf_sources *src, Conf **ret, char *err, size_t errlen);
 
+/* --check-config's look at the files the configuration names: the client
+ * certificate mount path is a directory, and every certificate, key, CA
+ * and token file set (or derived from the mount path) exists.  The CA
+ * bundle for PostgreSQL is checked only with verify-ca or verify-full,
+ * the only modes in which libpq reads it.  Returns 0, or -ENOENT with err
+ * naming the key and the file. */
+int conf_check_files(const struct conf_values *v, char *err, size_t errlen);
+
 #endif

@@ -16,6 +16,10 @@ enum log_level { LOG_ERR = 3, LOG_WARNING = 4, LOG_NOTICE = 5, LOG_INFO = 6, LOG
  * Returns 0 or -EINVAL. */
 int log_setup(const char *level, const char *format);
 
+/* Where the trailing key=value pairs of a formatted message begin (the
+ * members of a JSON line), or strlen(msg) when it has none. */
+size_t log_fields_at(const char *msg);
+
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Quotes a string that came from outside (a consumer or client name, a

@@ -60,6 +60,7 @@ static struct {
 	size_t nsets;
 	bool ready_sent;            /* READY=1 went out: reloads are announced */
 	bool migrate, dry_run;      /* --migrate [--dry-run]: the schema step only */
+	bool no_file_check;         /* --check-config --no-file-check */
 } g;
 
 static void usage(FILE *f)
@@ -71,7 +72,8 @@ static void usage(FILE *f)
 		"Options:\n"
 		"  -c, --config FILE    configuration file (default " DEFAULT_CONFIG " if present)\n"
 		"      --set KEY=VALUE  override one setting (repeatable; wins over file and environment)\n"
-		"      --check-config   validate the configuration, print it and exit\n"
+		"      --check-config   validate the configuration and the files it names, print it and exit\n"
+		"      --no-file-check  with --check-config: not the files (a configuration for another host)\n"
 		"      --migrate        install or upgrade the schema, print what ran and exit\n"
 		"      --dry-run        with --migrate: only print the plan\n"
 		"  -V, --version        print the version and exit\n"
@@ -330,6 +332,8 @@ static int load_config(int argc, char **argv, bool *check_only)
 			exit(0);
 		} else if (strcmp(a, "--check-config") == 0) {
 			*check_only = true;
+		} else if (strcmp(a, "--no-file-check") == 0) {
+			g.no_file_check = true;
 		} else if (strcmp(a, "--migrate") == 0) {
 			g.migrate = true;
 		} else if (strcmp(a, "--dry-run") == 0) {
@@ -369,7 +373,14 @@ int main(int argc, char **argv)
 	}
 	if (check_only) {
 		size_t n = conf_dump(g.conf, NULL, 0);
-		char *buf = malloc(n + 1);
+		char *buf;
+
+		if (!g.no_file_check && conf_check_files(g.cv, lerr, sizeof(lerr)) < 0) {
+			fprintf(stderr, "nvsrelayd: %s\n", lerr);
+			conf_free(g.conf);
+			return EX_CONFIG;
+		}
+		buf = malloc(n + 1);
 		if (buf) {
 			conf_dump(g.conf, buf, n + 1);
 			fputs(buf, stdout);
@@ -416,9 +427,9 @@ int main(int argc, char **argv)
 	g.cenv.cv = g.cv;
 	g.cenv.generation = generation;
 	g.ops = ops_new(&(struct ops_env){ .loop = g.loop, .cv = g.cv, .hub = g.hub, .relay = g.relay,
-					   .reload = reload });
+					   .reload = reload }, lerr, sizeof(lerr));
 	if (!g.ops) {
-		log_err("out of memory at start-up");
+		log_err("%s", lerr);
 		return 1;
 	}
 	/* TLS files, the token file and addresses are checked before the

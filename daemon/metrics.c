@@ -39,6 +39,9 @@ static const double rows_bounds[] = { 0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 100
 static const double secs_bounds[] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 				      0.25, 0.5, 1, 2.5, 5, 10, 30 };
 
+static const double latency_bounds[] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+					  300 };
+
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 #define F(id, n, t, l, fl, ...) [id] = { .name = "nvsrelay_" n, .type = t, .label = l, .flags = fl, __VA_ARGS__ }
 
@@ -136,6 +139,11 @@ static const struct family families[M_COUNT] = {
 	  .help = "Admin socket commands received, by command."),
 	F(M_RELOADS, "config_reloads_total", MT_COUNTER, "result", 0,
 	  .help = "Configuration reloads (SIGHUP or the admin socket), by result."),
+	F(M_DELIVERY_LATENCY, "delivery_latency_seconds", MT_HISTOGRAM, NULL, 0,
+	  .bounds = latency_bounds, .nbounds = N(latency_bounds),
+	  .help = "From a change's changed_at (set by the capture trigger) to its frame being queued to a live "
+		  "subscriber's connection; events read back from PostgreSQL for a subscriber behind the ring "
+		  "are not counted (their age is consumer lag)."),
 };
 
 struct series {

@@ -4,7 +4,16 @@
  * HTTP (http.c): /metrics renders the registry after setting the gauges
  * that are sampled rather than counted (subscribers, per-consumer lag,
  * pool use); /livez answers as long as the loop turns; /readyz says
- * whether subscribers get a live stream.  The admin socket (admin.c) and the
+ * whether subscribers get a live stream.
+ *
+ * Degraded (a capture trigger or the changelog's xid default missing or
+ * disabled, seen by pgstats.c) is still ready: /readyz answers 200 with
+ * "degraded: why".  The relay serves everything that is captured and every
+ * subscriber's backlog; the fault is in the database and no restart or
+ * rescheduling of the relay fixes it, so failing the readiness probe would
+ * only take the working part out of service (every replica at once, as they
+ * all see the same database).  It is paged through the capture-inactive
+ * alert and shown by `nvsrelay status` instead.  The admin socket (admin.c) and the
  * PostgreSQL statistics sampler (pgstats.c) are started here too.
  *
  * systemd: a STATUS= line every STATUS_INTERVAL seconds, and, when the
@@ -17,6 +26,7 @@
  * Before the relay is first ready it pings whenever the timer runs:
  * TimeoutStartSec bounds start-up (a long migration is one long query).
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +37,7 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "net.h"
 #include "ops.h"
 #include "pgconn.h"
 #include "pgstats.h"
@@ -71,6 +82,25 @@ bool ops_is_ready(const Ops *o, const char **why)
 	if (why)
 		*why = w;
 	return w == NULL;
+}
+
+const char *ops_health(Ops *o, const char **why)
+{
+	const char *d;
+
+	if (!ops_is_ready(o, why))
+		return "not ready";
+	if ((d = pgstats_degraded(o->stats))) {
+		if (why)
+			*why = d;
+		return "degraded";
+	}
+	return "ready";
+}
+
+static const char *admin_health(void *arg, const char **why)
+{
+	return ops_health(arg, why);
 }
 
 static void consumer_gauges(void *arg, const struct hub_sub_info *si)
@@ -135,13 +165,14 @@ static void handler(void *ud, const char *path, struct http_response *res)
 		/* Answering at all shows the loop turns. */
 		http_text(res, 200, "ok\n");
 	} else if (strcmp(path, "/readyz") == 0) {
-		if (ops_is_ready(o, &why)) {
+		const char *state = ops_health(o, &why);
+		char msg[256];
+
+		if (strcmp(state, "ready") == 0) {
 			http_text(res, 200, "ready\n");
 		} else {
-			char msg[160];
-
-			snprintf(msg, sizeof(msg), "not ready: %s\n", why);
-			http_text(res, 503, msg);
+			snprintf(msg, sizeof(msg), "%s: %s\n", state, why);
+			http_text(res, strcmp(state, "degraded") == 0 ? 200 : 503, msg);
 		}
 	}
 }
@@ -152,17 +183,21 @@ static void status_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	struct summary sum;
 	ev_tstamp now = ev_now(loop);
 	double events = metrics_get(M_EVENTS_READ, NULL), rate;
-	const char *why;
-	char msg[256];
+	const char *why, *state;
+	char msg[320];
 
 	(void)revents;
 	collect(o, &sum);
 	rate = now > o->status_at ? (events - o->events_at_status) / (now - o->status_at) : 0;
 	o->events_at_status = events;
 	o->status_at = now;
-	if (ops_is_ready(o, &why))
+	state = ops_health(o, &why);
+	if (strcmp(state, "ready") == 0)
 		snprintf(msg, sizeof(msg), "STATUS=streaming: %zu subscribers, %.1f events/s, max lag %.1f s",
 			 sum.subscribers, rate, sum.max_lag);
+	else if (strcmp(state, "degraded") == 0)
+		snprintf(msg, sizeof(msg), "STATUS=degraded: %s; %zu subscribers, %.1f events/s, max lag %.1f s",
+			 why, sum.subscribers, rate, sum.max_lag);
 	else
 		snprintf(msg, sizeof(msg), "STATUS=not ready: %s; %zu subscribers", why, sum.subscribers);
 	sd_notify(0, msg);
@@ -185,11 +220,20 @@ static void watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	o->activity = a;
 }
 
-static void start_endpoints(Ops *o)
+/* Fails (-EADDRINUSE) only when another process accepts on the admin
+ * socket: a second daemon must not start beside a running one.  Any other
+ * trouble with an endpoint is logged and the relay runs without it. */
+static int start_endpoints(Ops *o, char *ret_err, size_t errlen)
 {
 	const struct conf_values *cv = o->env.cv;
 	struct admin_env aenv;
 	char err[512];
+
+	if (cv->admin_socket[0] && net_unix_alive(cv->admin_socket)) {
+		snprintf(ret_err, errlen, "another process (a running nvsrelayd?) accepts connections on the admin "
+			 "socket %s: refusing to start beside it", cv->admin_socket);
+		return -EADDRINUSE;
+	}
 
 	if (cv->http_listen[0]) {
 		o->http = http_new(o->env.loop, cv->http_listen, handler, o, err, sizeof(err));
@@ -205,26 +249,34 @@ static void start_endpoints(Ops *o)
 		aenv.cv = cv;
 		aenv.start_time = ev_time();
 		aenv.reload = o->env.reload;
+		aenv.health = admin_health;
+		aenv.health_arg = o;
 		o->admin = admin_new(&aenv, cv->admin_socket, err, sizeof(err));
 		if (o->admin)
 			log_notice("admin socket listening socket=%s", cv->admin_socket);
 		else
 			log_err("admin socket disabled: %s", err);
 	}
+	return 0;
 }
 
-Ops *ops_new(const struct ops_env *env)
+Ops *ops_new(const struct ops_env *env, char *err, size_t errlen)
 {
 	Ops *o = calloc(1, sizeof(*o));
 	uint64_t usec = 0;
 
+	snprintf(err, errlen, "out of memory");
 	if (!o)
 		return NULL;
 	o->env = *env;
 	metrics_set(M_BUILD_INFO, NVSRELAY_VERSION, 1);
 	metrics_set(M_START_TIME, NULL, ev_time());
-	start_endpoints(o);
 	o->stats = pgstats_new(env->loop, env->cv, env->relay);
+	if (start_endpoints(o, err, errlen) < 0) {
+		pgstats_free(o->stats);
+		free(o);
+		return NULL;
+	}
 	o->status_at = ev_now(env->loop);
 	ev_timer_init(&o->status, status_cb, STATUS_INTERVAL, STATUS_INTERVAL);
 	o->status.data = o;

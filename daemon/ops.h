@@ -28,7 +28,9 @@ struct ops_env {
 /* Starts whatever the configuration enables.  An endpoint that cannot be
  * opened is logged and left out: the relay itself runs on.  NULL only when
  * out of memory. */
-Ops *ops_new(const struct ops_env *env);
+/* NULL with err set: out of memory, or another process serves the admin
+ * socket. */
+Ops *ops_new(const struct ops_env *env, char *err, size_t errlen);
 void ops_free(Ops *o);
 
 /* Runtime keys changed (reload). */
@@ -38,5 +40,7 @@ void ops_reconfigure(Ops *o);
  * moved recently (ticks are written at least every tick_idle_ms).  why gets
  * the reason when not. */
 bool ops_is_ready(const Ops *o, const char **why);
+/* "ready", "degraded" (ready, but see why) or "not ready" (see why). */
+const char *ops_health(Ops *o, const char **why);
 
 #endif

@@ -1,5 +1,6 @@
 /*
- * admin.c - the admin socket behind `nvsrelay status|consumers|reset|reload`.
+ * admin.c - the admin socket behind `nvsrelay status|clients|consumers|
+ * reset|drop-consumer|reload`.
  *
  * Each connection reads JSON lines and answers each with one JSON line, in
  * order: a command that needs PostgreSQL (consumers, reset) is queued on
@@ -13,6 +14,13 @@
  * write would land after ours and undo it.  Since watch reads the stored
  * position on the same connection, in order, a consumer that subscribes
  * after the reset starts from the new position.
+ *
+ * drop-consumer deletes a consumer's resume_tokens row, for one that is
+ * gone for good and holds retention back; refused while it is busy, for
+ * the same reason.
+ *
+ * clients lists every live subscription from the hub, like pgbouncer's
+ * SHOW CLIENTS: answered at once, without PostgreSQL.
  *
  * net.c and opsconn.c hold the socket and the connection buffers; this
  * file is the protocol.
@@ -31,6 +39,7 @@
 
 #include "admin.h"
 #include "client.h"
+#include "filter.h"
 #include "log.h"
 #include "metrics.h"
 #include "net.h"
@@ -42,12 +51,15 @@
 #define ADMIN_MAX_OUT    (4 * 1024 * 1024)
 #define ADMIN_IDLE       60.0
 #define CONSUMERS_MAX    10000
+#define PIPELINE_SUMMARY 160     /* bytes of a pipeline `clients` shows */
 
 /* A command waiting for PostgreSQL; outlives its connection if need be. */
 struct areq {
 	OpsConn *c;
 	char *consumer;
 	char token[TOKEN_HEX_LEN + 1];
+	bool create;            /* reset: a name resume_tokens lacks is made */
+	bool at;                /* reset: to a time */
 };
 
 /* Per connection, beside opsconn's buffers. */
@@ -170,6 +182,7 @@ static void cmd_status(OpsConn *c)
 	struct relay_status st;
 	unsigned total, up, busy;
 	char gen[16];
+	const char *state, *why = NULL;
 	cJSON *o = ok_object();
 
 	relay_get_status(env->relay, &st);
@@ -179,13 +192,79 @@ static void cmd_status(OpsConn *c)
 	cJSON_AddNumberToObject(o, "pid", (double)getpid());
 	cJSON_AddStringToObject(o, "generation", gen);
 	add_token(o, "head", st.ready ? &st.head : NULL);
-	cJSON_AddBoolToObject(o, "ready", st.ready && st.main_up);
+	state = env->health(env->health_arg, &why);
+	cJSON_AddBoolToObject(o, "ready", strcmp(state, "not ready") != 0);
+	cJSON_AddStringToObject(o, "state", state);
+	if (strcmp(state, "ready") != 0)
+		cJSON_AddStringToObject(o, "reason", why);
 	cJSON_AddBoolToObject(o, "ticker_leader", st.leader);
 	cJSON_AddNumberToObject(o, "connections_up", up);
 	cJSON_AddNumberToObject(o, "connections", total);
 	cJSON_AddNumberToObject(o, "subscribers", (double)hub_subscription_count(env->hub));
 	cJSON_AddNumberToObject(o, "clients", (double)client_count());
 	cJSON_AddNumberToObject(o, "uptime_s", (double)(long long)(ev_time() - env->start_time));
+	reply(c, o);
+}
+
+/* --- clients --------------------------------------------------------------- */
+
+static const char *const table_names[] = { "health_events", "maintenance_events", "other" };
+
+/* The pipeline as compact JSON, cut to PIPELINE_SUMMARY bytes (on a UTF-8
+ * character boundary) with "..."; NULL for none. */
+static void add_pipeline(cJSON *o, const struct filter *f)
+{
+	char *text = f ? cJSON_PrintUnformatted(filter_pipeline(f)) : NULL;
+	size_t n;
+
+	if (!text) {
+		cJSON_AddNullToObject(o, "pipeline");
+		return;
+	}
+	if ((n = strlen(text)) > PIPELINE_SUMMARY) {
+		n = PIPELINE_SUMMARY - 3;
+		while (n > 0 && ((unsigned char)text[n] & 0xc0) == 0x80)
+			n--;
+		memcpy(text + n, "...", 4);
+	}
+	cJSON_AddStringToObject(o, "pipeline", text);
+	free(text);
+}
+
+static void collect_client(void *arg, const struct hub_sub_info *si)
+{
+	cJSON *arr = arg, *e = cJSON_CreateObject();
+	char id[24];
+
+	if (!arr || !e) {
+		cJSON_Delete(e);
+		return;
+	}
+	snprintf(id, sizeof(id), "c%" PRIu64, si->client);
+	cJSON_AddStringToObject(e, "client", id);
+	cJSON_AddStringToObject(e, "peer", si->conn ? client_peer(si->conn) : "?");
+	cJSON_AddNumberToObject(e, "sid", (double)si->sid);
+	if (si->consumer)
+		cJSON_AddStringToObject(e, "consumer", si->consumer);
+	else
+		cJSON_AddNullToObject(e, "consumer");
+	cJSON_AddStringToObject(e, "table", table_names[si->table <= TABLE_OTHER ? si->table : TABLE_OTHER]);
+	add_pipeline(e, si->filter);
+	cJSON_AddBoolToObject(e, "before", si->before);
+	cJSON_AddStringToObject(e, "state", si->active ? "live" : "starting");
+	add_token(e, "position", &si->acked);
+	cJSON_AddNumberToObject(e, "lag_events", (double)si->lag_events);
+	cJSON_AddBoolToObject(e, "lag_exact", si->lag_exact);
+	cJSON_AddNumberToObject(e, "lag_seconds", si->lag_seconds);
+	cJSON_AddNumberToObject(e, "buffered", (double)si->buffered);
+	cJSON_AddItemToArray(arr, e);
+}
+
+static void cmd_clients(OpsConn *c)
+{
+	cJSON *o = ok_object();
+
+	hub_foreach(conn_admin(c)->env.hub, collect_client, cJSON_AddArrayToObject(o, "clients"));
 	reply(c, o);
 }
 
@@ -380,20 +459,27 @@ out:
 /*
  * Moves a stored position, backwards or forwards, written in the format
  * relay.c's position writes use.  Only positions of ticks still retained
- * are accepted: one before them could never be served.
+ * are accepted: one before them could never be served.  With a time ($6)
+ * instead of a token, the position is the end of the last tick created at
+ * or before it, its token formatted here as token_format would.  A name
+ * resume_tokens does not know is refused unless $7 (create): a typo must
+ * not become a new consumer that holds the changelog back.
  */
 static const char reset_sql[] =
 	"WITH old AS (SELECT resume_token->>'token' AS t FROM resume_tokens WHERE client_name = $1),"
-	" tk AS (SELECT tick_id, max_id FROM nvsrelay.tick WHERE tick_id = $4::bigint),"
+	" tk AS (SELECT tick_id, max_id, coalesce($2::text, lpad(to_hex($5::bigint), 8, '0')"
+	"   || lpad(to_hex(tick_id), 16, '0') || 'ffffffffffffffff') AS tok FROM nvsrelay.tick"
+	"  WHERE tick_id = coalesce($4::bigint,"
+	"   (SELECT max(tick_id) FROM nvsrelay.tick WHERE created_at <= $6::timestamptz))),"
 	" e AS (SELECT v.id, c.changed_at FROM (SELECT coalesce($3::bigint, (SELECT max_id FROM tk)) AS id) v"
 	"  LEFT JOIN datastore_changelog c ON c.id = v.id),"
 	" up AS (INSERT INTO resume_tokens (client_name, resume_token, last_updated)"
-	"  SELECT $1, jsonb_build_object('token', $2::text, 'eventID', e.id, 'timestamp',"
+	"  SELECT $1, jsonb_build_object('token', (SELECT tok FROM tk), 'eventID', e.id, 'timestamp',"
 	"   to_char(coalesce(e.changed_at, clock_timestamp()) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')),"
-	"   now() FROM e WHERE EXISTS (SELECT 1 FROM tk)"
+	"   now() FROM e WHERE EXISTS (SELECT 1 FROM tk) AND ($7::boolean OR EXISTS (SELECT 1 FROM old))"
 	"  ON CONFLICT (client_name) DO UPDATE SET resume_token = EXCLUDED.resume_token, last_updated = now()"
 	"  RETURNING 1)"
-	" SELECT (SELECT t FROM old), (SELECT count(*) FROM up), EXISTS (SELECT 1 FROM old)";
+	" SELECT (SELECT t FROM old), (SELECT count(*) FROM up), EXISTS (SELECT 1 FROM old), (SELECT tok FROM tk)";
 
 static void reset_done(PgConn *pc, PGresult *res, void *arg)
 {
@@ -407,9 +493,14 @@ static void reset_done(PgConn *pc, PGresult *res, void *arg)
 	conn_state(c)->pending = NULL;
 	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
 		reply_error(c, res ? PQresultErrorMessage(res) : "PostgreSQL connection lost");
+	} else if (strcmp(PQgetvalue(res, 0, 1), "1") != 0 && strcmp(PQgetvalue(res, 0, 2), "t") != 0 &&
+		   !PQgetisnull(res, 0, 3) && !q->create) {
+		reply_error(c, "no such consumer in resume_tokens (a typo?); --create makes a new one");
 	} else if (strcmp(PQgetvalue(res, 0, 1), "1") != 0) {
-		reply_error(c, "that position is not in the retained history of this database");
+		reply_error(c, q->at ? "no retained tick at or before that time" :
+			    "that position is not in the retained history of this database");
 	} else {
+		snprintf(q->token, sizeof(q->token), "%s", PQgetvalue(res, 0, 3));
 		log_notice("consumer position reset consumer=%s to=%s from=%s", LOGQ(q->consumer), q->token,
 			   PQgetisnull(res, 0, 0) ? "(none)" : LOGQ(PQgetvalue(res, 0, 0)));
 		o = ok_object();
@@ -434,10 +525,11 @@ static void cmd_reset(OpsConn *c, const cJSON *m)
 	const struct admin_env *env = &conn_admin(c)->env;
 	const cJSON *name = cJSON_GetObjectItemCaseSensitive(m, "consumer");
 	const cJSON *to = cJSON_GetObjectItemCaseSensitive(m, "to");
+	const cJSON *at = cJSON_GetObjectItemCaseSensitive(m, "at");
 	struct relay_status st;
 	struct token t;
-	char id[24], tick[24];
-	const char *params[4];
+	char id[24], tick[24], gen[16];
+	const char *params[7];
 	struct areq *q;
 	PgConn *pc;
 
@@ -445,8 +537,8 @@ static void cmd_reset(OpsConn *c, const cJSON *m)
 		reply_error(c, "reset needs \"consumer\": a non-empty string of at most 255 bytes");
 		return;
 	}
-	if (to && !cJSON_IsString(to)) {
-		reply_error(c, "\"to\" must be \"head\" or a 40-hex-digit token");
+	if ((to && !cJSON_IsString(to)) || (at && (!cJSON_IsString(at) || to))) {
+		reply_error(c, "either \"to\": \"head\" or a 40-hex-digit token, or \"at\": a time");
 		return;
 	}
 	relay_get_status(env->relay, &st);
@@ -455,7 +547,9 @@ static void cmd_reset(OpsConn *c, const cJSON *m)
 		reply_error(c, "not ready: PostgreSQL is not connected");
 		return;
 	}
-	if (!to || strcmp(to->valuestring, "head") == 0) {
+	if (at) {
+		t = st.head;    /* the tick comes from the time */
+	} else if (!to || strcmp(to->valuestring, "head") == 0) {
 		t = st.head;
 	} else if (token_parse(to->valuestring, strlen(to->valuestring), &t) < 0) {
 		reply_error(c, "\"to\" must be \"head\" or a 40-hex-digit token");
@@ -474,14 +568,20 @@ static void cmd_reset(OpsConn *c, const cJSON *m)
 		return;
 	}
 	q->c = c;
+	q->create = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "create"));
+	q->at = at != NULL;
 	token_format(&t, q->token);
 	snprintf(id, sizeof(id), "%" PRIu64, t.id);
 	snprintf(tick, sizeof(tick), "%" PRIu64, t.tick);
+	snprintf(gen, sizeof(gen), "%" PRIu32, st.generation);
 	params[0] = q->consumer;
-	params[1] = q->token;
-	params[2] = t.id == TOKEN_ID_END ? NULL : id;
-	params[3] = tick;
-	if (pgconn_query_kind(pc, "position_reset", reset_sql, 4, params, reset_done, q) < 0) {
+	params[1] = at ? NULL : q->token;
+	params[2] = at || t.id == TOKEN_ID_END ? NULL : id;
+	params[3] = at ? NULL : tick;
+	params[4] = gen;
+	params[5] = at ? at->valuestring : NULL;
+	params[6] = q->create ? "true" : "false";
+	if (pgconn_query_kind(pc, "position_reset", reset_sql, 7, params, reset_done, q) < 0) {
 		free(q->consumer);
 		free(q);
 		reply_error(c, "not ready: PostgreSQL is not connected");
@@ -505,6 +605,80 @@ static void cmd_consumers(OpsConn *c)
 	}
 	q->c = c;
 	if (pgconn_query_kind(pc, "consumers", consumers_sql, 0, NULL, consumers_done, q) < 0) {
+		free(q);
+		reply_error(c, "not ready: PostgreSQL is not connected");
+		return;
+	}
+	conn_state(c)->pending = q;
+}
+
+/* --- drop-consumer ---------------------------------------------------------- */
+
+static const char drop_sql[] =
+	"DELETE FROM resume_tokens WHERE client_name = $1 RETURNING resume_token->>'token'";
+
+static void drop_done(PgConn *pc, PGresult *res, void *arg)
+{
+	struct areq *q = arg;
+	OpsConn *c = q->c;
+	cJSON *o;
+
+	(void)pc;
+	if (!c)
+		goto out;
+	conn_state(c)->pending = NULL;
+	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+		reply_error(c, res ? PQresultErrorMessage(res) : "PostgreSQL connection lost");
+	} else if (PQntuples(res) == 0) {
+		reply_error(c, "no such consumer in resume_tokens");
+	} else {
+		log_notice("consumer dropped consumer=%s position=%s", LOGQ(q->consumer),
+			   PQgetisnull(res, 0, 0) ? "(none)" : LOGQ(PQgetvalue(res, 0, 0)));
+		o = ok_object();
+		cJSON_AddStringToObject(o, "consumer", q->consumer);
+		if (PQgetisnull(res, 0, 0))
+			cJSON_AddNullToObject(o, "token");
+		else
+			cJSON_AddStringToObject(o, "token", PQgetvalue(res, 0, 0));
+		reply(c, o);
+	}
+	if (flush(c))
+		process(c);
+out:
+	free(q->consumer);
+	free(q);
+}
+
+static void cmd_drop(OpsConn *c, const cJSON *m)
+{
+	const struct admin_env *env = &conn_admin(c)->env;
+	const cJSON *name = cJSON_GetObjectItemCaseSensitive(m, "consumer");
+	PgConn *pc = relay_main_conn(env->relay);
+	const char *params[1];
+	struct areq *q;
+
+	if (!cJSON_IsString(name) || !name->valuestring[0] || strlen(name->valuestring) > 255) {
+		reply_error(c, "drop-consumer needs \"consumer\": a non-empty string of at most 255 bytes");
+		return;
+	}
+	if (!pc || !pgconn_is_up(pc)) {
+		reply_error(c, "not ready: PostgreSQL is not connected");
+		return;
+	}
+	/* Its next position write would bring the row back. */
+	if (hub_consumer_busy(env->hub, name->valuestring)) {
+		reply_error(c, "the consumer is connected; stop it (or wait for its last position write) and retry");
+		return;
+	}
+	if (!(q = calloc(1, sizeof(*q))) || !(q->consumer = strdup(name->valuestring))) {
+		free(q);
+		reply_error(c, "out of memory");
+		return;
+	}
+	q->c = c;
+	params[0] = q->consumer;
+	if (pgconn_query_kind(pc, "consumer_drop", drop_sql, 1, params, drop_done, q) < 0) {
+		free(q->consumer);
 		free(q);
 		reply_error(c, "not ready: PostgreSQL is not connected");
 		return;
@@ -549,13 +723,17 @@ static void dispatch(OpsConn *c, const char *line, size_t len)
 		cmd_status(c);
 	} else if (strcmp(cmd->valuestring, "consumers") == 0) {
 		cmd_consumers(c);
+	} else if (strcmp(cmd->valuestring, "clients") == 0) {
+		cmd_clients(c);
+	} else if (strcmp(cmd->valuestring, "drop-consumer") == 0) {
+		cmd_drop(c, m);
 	} else if (strcmp(cmd->valuestring, "reset") == 0) {
 		cmd_reset(c, m);
 	} else if (strcmp(cmd->valuestring, "reload") == 0) {
 		log_notice("reload requested on the admin socket");
 		cmd_reload(c);
 	} else {
-		reply_error(c, "unknown cmd; expected status, consumers, reset or reload");
+		reply_error(c, "unknown cmd; expected status, clients, consumers, reset, drop-consumer or reload");
 		snprintf(label, sizeof(label), "unknown");
 	}
 	metrics_add(M_ADMIN_COMMANDS, label, 1);

@@ -36,6 +36,9 @@ struct admin_env {
 	const struct conf_values *cv;
 	double start_time;          /* ev_time() at start */
 	void (*reload)(struct admin_reload *res);
+	/* "ready", "degraded" or "not ready", and why when not ready (ops.c). */
+	const char *(*health)(void *arg, const char **why);
+	void *health_arg;
 };
 
 Admin *admin_new(const struct admin_env *env, const char *path, char *err, size_t errlen);

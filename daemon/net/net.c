@@ -37,6 +37,26 @@ struct net_acceptor {
 
 /* --- listening ----------------------------------------------------------- */
 
+bool net_unix_alive(const char *path)
+{
+	struct sockaddr_un sa;
+	size_t len = strlen(path);
+	bool alive;
+	int fd;
+
+	if (len >= sizeof(sa.sun_path))
+		return false;
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	memcpy(sa.sun_path, path, len + 1);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0)
+		return false;
+	/* EAGAIN: a full backlog, still someone's. */
+	alive = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 || errno == EAGAIN;
+	close(fd);
+	return alive;
+}
+
 int net_listen_unix(const char *path, unsigned mode, int backlog)
 {
 	struct sockaddr_un sa;
@@ -52,6 +72,10 @@ int net_listen_unix(const char *path, unsigned mode, int backlog)
 	if (fd < 0)
 		return -errno;
 	/* A socket file left by a killed predecessor would make bind fail. */
+	if (net_unix_alive(path)) {
+		close(fd);
+		return -EADDRINUSE;
+	}
 	unlink(path);
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		e = errno;

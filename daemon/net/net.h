@@ -25,11 +25,15 @@
 /* --- listening ----------------------------------------------------------- */
 
 /* A listening Unix stream socket at path with file mode `mode`.  A file
- * left there (by a killed predecessor) is removed first; the file is
- * removed again when a later step fails.  Returns the non-blocking,
- * close-on-exec descriptor, -ENAMETOOLONG for a path of NET_UNIX_PATH_MAX
- * bytes or more, or a negative errno. */
+ * left there (by a killed predecessor) is removed first, but not one a
+ * live process accepts on (-EADDRINUSE): a second daemon started on the
+ * same path must not take it from the first.  The file is removed again
+ * when a later step fails.  Returns the non-blocking, close-on-exec
+ * descriptor, -ENAMETOOLONG for a path of NET_UNIX_PATH_MAX bytes or more,
+ * or a negative errno. */
 int net_listen_unix(const char *path, unsigned mode, int backlog);
+/* Whether a process accepts connections on the Unix socket at path. */
+bool net_unix_alive(const char *path);
 
 /* Resolves "HOST:PORT" ("[v6]:PORT") for listening, numeric port only.
  * Returns 0 with *res to freeaddrinfo, -EINVAL when addr is not HOST:PORT,

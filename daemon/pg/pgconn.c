@@ -188,8 +188,34 @@ static void fail_queries(PgConn *pc)
 	}
 }
 
+/*
+ * A refusal that retrying will not cure: wrong password, unknown role or
+ * database, no pg_hba.conf entry, a certificate the server does not take.
+ * libpq gives no SQLSTATE for a failed connection, so its (English) server
+ * messages are matched.  Retrying goes on anyway, since PostgreSQL may be
+ * mid-provisioning (the role or database about to be created), but at error
+ * level and saying that someone has to act.
+ */
+static const char *needs_operator(const char *msg)
+{
+	if (strstr(msg, "password authentication failed"))
+		return "wrong password or user";
+	if (strstr(msg, "database \"") && strstr(msg, "\" does not exist"))
+		return "the database does not exist";
+	if (strstr(msg, "role \"") && strstr(msg, "\" does not exist"))
+		return "the role does not exist";
+	if (strstr(msg, "no pg_hba.conf entry"))
+		return "pg_hba.conf has no entry for this host, user and database";
+	if (strstr(msg, "certificate authentication failed") || strstr(msg, "authentication failed for user"))
+		return "the server refused the credentials";
+	if (strstr(msg, "permission denied for database"))
+		return "the role may not connect to the database";
+	return NULL;
+}
+
 static void conn_lost(PgConn *pc, const char *why)
 {
+	const char *fatal;
 	char reason[512];
 	bool was_up = pc->state == ST_UP || pc->state == ST_SESSION;
 
@@ -212,7 +238,11 @@ static void conn_lost(PgConn *pc, const char *why)
 	pc->keep = NULL;
 	activity++;
 	metrics_set(M_PG_UP, pc->name, 0);
-	if (was_up)
+	if ((fatal = needs_operator(reason)))
+		log_err("postgresql connect failed conn=%s reason='%s' cause='%s: retrying will not fix this, "
+			"the configuration or the server must change (retrying anyway, in case PostgreSQL is still "
+			"being provisioned)'", pc->name, reason, fatal);
+	else if (was_up)
 		log_warning("postgresql connection lost conn=%s reason='%s'", pc->name, reason);
 	else
 		log_warning("postgresql connect failed conn=%s reason='%s'", pc->name, reason);

@@ -120,6 +120,7 @@ struct pgstats {
 	size_t nconsumers;
 	size_t nfilling;            /* while a sample's rows are applied */
 	ev_tstamp consumers_at;     /* when they were sampled */
+	char degraded[160];         /* pgstats_degraded's answer */
 };
 
 static void consumers_free(struct stored *c, size_t n)
@@ -341,6 +342,27 @@ void pgstats_consumer_gauges(const PgStats *ps)
 		metrics_max(M_CONSUMER_LAG_EVENTS, c->name, c->lag_events);
 		metrics_max(M_CONSUMER_LAG_SECONDS, c->name, c->lag_seconds > 0 ? c->lag_seconds + age : 0);
 	}
+}
+
+const char *pgstats_degraded(PgStats *ps)
+{
+	size_t n = 0;
+
+	if (!ps)
+		return NULL;
+	ps->degraded[0] = '\0';
+	for (int i = 0; i < N_CAPTURED; i++) {
+		if (ps->capture[i] != 0)
+			continue;
+		n += (size_t)snprintf(ps->degraded + n, n < sizeof(ps->degraded) ? sizeof(ps->degraded) - n : 0,
+				      "%s%s", n ? ", " : "capture is off for ", captured[i]);
+		if (n >= sizeof(ps->degraded))
+			n = sizeof(ps->degraded) - 1;
+	}
+	if (!n)
+		return NULL;
+	snprintf(ps->degraded + n, sizeof(ps->degraded) - n, " (trigger or xid default missing or disabled)");
+	return ps->degraded;
 }
 
 void pgstats_reconfigure(PgStats *ps)

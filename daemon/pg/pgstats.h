@@ -25,5 +25,8 @@ void pgstats_reconfigure(PgStats *ps);
  * connected 0 and their lag from their stored position; every one gets its
  * last-seen age. */
 void pgstats_consumer_gauges(const PgStats *ps);
+/* Why the relay is degraded (serving, but a captured table's changes are
+ * not reaching the changelog), or NULL; as of the last sample. */
+const char *pgstats_degraded(PgStats *ps);
 
 #endif

@@ -262,9 +262,19 @@ static void state_cb(PgConn *pc, PGresult *res, void *arg)
 		}
 	}
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		snprintf(msg, sizeof(msg), "%s: %s",
-			 run->apply ? "cannot prepare migrations" : "schema not installed (schema = verify)",
-			 PQresultErrorMessage(res));
+		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+		/* insufficient_privilege: the schema may well be there, the
+		 * role just cannot see into it; "not installed" would send the
+		 * operator to run migrations that are done already. */
+		if (state && strcmp(state, "42501") == 0)
+			snprintf(msg, sizeof(msg), "permission denied reading nvsrelay.schema_migrations: the role needs "
+				 "USAGE on schema nvsrelay and SELECT on its tables (README, \"Least privilege\"): %s",
+				 PQresultErrorMessage(res));
+		else
+			snprintf(msg, sizeof(msg), "%s: %s",
+				 run->apply ? "cannot prepare migrations" : "schema not installed (schema = verify)",
+				 PQresultErrorMessage(res));
 		finish(pc, run, run->apply ? -EIO : -EPROTO, 0, msg);
 		return;
 	}

@@ -14,9 +14,11 @@
  * which turns a stored null, scalar or array into an array.
  */
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <cJSON.h>
 
@@ -70,6 +72,29 @@ static char *print(cJSON *root, size_t *ret_len)
 	return s;
 }
 
+/* "YYYY-MM-DDTHH:MM:SS[.ffffff]Z" as Unix seconds, 0 when it is not that:
+ * the delivery latency histogram (hub.c) measures from it. */
+static double utc_seconds(const char *s)
+{
+	struct tm tm;
+	double frac = 0, scale = 0.1;
+	int n = 0;
+
+	memset(&tm, 0, sizeof(tm));
+	if (!s || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
+			 &tm.tm_min, &tm.tm_sec, &n) != 6 || n != 19)
+		return 0;
+	s += n;
+	if (*s == '.')
+		for (s++; *s >= '0' && *s <= '9'; s++, scale /= 10)
+			frac += (*s - '0') * scale;
+	if (strcmp(s, "Z") != 0)
+		return 0;
+	tm.tm_year -= 1900;
+	tm.tm_mon -= 1;
+	return (double)timegm(&tm) + frac;
+}
+
 struct event *event_build(const struct change_row *row, const struct token *pos, const char *db,
 			  const char **ret_err)
 {
@@ -91,6 +116,7 @@ struct event *event_build(const struct change_row *row, const struct token *pos,
 	ev->refs = 1;
 	ev->pos = *pos;
 	ev->table = event_table_of(row->table);
+	ev->changed_at = utc_seconds(row->cluster_time);
 	token_format(pos, tok);
 
 	if (!(o = cJSON_AddObjectToObject(root, "_id")) || !cJSON_AddStringToObject(o, "_data", tok))

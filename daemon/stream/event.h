@@ -36,6 +36,7 @@ struct event {
 	char *json_before;   /* update with fullDocumentBeforeChange, else NULL */
 	size_t len_before;
 	cJSON *tree;         /* json parsed for filters, while it is hot */
+	double changed_at;   /* the change's clusterTime, Unix seconds; 0 unknown */
 };
 
 /* Builds the event JSON for row at position pos in database db.  Returns a

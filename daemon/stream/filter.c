@@ -668,6 +668,12 @@ out:
 	return r;
 }
 
+const cJSON *
+filter_pipeline(const Filter *f)
+{
+	return f->copy;
+}
+
 void
 filter_free(Filter *f)
 {

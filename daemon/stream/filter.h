@@ -37,5 +37,7 @@ int filter_compile(const cJSON *pipeline, Filter **ret, char *err, size_t errlen
 bool filter_match(const Filter *f, const cJSON *event);
 
 void filter_free(Filter *f);
+/* The pipeline it was compiled from (for `nvsrelay clients`). */
+const cJSON *filter_pipeline(const Filter *f);
 
 #endif

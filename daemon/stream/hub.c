@@ -179,6 +179,10 @@ static void reap(Hub *h, bool all)
 static void send_event(struct sub *s, struct event *ev)
 {
 	client_send_event(s->client, s->sid, ev, s->before);
+	/* Not catch-up reads: a backlog read back from PostgreSQL is lag. */
+	if (!s->catching && ev->changed_at > 0)
+		metrics_add(M_DELIVERY_LATENCY, NULL, ev_now(s->hub->loop) > ev->changed_at ?
+			    ev_now(s->hub->loop) - ev->changed_at : 0);
 	s->sent = ev->pos;
 	s->last_event = ev->pos;
 	metrics_add(M_EVENTS_DELIVERED, NULL, 1);

@@ -79,6 +79,9 @@ struct hub_sub_info {
 	double lag_seconds;         /* age of the oldest of those events; 0 when none */
 	double ack_age;             /* seconds since acked last moved (durable only) */
 	size_t buffered;            /* bytes queued to its connection */
+	const struct client *conn;  /* its connection (client_peer) */
+	const struct filter *filter;/* its pipeline or NULL (filter_pipeline) */
+	bool before;                /* fullDocumentBeforeChange */
 };
 void hub_foreach(const Hub *h, void (*fn)(void *arg, const struct hub_sub_info *si), void *arg);
 /* true while consumer has a subscription, or a detached one still writes its

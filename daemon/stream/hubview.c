@@ -109,6 +109,9 @@ void hub_foreach(const Hub *h, void (*fn)(void *arg, const struct hub_sub_info *
 		si.acked = s->consumer ? s->acked : s->pos;
 		si.ack_age = s->consumer ? ev_now(h->loop) - s->acked_at : 0;
 		si.buffered = client_pending(s->client);
+		si.conn = s->client;
+		si.filter = s->filter;
+		si.before = s->before;
 		sub_lag(h, s, &si);
 		fn(arg, &si);
 	}

@@ -3,7 +3,8 @@
 #  - HTTP: /metrics in Prometheus text format (checked with promtool when it
 #    can be had, see tests/tools/promtool.sh), the expected metric names, and
 #    counters that move with the stream; /livez; /readyz 200, then 503 while
-#    PostgreSQL is stopped, then 200 again; garbage requests get 4xx answers
+#    PostgreSQL is stopped, then 200 again; 200 "degraded: why" (and status
+#    "degraded") while a capture trigger is disabled; garbage requests get 4xx answers
 #    and the daemon stays up;
 #  - systemd: READY=1, STATUS=, WATCHDOG=1 (WATCHDOG_USEC set; also while
 #    PostgreSQL is away and reconnects go on), RELOADING=1 with
@@ -219,8 +220,19 @@ wait_for(sub { (undef, undef, undef, $moff) = scrape();
 	    && $moff->{'nvsrelay_capture_active{table="maintenance_events"}'} == 0 }, 15);
 is($moff->{'nvsrelay_capture_active{table="maintenance_events"}'}, 0, 'nvsrelay_capture_active 0 for it');
 is($moff->{'nvsrelay_capture_active{table="health_events"}'}, 1, 'the other table still 1');
+# Degraded, not unready: restarting the relay cannot bring a trigger back, so /readyz
+# stays 200 (see ops.c) and says why; status says it too.
+my ($dst, undef, $dbody) = get('/readyz');
+is($dst, 200, '/readyz 200 while degraded');
+like($dbody, qr/^degraded: capture is off for maintenance_events \(/, '/readyz says degraded and why');
+my ($drc, $dout) = ctl('status');
+like($dout, qr/^state\s+degraded: capture is off for maintenance_events /m, 'status: degraded with the reason');
+($drc, $dout) = ctl('status', '--json');
+my $dj = eval { $NvsTest::JSON->decode($dout) } || {};
+is_deeply([ $dj->{state}, $dj->{ready} ? 1 : 0 ], [ 'degraded', 1 ], 'status --json: state degraded, ready true');
 $dbh->do('ALTER TABLE maintenance_events ENABLE TRIGGER maintenance_events_changes');
 ok($d->wait_log(qr/capture is on again for table maintenance_events/, 15), 'and its return');
+is((get('/readyz'))[2], "ready\n", '/readyz plain ready once capture is back');
 is(() = $d->log =~ /capture is off for table/g, 1, 'logged once, not on every sample');
 
 SKIP: {

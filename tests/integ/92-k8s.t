@@ -563,7 +563,7 @@ SKIP: {
 		for (1 .. 10) {
 			my $file = write_file("$tmp/check.conf", $text);
 			local %ENV = (PATH => $ENV{PATH}, %$env);
-			($rc, $out) = NvsTest::run_cmd([ $bin, '--check-config', '--config', $file ], "$tmp/check.err");
+			($rc, $out) = NvsTest::run_cmd([ $bin, '--check-config', '--no-file-check', '--config', $file ], "$tmp/check.err");
 			$err = NvsTest::slurp("$tmp/check.err");
 			last unless $rc && $err =~ /unknown key '(\w+)'/ && $pending{$1};
 			push @missing, $1;

@@ -9,6 +9,8 @@
 #     runtime role holding only the grants README.md lists ("Least privilege") runs with
 #     schema = verify over SCRAM-SHA-256, ticks, streams, stores acknowledged positions and
 #     prunes, with no permission error, alongside a relay authenticated by certificate;
+#     with a wrong password it is logged at error level as needing an operator (and
+#     retried); without USAGE on schema nvsrelay it is told so, not "schema not installed";
 #   - the database password and the bearer token never appear in the log (debug level,
 #     through reconnects and failures), in /metrics, in `nvsrelay status`/`consumers`, in
 #     --check-config output or on the command line.
@@ -100,7 +102,7 @@ REVOKE EXECUTE ON FUNCTION nvsrelay.batch_walk(bigint, bigint, integer, text) FR
 GRANT CONNECT ON DATABASE nvsentinel TO $ROLE;
 GRANT USAGE ON SCHEMA public, nvsrelay TO $ROLE;
 GRANT SELECT, DELETE ON datastore_changelog TO $ROLE;
-GRANT SELECT, INSERT, UPDATE ON resume_tokens TO $ROLE;
+GRANT SELECT, INSERT, UPDATE, DELETE ON resume_tokens TO $ROLE;
 GRANT SELECT, INSERT, DELETE ON nvsrelay.tick TO $ROLE;
 GRANT SELECT ON nvsrelay.meta, nvsrelay.schema_migrations TO $ROLE;
 GRANT EXECUTE ON FUNCTION nvsrelay.batch_walk(bigint, bigint, integer, text) TO $ROLE;
@@ -227,5 +229,24 @@ for my $secret ([ 'the database password', $PASS ], [ 'the bearer token', $token
     unlike(join('', @admin), $re, "$what is not in nvsrelay status/consumers");
     unlike($check, $re, "$what is not in --check-config output");
     unlike($cmdline, $re, "$what is not on the command line");
+}
+
+# --- refusals that say what to fix ---------------------------------------------------------
+{
+    my $bad = NvsTest::Daemon->start($pg, wait_ready => 0, env => { %scram, DATASTORE_PASSWORD => "wrong-$PASS" },
+        set => { schema => 'verify', reconnect_min_ms => 50, reconnect_max_ms => 200 });
+    ok($bad->wait_log(qr/ err postgresql connect failed conn=\w+ reason='[^\n]*password authentication failed[^\n]*' cause='wrong password or user: retrying will not fix this/, 15),
+        'a wrong password: logged at error level, saying retrying will not fix it');
+    is($bad->wait_exit(0), undef, '... and retried all the same');
+    $bad->stop;
+}
+$pg->psql("REVOKE USAGE ON SCHEMA nvsrelay FROM $ROLE;", user => 'postgres');
+{
+    my $nu = NvsTest::Daemon->start($pg, wait_ready => 0, env => \%scram, set => { schema => 'verify' });
+    ok($nu->wait_log(qr/permission denied reading nvsrelay\.schema_migrations: the role needs USAGE on schema nvsrelay/, 15),
+        'a role without USAGE on schema nvsrelay: told it is a permission problem')
+        or diag(NvsTest::tail($nu->logfile, 5));
+    unlike($nu->log, qr/schema not installed/, '... not that the schema is not installed');
+    $nu->stop;
 }
 done_testing;

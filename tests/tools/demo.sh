@@ -4,7 +4,10 @@
 # NVSentinel health events written the way platform-connectors stores them,
 # then the status updates fault-quarantine and node-drainer make, all seen
 # by `nvsrelay watch` on the Unix socket.  Everything it starts is stopped
-# on exit.  Usage: demo.sh BUILD_DIR
+# on exit.  It needs nothing of the machine but the packages: its sockets
+# (subscriber and admin) live in its temporary directory, /metrics on a free
+# loopback port, no configuration file is read, and it fails when the
+# daemon logs an error.  Usage: demo.sh BUILD_DIR
 set -eu
 
 BUILD=${1:?usage: demo.sh BUILD_DIR}
@@ -29,8 +32,13 @@ sh "$HERE/pgtmp.sh" start "$DIR" >/dev/null
 . "$DIR/env"
 echo "cluster in $DIR, port $PGPORT; nvsrelayd connects as '$DATASTORE_USERNAME' with sslmode=$DATASTORE_SSLMODE"
 
+# A free loopback port for /metrics (released just before the daemon binds it).
+HTTP_PORT=$(perl -MIO::Socket::INET -e \
+	'print IO::Socket::INET->new(Listen => 1, LocalAddr => "127.0.0.1", LocalPort => 0)->sockport')
+
 say "starting nvsrelayd (installs the schema, elects itself ticker, listens on $DIR/relay.sock)"
-"$BUILD/nvsrelayd" --set listen_unix="$DIR/relay.sock" --set log_format=text >"$DIR/nvsrelayd.log" 2>&1 &
+"$BUILD/nvsrelayd" --config /dev/null --set listen_unix="$DIR/relay.sock" --set admin_socket="$DIR/admin.sock" \
+	--set http_listen="127.0.0.1:$HTTP_PORT" --set log_format=text >"$DIR/nvsrelayd.log" 2>&1 &
 DAEMON_PID=$!
 i=0
 until [ -S "$DIR/relay.sock" ]; do
@@ -114,6 +122,15 @@ done
 
 events=$(grep -c '"operationType"' "$DIR/watch.out" || true)
 say "nvsrelay watch received $events events (3 inserts, 3 updates expected)"
+
+say "what on-call sees: nvsrelay status and clients on the admin socket, /metrics on port $HTTP_PORT"
+"$BUILD/nvsrelay" status --admin-socket "$DIR/admin.sock" | sed 's/^/  /'
+"$BUILD/nvsrelay" clients --admin-socket "$DIR/admin.sock" | sed 's/^/  /'
+perl -MIO::Socket::INET -e '
+	my $s = IO::Socket::INET->new("127.0.0.1:$ARGV[0]") or die "no /metrics: $!\n";
+	print $s "GET /metrics HTTP/1.0\r\n\r\n";
+	print "  $_" for grep { /^nvsrelay_(delivery_latency_seconds_count|events_delivered_total|ready) / } <$s>;
+' "$HTTP_PORT"
 if [ -t 0 ] && [ -t 1 ]; then
 	echo "The stream is live: write more rows with"
 	echo "  psql 'host=$PGHOST port=$PGPORT dbname=nvsentinel user=postgres'"
@@ -127,3 +144,7 @@ kill "$DAEMON_PID"
 wait "$DAEMON_PID" && echo "nvsrelayd exited 0"
 DAEMON_PID=
 [ "$events" -ge 6 ] || { echo "demo: expected 6 events, saw $events" >&2; exit 1; }
+if grep ' err ' "$DIR/nvsrelayd.log" >&2; then
+	echo "demo: nvsrelayd logged errors (above)" >&2
+	exit 1
+fi
