@@ -174,6 +174,22 @@ static const struct opt opts[] = {
 	    .help = "how often PostgreSQL statistics for /metrics are sampled; 0 for never"),
 	OPT(admin_socket, T_STR, "/run/nvsrelayd/admin.sock", .check = conf_value_socket_path,
 	    .help = "admin Unix socket (JSON lines; root and the daemon's user only); empty for none"),
+	OPT(upstream, T_STR, "", .check = conf_value_hostport_list,
+	    .help = "HOST:PORT[,HOST:PORT...] of upstream relays; set: events come from them, no PostgreSQL connection"),
+	OPT(upstream_tls, T_ENUM, "on", .names = onoff_names,
+	    .help = "on: TLS to the upstream, verifying its certificate; off: plaintext (loopback or a trusted network)"),
+	OPT(upstream_ca_file, T_STR, "",
+	    .help = "CA certificates (PEM) that sign the upstream's certificate; empty: the system's"),
+	OPT(upstream_cert_file, T_STR, "",
+	    .help = "client certificate chain (PEM) presented to the upstream; empty: none"),
+	OPT(upstream_key_file, T_STR, "",
+	    .help = "private key (PEM) of upstream_cert_file; empty: in upstream_cert_file"),
+	OPT(upstream_token_file, T_STR, "",
+	    .help = "file holding the bearer token sent in the hello to the upstream; empty: none"),
+	OPT(upstream_timeout_ms, T_INT, "10000", .min = 300, .max = 3600000,
+	    .help = "nothing from the upstream for this long (pinged every third of it): try the next one"),
+	OPT(node_name, T_STR, "", .check = conf_value_node_name,
+	    .help = "this relay's name upstream: its consumers are stored as <node_name>/<consumer>; empty: host name"),
 };
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))

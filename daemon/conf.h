@@ -68,6 +68,14 @@ struct conf_values {
 	const char *http_listen;         /* HOST:PORT of /metrics, /livez and /readyz, "" = off */
 	int stats_interval_s;            /* PostgreSQL statistics sampling, 0 = off */
 	const char *admin_socket;        /* admin socket path, "" = none */
+	const char *upstream;            /* HOST:PORT list of upstream relays, "" = PostgreSQL */
+	int upstream_tls;                /* 1: TLS to the upstream */
+	const char *upstream_ca_file;    /* CA verifying the upstream, "" = system */
+	const char *upstream_cert_file;  /* client certificate for mutual TLS, "" = none */
+	const char *upstream_key_file;
+	const char *upstream_token_file; /* bearer token for the upstream's hello, "" = none */
+	int upstream_timeout_ms;         /* silence (or connect) past this: next upstream */
+	const char *node_name;           /* this relay's name upstream, "" = host name */
 };
 
 typedef struct conf Conf;

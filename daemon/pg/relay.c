@@ -803,6 +803,11 @@ void relay_start(Relay *r)
 
 void relay_get_status(const Relay *r, struct relay_status *st)
 {
+	if (!r) {   /* chained to an upstream: no PostgreSQL side */
+		memset(st, 0, sizeof(*st));
+		st->head_age = -1;
+		return;
+	}
 	st->ready = r->ready;
 	st->main_up = pgconn_is_up(r->main);
 	st->leader = ticker_is_leader(r->ticker);
@@ -813,7 +818,7 @@ void relay_get_status(const Relay *r, struct relay_status *st)
 
 struct pgconn *relay_main_conn(Relay *r)
 {
-	return r->main;
+	return r ? r->main : NULL;
 }
 
 void relay_reconfigure(Relay *r)

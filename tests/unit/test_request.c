@@ -87,9 +87,9 @@ test_not_a_request(void **state)
 	refused("{\"op\":7}", ERR_FAILED_TO_PARSE, -1, "a frame must be a JSON object with a string \"op\"");
 	refused("\"watch\"", ERR_FAILED_TO_PARSE, -1, "a frame must be a JSON object with a string \"op\"");
 	refused("{\"op\":\"subscribe\"}", ERR_COMMAND_NOT_FOUND, -1,
-		"unknown op; expected hello, watch, ack, unwatch or ping");
+		"unknown op; expected hello, watch, ack, unwatch, ping, position or store");
 	refused("{\"op\":\"Watch\"}", ERR_COMMAND_NOT_FOUND, -1,
-		"unknown op; expected hello, watch, ack, unwatch or ping");
+		"unknown op; expected hello, watch, ack, unwatch, ping, position or store");
 	refused("{\"op\":\"ping\"} {}", ERR_FAILED_TO_PARSE, -1, "malformed JSON at byte 14");
 }
 
@@ -212,9 +212,9 @@ test_watch_refused(void **state)
 		ERR_UNKNOWN_FIELD, 5,
 		"unknown field 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa' in watch");
 	refused("{\"op\":\"watch\",\"sid\":5}", ERR_INVALID_NAMESPACE, 5,
-		"table must be health_events (HealthEvents) or maintenance_events (MaintenanceEvents)");
+		"table must be health_events (HealthEvents), maintenance_events (MaintenanceEvents) or *");
 	refused("{\"op\":\"watch\",\"sid\":5,\"table\":\"nodes\"}", ERR_INVALID_NAMESPACE, 5,
-		"table must be health_events (HealthEvents) or maintenance_events (MaintenanceEvents)");
+		"table must be health_events (HealthEvents), maintenance_events (MaintenanceEvents) or *");
 
 #define WATCH(rest) (snprintf(frame, sizeof(frame), "%s%s}", w, rest), frame)
 	refused(WATCH("\"consumer\":\"\""), ERR_TYPE_MISMATCH, 5,
