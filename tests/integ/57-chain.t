@@ -7,6 +7,8 @@
 # change must reach every subscriber once, in commit order; the node relays must hold no
 # PostgreSQL session; events must be byte for byte what the upstream sends and tokens
 # must resume on either tier; durable positions land in resume_tokens as <node>/<name>.
+# n2 lists a second upstream relay after the first and must switch to it; the first is
+# also frozen (SIGSTOP) past upstream_timeout_ms, which n1 must notice.
 use strict;
 use warnings;
 use FindBin;
@@ -38,9 +40,11 @@ my $uport = free_port();
 my %uset  = (listen_tcp => "127.0.0.1:$uport", tcp_plaintext => 'on', poll_interval_ms => 100, tick_idle_ms => 500,
     ack_flush_ms => 50, reconnect_min_ms => 50, reconnect_max_ms => 500);
 my $up = NvsTest::Daemon->start($pg, socket => "$dir/up.sock", set => \%uset);
+my $u2port = free_port();
+my $up2 = NvsTest::Daemon->start($pg, socket => "$dir/up2.sock", set => { %uset, listen_tcp => "127.0.0.1:$u2port" });
 my $upsess;
-for (1 .. 50) { $upsess = sessions(); last if $upsess >= 3; Time::HiRes::sleep(0.1) }
-cmp_ok($upsess, '>=', 3, "the upstream relay holds its PostgreSQL sessions ($upsess)");
+for (1 .. 50) { $upsess = sessions(); last if $upsess >= 6; Time::HiRes::sleep(0.1) }
+cmp_ok($upsess, '>=', 6, "the two upstream relays hold their PostgreSQL sessions ($upsess)");
 
 my $start_tok;
 {
@@ -58,12 +62,12 @@ my @nodes;
 for my $n (1, 2) {
     push @nodes, NvsTest::Daemon->start($pg, socket => "$dir/n$n.sock",
         env => { DATASTORE_HOST => '127.0.0.1', DATASTORE_PORT => '1' },
-        set => { upstream => "127.0.0.1:$uport", upstream_tls => 'off', node_name => "n$n", ring_events => 64,
+        set => { upstream => "127.0.0.1:$uport" . ($n == 2 ? ",127.0.0.1:$u2port" : ''), upstream_tls => 'off', node_name => "n$n", ring_events => 64,
             upstream_timeout_ms => 2000, reconnect_min_ms => 50, reconnect_max_ms => 500, ack_flush_ms => 50 });
 }
 like($nodes[0]->log, qr/streaming from upstream address=127\.0\.0\.1:$uport node=n1/, 'node n1 streams from the upstream');
 unlike(join('', map { $_->log } @nodes), qr/postgresql connected/i, 'the node relays never connect to PostgreSQL');
-is(sessions(), $upsess, "PostgreSQL sees the upstream's $upsess sessions only, with two node relays up");
+is(sessions(), $upsess, "PostgreSQL sees the upstreams' $upsess sessions only, with two node relays up");
 
 # Subscribers: [node index, sid, name, watch options, matches(row) ]
 my $filter = [ { '$match' => { 'fullDocument.healthevent.agent' => 'agent-a' } } ];
@@ -106,7 +110,7 @@ is(scalar(grep { @{ $_->{errors} || [] } } @subs), 0, 'eight subscribers on two 
 
 # The writer: inserts (agent a or b), and updates of earlier rows, reconnecting through
 # the PostgreSQL restart.
-my $t_end = NvsTest::now() + 5;
+my $t_end = NvsTest::now() + 8;
 my $wpid = fork // die "fork: $!";
 if (!$wpid) {
     my ($h, $n, @ids) = (undef, 0);
@@ -130,13 +134,26 @@ if (!$wpid) {
 
 drain(1);
 my $mark = length $nodes[0]->log;
+my $mark2 = length $nodes[1]->log;
 $up->kill('KILL');
 $up->wait_exit(5);
 drain(0.8);
+ok($nodes[1]->wait_log(qr/(?s:.{$mark2}).*streaming from upstream address=127\.0\.0\.1:$u2port/, 10 * $slow),
+    'n2 switched to the second upstream of its list');
 $up = NvsTest::Daemon->start($pg, socket => "$dir/up.sock", set => \%uset);
 ok($nodes[0]->wait_log(qr/(?s:.{$mark}).*streaming from upstream/, 15 * $slow), 'n1 back on the restarted upstream')
     or diag(NvsTest::tail($nodes[0]->logfile, 20));
-drain(0.8);
+drain(0.5);
+# A frozen upstream (the network to it, as far as n1 can tell): silence past 2 s.
+$mark = length $nodes[0]->log;
+$up->kill('STOP');
+drain(3);
+$up->kill('CONT');
+ok($nodes[0]->wait_log(qr/(?s:.{$mark}).*upstream connection lost .*reason='nothing received for/, 1),
+    'n1 noticed the frozen upstream by its silence')
+    or diag(join("\n", grep { !/client|subscription/ } split /\n/, substr($nodes[0]->log, $mark)));
+ok($nodes[0]->wait_log(qr/(?s:.{$mark}).*streaming from upstream/, 15 * $slow), 'and streams again once it thaws');
+drain(0.5);
 my ($rc, $out) = NvsTest::run_cmd([ 'sh', $NvsTest::PGTMP, 'restart', $dir, 'fast' ]);
 is($rc, 0, 'PostgreSQL restarted mid-stream') or diag($out);
 waitpid($wpid, 0);
@@ -242,7 +259,10 @@ ok(defined $stored && $stored ge $last, "n1's consumer dur is stored upstream as
     $c->close;
 }
 
-is(sessions(), $upsess, "still only the upstream's sessions on PostgreSQL ($upsess)");
+my $now_sess;
+for (1 .. 50) { $now_sess = sessions(); last if $now_sess == $upsess; Time::HiRes::sleep(0.1) }
+is($now_sess, $upsess, "still only the upstreams' sessions on PostgreSQL ($upsess)");
 for my $i (0, 1) { is($nodes[$i]->stop(20), 0, 'node n' . ($i + 1) . ' stops cleanly') }
 is($up->stop(20), 0, 'the upstream stops cleanly');
+is($up2->stop(20), 0, 'the second upstream stops cleanly');
 done_testing();
