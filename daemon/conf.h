@@ -29,6 +29,8 @@ struct conf_values {
 	const char *datastore_sslrootcert;
 	const char *datastore_options;   /* extra libpq key=value pairs */
 	const char *client_cert_mount_path;
+	const char *datastore_replica_host; /* hot standby for batch reads, "" = none */
+	const char *datastore_replica_port; /* "" = datastore_port */
 	const char *listen_unix;         /* socket path, "" = none */
 	int unix_socket_mode;            /* octal in text, e.g. 0660 */
 	enum conf_schema schema;

@@ -248,6 +248,17 @@ int conf_value_listen_addr(const char *key, const char *value, char *err, size_t
 	return 0;
 }
 
+int conf_value_port_opt(const char *key, const char *value, char *err, size_t errlen)
+{
+	if (!*value)
+		return 0;
+	if (strchr(value, ',')) {
+		seterr(err, errlen, "%s: one port (1..65535) or \"\"", key);
+		return -EINVAL;
+	}
+	return conf_value_port_list(key, value, err, errlen);
+}
+
 int conf_value_hostport_list(const char *key, const char *value, char *err, size_t errlen)
 {
 	const char *p = value;

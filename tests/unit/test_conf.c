@@ -470,6 +470,8 @@ static const struct {
 	{ "datastore_sslrootcert", "/x/ca.crt", NULL },
 	{ "datastore_options", "sslcompression=0", NULL },
 	{ "client_cert_mount_path", "/etc/ssl/client-certs", NULL },
+	{ "datastore_replica_host", "standby.example", NULL },
+	{ "datastore_replica_port", "5434", NULL },
 	{ "listen_unix", "/tmp/r.sock", NULL },
 	{ "unix_socket_mode", "600", "0600" },
 	{ "unix_allow_uids", "0, nvsentinel", NULL },
@@ -703,6 +705,9 @@ static void test_upstream_values(void **state)
 	assert_int_equal(conf_set(c, "node_name",
 				  "a2345678901234567890123456789012345678901234567890123456789012345", err, sizeof(err)), -EINVAL);
 	assert_int_equal(conf_set(c, "upstream_timeout_ms", "299", err, sizeof(err)), -EINVAL);
+	assert_int_equal(conf_set(c, "datastore_replica_port", "5432,5433", err, sizeof(err)), -EINVAL);
+	assert_int_equal(conf_set(c, "datastore_replica_port", "0", err, sizeof(err)), -EINVAL);
+	assert_int_equal(conf_set(c, "datastore_replica_port", "", err, sizeof(err)), 0);
 }
 
 static void test_tcp_rules(void **state)
