@@ -99,5 +99,43 @@ like($ready, qr/ 200 /, 'upstream back: ready again');
 my $id2 = NvsTest::insert_health_event($dbh, node => 'tls-chain-2');
 my $ev = $subs[0]->events(1, 10 * $slow);
 is($ev->[0] && $ev->[0]{event}{documentKey}{_id}, $id2, 'and the subscriber, still connected, gets the next change');
+# The requests node relays send, by hand on the upstream's socket.
+{
+    my $c = NvsTest::Client->connect("$dir/up.sock");
+    $c->send({ op => 'position', sid => 1, consumer => 'zz/none' });
+    my $f = $c->recv_op([ 'position', 'error' ], 10);
+    ok($f && $f->{op} eq 'position' && $f->{sid} == 1 && exists $f->{token} && !defined $f->{token},
+        'position of a consumer never stored: token null');
+    my $t1 = $ev->[0]{event}{_id};
+    $c->send({ op => 'store', sid => 2, consumer => 'zz/c', token => $t1 });
+    $f = $c->recv_op([ 'stored', 'error' ], 10);
+    is($f && $f->{op} . ':' . $f->{sid}, 'stored:2', 'store answered once written');
+    my $t0 = { _data => substr($t1->{_data}, 0, 24) . '0000000000000001' };
+    $c->send({ op => 'store', sid => 3, consumer => 'zz/c', token => $t0 });
+    $c->recv_op([ 'stored', 'error' ], 10);
+    $c->send({ op => 'position', sid => 4, consumer => 'zz/c' });
+    $f = $c->recv_op([ 'position', 'error' ], 10);
+    is($f && $f->{token} && $f->{token}{_data}, $t1->{_data}, 'the stored position, which a lower store did not move back');
+    is($dbh->selectrow_array(q{SELECT resume_token->>'token' FROM resume_tokens WHERE client_name = 'zz/c'}), $t1->{_data},
+        'in resume_tokens under the name given');
+    $c->send({ op => 'position', sid => 5, eventID => 0 + $dbh->selectrow_array(q{SELECT max(id) FROM datastore_changelog}) });
+    $f = $c->recv_op([ 'position', 'error' ], 10);
+    ok($f && $f->{op} eq 'position' && $f->{token}, 'position of an eventID');
+    $c->send({ op => 'position', sid => 6, consumer => 'zz/c', eventID => 1 });
+    $f = $c->recv_op([ 'position', 'error' ], 10);
+    is($f && $f->{op} . ':' . $f->{code} . ':' . $f->{sid}, 'error:2:6', 'two questions at once: error 2');
+    my $d = NvsTest::Client->connect("$dir/up.sock");
+    $d->watch(sid => 1, consumer => 'direct');
+    $d->recv_op('bookmark', 10);
+    $c->send({ op => 'store', sid => 7, consumer => 'direct', token => $t1 });
+    $f = $c->recv_op([ 'stored', 'error' ], 10);
+    is($f && $f->{op} . ':' . $f->{code}, 'error:2', 'store for a consumer subscribed on the upstream itself: refused');
+    $c->send({ op => 'store', sid => 8, consumer => 'zz/c', token => { _data => 'nope' } });
+    $f = $c->recv_op([ 'stored', 'error' ], 10);
+    is($f && $f->{op} . ':' . $f->{code}, 'error:280', 'a malformed token: error 280');
+    $c->ping;
+    ok($c->recv_op('pong', 5), 'the connection is still usable');
+    $_->close for $c, $d;
+}
 is($_->stop(20), 0, 'clean stop') for $a, $b, $up;
 done_testing();
