@@ -15,8 +15,9 @@ use IO::Socket::INET;
 use POSIX ();
 use NvsTest;
 
-my ($nodes, $secs, $rate) = ('1,5,20', 20, 200);
-GetOptions('nodes=s' => \$nodes, 'seconds=i' => \$secs, 'rate=i' => \$rate) or die "bad options\n";
+my ($nodes, $secs, $rate, $modes) = ('1,5,20', 20, 200, 'direct,chained');
+GetOptions('nodes=s' => \$nodes, 'seconds=i' => \$secs, 'rate=i' => \$rate, 'modes=s' => \$modes)
+    or die "bad options\n";
 my $CLK = POSIX::sysconf(POSIX::_SC_CLK_TCK()) || 100;
 
 sub free_port {
@@ -84,6 +85,7 @@ sub run {
     my $dbh = $pg->dbh;
     my $x = sub { $dbh->selectrow_array(q{SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = 'nvsentinel'}) };
     my ($x0, $c0, $t0) = ($x->(), pg_cpu($pg), NvsTest::now());
+    my $r0 = cpu_of($relays[0]->pid);
     my $wpid = fork // die;
     if (!$wpid) {
         my $h = $pg->dbh;
@@ -105,21 +107,29 @@ sub run {
     }
     my $dt = NvsTest::now() - $t0;
     my ($x1, $c1) = ($x->(), pg_cpu($pg));
+    my $rcpu = 100 * (cpu_of($relays[0]->pid) - $r0) / $dt;
+    my $rss = NvsTest::slurp('/proc/' . $relays[0]->pid . '/status') =~ /^VmRSS:\s+(\d+)/m ? $1 : 0;
+    my $evlen = $dbh->selectrow_array(q{SELECT avg(length(document::text)) FROM health_events WHERE node_name LIKE 'load-%'});
     my $rows = $dbh->selectrow_array(q{SELECT count(*) FROM health_events WHERE node_name LIKE 'load-%'});
     kill 'TERM', @readers;
     waitpid($_, 0) for @readers;
     $_->stop(20) for reverse @relays;
     $dbh->disconnect;
     $pg->stop;
-    return { sessions => $sess, tps => ($x1 - $x0) / $dt, cpu => 100 * ($c1 - $c0) / $dt, writer => $rows / $secs };
+    return { sessions => $sess, tps => ($x1 - $x0) / $dt, cpu => 100 * ($c1 - $c0) / $dt, writer => $rows / $secs,
+        relay_cpu => $rcpu, relay_rss => $rss, doc => $evlen };
 }
 
-print "| relays | mode | PostgreSQL sessions of relays | transactions/s | PostgreSQL CPU | writer reached |\n";
-print "|---|---|---|---|---|---|\n";
+# The last column: the first relay (the upstream when chained) and its RSS; the
+# document size says how large the events were.
+print "| relays | mode | PostgreSQL sessions of relays | transactions/s | PostgreSQL CPU | writer reached | first relay CPU, RSS |\n";
+print "|---|---|---|---|---|---|---|\n";
 for my $n (split /,/, $nodes) {
-    for my $mode (qw(direct chained)) {
+    for my $mode (split /,/, $modes) {
         my $r = run($mode, $n);
-        printf "| %d | %s | %d | %.0f | %.0f%% of a core | %.0f ev/s |\n", $n, $mode eq 'chained' ? 'chained (1 upstream)' : 'direct',
-            $r->{sessions}, $r->{tps}, $r->{cpu}, $r->{writer};
+        printf "| %d | %s | %d | %.0f | %.0f%% of a core | %.0f ev/s | %.0f%%, %.0f MB |\n", $n,
+            $mode eq 'chained' ? 'chained (1 upstream)' : 'direct', $r->{sessions}, $r->{tps}, $r->{cpu}, $r->{writer},
+            $r->{relay_cpu}, $r->{relay_rss} / 1024;
+        printf STDERR "documents of %.0f bytes on average\n", $r->{doc} // 0;
     }
 }
