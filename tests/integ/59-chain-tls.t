@@ -99,6 +99,23 @@ like($ready, qr/ 200 /, 'upstream back: ready again');
 my $id2 = NvsTest::insert_health_event($dbh, node => 'tls-chain-2');
 my $ev = $subs[0]->events(1, 10 * $slow);
 is($ev->[0] && $ev->[0]{event}{documentKey}{_id}, $id2, 'and the subscriber, still connected, gets the next change');
+# A node resolves NVSentinel's {timestamp, eventID} and startAtOperationTime through its
+# upstream.
+{
+    my $eid = $dbh->selectrow_array(q{SELECT max(id) FROM datastore_changelog WHERE record_id::text = ?}, undef, $id);
+    my $c = NvsTest::Client->connect($a->socket);
+    $c->watch(sid => 3, resumeAfter => { timestamp => '2026-01-01T00:00:00Z', eventID => 0 + $eid });
+    my $e = $c->events(1, 10 * $slow, sid => 3);
+    is($e->[0] && $e->[0]{event}{documentKey}{_id}, $id2, 'on a node, resumeAfter an eventID starts right after that row');
+    # The time of the second change itself: the last tick at or before it precedes it.
+    my $at = $dbh->selectrow_array(q{SELECT to_char(changed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+        FROM datastore_changelog WHERE record_id::text = ?}, undef, $id2);
+    $c->watch(sid => 4, startAtOperationTime => $at);
+    $e = $c->events(2, 10 * $slow, sid => 4);
+    ok((grep { $_->{event}{documentKey}{_id} eq $id2 } @$e), 'and startAtOperationTime delivers what followed that time');
+    $c->close;
+}
+
 # The requests node relays send, by hand on the upstream's socket.
 {
     my $c = NvsTest::Client->connect("$dir/up.sock");
