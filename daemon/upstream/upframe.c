@@ -67,6 +67,9 @@ static int parse_event(struct wire_msg *m, struct upframe *f, char *err, size_t 
 		return set_err(err, errlen, "event with a malformed _id._data");
 	if (!cJSON_IsString(coll))
 		return set_err(err, errlen, "event without ns.coll");
+	/* JSON never carries a raw NUL, and the hub's texts are C strings. */
+	if (memchr(m->event, '\0', m->event_len))
+		return set_err(err, errlen, "event with a NUL byte");
 	if (!(ev = calloc(1, sizeof(*ev))))
 		return -ENOMEM;
 	ev->refs = 1;

@@ -116,6 +116,41 @@ is($ev->[0] && $ev->[0]{event}{documentKey}{_id}, $id2, 'and the subscriber, sti
     $c->close;
 }
 
+# Depth 2: node c chained to node a (plaintext on loopback), two hops from PostgreSQL.
+{
+    my $cport = free_port();
+    my $hp = free_port();
+    my $mid = NvsTest::Daemon->start($pg, socket => "$dir/m.sock",
+        set => { %good, upstream => "127.0.0.1:$port", node_name => 'mid', listen_tcp => "127.0.0.1:$cport",
+            tcp_plaintext => 'on' });
+    my $leaf = NvsTest::Daemon->start($pg, socket => "$dir/leaf.sock",
+        set => { upstream => "127.0.0.1:$cport", upstream_tls => 'off', node_name => 'leaf',
+            http_listen => "127.0.0.1:$hp" });
+    like(http_get($hp, '/readyz'), qr/ 200 /, 'a node chained to a node is ready');
+    my $c = NvsTest::Client->connect($leaf->socket);
+    $c->watch(sid => 1, consumer => 'deep');
+    $c->recv_op('bookmark', 10);
+    my $id3 = NvsTest::insert_health_event($dbh, node => 'tls-chain-3');
+    my $e = $c->events(1, 10 * $slow);
+    is($e->[0] && $e->[0]{event}{documentKey}{_id}, $id3, 'two hops: the change arrives');
+    my $t = $e->[0]{event}{_id};
+    my $u = NvsTest::Client->connect("$dir/up.sock");
+    $u->watch(sid => 1, resumeAfter => { _data => substr($t->{_data}, 0, 24) . '0000000000000000' });
+    my $ue = $u->events(10, 5, sid => 1);
+    my ($same) = grep { $_->{event}{_id}{_data} eq $t->{_data} } @$ue;
+    is_deeply($same && $same->{event}, $e->[0]{event}, 'the same event, the same token, as at the top');
+    $c->ack(1, $t);
+    my $stored;
+    for (1 .. 50) {
+        $stored = $dbh->selectrow_array(q{SELECT resume_token->>'token' FROM resume_tokens WHERE client_name = 'mid/leaf/deep'});
+        last if defined $stored && $stored ge $t->{_data};
+        Time::HiRes::sleep(0.1);
+    }
+    ok(defined $stored && $stored ge $t->{_data}, "the leaf's consumer is stored as mid/leaf/deep, through both hops");
+    $_->close for $c, $u;
+    is($_->stop(20), 0, 'clean stop') for $leaf, $mid;
+}
+
 # The requests node relays send, by hand on the upstream's socket.
 {
     my $c = NvsTest::Client->connect("$dir/up.sock");
