@@ -37,7 +37,7 @@ OPT       ?= -O2 -g
 CFLAGS    ?= $(OPT)
 # The daemon's modules by concern (see README "Hacking"); headers are found by
 # name, so a module can move between folders without touching its includes.
-DAEMON_DIRS := daemon daemon/pg daemon/stream daemon/net
+DAEMON_DIRS := daemon daemon/pg daemon/stream daemon/net daemon/upstream
 INCLUDES  := -Iproto $(DAEMON_DIRS:%=-I%) -Icli
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -DNVSRELAY_VERSION=\"$(VERSION)\" $(WARN) $(CFLAGS) $(INCLUDES) -I$(B) \
              $(shell pkg-config --cflags $(PKGS))
@@ -66,7 +66,7 @@ PROTO_OBJ  := $(PROTO_SRC:%.c=$(B)/%.o)
 DAEMON_OBJ := $(DAEMON_SRC:%.c=$(B)/%.o) $(B)/sql_embed.o
 PURE_OBJ   := $(PROTO_OBJ) $(B)/proto/wire.o $(CONF_OBJ) $(patsubst %.c,$(B)/%.o,daemon/net/allow.c \
               daemon/stream/diff.c daemon/stream/event.c daemon/net/outq.c cli/extjson.c daemon/stream/filter.c \
-              daemon/metrics.c daemon/stream/subtab.c)
+              daemon/metrics.c daemon/stream/subtab.c daemon/upstream/upframe.c)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 # Every fuzz target is also built with the normal compiler into a replay
@@ -92,7 +92,9 @@ $(B)/sql_embed.c: $(SQL_FILES) sql/embed.sh
 $(B)/sql_embed.o: $(B)/sql_embed.c
 	$(CC) $(ALL_CFLAGS) -Wno-overlength-strings -c $< -o $@
 
-$(B)/nvsrelayd: $(B)/daemon/main.o $(DAEMON_OBJ) $(PROTO_OBJ)
+# The chained source (daemon/upstream) parses the upstream's frames with
+# the client side of the protocol, proto/wire.c.
+$(B)/nvsrelayd: $(B)/daemon/main.o $(DAEMON_OBJ) $(PROTO_OBJ) $(B)/proto/wire.o
 	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(B)/nvsrelay: $(B)/cli/main.o $(CLI_OBJ) $(B)/libnvsrelay.a $(PROTO_OBJ)

@@ -29,6 +29,8 @@ struct conf_values {
 	const char *datastore_sslrootcert;
 	const char *datastore_options;   /* extra libpq key=value pairs */
 	const char *client_cert_mount_path;
+	const char *datastore_replica_host; /* hot standby for batch reads, "" = none */
+	const char *datastore_replica_port; /* "" = datastore_port */
 	const char *listen_unix;         /* socket path, "" = none */
 	int unix_socket_mode;            /* octal in text, e.g. 0660 */
 	enum conf_schema schema;
@@ -69,6 +71,14 @@ struct conf_values {
 	const char *http_listen;         /* HOST:PORT of /metrics, /livez and /readyz, "" = off */
 	int stats_interval_s;            /* PostgreSQL statistics sampling, 0 = off */
 	const char *admin_socket;        /* admin socket path, "" = none */
+	const char *upstream;            /* HOST:PORT list of upstream relays, "" = PostgreSQL */
+	int upstream_tls;                /* 1: TLS to the upstream */
+	const char *upstream_ca_file;    /* CA verifying the upstream, "" = system */
+	const char *upstream_cert_file;  /* client certificate for mutual TLS, "" = none */
+	const char *upstream_key_file;
+	const char *upstream_token_file; /* bearer token for the upstream's hello, "" = none */
+	int upstream_timeout_ms;         /* silence (or connect) past this: next upstream */
+	const char *node_name;           /* this relay's name upstream, "" = host name */
 };
 
 typedef struct conf Conf;

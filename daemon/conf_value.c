@@ -249,6 +249,50 @@ int conf_value_listen_addr(const char *key, const char *value, char *err, size_t
 	return 0;
 }
 
+int conf_value_port_opt(const char *key, const char *value, char *err, size_t errlen)
+{
+	if (!*value)
+		return 0;
+	if (strchr(value, ',')) {
+		seterr(err, errlen, "%s: one port (1..65535) or \"\"", key);
+		return -EINVAL;
+	}
+	return conf_value_port_list(key, value, err, errlen);
+}
+
+int conf_value_hostport_list(const char *key, const char *value, char *err, size_t errlen)
+{
+	const char *p = value;
+	char item[HOSTPORT_HOST_MAX + 16];
+	struct hostport hp;
+
+	while (*p) {
+		size_t len = strcspn(p, ",");
+
+		while (len > 0 && p[len - 1] == ' ')
+			len--;
+		if (len >= sizeof(item) || (memcpy(item, p, len), item[len] = '\0', hostport_parse(item, 0, &hp) < 0)) {
+			seterr(err, errlen, "%s: expected HOST:PORT[,HOST:PORT...] (such as 10.0.0.5:6543) or \"\"", key);
+			return -EINVAL;
+		}
+		p += strcspn(p, ",");
+		while (*p == ',' || *p == ' ')
+			p++;
+	}
+	return 0;
+}
+
+int conf_value_node_name(const char *key, const char *value, char *err, size_t errlen)
+{
+	size_t n = strspn(value, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_");
+
+	if (value[n] || n > 64) {
+		seterr(err, errlen, "%s: at most 64 letters, digits, '.', '-' and '_'", key);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 /* One port, or libpq's per-host list "p1,p2,..." (its length is checked
  * against datastore_host in conf_finish, once both are known). */
 int conf_value_port_list(const char *key, const char *value, char *err, size_t errlen)

@@ -33,6 +33,12 @@ int conf_value_id_list(const char *key, const char *value, char *err, size_t err
 /* consumer_owners: the grammar of owners.c. */
 int conf_value_owners(const char *key, const char *value, char *err, size_t errlen);
 int conf_value_options(const char *key, const char *value, char *err, size_t errlen);
+/* "" or one port (datastore_replica_port). */
+int conf_value_port_opt(const char *key, const char *value, char *err, size_t errlen);
+/* "" or HOST:PORT[,HOST:PORT...] (upstream). */
+int conf_value_hostport_list(const char *key, const char *value, char *err, size_t errlen);
+/* "" or at most 64 bytes of letters, digits, '.', '-' and '_' (node_name). */
+int conf_value_node_name(const char *key, const char *value, char *err, size_t errlen);
 
 /*
  * Splits datastore_options (libpq's conninfo syntax) into "key\0value\0"

@@ -1,7 +1,8 @@
 /*
  * main.c - nvsrelayd: command line, configuration layering, the event loop
- * and the shutdown sequence.  Owns the loop, the Conf, the relay, the hub
- * and the listener.
+ * and the shutdown sequence.  Owns the loop, the Conf, the event source (the
+ * PostgreSQL relay, or with `upstream` set the chained source), the hub, the
+ * downlink that answers relays chained below, and the listener.
  *
  * Exit codes (<sysexits.h>): 0 clean stop, 1 runtime failure, EX_USAGE (64)
  * bad usage, EX_CONFIG (78) bad configuration or a schema this binary must
@@ -25,6 +26,7 @@
 #include "client.h"
 #include "conf.h"
 #include "conf_load.h"
+#include "downlink.h"
 #include "errors.h"
 #include "filter.h"
 #include "hub.h"
@@ -36,6 +38,7 @@
 #include "owners.h"
 #include "relay.h"
 #include "request.h"
+#include "upstream.h"
 
 #define DEFAULT_CONFIG "/etc/nvsrelayd/nvsrelayd.conf"
 
@@ -47,7 +50,9 @@ static struct {
 	const struct conf_values *cv;
 	Hub *hub;
 	Owners *owners;             /* consumer_owners, NULL: any identity, any name */
-	Relay *relay;
+	Relay *relay;               /* the PostgreSQL source, or NULL when chained */
+	Upstream *upstream;         /* the chained source, or NULL */
+	Downlink *downlink;
 	Listener *listener;
 	struct client_env cenv;
 	ev_signal sigterm, sigint, sighup;
@@ -86,7 +91,7 @@ static void usage(FILE *f)
 
 static uint32_t generation(void)
 {
-	return g.relay ? relay_generation(g.relay) : 0;
+	return g.relay ? relay_generation(g.relay) : g.upstream ? upstream_generation(g.upstream) : 0;
 }
 
 /* --- the clients' upcalls, served by the hub ---------------------------- */
@@ -116,7 +121,9 @@ static int up_watch(void *arg, Client *c, const struct request *rq, struct filte
 {
 	struct watch_req req = {
 		.sid = rq->sid,
-		.table = rq->table == REQUEST_MAINTENANCE_EVENTS ? TABLE_MAINTENANCE_EVENTS : TABLE_HEALTH_EVENTS,
+		/* TABLE_OTHER: every table, for a chained relay. */
+		.table = rq->table == REQUEST_MAINTENANCE_EVENTS ? TABLE_MAINTENANCE_EVENTS
+		       : rq->table == REQUEST_ALL_TABLES ? TABLE_OTHER : TABLE_HEALTH_EVENTS,
 		.consumer = rq->consumer,
 		.has_resume = rq->has_resume,
 		.resume = rq->resume,
@@ -149,6 +156,13 @@ static int up_unwatch(void *arg, Client *c, long long sid)
 static void up_gone(void *arg, Client *c)
 {
 	hub_client_gone(arg, c);
+	downlink_client_gone(g.downlink, c);
+}
+
+static void up_position(void *arg, Client *c, const struct request *rq)
+{
+	(void)arg;
+	downlink_request(g.downlink, c, rq);
 }
 
 static void up_writable(void *arg, Client *c)
@@ -174,6 +188,7 @@ static const struct client_upcalls hub_upcalls = {
 	.writable = up_writable,
 	.error = up_error,
 	.subscriptions = up_subscriptions,
+	.position = up_position,
 };
 
 static void on_ready(void *ud)
@@ -289,7 +304,8 @@ static void reload(struct admin_reload *res)
 		conf_free(next);
 		log_setup(g.cv->log_level, log_format_name(g.cv->log_format));
 		hub_reconfigure(g.hub);
-		relay_reconfigure(g.relay);
+		if (g.relay)
+			relay_reconfigure(g.relay);
 		ops_reconfigure(g.ops);
 		metrics_add(M_RELOADS, "applied", 1);
 		log_notice("configuration reloaded applied=%s restart_needed=%s",
@@ -415,19 +431,36 @@ int main(int argc, char **argv)
 	}
 	g.loop = ev_loop_new(EVFLAG_AUTO);
 	g.hub = hub_new(g.loop, g.cv);
-	g.relay = relay_new(g.loop, g.conf, g.hub, on_ready, on_fatal, NULL);
-	if (!g.loop || !g.hub || !g.relay) {
+	g.downlink = downlink_new(g.hub);
+	if (!g.loop || !g.hub || !g.downlink) {
 		log_err("out of memory at start-up");
 		return 1;
 	}
-	hub_set_source(g.hub, relay_source(g.relay));
+	if (*g.cv->upstream) {
+		/* Chained: no PostgreSQL connection at all. */
+		g.upstream = upstream_new(g.loop, g.cv, g.hub, on_ready, NULL, lerr, sizeof(lerr));
+		if (!g.upstream) {
+			log_err("%s", lerr);
+			return EX_CONFIG;
+		}
+		hub_set_source(g.hub, upstream_source(g.upstream));
+		downlink_set_source(g.downlink, upstream_source(g.upstream));
+	} else {
+		g.relay = relay_new(g.loop, g.conf, g.hub, on_ready, on_fatal, NULL);
+		if (!g.relay) {
+			log_err("out of memory at start-up");
+			return 1;
+		}
+		hub_set_source(g.hub, relay_source(g.relay));
+		downlink_set_source(g.downlink, relay_source(g.relay));
+	}
 	g.cenv.loop = g.loop;
 	g.cenv.up = &hub_upcalls;
 	g.cenv.up_arg = g.hub;
 	g.cenv.cv = g.cv;
 	g.cenv.generation = generation;
 	g.ops = ops_new(&(struct ops_env){ .loop = g.loop, .cv = g.cv, .hub = g.hub, .relay = g.relay,
-					   .reload = reload }, lerr, sizeof(lerr));
+					   .upstream = g.upstream, .reload = reload }, lerr, sizeof(lerr));
 	if (!g.ops) {
 		log_err("%s", lerr);
 		return 1;
@@ -448,10 +481,15 @@ int main(int argc, char **argv)
 	ev_signal_start(g.loop, &g.sigint);
 	ev_signal_start(g.loop, &g.sighup);
 
-	log_notice("nvsrelayd %s starting database=%s host=%s sslmode=%s", NVSRELAY_VERSION,
-		   g.cv->datastore_database, g.cv->datastore_host,
-		   (const char *[]){ "disable", "require", "verify-ca", "verify-full" }[g.cv->datastore_sslmode]);
-	relay_start(g.relay);
+	if (g.upstream) {
+		log_notice("nvsrelayd %s starting upstream=%s", NVSRELAY_VERSION, g.cv->upstream);
+		upstream_start(g.upstream);
+	} else {
+		log_notice("nvsrelayd %s starting database=%s host=%s sslmode=%s", NVSRELAY_VERSION,
+			   g.cv->datastore_database, g.cv->datastore_host,
+			   (const char *[]){ "disable", "require", "verify-ca", "verify-full" }[g.cv->datastore_sslmode]);
+		relay_start(g.relay);
+	}
 	ev_run(g.loop, 0);
 
 out:
@@ -460,8 +498,12 @@ out:
 	listener_free(g.listener);
 	ops_free(g.ops);
 	hub_set_source(g.hub, NULL);
+	downlink_set_source(g.downlink, NULL);
+	downlink_free(g.downlink);
 	relay_free(g.relay);
 	g.relay = NULL;
+	upstream_free(g.upstream);
+	g.upstream = NULL;
 	hub_free(g.hub);
 	client_free_all();
 	owners_free(g.owners);

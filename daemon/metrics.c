@@ -111,6 +111,8 @@ static const struct family families[M_COUNT] = {
 	  .help = "Time from sending a query to its last result, by query kind."),
 	F(M_PG_QUERY_ERRORS, "pg_query_errors_total", MT_COUNTER, "kind", 0,
 	  .help = "Queries that failed or lost their connection, by query kind."),
+	F(M_PG_REPLICA_PAGES, "pg_replica_pages_total", MT_COUNTER, "from", 0,
+	  .help = "Pages tried on the hot standby: read there, or from the primary because it had not replayed them."),
 	F(M_PG_TABLE_ROWS, "pg_table_rows", MT_GAUGE, "table", MF_SPARSE,
 	  .help = "Estimated rows of the relay's tables (pg_class.reltuples, else live tuples)."),
 	F(M_PG_TABLE_BYTES, "pg_table_size_bytes", MT_GAUGE, "table", MF_SPARSE,

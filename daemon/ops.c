@@ -63,6 +63,25 @@ struct summary {
 	double max_lag;
 };
 
+/* The source's state as the relay's: a chained relay reports its upstream
+ * connection where the relay reports its main PostgreSQL connection. */
+static void get_status(const Ops *o, struct relay_status *st)
+{
+	struct upstream_status us;
+
+	if (!o->env.upstream) {
+		relay_get_status(o->env.relay, st);
+		return;
+	}
+	upstream_get_status(o->env.upstream, &us);
+	memset(st, 0, sizeof(*st));
+	st->ready = us.ready;
+	st->main_up = us.up;
+	st->generation = us.head.gen;
+	st->head = us.head;
+	st->head_age = us.head_age;
+}
+
 bool ops_is_ready(const Ops *o, const char **why)
 {
 	const struct conf_values *cv = o->env.cv;
@@ -72,13 +91,14 @@ bool ops_is_ready(const Ops *o, const char **why)
 	double window = 3.0 * cv->tick_idle_ms / 1000.0 + 5.0;
 	const char *w = NULL;
 
-	relay_get_status(o->env.relay, &st);
+	get_status(o, &st);
 	if (!st.ready)
-		w = "starting: schema not verified or no tick read yet";
+		w = o->env.upstream ? "starting: no position from the upstream yet"
+		  : "starting: schema not verified or no tick read yet";
 	else if (!st.main_up)
-		w = "PostgreSQL connection down";
+		w = o->env.upstream ? "upstream connection down" : "PostgreSQL connection down";
 	else if (st.head_age > window)
-		w = "no tick read recently";
+		w = o->env.upstream ? "nothing from the upstream recently" : "no tick read recently";
 	if (why)
 		*why = w;
 	return w == NULL;
@@ -123,7 +143,7 @@ static void collect(Ops *o, struct summary *sum)
 	struct relay_status st;
 	unsigned total, up, busy;
 
-	relay_get_status(o->env.relay, &st);
+	get_status(o, &st);
 	metrics_set(M_READY, NULL, ops_is_ready(o, NULL));
 	metrics_set(M_TICKER_LEADER, NULL, st.leader);
 	metrics_set(M_HEAD_TICK, NULL, (double)st.head.tick);
@@ -211,8 +231,11 @@ static void watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 	(void)loop;
 	(void)revents;
-	relay_get_status(o->env.relay, &st);
+	get_status(o, &st);
 	o->was_ready |= st.ready;
+	/* A chained relay's sign of life is its upstream stream moving. */
+	if (o->env.upstream)
+		a = st.main_up && st.head_age >= 0 && st.head_age < w->repeat ? o->activity + 1 : o->activity;
 	if (a != o->activity || !o->was_ready)
 		sd_notify(0, "WATCHDOG=1");
 	else
@@ -271,7 +294,8 @@ Ops *ops_new(const struct ops_env *env, char *err, size_t errlen)
 	o->env = *env;
 	metrics_set(M_BUILD_INFO, NVSRELAY_VERSION, 1);
 	metrics_set(M_START_TIME, NULL, ev_time());
-	o->stats = pgstats_new(env->loop, env->cv, env->relay);
+	if (env->relay)
+		o->stats = pgstats_new(env->loop, env->cv, env->relay);
 	if (start_endpoints(o, err, errlen) < 0) {
 		pgstats_free(o->stats);
 		free(o);

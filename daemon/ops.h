@@ -14,6 +14,7 @@
 #include "conf.h"
 #include "hub.h"
 #include "relay.h"
+#include "upstream.h"
 
 typedef struct ops Ops;
 
@@ -21,7 +22,8 @@ struct ops_env {
 	struct ev_loop *loop;
 	const struct conf_values *cv;
 	Hub *hub;
-	Relay *relay;
+	Relay *relay;              /* NULL when chained */
+	Upstream *upstream;        /* set when chained (then no relay) */
 	void (*reload)(struct admin_reload *res);
 };
 

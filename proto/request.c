@@ -88,6 +88,8 @@ static bool table_of(const char *name, enum request_table *ret)
 		*ret = REQUEST_HEALTH_EVENTS;
 	else if (strcmp(name, "maintenance_events") == 0 || strcmp(name, "MaintenanceEvents") == 0)
 		*ret = REQUEST_MAINTENANCE_EVENTS;
+	else if (strcmp(name, "*") == 0)
+		*ret = REQUEST_ALL_TABLES;
 	else
 		return false;
 	return true;
@@ -175,7 +177,7 @@ static int decode_watch(const cJSON *m, struct request *req, struct request_erro
 	t = cJSON_GetObjectItemCaseSensitive(m, "table");
 	if (!cJSON_IsString(t) || !table_of(t->valuestring, &req->table))
 		return fail(err, sid, ERR_INVALID_NAMESPACE,
-			    "table must be health_events (HealthEvents) or maintenance_events (MaintenanceEvents)");
+			    "table must be health_events (HealthEvents), maintenance_events (MaintenanceEvents) or *");
 	consumer = cJSON_GetObjectItemCaseSensitive(m, "consumer");
 	if (consumer && !cJSON_IsNull(consumer)) {
 		if (!cJSON_IsString(consumer) || !consumer->valuestring[0] || strlen(consumer->valuestring) > 255 ||
@@ -226,6 +228,50 @@ static int decode_watch(const cJSON *m, struct request *req, struct request_erro
 	return 0;
 }
 
+static int get_consumer(const cJSON *m, long long sid, struct request *req, struct request_error *err)
+{
+	const cJSON *consumer = cJSON_GetObjectItemCaseSensitive(m, "consumer");
+
+	if (!cJSON_IsString(consumer) || !consumer->valuestring[0] || strlen(consumer->valuestring) > 255 ||
+	    !utf8_valid(consumer->valuestring))
+		return fail(err, sid, ERR_TYPE_MISMATCH, "consumer must be a non-empty UTF-8 string of at most 255 bytes");
+	req->consumer = consumer->valuestring;
+	return 0;
+}
+
+/* A chained relay's lookup: exactly one of consumer, eventID and at. */
+static int decode_position(const cJSON *m, struct request *req, struct request_error *err)
+{
+	const cJSON *eid = cJSON_GetObjectItemCaseSensitive(m, "eventID");
+	const cJSON *at = cJSON_GetObjectItemCaseSensitive(m, "at");
+	bool has_consumer = cJSON_GetObjectItemCaseSensitive(m, "consumer") != NULL;
+
+	if (get_sid(m, &req->sid, err) < 0)
+		return -EINVAL;
+	if (has_consumer + !!eid + !!at != 1)
+		return fail(err, req->sid, ERR_BAD_VALUE, "position needs exactly one of consumer, eventID and at");
+	if (has_consumer)
+		return get_consumer(m, req->sid, req, err);
+	if (eid) {
+		if (!cJSON_IsNumber(eid) || eid->valuedouble < 0 || eid->valuedouble > MAX_EXACT)
+			return fail(err, req->sid, ERR_CHANGE_STREAM_FATAL, "eventID must be a non-negative integer");
+		req->has_event_id = true;
+		req->event_id = (uint64_t)eid->valuedouble;
+		return 0;
+	}
+	if (!valid_rfc3339(at))
+		return fail(err, req->sid, ERR_BAD_VALUE, "at must be an RFC 3339 time such as 2026-11-25T10:00:00Z");
+	req->start_at = at->valuestring;
+	return 0;
+}
+
+static int decode_store(const cJSON *m, struct request *req, struct request_error *err)
+{
+	if (get_sid(m, &req->sid, err) < 0 || get_consumer(m, req->sid, req, err) < 0)
+		return -EINVAL;
+	return get_token(cJSON_GetObjectItemCaseSensitive(m, "token"), "token", req->sid, &req->ack, err);
+}
+
 static const struct {
 	const char *name;
 	enum request_op op;
@@ -235,6 +281,8 @@ static const struct {
 	{ "ack", REQUEST_ACK },
 	{ "unwatch", REQUEST_UNWATCH },
 	{ "ping", REQUEST_PING },
+	{ "position", REQUEST_POSITION },
+	{ "store", REQUEST_STORE },
 };
 
 int request_decode(const cJSON *m, struct request *req, struct request_error *err)
@@ -264,8 +312,12 @@ int request_decode(const cJSON *m, struct request *req, struct request_error *er
 		return get_sid(m, &req->sid, err);
 	case REQUEST_PING:
 		return 0;
+	case REQUEST_POSITION:
+		return decode_position(m, req, err);
+	case REQUEST_STORE:
+		return decode_store(m, req, err);
 	case REQUEST_NONE:
 		break;
 	}
-	return fail(err, -1, ERR_COMMAND_NOT_FOUND, "unknown op; expected hello, watch, ack, unwatch or ping");
+	return fail(err, -1, ERR_COMMAND_NOT_FOUND, "unknown op; expected hello, watch, ack, unwatch, ping, position or store");
 }

@@ -24,11 +24,14 @@ enum request_op {
 	REQUEST_ACK,
 	REQUEST_UNWATCH,
 	REQUEST_PING,
+	REQUEST_POSITION,          /* a position lookup for a chained relay */
+	REQUEST_STORE,             /* a durable position write for a chained relay */
 };
 
 enum request_table {
 	REQUEST_HEALTH_EVENTS,
 	REQUEST_MAINTENANCE_EVENTS,
+	REQUEST_ALL_TABLES,        /* "*": every table in one stream (chained relays) */
 };
 
 /* A decoded request.  Strings and the pipeline point into the frame's JSON:
@@ -38,22 +41,24 @@ struct request {
 	/* The frame's "sid" read loosely (any number in range, truncated), -1
 	 * without one: where a refusal of a watch goes before it is decoded. */
 	long long reply_sid;
-	long long sid;             /* watch, ack, unwatch */
+	long long sid;             /* watch, ack, unwatch; position and store: the reply's tag */
 	/* hello */
 	int version;               /* 1 (the only one), also when "v" is absent */
 	const char *token;         /* bearer token or NULL */
 	/* watch */
 	enum request_table table;
-	const char *consumer;      /* durable name or NULL */
+	const char *consumer;      /* durable name or NULL (also position, store) */
 	bool has_resume;           /* resumeAfter / startAfter as a token */
 	struct token resume;
-	bool has_event_id;         /* resumeAfter in NVSentinel's {timestamp, eventID} form */
+	bool has_event_id;         /* resumeAfter in NVSentinel's {timestamp, eventID} form;
+				    * position: "eventID" */
 	uint64_t event_id;
-	const char *start_at;      /* startAtOperationTime (RFC 3339, shape checked) or NULL */
+	const char *start_at;      /* startAtOperationTime (RFC 3339, shape checked) or NULL;
+				    * position: "at" */
 	const cJSON *pipeline;     /* the "pipeline" member or NULL, for filter_compile */
 	bool before;               /* fullDocumentBeforeChange whenAvailable or required */
 	bool standby;              /* with consumer: wait while another subscription holds it */
-	/* ack */
+	/* ack; store: the position to write */
 	struct token ack;
 };
 

@@ -640,6 +640,13 @@ static void dispatch(Client *c, const char *line, size_t len)
 	case REQUEST_PING:
 		client_send(c, "{\"op\":\"pong\"}\n", 14);
 		break;
+	case REQUEST_POSITION:
+	case REQUEST_STORE:
+		if (c->env.up->position)
+			c->env.up->position(c->env.up_arg, c, &req);
+		else
+			client_send_error(c, req.sid, ERR_COMMAND_NOT_FOUND, "position and store are not served here", NULL);
+		break;
 	case REQUEST_NONE:
 		break;
 	}

@@ -41,6 +41,9 @@ struct client_upcalls {
 	void (*error)(void *arg, Client *c, int code, const char *msg);
 	/* Subscriptions of c, for max_subscriptions_per_client. */
 	size_t (*subscriptions)(void *arg, const Client *c);
+	/* A chained relay's position or store request (request.h); NULL:
+	 * refused as an unknown op. */
+	void (*position)(void *arg, Client *c, const struct request *req);
 };
 
 struct client_env {

@@ -7,7 +7,9 @@
  * ticks in order and, for each pair, reads the batch in id-ordered pages;
  * each row becomes an event at position (tick, id) and goes to the hub.
  * Catch-up pages for subscribers behind the ring use the same statements,
- * so a batch looks the same to everyone, whenever it is read.  The hub gets
+ * so a batch looks the same to everyone, whenever it is read; with a hot
+ * standby configured (replica.c) a page is read there first and kept only
+ * when the standby has replayed the batch's end tick.  The hub gets
  * them, and durable positions (position.c), through relay_source()'s ops.
  *
  * PostgreSQL going away never ends the process: connections reconnect with
@@ -26,6 +28,7 @@
 #include "pgconn.h"
 #include "position.h"
 #include "relay.h"
+#include "replica.h"
 #include "retention.h"
 #include "schema.h"
 #include "ticker.h"
@@ -152,6 +155,7 @@ struct relay {
 	bool closing;
 	ev_tstamp head_moved;       /* the live reader last moved the head */
 	struct source source;       /* what the hub sees of it */
+	Replica *replica;           /* hot standby for pages, or NULL */
 };
 
 struct page_req {
@@ -160,6 +164,12 @@ struct page_req {
 	enum event_table table;
 	source_page_cb cb;
 	void *arg;
+	/* The query, kept to run it again on the primary when the standby
+	 * has not replayed the batch yet. */
+	const char *sql, *kind;
+	int nparams;
+	const char *params[5];
+	char tick[24], after[24], limit[16];
 };
 
 static void live_kick(Relay *r);
@@ -276,13 +286,36 @@ static int read_history(Relay *r, struct page_req *q)
 	return pgconn_query_kind(r->main, "history", history_sql, 4, params, page_cb, q);
 }
 
+/*
+ * A page from the standby counts only when the standby shows the batch's
+ * end tick (header columns 0 and 2): WAL is replayed in commit order and the
+ * tick committed after every transaction its snapshot sees, so the whole
+ * batch is there.  Anything else (not replayed yet, tick 1's history, an
+ * error, the standby gone) is asked of the primary, which decides.
+ */
+static void replica_cb(PgConn *pc, PGresult *res, void *arg)
+{
+	struct page_req *q = arg;
+	Relay *r = q->r;
+
+	if (res && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) >= 1 &&
+	    !PQgetisnull(res, 0, 0) && !PQgetisnull(res, 0, 2)) {
+		metrics_add(M_PG_REPLICA_PAGES, "replica", 1);
+		page_cb(pc, res, q);
+		return;
+	}
+	metrics_add(M_PG_REPLICA_PAGES, "primary", 1);
+	if (!r->main || pgconn_query_prep(r->main, q->kind, q->sql, q->nparams, q->params, page_cb, q) < 0) {
+		q->cb(q->arg, NULL, 0, &q->pos, ERR_HOST_UNREACHABLE, "PostgreSQL connection lost");
+		free(q);
+	}
+}
+
 static int read_page(Relay *r, const struct token *pos, enum event_table table,
 		     source_page_cb cb, void *arg)
 {
-	char tick[24], after[24], limit[16];
-	const char *params[5], *sql;
-	int nparams;
 	struct page_req *q;
+	PgConn *rc = replica_conn(r->replica);
 
 	if (!r->main || !pgconn_is_up(r->main))
 		return -ENOTCONN;
@@ -294,28 +327,31 @@ static int read_page(Relay *r, const struct token *pos, enum event_table table,
 	q->table = table;
 	q->cb = cb;
 	q->arg = arg;
-	snprintf(tick, sizeof(tick), "%" PRIu64, pos->tick);
-	snprintf(after, sizeof(after), "%" PRIu64, pos->id == TOKEN_ID_END ? 0 : pos->id);
-	snprintf(limit, sizeof(limit), "%d", r->cv->batch_rows);
+	snprintf(q->tick, sizeof(q->tick), "%" PRIu64, pos->tick);
+	snprintf(q->after, sizeof(q->after), "%" PRIu64, pos->id == TOKEN_ID_END ? 0 : pos->id);
+	snprintf(q->limit, sizeof(q->limit), "%d", r->cv->batch_rows);
+	q->params[0] = q->tick;
 	if (pos->id == TOKEN_ID_END) {
 		/* A batch's first page: page_sql finds where it ends. */
-		params[0] = tick;
-		params[1] = "t";
-		params[2] = after;
-		params[3] = limit;
-		params[4] = table_param(table);
-		sql = page_sql;
-		nparams = 5;
+		q->params[1] = "t";
+		q->params[2] = q->after;
+		q->params[3] = q->limit;
+		q->params[4] = table_param(table);
+		q->sql = page_sql;
+		q->nparams = 5;
 	} else {
 		/* Inside a batch whose end tick is known: walk on from pos->id. */
-		params[0] = tick;
-		params[1] = after;
-		params[2] = limit;
-		params[3] = table_param(table);
-		sql = walk_sql;
-		nparams = 4;
+		q->params[1] = q->after;
+		q->params[2] = q->limit;
+		q->params[3] = table_param(table);
+		q->sql = walk_sql;
+		q->nparams = 4;
 	}
-	if (pgconn_query_prep(r->main, table == TABLE_OTHER ? "batch" : "catchup", sql, nparams, params, page_cb, q) < 0) {
+	q->kind = table == TABLE_OTHER ? "batch" : "catchup";
+	if (rc && pgconn_query_prep(rc, table == TABLE_OTHER ? "batch_replica" : "catchup_replica", q->sql, q->nparams,
+				    q->params, replica_cb, q) == 0)
+		return 0;
+	if (pgconn_query_prep(r->main, q->kind, q->sql, q->nparams, q->params, page_cb, q) < 0) {
 		free(q);
 		return -ENOTCONN;
 	}
@@ -745,6 +781,7 @@ Relay *relay_new(struct ev_loop *loop, const Conf *conf, struct hub *hub,
 	static const struct pgconn_ops listen_ops = { .up = listen_up, .down = listen_down, .notify = listen_notify };
 	Relay *r = calloc(1, sizeof(*r));
 	struct pgconn_cfg pcfg;
+	bool oom;
 	double iv;
 
 	if (!r)
@@ -772,7 +809,8 @@ Relay *relay_new(struct ev_loop *loop, const Conf *conf, struct hub *hub,
 	r->ticker = ticker_new(loop, r->cv, &pcfg, ticked, live_is_reading, r);
 	pcfg.session_sql = "SET jit = off";
 	r->retention = retention_new(loop, r->cv, &pcfg, &retention_ops, r);
-	if (!r->main || !r->listen || !r->ticker || !r->retention) {
+	r->replica = replica_new(loop, conf, &pcfg, &oom);
+	if (!r->main || !r->listen || !r->ticker || !r->retention || oom) {
 		relay_free(r);
 		return NULL;
 	}
@@ -793,6 +831,7 @@ void relay_free(Relay *r)
 	ev_timer_stop(r->loop, &r->schema_retry);
 	retention_free(r->retention);
 	ticker_free(r->ticker);
+	replica_free(r->replica);
 	pgconn_free(r->main);
 	pgconn_free(r->listen);
 	free(r);
@@ -802,6 +841,7 @@ void relay_start(Relay *r)
 {
 	pgconn_start(r->main);
 	pgconn_start(r->listen);
+	replica_start(r->replica);
 	ev_timer_start(r->loop, &r->poll);
 }
 
@@ -809,6 +849,11 @@ void relay_start(Relay *r)
 
 void relay_get_status(const Relay *r, struct relay_status *st)
 {
+	if (!r) {   /* chained to an upstream: no PostgreSQL side */
+		memset(st, 0, sizeof(*st));
+		st->head_age = -1;
+		return;
+	}
 	st->ready = r->ready;
 	st->main_up = pgconn_is_up(r->main);
 	st->leader = ticker_is_leader(r->ticker);
@@ -819,7 +864,7 @@ void relay_get_status(const Relay *r, struct relay_status *st)
 
 struct pgconn *relay_main_conn(Relay *r)
 {
-	return r->main;
+	return r ? r->main : NULL;
 }
 
 void relay_reconfigure(Relay *r)

@@ -43,8 +43,9 @@ struct relay_status {
 	struct token head;          /* everything up to here was read */
 	double head_age;            /* seconds since the head last moved; -1 before ready */
 };
+/* r may be NULL (a chained relay): all zero, not ready. */
 void relay_get_status(const Relay *r, struct relay_status *st);
-/* The main connection, for the statistics sampler and admin commands: their
+/* The main connection (NULL when r is), for the statistics sampler and admin commands: their
  * queries queue behind the batch reads, in order. */
 struct pgconn *relay_main_conn(Relay *r);
 /* Re-arms timers after a reload changed poll_interval_ms. */

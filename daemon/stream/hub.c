@@ -81,7 +81,8 @@ static bool wants(const struct sub *s, struct event *ev)
 {
 	const cJSON *tree;
 
-	if (ev->table != s->table)
+	/* TABLE_OTHER: every table (a chained relay's one stream). */
+	if (ev->table != s->table && s->table != TABLE_OTHER)
 		return false;
 	if (!s->filter)
 		return true;

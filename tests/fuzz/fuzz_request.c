@@ -82,7 +82,8 @@ round_trip(const struct request *req)
 	case REQUEST_WATCH: {
 		struct wire_watch w = {
 			.sid = req->sid,
-			.table = req->table == REQUEST_HEALTH_EVENTS ? "health_events" : "maintenance_events",
+			.table = req->table == REQUEST_HEALTH_EVENTS ? "health_events"
+			       : req->table == REQUEST_ALL_TABLES ? "*" : "maintenance_events",
 			.consumer = req->consumer,
 			.start_at = req->start_at,
 			.before = req->before ? "whenAvailable" : NULL,
@@ -141,6 +142,8 @@ round_trip(const struct request *req)
 		CHECK(!req->token || strcmp(again.token, req->token) == 0);
 		break;
 	case REQUEST_PING:
+	case REQUEST_POSITION:     /* only chained relays build these */
+	case REQUEST_STORE:
 	case REQUEST_NONE:
 		break;
 	}

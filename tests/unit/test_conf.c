@@ -470,6 +470,8 @@ static const struct {
 	{ "datastore_sslrootcert", "/x/ca.crt", NULL },
 	{ "datastore_options", "sslcompression=0", NULL },
 	{ "client_cert_mount_path", "/etc/ssl/client-certs", NULL },
+	{ "datastore_replica_host", "standby.example", NULL },
+	{ "datastore_replica_port", "5434", NULL },
 	{ "listen_unix", "/tmp/r.sock", NULL },
 	{ "unix_socket_mode", "600", "0600" },
 	{ "unix_allow_uids", "0, nvsentinel", NULL },
@@ -510,6 +512,14 @@ static const struct {
 	{ "http_listen", "[::1]:9100", NULL },
 	{ "stats_interval_s", "60", NULL },
 	{ "admin_socket", "/tmp/a.sock", NULL },
+	{ "upstream", "10.0.0.5:6543, relay-1.example:6543", NULL },
+	{ "upstream_tls", "off", NULL },
+	{ "upstream_ca_file", "/x/up-ca.crt", NULL },
+	{ "upstream_cert_file", "/x/node.crt", NULL },
+	{ "upstream_key_file", "/x/node.key", NULL },
+	{ "upstream_token_file", "/x/up-token", NULL },
+	{ "upstream_timeout_ms", "3000", NULL },
+	{ "node_name", "gpu-node-01", NULL },
 };
 
 #define N_EVERY (sizeof(every_key) / sizeof(every_key[0]))
@@ -676,6 +686,31 @@ static void test_finish_cross_checks(void **state)
 
 /* The TCP listener: TLS with client certificates or a token, or plaintext
  * on loopback; the allow-lists' syntax. */
+/* upstream is a list of HOST:PORT, node_name a short plain name. */
+static void test_upstream_values(void **state)
+{
+	Conf *c = *state;
+	static const char *const bad[] = { "relay", "relay:", ":6543", "a:1,,b", "a:1,b", "[::1:6543" };
+
+	assert_int_equal(conf_set(c, "upstream", "10.0.0.5:6543,[::1]:6543, relay.example:6543", err, sizeof(err)), 0);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		if (conf_set(c, "upstream", bad[i], err, sizeof(err)) != -EINVAL)
+			fail_msg("upstream '%s' accepted", bad[i]);
+		assert_non_null(strstr(err, "upstream: expected HOST:PORT[,HOST:PORT...]"));
+	}
+	assert_int_equal(conf_set(c, "node_name", "gpu-node-01.rack_7", err, sizeof(err)), 0);
+	assert_int_equal(conf_set(c, "node_name", "a/b", err, sizeof(err)), -EINVAL);
+	assert_int_equal(conf_set(c, "node_name", "x x", err, sizeof(err)), -EINVAL);
+	assert_int_equal(conf_set(c, "node_name",
+				  "a234567890123456789012345678901234567890123456789012345678901234", err, sizeof(err)), 0);
+	assert_int_equal(conf_set(c, "node_name",
+				  "a2345678901234567890123456789012345678901234567890123456789012345", err, sizeof(err)), -EINVAL);
+	assert_int_equal(conf_set(c, "upstream_timeout_ms", "299", err, sizeof(err)), -EINVAL);
+	assert_int_equal(conf_set(c, "datastore_replica_port", "5432,5433", err, sizeof(err)), -EINVAL);
+	assert_int_equal(conf_set(c, "datastore_replica_port", "0", err, sizeof(err)), -EINVAL);
+	assert_int_equal(conf_set(c, "datastore_replica_port", "", err, sizeof(err)), 0);
+}
+
 static void test_tcp_rules(void **state)
 {
 	Conf *c = *state;
@@ -913,6 +948,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_cert_mount_fallback, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cert_explicit_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_finish_cross_checks, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_upstream_values, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tcp_rules, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_libpq_defaults, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_libpq_full, setup, teardown),

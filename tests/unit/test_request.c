@@ -87,9 +87,9 @@ test_not_a_request(void **state)
 	refused("{\"op\":7}", ERR_FAILED_TO_PARSE, -1, "a frame must be a JSON object with a string \"op\"");
 	refused("\"watch\"", ERR_FAILED_TO_PARSE, -1, "a frame must be a JSON object with a string \"op\"");
 	refused("{\"op\":\"subscribe\"}", ERR_COMMAND_NOT_FOUND, -1,
-		"unknown op; expected hello, watch, ack, unwatch or ping");
+		"unknown op; expected hello, watch, ack, unwatch, ping, position or store");
 	refused("{\"op\":\"Watch\"}", ERR_COMMAND_NOT_FOUND, -1,
-		"unknown op; expected hello, watch, ack, unwatch or ping");
+		"unknown op; expected hello, watch, ack, unwatch, ping, position or store");
 	refused("{\"op\":\"ping\"} {}", ERR_FAILED_TO_PARSE, -1, "malformed JSON at byte 14");
 }
 
@@ -212,9 +212,9 @@ test_watch_refused(void **state)
 		ERR_UNKNOWN_FIELD, 5,
 		"unknown field 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa' in watch");
 	refused("{\"op\":\"watch\",\"sid\":5}", ERR_INVALID_NAMESPACE, 5,
-		"table must be health_events (HealthEvents) or maintenance_events (MaintenanceEvents)");
+		"table must be health_events (HealthEvents), maintenance_events (MaintenanceEvents) or *");
 	refused("{\"op\":\"watch\",\"sid\":5,\"table\":\"nodes\"}", ERR_INVALID_NAMESPACE, 5,
-		"table must be health_events (HealthEvents) or maintenance_events (MaintenanceEvents)");
+		"table must be health_events (HealthEvents), maintenance_events (MaintenanceEvents) or *");
 
 #define WATCH(rest) (snprintf(frame, sizeof(frame), "%s%s}", w, rest), frame)
 	refused(WATCH("\"consumer\":\"\""), ERR_TYPE_MISMATCH, 5,
@@ -347,6 +347,53 @@ test_ack_unwatch_ping(void **state)
 	cJSON_Delete(m);
 }
 
+/* A chained relay's requests and its one stream of every table. */
+static void
+test_chained(void **state)
+{
+	struct request req;
+	struct request_error err;
+	struct token t;
+	cJSON *m;
+
+	(void)state;
+	assert_int_equal(decode("{\"op\":\"watch\",\"sid\":0,\"table\":\"*\"}", &req, &err, &m), 0);
+	assert_int_equal(req.table, REQUEST_ALL_TABLES);
+	cJSON_Delete(m);
+	assert_int_equal(decode("{\"op\":\"position\",\"sid\":3,\"consumer\":\"n1/drainer\"}", &req, &err, &m), 0);
+	assert_int_equal(req.op, REQUEST_POSITION);
+	assert_int_equal(req.sid, 3);
+	assert_string_equal(req.consumer, "n1/drainer");
+	cJSON_Delete(m);
+	assert_int_equal(decode("{\"op\":\"position\",\"sid\":4,\"eventID\":77}", &req, &err, &m), 0);
+	assert_true(req.has_event_id);
+	assert_int_equal(req.event_id, 77);
+	assert_null(req.consumer);
+	cJSON_Delete(m);
+	assert_int_equal(decode("{\"op\":\"position\",\"sid\":5,\"at\":\"2026-11-25T10:00:00Z\"}", &req, &err, &m), 0);
+	assert_string_equal(req.start_at, "2026-11-25T10:00:00Z");
+	cJSON_Delete(m);
+	assert_int_equal(decode("{\"op\":\"store\",\"sid\":6,\"consumer\":\"n1/d\",\"token\":{\"_data\":\"" TOK "\"}}",
+				&req, &err, &m), 0);
+	assert_int_equal(req.op, REQUEST_STORE);
+	token_parse(TOK, TOKEN_HEX_LEN, &t);
+	assert_int_equal(token_cmp(&req.ack, &t), 0);
+	assert_string_equal(req.consumer, "n1/d");
+	cJSON_Delete(m);
+	refused("{\"op\":\"position\",\"sid\":3}", ERR_BAD_VALUE, 3, "position needs exactly one of consumer, eventID and at");
+	refused("{\"op\":\"position\",\"sid\":3,\"consumer\":\"a\",\"eventID\":1}", ERR_BAD_VALUE, 3,
+		"position needs exactly one of consumer, eventID and at");
+	refused("{\"op\":\"position\",\"sid\":3,\"consumer\":\"\"}", ERR_TYPE_MISMATCH, 3,
+		"consumer must be a non-empty UTF-8 string of at most 255 bytes");
+	refused("{\"op\":\"position\",\"sid\":3,\"at\":\"yesterday\"}", ERR_BAD_VALUE, 3,
+		"at must be an RFC 3339 time such as 2026-11-25T10:00:00Z");
+	refused("{\"op\":\"position\",\"sid\":3,\"eventID\":-1}", ERR_CHANGE_STREAM_FATAL, 3,
+		"eventID must be a non-negative integer");
+	refused("{\"op\":\"store\",\"sid\":6,\"consumer\":\"n1/d\"}", ERR_CHANGE_STREAM_FATAL, 6,
+		"token is not a valid resume token: expected {\"_data\":\"<40 hex digits>\"}");
+	refused("{\"op\":\"store\",\"consumer\":\"n1/d\"}", ERR_TYPE_MISMATCH, -1, "sid must be a non-negative integer");
+}
+
 /* What the client library sends decodes to what it meant. */
 static void
 test_wire_round_trip(void **state)
@@ -402,6 +449,7 @@ main(void)
 		cmocka_unit_test(test_watch_standby),
 		cmocka_unit_test(test_reply_sid),
 		cmocka_unit_test(test_ack_unwatch_ping),
+		cmocka_unit_test(test_chained),
 		cmocka_unit_test(test_wire_round_trip),
 	};
 

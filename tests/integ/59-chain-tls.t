@@ -1,0 +1,193 @@
+#!/usr/bin/perl
+# 59-chain-tls.t - node relays chained over TLS with client certificates and a token: the
+# upstream's listener requires both; a node with the right CA, certificate and token
+# streams (by address and by name), /readyz follows its upstream connection, and a node
+# with the wrong CA, without a certificate or with the wrong token never streams, says
+# why, and is not ready. The token never reaches a log.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/../lib";
+use Test::More;
+use IO::Socket::INET;
+use NvsTest;
+
+my $slow = $ENV{NVS_VALGRIND} ? 6 : 1;
+my $pg   = NvsTest::Pg->start();
+my $dir  = $pg->dir;
+my $tls  = "$dir/tls";
+my $dbh  = $pg->dbh;
+
+sub free_port {
+    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1, ReuseAddr => 1) or die $!;
+    my $p = $s->sockport;
+    close $s;
+    return $p;
+}
+
+sub write_file {
+    my ($path, $text) = @_;
+    open(my $fh, '>', $path) or die "$path: $!";
+    print $fh $text;
+    close $fh;
+    chmod 0600, $path;
+    return $path;
+}
+
+sub http_get {
+    my ($port, $path) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port") or return '';
+    print $s "GET $path HTTP/1.0\r\n\r\n";
+    local $/;
+    return <$s> // '';
+}
+
+my $token = 'chain-' . join('', map { sprintf '%02x', int rand 256 } 1 .. 16);
+my $tok   = write_file("$dir/up.token", "$token\n");
+my $bad   = write_file("$dir/bad.token", "not-the-token\n");
+my $port  = free_port();
+my %uset  = (listen_tcp => "127.0.0.1:$port", tls_cert_file => "$tls/server.crt", tls_key_file => "$tls/server.key",
+    tls_ca_file => "$tls/ca.crt", auth_token_file => $tok, poll_interval_ms => 100, tick_idle_ms => 500);
+my $up = NvsTest::Daemon->start($pg, socket => "$dir/up.sock", set => \%uset);
+
+my %good = (upstream_ca_file => "$tls/ca.crt", upstream_cert_file => "$tls/client.crt",
+    upstream_key_file => "$tls/client.key", upstream_token_file => $tok, upstream_timeout_ms => 2000,
+    reconnect_min_ms => 50, reconnect_max_ms => 300);
+my $hport = free_port();
+my $a = NvsTest::Daemon->start($pg, socket => "$dir/a.sock",
+    set => { %good, upstream => "127.0.0.1:$port", node_name => 'a', http_listen => "127.0.0.1:$hport" });
+like($a->log, qr/streaming from upstream address=127\.0\.0\.1:$port node=a/, 'TLS, client certificate and token: node a streams');
+my $b = NvsTest::Daemon->start($pg, socket => "$dir/b.sock", set => { %good, upstream => "localhost:$port", node_name => 'b' });
+like($b->log, qr/streaming from upstream address=localhost:$port/, 'by name too (the certificate names localhost)');
+like(http_get($hport, '/readyz'), qr/^HTTP\/1\.[01] 200/, 'node a is ready');
+
+my @subs = map { my $c = NvsTest::Client->connect($_->socket); $c->watch(sid => 1); $c->recv_op('bookmark', 10); $c } $a, $b;
+my $id = NvsTest::insert_health_event($dbh, node => 'tls-chain');
+for my $i (0, 1) {
+    my $ev = $subs[$i]->events(1, 10 * $slow);
+    is($ev->[0] && $ev->[0]{event}{documentKey}{_id}, $id, 'node ' . ('a', 'b')[$i] . ' delivers the change');
+}
+
+my %bad = (
+    'wrong CA'       => [ { %good, upstream_ca_file => "$tls/wrong-ca.crt" }, qr/reason='TLS handshake: [^']*certificate verify failed/ ],
+    'no certificate' => [ { %good, upstream_cert_file => '', upstream_key_file => '' }, qr/upstream connection lost .*reason='[^']*certificate required/ ],
+    'wrong token'    => [ { %good, upstream_token_file => $bad }, qr/upstream refused the hello: 18/ ],
+);
+for my $what (sort keys %bad) {
+    my ($set, $re) = @{ $bad{$what} };
+    my $hp = free_port();
+    (my $name = $what) =~ s/\W+/-/g;
+    my $n = NvsTest::Daemon->start($pg, socket => "$dir/$name.sock", wait_ready => 0,
+        set => { %$set, upstream => "127.0.0.1:$port", node_name => $name, http_listen => "127.0.0.1:$hp" });
+    ok($n->wait_log($re, 10 * $slow), "$what: refused, and the log says why") or diag(NvsTest::tail($n->logfile, 10));
+    unlike($n->log, qr/streaming from upstream/, "$what: never streams");
+    like(http_get($hp, '/readyz'), qr/^HTTP\/1\.[01] 503.*not ready: starting: no position from the upstream/s,
+        "$what: /readyz says not ready");
+    $n->stop(10);
+}
+unlike(join('', map { $_->log } $up, $a, $b), qr/\Q$token\E/, 'the token is in no log');
+
+# /readyz follows the upstream connection.
+$up->kill('KILL');
+$up->wait_exit(5);
+my $ready = '';
+for (1 .. 50) { $ready = http_get($hport, '/readyz'); last if $ready =~ / 503 /; Time::HiRes::sleep(0.1) }
+like($ready, qr/ 503 .*upstream connection down/s, 'upstream gone: node a is not ready, and says why');
+$up = NvsTest::Daemon->start($pg, socket => "$dir/up.sock", set => \%uset);
+for (1 .. 100) { $ready = http_get($hport, '/readyz'); last if $ready =~ / 200 /; Time::HiRes::sleep(0.1) }
+like($ready, qr/ 200 /, 'upstream back: ready again');
+my $id2 = NvsTest::insert_health_event($dbh, node => 'tls-chain-2');
+my $ev = $subs[0]->events(1, 10 * $slow);
+is($ev->[0] && $ev->[0]{event}{documentKey}{_id}, $id2, 'and the subscriber, still connected, gets the next change');
+# A node resolves NVSentinel's {timestamp, eventID} and startAtOperationTime through its
+# upstream.
+{
+    my $eid = $dbh->selectrow_array(q{SELECT max(id) FROM datastore_changelog WHERE record_id::text = ?}, undef, $id);
+    my $c = NvsTest::Client->connect($a->socket);
+    $c->watch(sid => 3, resumeAfter => { timestamp => '2026-01-01T00:00:00Z', eventID => 0 + $eid });
+    my $e = $c->events(1, 10 * $slow, sid => 3);
+    is($e->[0] && $e->[0]{event}{documentKey}{_id}, $id2, 'on a node, resumeAfter an eventID starts right after that row');
+    # The time of the second change itself: the last tick at or before it precedes it.
+    my $at = $dbh->selectrow_array(q{SELECT to_char(changed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+        FROM datastore_changelog WHERE record_id::text = ?}, undef, $id2);
+    $c->watch(sid => 4, startAtOperationTime => $at);
+    $e = $c->events(2, 10 * $slow, sid => 4);
+    ok((grep { $_->{event}{documentKey}{_id} eq $id2 } @$e), 'and startAtOperationTime delivers what followed that time');
+    $c->close;
+}
+
+# Depth 2: node c chained to node a (plaintext on loopback), two hops from PostgreSQL.
+{
+    my $cport = free_port();
+    my $hp = free_port();
+    my $mid = NvsTest::Daemon->start($pg, socket => "$dir/m.sock",
+        set => { %good, upstream => "127.0.0.1:$port", node_name => 'mid', listen_tcp => "127.0.0.1:$cport",
+            tcp_plaintext => 'on' });
+    my $leaf = NvsTest::Daemon->start($pg, socket => "$dir/leaf.sock",
+        set => { upstream => "127.0.0.1:$cport", upstream_tls => 'off', node_name => 'leaf',
+            http_listen => "127.0.0.1:$hp" });
+    like(http_get($hp, '/readyz'), qr/ 200 /, 'a node chained to a node is ready');
+    my $c = NvsTest::Client->connect($leaf->socket);
+    $c->watch(sid => 1, consumer => 'deep');
+    $c->recv_op('bookmark', 10);
+    my $id3 = NvsTest::insert_health_event($dbh, node => 'tls-chain-3');
+    my $e = $c->events(1, 10 * $slow);
+    is($e->[0] && $e->[0]{event}{documentKey}{_id}, $id3, 'two hops: the change arrives');
+    my $t = $e->[0]{event}{_id};
+    my $u = NvsTest::Client->connect("$dir/up.sock");
+    $u->watch(sid => 1, resumeAfter => { _data => substr($t->{_data}, 0, 24) . '0000000000000000' });
+    my $ue = $u->events(10, 5, sid => 1);
+    my ($same) = grep { $_->{event}{_id}{_data} eq $t->{_data} } @$ue;
+    is_deeply($same && $same->{event}, $e->[0]{event}, 'the same event, the same token, as at the top');
+    $c->ack(1, $t);
+    my $stored;
+    for (1 .. 50) {
+        $stored = $dbh->selectrow_array(q{SELECT resume_token->>'token' FROM resume_tokens WHERE client_name = 'mid/leaf/deep'});
+        last if defined $stored && $stored ge $t->{_data};
+        Time::HiRes::sleep(0.1);
+    }
+    ok(defined $stored && $stored ge $t->{_data}, "the leaf's consumer is stored as mid/leaf/deep, through both hops");
+    $_->close for $c, $u;
+    is($_->stop(20), 0, 'clean stop') for $leaf, $mid;
+}
+
+# The requests node relays send, by hand on the upstream's socket.
+{
+    my $c = NvsTest::Client->connect("$dir/up.sock");
+    $c->send({ op => 'position', sid => 1, consumer => 'zz/none' });
+    my $f = $c->recv_op([ 'position', 'error' ], 10);
+    ok($f && $f->{op} eq 'position' && $f->{sid} == 1 && exists $f->{token} && !defined $f->{token},
+        'position of a consumer never stored: token null');
+    my $t1 = $ev->[0]{event}{_id};
+    $c->send({ op => 'store', sid => 2, consumer => 'zz/c', token => $t1 });
+    $f = $c->recv_op([ 'stored', 'error' ], 10);
+    is($f && $f->{op} . ':' . $f->{sid}, 'stored:2', 'store answered once written');
+    my $t0 = { _data => substr($t1->{_data}, 0, 24) . '0000000000000001' };
+    $c->send({ op => 'store', sid => 3, consumer => 'zz/c', token => $t0 });
+    $c->recv_op([ 'stored', 'error' ], 10);
+    $c->send({ op => 'position', sid => 4, consumer => 'zz/c' });
+    $f = $c->recv_op([ 'position', 'error' ], 10);
+    is($f && $f->{token} && $f->{token}{_data}, $t1->{_data}, 'the stored position, which a lower store did not move back');
+    is($dbh->selectrow_array(q{SELECT resume_token->>'token' FROM resume_tokens WHERE client_name = 'zz/c'}), $t1->{_data},
+        'in resume_tokens under the name given');
+    $c->send({ op => 'position', sid => 5, eventID => 0 + $dbh->selectrow_array(q{SELECT max(id) FROM datastore_changelog}) });
+    $f = $c->recv_op([ 'position', 'error' ], 10);
+    ok($f && $f->{op} eq 'position' && $f->{token}, 'position of an eventID');
+    $c->send({ op => 'position', sid => 6, consumer => 'zz/c', eventID => 1 });
+    $f = $c->recv_op([ 'position', 'error' ], 10);
+    is($f && $f->{op} . ':' . $f->{code} . ':' . $f->{sid}, 'error:2:6', 'two questions at once: error 2');
+    my $d = NvsTest::Client->connect("$dir/up.sock");
+    $d->watch(sid => 1, consumer => 'direct');
+    $d->recv_op('bookmark', 10);
+    $c->send({ op => 'store', sid => 7, consumer => 'direct', token => $t1 });
+    $f = $c->recv_op([ 'stored', 'error' ], 10);
+    is($f && $f->{op} . ':' . $f->{code}, 'error:2', 'store for a consumer subscribed on the upstream itself: refused');
+    $c->send({ op => 'store', sid => 8, consumer => 'zz/c', token => { _data => 'nope' } });
+    $f = $c->recv_op([ 'stored', 'error' ], 10);
+    is($f && $f->{op} . ':' . $f->{code}, 'error:280', 'a malformed token: error 280');
+    $c->ping;
+    ok($c->recv_op('pong', 5), 'the connection is still usable');
+    $_->close for $c, $d;
+}
+is($_->stop(20), 0, 'clean stop') for $a, $b, $up;
+done_testing();
