@@ -19,6 +19,10 @@
 #include "token.h"
 
 
+/* Connections at once that have not authenticated yet (TLS handshake or
+ * token pending); past it the listener refuses new ones. */
+#define CLIENT_UNAUTH_MAX 128
+
 typedef struct client Client;
 struct filter;
 struct request;
@@ -65,6 +69,7 @@ enum client_refusal {
 	REFUSAL_PEER_NOT_ALLOWED,       /* Unix peer not on unix_allow_uids/gids */
 	REFUSAL_AUTH_FAILED,            /* token missing or wrong */
 	REFUSAL_TLS_HANDSHAKE,          /* TLS handshake failed (no or a bad certificate) */
+	REFUSAL_UNAUTHENTICATED,        /* CLIENT_UNAUTH_MAX connections still authenticating */
 	CLIENT_REFUSAL_MAX
 };
 
@@ -123,6 +128,13 @@ void client_close_all(const char *reason);
 
 /* Frees every client at once; only after the loop has stopped. */
 void client_free_all(void);
+/* Every connection, closing ones included. */
 size_t client_count(void);
+/* Connections still in their TLS handshake or waiting for their token: they
+ * have their own budget, CLIENT_UNAUTH_MAX, and deadline, so that silent
+ * connections cannot take max_clients from the subscribers. */
+size_t client_count_unauthenticated(void);
+/* The others: what max_clients limits. */
+size_t client_count_authenticated(void);
 
 #endif

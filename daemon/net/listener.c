@@ -36,9 +36,6 @@
 #include "tls.h"
 
 #define BACKLOG 128
-/* TLS connections past max_clients get their refusal after the handshake;
- * beyond this many more they are closed outright. */
-#define REFUSING_MAX 64
 #define TOKEN_MAX 4096
 #define TOKEN_MIN 16
 
@@ -147,7 +144,9 @@ static void accept_unix(Listener *l, int fd)
 		refuse_fd(fd, REFUSAL_PEER_NOT_ALLOWED, ERR_UNAUTHORIZED, msg, peer);
 		return;
 	}
-	if (client_count() >= (size_t)l->env.cv->max_clients) {
+	/* The peer's credentials are its authentication: a Unix client that
+	 * is let in counts against max_clients at once, and may stay idle. */
+	if (client_count_authenticated() >= (size_t)l->env.cv->max_clients) {
 		refuse_fd(fd, REFUSAL_MAX_CLIENTS, ERR_EXCEEDED_LIMIT, "too many clients (max_clients)", peer);
 		return;
 	}
@@ -160,7 +159,6 @@ static void accept_tcp(Listener *l, int fd, const struct sockaddr *sa)
 	size_t max = (size_t)l->env.cv->max_clients;
 	char addr[80], peer[96], err[256];
 	int on = 1, idle = 60, intvl = 10, cnt = 6;
-	Client *c;
 
 	snprintf(peer, sizeof(peer), "%s:%s", l->tls ? "tls" : "tcp", net_addr_text(sa, addr, sizeof(addr)));
 	/* Frames are written whole, often small (pong, bookmark); a dead peer
@@ -170,8 +168,10 @@ static void accept_tcp(Listener *l, int fd, const struct sockaddr *sa)
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
-	if (!l->tls) {
-		if (client_count() >= max) {
+	if (!l->tls && !l->need_token) {
+		/* Plaintext on loopback without a token: nothing to wait for
+		 * (conf.c refuses it beside a Unix allow-list). */
+		if (client_count_authenticated() >= max) {
 			refuse_fd(fd, REFUSAL_MAX_CLIENTS, ERR_EXCEEDED_LIMIT,
 				  "too many clients (max_clients)", peer);
 			return;
@@ -179,21 +179,28 @@ static void accept_tcp(Listener *l, int fd, const struct sockaddr *sa)
 		client_new(&l->env, fd, peer, &t);
 		return;
 	}
-	if (client_count() >= max + REFUSING_MAX) {
-		client_count_refusal(REFUSAL_MAX_CLIENTS);
-		log_warning("client refused peer=%s refusal=max_clients reason='too many clients, closed before TLS'",
-			    peer);
-		close(fd);
+	/* Until its handshake and token are done a connection counts against
+	 * its own budget; max_clients is checked when it is through, so that
+	 * silent connections cannot lock the subscribers out. */
+	if (client_count_unauthenticated() >= CLIENT_UNAUTH_MAX) {
+		if (l->tls) {
+			/* Plain text would be noise to a TLS client. */
+			client_count_refusal(REFUSAL_UNAUTHENTICATED);
+			log_warning("client refused peer=%s refusal=unauthenticated reason='%d connections are "
+				    "still authenticating, closed before TLS'", peer, CLIENT_UNAUTH_MAX);
+			close(fd);
+		} else {
+			refuse_fd(fd, REFUSAL_UNAUTHENTICATED, ERR_EXCEEDED_LIMIT,
+				  "too many connections still authenticating", peer);
+		}
 		return;
 	}
-	if (!(t.ssl = tls_server_session(l->tls, fd, err, sizeof(err)))) {
+	if (l->tls && !(t.ssl = tls_server_session(l->tls, fd, err, sizeof(err)))) {
 		log_warning("client not accepted peer=%s reason='%s'", peer, err);
 		close(fd);
 		return;
 	}
-	c = client_new(&l->env, fd, peer, &t);
-	if (c && client_count() > max)
-		client_refuse(c, REFUSAL_MAX_CLIENTS, ERR_EXCEEDED_LIMIT, "too many clients (max_clients)");
+	client_new(&l->env, fd, peer, &t);
 }
 
 static void accept_cb(void *ud, int fd, const struct sockaddr *sa)
