@@ -416,6 +416,9 @@ Listener *listener_new(const struct client_env *env, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
+	/* 24: ERR_EXCEEDED_LIMIT.  Over TLS the frame is noise; the close is not. */
+	net_acceptor_refusal(l->acc, "{\"op\":\"error\",\"code\":24,\"codeName\":\"ExceededLimit\","
+			     "\"message\":\"out of file descriptors; try again later\"}\n");
 	if (adopt(l, err, errlen) < 0)
 		goto fail;
 	if (!l->adopted_tcp && *cv->listen_tcp && resolve_tcp(l, err, errlen) < 0)
@@ -444,6 +447,13 @@ Listener *listener_new(const struct client_env *env, char *err, size_t errlen)
 	if (allow_parse(cv->unix_allow_uids, "unix_allow_uids", resolve_user, NULL, &l->uids, err, errlen) < 0 ||
 	    allow_parse(cv->unix_allow_gids, "unix_allow_gids", resolve_group, NULL, &l->gids, err, errlen) < 0)
 		goto fail;
+	/* conf.c's rule, for a socket from systemd too: TCP has no peer
+	 * credentials to hold to the allow-list. */
+	if (tcp && l->tcp_plaintext && !l->need_token && (l->uids.n || l->gids.n)) {
+		snprintf(err, errlen, "tcp_plaintext = on without a token lets every local user in over TCP, around "
+			 "unix_allow_uids and unix_allow_gids; set auth_token_file, use TLS, or leave the allow-list empty");
+		goto fail;
+	}
 	return l;
 fail:
 	listener_free(l);
