@@ -464,6 +464,7 @@ static const struct {
 	{ "datastore_database", "nvdb", NULL },
 	{ "datastore_username", "postgresql", NULL },
 	{ "datastore_password", "pw", "(set)" },
+	{ "datastore_password_file", "/x/pw", NULL },
 	{ "datastore_sslmode", "verify-full", NULL },
 	{ "datastore_sslcert", "/x/tls.crt", NULL },
 	{ "datastore_sslkey", "/x/tls.key", NULL },
