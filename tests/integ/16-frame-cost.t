@@ -169,7 +169,7 @@ for (1 .. 200) {
 is(scalar @silent, 200, '200 silent TCP connections to the mTLS port');
 select(undef, undef, undef, 1);
 my $fdn = fds($d);
-diag("descriptors: $fd0 before, $fdn with 200 silent TLS connections");
+diag("descriptors: $fd0 before, $fdn with 200 silent TLS connections; VmRSS " . status_kb($d, 'VmRSS') . ' kB');
 cmp_ok($fdn - $fd0, '<=', 140, "the daemon holds a bounded number of them ($fd0 -> $fdn descriptors)");
 my @unix;
 for my $i (1 .. 5) {

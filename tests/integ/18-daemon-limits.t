@@ -69,6 +69,7 @@ sub cpu_ticks {
 }
 
 sub fds { my ($pid) = @_; opendir(my $dh, "/proc/$pid/fd") or return -1; return scalar grep { /^\d/ } readdir $dh }
+sub rss_kb { my ($pid) = @_; my ($kb) = NvsTest::slurp("/proc/$pid/status") =~ /^VmRSS:\s+(\d+)\s+kB/m; return $kb // 0 }
 
 # --- a refusal at start ------------------------------------------------------------------
 {
@@ -121,7 +122,8 @@ for my $n (40, 200) {
 		$ok++ if $status == 200;
 		$worst = $secs if $secs > $worst;
 	}
-	push @figures, sprintf("%d idle HTTP connections: %d/20 probes answered 200, slowest %.3f s", $n, $ok, $worst);
+	push @figures, sprintf("%d idle HTTP connections: %d/20 probes answered 200, slowest %.3f s; %d descriptors, VmRSS %d kB",
+		$n, $ok, $worst, fds($d->pid), rss_kb($d->pid));
 	is($ok, 20, "with $n idle connections every /livez probe is answered 200 (slowest ${\ sprintf('%.3f', $worst)} s)");
 	close $_ for @idle;
 }
@@ -152,8 +154,8 @@ SKIP: {
 	my ($ticks1, $lines1, $t1) = (cpu_ticks($pid), scalar(() = $d->log =~ /accept failed/g), NvsTest::now());
 	my $hz = POSIX::sysconf(POSIX::_SC_CLK_TCK()) || 100;
 	my $cpu = ($ticks1 - $ticks0) / $hz / ($t1 - $t0);
-	push @figures, sprintf("out of descriptors: %d%% CPU, %d 'accept failed' lines in %.1f s, %d descriptors",
-		100 * $cpu, $lines1 - $lines0, $t1 - $t0, fds($pid));
+	push @figures, sprintf("out of descriptors: %d%% CPU, %d 'accept failed' lines in %.1f s, %d descriptors, VmRSS %d kB",
+		100 * $cpu, $lines1 - $lines0, $t1 - $t0, fds($pid), rss_kb($pid));
 	cmp_ok($cpu, '<', 0.2, sprintf('out of descriptors, the daemon does not spin (%.0f%% CPU)', 100 * $cpu));
 	cmp_ok($lines1 - $lines0, '<=', 12, 'about one log line per second and listener, not a flood (' . ($lines1 - $lines0) . ')');
 	my ($served, $refused, $silent) = (0, 0, 0);
@@ -176,6 +178,6 @@ SKIP: {
 	is($hs, 200, '... and /livez answers 200');
 	$c->close;
 	is($d->stop(30), 0, 'clean stop');
-	diag($_) for @figures[-4 .. -1];
+	diag($_) for @figures[-3 .. -1];
 }
 done_testing();
