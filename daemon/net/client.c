@@ -8,10 +8,10 @@
  * carrying it.  Both must be done within AUTH_TIMEOUT, and until then the
  * connection has its own budget (CLIENT_UNAUTH_MAX), not max_clients'.
  *
- * Input is split into NDJSON frames by the frame reader (hard size cap),
- * each checked for its cost (intake.c) and decoded by request.c.  Every bad frame gets an error frame with
- * a MongoDB-style code and the connection carries on; only I/O failures,
- * refusals and slow consumers end it, and always through client_close().
+ * Input is split into NDJSON frames by the frame reader (size cap), each
+ * checked for its cost (intake.c) and decoded by request.c.  A bad frame
+ * gets an error frame with a MongoDB-style code and the connection carries
+ * on; only I/O, refusals and slow consumers end it, via client_close().
  * Subscription requests go up to the hub through the upcalls in client_env
  * (main.c wires them), never by calling it: the hub calls down into this
  * file to send, so the two do not call each other in a circle.
