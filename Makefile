@@ -64,9 +64,9 @@ INCLUDEDIR ?= $(PREFIX)/include
 SQL_FILES  := $(sort $(wildcard sql/[0-9]*.sql))
 PROTO_OBJ  := $(PROTO_SRC:%.c=$(B)/%.o)
 DAEMON_OBJ := $(DAEMON_SRC:%.c=$(B)/%.o) $(B)/sql_embed.o
-PURE_OBJ   := $(PROTO_OBJ) $(B)/proto/wire.o $(CONF_OBJ) $(patsubst %.c,$(B)/%.o,daemon/net/allow.c \
+PURE_OBJ   := $(PROTO_OBJ) $(B)/proto/wire.o $(CONF_OBJ) $(patsubst %.c,$(B)/%.o,daemon/net/allow.c daemon/net/intake.c \
               daemon/stream/diff.c daemon/stream/event.c daemon/net/outq.c cli/extjson.c daemon/stream/filter.c \
-              daemon/metrics.c daemon/stream/subtab.c daemon/upstream/upframe.c)
+              daemon/metrics.c daemon/net/clientstat.c daemon/stream/subtab.c daemon/upstream/upframe.c)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 # Every fuzz target is also built with the normal compiler into a replay

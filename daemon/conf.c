@@ -83,6 +83,8 @@ static const struct opt opts[] = {
 	    .help = "PostgreSQL user; with client-certificate auth it must equal the certificate's CN"),
 	OPT(datastore_password, T_STR, "", .flags = OPT_SECRET, .env = "DATASTORE_PASSWORD",
 	    .help = "password for SCRAM-SHA-256 auth; empty for client-certificate auth"),
+	OPT(datastore_password_file, T_STR, "",
+	    .help = "file whose first line is the password, readable by the daemon's user only"),
 	OPT(datastore_sslmode, T_ENUM, "require", .names = sslmode_names, .env = "DATASTORE_SSLMODE",
 	    .help = "TLS to PostgreSQL: disable, require, verify-ca or verify-full"),
 	OPT(datastore_sslcert, T_STR, "", .env = "DATASTORE_SSLCERT",
@@ -575,6 +577,14 @@ static int check_tcp(const struct conf_values *v, char *err, size_t errlen)
 	if (tls && !*v->tls_ca_file && !*v->auth_token_file) {
 		seterr(err, errlen, "listen_tcp with TLS needs client certificates (tls_ca_file) or a token "
 		       "(auth_token_file): otherwise anyone who reaches the port reads every change");
+		return -EINVAL;
+	}
+	/* TCP has no peer credentials: any local user would get around the
+	 * allow-list of the Unix socket. */
+	if (!tls && !*v->auth_token_file && (*v->unix_allow_uids || *v->unix_allow_gids)) {
+		seterr(err, errlen, "tcp_plaintext = on without a token lets every local user in over TCP, around "
+		       "unix_allow_uids and unix_allow_gids (TCP has no peer credentials); set auth_token_file, "
+		       "use TLS, or leave the allow-list empty");
 		return -EINVAL;
 	}
 	if (!tls && conf_value_non_loopback(v->listen_tcp)) {

@@ -23,6 +23,7 @@ struct conf_values {
 	const char *datastore_database;
 	const char *datastore_username;
 	const char *datastore_password;
+	const char *datastore_password_file; /* read into datastore_password by conf_load */
 	enum conf_sslmode datastore_sslmode;
 	const char *datastore_sslcert;
 	const char *datastore_sslkey;

@@ -8,15 +8,18 @@
  *
  * Everything goes through conf_set(), so this file knows keys only through
  * conf.h (names and environment variables of the table).  Pure apart from
- * conf_load() reading the file it is given (fileio.c); nothing is logged.
+ * conf_load() reading the file it is given (fileio.c) and the password
+ * file (datastore_password_file); nothing is logged.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "conf.h"
 #include "conf_load.h"
@@ -222,6 +225,60 @@ int conf_load_env(Conf *c, char *const *envp, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * datastore_password_file: a password that is never in argv (which ps
+ * shows) nor in the environment.  Held to the token file's rule: readable
+ * by the daemon's user only.  Its first line is the password.
+ */
+static int load_password_file(Conf *c, char *err, size_t errlen)
+{
+	const struct conf_values *v = conf_values(c);
+	const char *path = v->datastore_password_file;
+	char buf[1025], msg[256];
+	struct stat st;
+	ssize_t n;
+	int fd, r = -EINVAL;
+
+	if (!*path)
+		return 0;
+	if (*v->datastore_password) {
+		seterr(err, errlen, "datastore_password and datastore_password_file are both set; give one");
+		return -EINVAL;
+	}
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0) {
+		seterr(err, errlen, "datastore_password_file %s: %s", path, strerror(errno));
+		return -EINVAL;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		seterr(err, errlen, "datastore_password_file %s: not a regular file", path);
+		goto out;
+	}
+	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+		seterr(err, errlen, "datastore_password_file %s has mode %04o: a password must not be readable by group "
+		       "or others (chmod 600, or defaultMode: 0400 for a Kubernetes secret)",
+		       path, (unsigned)(st.st_mode & 07777));
+		goto out;
+	}
+	if ((n = read(fd, buf, sizeof(buf) - 1)) < 0) {
+		seterr(err, errlen, "datastore_password_file %s: %s", path, strerror(errno));
+		goto out;
+	}
+	buf[n] = '\0';
+	buf[strcspn(buf, "\r\n")] = '\0';
+	if (!*buf || (size_t)n == sizeof(buf) - 1) {
+		seterr(err, errlen, "datastore_password_file %s: expected one line of 1 to %zu bytes", path,
+		       sizeof(buf) - 2);
+		goto out;
+	}
+	msg[0] = '\0';
+	if ((r = conf_set(c, "datastore_password", buf, msg, sizeof(msg))) < 0)
+		seterr(err, errlen, "datastore_password_file %s: %s", path, msg);
+out:
+	explicit_bzero(buf, sizeof(buf));
+	close(fd);
+	return r;
+}
+
 int conf_load(const struct conf_sources *src, Conf **ret, char *err, size_t errlen)
 {
 	Conf *c = conf_new();
@@ -267,7 +324,7 @@ int conf_load(const struct conf_sources *src, Conf **ret, char *err, size_t errl
 			goto fail;
 		}
 	}
-	if (conf_finish(c, err, errlen) < 0)
+	if (load_password_file(c, err, errlen) < 0 || conf_finish(c, err, errlen) < 0)
 		goto fail;
 	*ret = c;
 	return 0;

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sysexits.h>
 #include <time.h>
@@ -28,6 +29,7 @@
 #include "conf_load.h"
 #include "downlink.h"
 #include "errors.h"
+#include "fileio.h"
 #include "filter.h"
 #include "hub.h"
 #include "listener.h"
@@ -376,6 +378,55 @@ static int load_config(int argc, char **argv, bool *check_only)
 	return 0;
 }
 
+/* Descriptors besides the subscribers': the unauthenticated budget, HTTP,
+ * admin, PostgreSQL, the log, systemd and slack. */
+#define FDS_BESIDE_CLIENTS (CLIENT_UNAUTH_MAX + 64)
+
+/* max_clients is only as good as RLIMIT_NOFILE: the soft limit is raised
+ * towards the hard one as far as needed, and what remains short is said at
+ * start rather than found by the first client refused for want of fds. */
+static void check_nofile(int max_clients)
+{
+	rlim_t need = (rlim_t)max_clients + FDS_BESIDE_CLIENTS;
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need)
+		return;
+	if (rl.rlim_max > rl.rlim_cur) {
+		rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need ? need : rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+		getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur < need)
+		log_warning("max_clients = %d needs about %llu file descriptors and RLIMIT_NOFILE allows %llu "
+			    "(hard limit %llu): connections past that are refused; raise LimitNOFILE= (ulimit -n) "
+			    "or lower max_clients", max_clients, (unsigned long long)need,
+			    (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max);
+}
+
+/* A config file holding the password must be as private as the password
+ * file or the token file; an existing installation is warned rather than
+ * refused.  The file is read again, on its own, to learn whether it sets
+ * the password (not the environment or --set). */
+static void check_config_mode(const char *path)
+{
+	struct stat st;
+	char *text, err[256];
+	Conf *c;
+
+	if (!path || stat(path, &st) < 0 || !S_ISREG(st.st_mode) || !(st.st_mode & (S_IRWXG | S_IRWXO)) ||
+	    !(text = fileio_read(path, SIZE_MAX / 2, NULL)))
+		return;
+	if ((c = conf_new()) && conf_load_text(c, text, path, err, sizeof(err)) == 0 &&
+	    *conf_values(c)->datastore_password)
+		log_warning("%s has mode %04o and holds datastore_password: anyone in its group or on the host can "
+			    "read it; chmod 600, or move the password to datastore_password_file or DATASTORE_PASSWORD",
+			    path, (unsigned)(st.st_mode & 07777));
+	conf_free(c);
+	explicit_bzero(text, strlen(text));
+	free(text);
+}
+
 int main(int argc, char **argv)
 {
 	char lerr[512];
@@ -421,6 +472,8 @@ int main(int argc, char **argv)
 		return EX_CONFIG;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	check_nofile(g.cv->max_clients);
+	check_config_mode(g.config);
 	srandom((unsigned)time(NULL) ^ (unsigned)getpid());
 
 	/* Checked when the configuration loaded (conf_value_owners). */

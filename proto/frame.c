@@ -205,3 +205,13 @@ frame_reader_pending(const FrameReader *fr)
 {
 	return fr->end - fr->start;
 }
+
+void
+frame_reader_release(FrameReader *fr, size_t keep)
+{
+	if (fr->cap <= keep || fr->end != fr->start || fr->discarding)
+		return;
+	free(fr->buf);
+	fr->buf = NULL;
+	fr->cap = fr->start = fr->end = fr->scanned = 0;
+}

@@ -37,4 +37,10 @@ int frame_reader_next(FrameReader *fr, const char **ret_line, size_t *ret_len);
 /* Bytes buffered but not yet returned as frames. */
 size_t frame_reader_pending(const FrameReader *fr);
 
+/* Gives the buffer back when it has grown past keep bytes and holds nothing
+ * (no partial frame, not discarding one), so that one large frame does not
+ * cost a connection its size for the rest of its life.  The next
+ * frame_reader_space() allocates afresh. */
+void frame_reader_release(FrameReader *fr, size_t keep);
+
 #endif

@@ -827,6 +827,7 @@ static const struct opsconn_ops admin_ops = {
 	.name = "admin",
 	.max_conns = ADMIN_MAX_CONNS,
 	.in_max = ADMIN_MAX_LINE,
+	.refusal = "{\"ok\":false,\"error\":\"out of file descriptors\"}\n",
 	.data_size = sizeof(struct aconn),
 	.deadline = ADMIN_IDLE,
 	.repeat = ADMIN_IDLE,

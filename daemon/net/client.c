@@ -5,12 +5,13 @@
  * The byte stream is a Transport (transport.c: a plain socket or a TLS
  * session).  A TLS client first completes its handshake; a client that must
  * present a bearer token is then held until its first frame, a hello
- * carrying it.  Both must be done within AUTH_TIMEOUT.
+ * carrying it.  Both must be done within AUTH_TIMEOUT, and until then the
+ * connection has its own budget (CLIENT_UNAUTH_MAX), not max_clients'.
  *
- * Input is split into NDJSON frames by the frame reader (hard size cap) and
- * each frame decoded by request.c.  Every bad frame gets an error frame with
- * a MongoDB-style code and the connection carries on; only I/O failures,
- * refusals and slow consumers end it, and always through client_close().
+ * Input is split into NDJSON frames by the frame reader (size cap), each
+ * checked for its cost (intake.c) and decoded by request.c.  A bad frame
+ * gets an error frame with a MongoDB-style code and the connection carries
+ * on; only I/O, refusals and slow consumers end it, via client_close().
  * Subscription requests go up to the hub through the upcalls in client_env
  * (main.c wires them), never by calling it: the hub calls down into this
  * file to send, so the two do not call each other in a circle.
@@ -29,6 +30,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,17 +44,20 @@
 #include "client.h"
 #include "filter.h"
 #include "frame.h"
+#include "intake.h"
 #include "log.h"
 #include "metrics.h"
 #include "outq.h"
 #include "request.h"
 #include "transport.h"
+#include "utf8.h"
 
 #define READ_ROOM 65536
 #define CLOSE_LINGER 2.0
 /* The TLS handshake and, with a token, the hello carrying it must be done
  * by then, so a silent connection cannot hold a slot. */
 #define AUTH_TIMEOUT 10.0
+#define BIG_FRAME (1024 * 1024) /* after one, memory goes back to the system */
 /* Bytes written per writable event before other clients get their turn. */
 #define WRITE_QUANTUM (1024 * 1024)
 #define IOV_BATCH (IOV_MAX < 1024 ? IOV_MAX : 1024)
@@ -95,57 +100,15 @@ struct client {
 
 static Client *clients;
 static size_t nclients;
+static size_t nunauth;           /* clients not CS_OPEN */
 static uint64_t next_id = 1;
-static uint64_t refusals[CLIENT_REFUSAL_MAX];
-static uint64_t drops[CLIENT_DROP_MAX];
-
-static const char *const refusal_names[CLIENT_REFUSAL_MAX] = {
-	[REFUSAL_MAX_CLIENTS] = "max_clients",
-	[REFUSAL_MAX_SUBSCRIPTIONS] = "max_subscriptions",
-	[REFUSAL_FRAME_TOO_LARGE] = "frame_too_large",
-	[REFUSAL_PEER_NOT_ALLOWED] = "peer_not_allowed",
-	[REFUSAL_AUTH_FAILED] = "auth_failed",
-	[REFUSAL_TLS_HANDSHAKE] = "tls_handshake",
-};
-
-static const char *const drop_names[CLIENT_DROP_MAX] = {
-	[DROP_HARD_LIMIT] = "hard_limit",
-	[DROP_SOFT_LIMIT] = "soft_limit",
-	[DROP_STALLED] = "stalled",
-};
-
-uint64_t client_refusals(enum client_refusal r)
-{
-	return (unsigned)r < CLIENT_REFUSAL_MAX ? refusals[r] : 0;
-}
-
-uint64_t client_drops(enum client_drop d)
-{
-	return (unsigned)d < CLIENT_DROP_MAX ? drops[d] : 0;
-}
-
-const char *client_refusal_name(enum client_refusal r)
-{
-	return (unsigned)r < CLIENT_REFUSAL_MAX ? refusal_names[r] : "unknown";
-}
-
-const char *client_drop_name(enum client_drop d)
-{
-	return (unsigned)d < CLIENT_DROP_MAX ? drop_names[d] : "unknown";
-}
-
-void client_count_refusal(enum client_refusal r)
-{
-	if ((unsigned)r < CLIENT_REFUSAL_MAX)
-		refusals[r]++;
-}
 
 /* Counts and logs one refusal of c; the caller sends the frame, if any. */
 static void refused(Client *c, enum client_refusal why, const char *detail)
 {
-	client_count_refusal(why);
+	clientstat_refused(why);
 	log_warning("client refused client=c%" PRIu64 " peer=%s refusal=%s reason=%s", c->id, c->peer,
-		    client_refusal_name(why), LOGQ(detail));
+		    clientstat_refusal_name(why), LOGQ(detail));
 }
 
 static void client_free(Client *c)
@@ -157,6 +120,8 @@ static void client_free(Client *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	nclients--;
+	if (c->state != CS_OPEN)
+		nunauth--;
 	ev_io_stop(c->env.loop, &c->rio);
 	ev_io_stop(c->env.loop, &c->wio);
 	ev_timer_stop(c->env.loop, &c->linger);
@@ -212,6 +177,16 @@ void client_wake_below(Client *c, size_t bytes)
 size_t client_count(void)
 {
 	return nclients;
+}
+
+size_t client_count_unauthenticated(void)
+{
+	return nunauth;
+}
+
+size_t client_count_authenticated(void)
+{
+	return nclients - nunauth;
 }
 
 /* --- output queue ------------------------------------------------------ */
@@ -311,7 +286,7 @@ void client_send_error(Client *c, long long sid, int code, const char *msg,
 		       const struct token *tok)
 {
 	cJSON *o = cJSON_CreateObject();
-	char *s;
+	char quoted[1024], *s;
 
 	if (!o)
 		return;
@@ -320,7 +295,9 @@ void client_send_error(Client *c, long long sid, int code, const char *msg,
 		cJSON_AddNumberToObject(o, "sid", (double)sid);
 	cJSON_AddNumberToObject(o, "code", code);
 	cJSON_AddStringToObject(o, "codeName", proto_error_name(code));
-	cJSON_AddStringToObject(o, "message", msg);
+	/* Messages quote client text, cut to fit: send only valid UTF-8. */
+	utf8_quote(quoted, sizeof(quoted), msg, strlen(msg));
+	cJSON_AddStringToObject(o, "message", quoted);
 	if (tok) {
 		char hex[TOKEN_HEX_LEN + 1];
 		token_format(tok, hex);
@@ -461,14 +438,14 @@ static void drop(Client *c, enum client_drop why, int code, const char *msg,
 {
 	if (c->closing || c->dropping)
 		return;
-	drops[why]++;
+	clientstat_dropped(why);
 	c->dropping = true;
 	/* A dropped client keeps only what it has started to receive (and
 	 * what the transport took: a TLS retry must offer the same bytes), so
 	 * its memory comes back and its error frames carry those positions. */
 	outq_drop_unsent(c->q, transport_unwritten(c->t));
 	log_warning("slow consumer dropped client=c%" PRIu64 " peer=%s limit=%s queued=%zu", c->id, c->peer,
-		    client_drop_name(why), outq_bytes(c->q));
+		    clientstat_drop_name(why), outq_bytes(c->q));
 	c->env.up->error(c->env.up_arg, c, code, msg);
 	client_close(c, reason);
 }
@@ -528,6 +505,19 @@ void client_refuse(Client *c, enum client_refusal why, int code, const char *msg
 
 /* --- access ------------------------------------------------------------ */
 
+/* c has authenticated (TLS handshake, token): it leaves the budget of
+ * unauthenticated connections for max_clients.  False: no room, refused. */
+static bool opened(Client *c)
+{
+	c->state = CS_OPEN;
+	nunauth--;
+	ev_timer_stop(c->env.loop, &c->auth);
+	if (client_count_authenticated() <= (size_t)c->env.cv->max_clients)
+		return true;
+	client_refuse(c, REFUSAL_MAX_CLIENTS, ERR_EXCEEDED_LIMIT, "too many clients (max_clients)");
+	return false;
+}
+
 /* The first frame of a client that must present a token: a hello whose token
  * hashes to the configured one (compared in constant time).  m may be NULL
  * or a frame that is malformed after its object. */
@@ -557,10 +547,8 @@ static bool authenticate(Client *c, cJSON *m)
 		client_close(c, "authentication failed");
 		return false;
 	}
-	c->state = CS_OPEN;
-	ev_timer_stop(c->env.loop, &c->auth);
 	log_debug("client authenticated client=c%" PRIu64 " peer=%s", c->id, c->peer);
-	return true;
+	return opened(c);
 }
 
 /* max_subscriptions_per_client, checked before a watch is even decoded. */
@@ -656,10 +644,29 @@ out:
 
 /* --- reading ----------------------------------------------------------- */
 
+/* Checked before it is parsed (intake.c).  False: refused with an error
+ * frame and, before authentication, the end of the connection. */
+static bool affordable(Client *c, const char *line, size_t len)
+{
+	char msg[256];
+	long long sid;
+	int code = intake_check(line, len, c->state == CS_OPEN, &sid, msg, sizeof(msg));
+
+	if (code == 0)
+		return true;
+	if (code == ERR_TOO_LARGE)
+		refused(c, REFUSAL_FRAME_TOO_LARGE, msg);
+	client_send_error(c, sid, code, msg, NULL);
+	if (c->state != CS_OPEN)
+		client_close(c, msg);
+	return false;
+}
+
 static void process_frames(Client *c)
 {
 	const char *line;
 	size_t len;
+	bool big = false;
 	int r;
 
 	while (!c->closing && (r = frame_reader_next(c->fr, &line, &len)) != 0) {
@@ -669,12 +676,24 @@ static void process_frames(Client *c)
 				 c->env.cv->max_frame_bytes);
 			refused(c, REFUSAL_FRAME_TOO_LARGE, msg);
 			client_send_error(c, -1, ERR_TOO_LARGE, msg, NULL);
+			big = true; /* its bytes were buffered all the same */
 			continue;
 		}
 		if (len == 0)
 			continue;
-		dispatch(c, line, len);
+		big |= len >= BIG_FRAME;
+		if (affordable(c, line, len))
+			dispatch(c, line, len);
 	}
+	/* Before authentication a partial frame may not grow past a hello
+	 * either: its length alone is refused, its bytes are not read. */
+	if (!c->closing && c->state != CS_OPEN && frame_reader_pending(c->fr) > INTAKE_PREAUTH_MAX)
+		affordable(c, NULL, frame_reader_pending(c->fr));
+	/* A large frame must not cost its size for the rest of the
+	 * connection (nor of the daemon: malloc keeps what it freed). */
+	frame_reader_release(c->fr, 2 * READ_ROOM);
+	if (big)
+		malloc_trim(0);
 }
 
 /* Reads until the transport has nothing more: records a TLS session has
@@ -717,9 +736,7 @@ static void handshake(Client *c)
 	int r = transport_handshake(c->t, why, sizeof(why));
 
 	if (r == 0) {
-		c->state = c->need_token ? CS_AUTH : CS_OPEN;
-		if (c->state == CS_OPEN)
-			ev_timer_stop(c->env.loop, &c->auth);
+		c->state = CS_AUTH;
 		log_info("client TLS established client=c%" PRIu64 " peer=%s tls='%s' subject=%s", c->id, c->peer,
 			 transport_describe(c->t, desc, sizeof(desc)),
 			 LOGQ(transport_peer_subject(c->t, subject, sizeof(subject))));
@@ -729,6 +746,8 @@ static void handshake(Client *c)
 			client_refuse(c, c->refuse_why, c->refuse_code, c->refuse_msg);
 			return;
 		}
+		if (!c->need_token && !opened(c))
+			return;
 		if (outq_bytes(c->q))
 			ev_io_start(c->env.loop, &c->wio);
 		/* A client may send its first frames with its last handshake
@@ -853,6 +872,7 @@ Client *client_new(const struct client_env *env, int fd, const char *peer, const
 	c->slow.data = c;
 	ev_io_start(env->loop, &c->rio);
 	if (c->state != CS_OPEN) {
+		nunauth++;
 		ev_timer_set(&c->auth, AUTH_TIMEOUT, 0.);
 		ev_timer_start(env->loop, &c->auth);
 	}

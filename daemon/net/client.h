@@ -4,7 +4,8 @@
  * queue that holds shared events by reference, the slow-consumer policy and
  * the single failure path client_close().  listener.c creates clients; the
  * hub writes frames to them and hears from them only through the upcalls
- * main.c puts in client_env; the metrics read the refusal and drop counters.
+ * main.c puts in client_env.  Refusals and drops are counted by reason in
+ * clientstat.c.
  */
 #ifndef NVSRELAY_CLIENT_H
 #define NVSRELAY_CLIENT_H
@@ -14,11 +15,16 @@
 #include <stdint.h>
 #include <ev.h>
 
+#include "clientstat.h"
 #include "conf.h"
 #include "event.h"
 #include "owners.h"
 #include "token.h"
 
+
+/* Connections at once that have not authenticated yet (TLS handshake or
+ * token pending); past it the listener refuses new ones. */
+#define CLIENT_UNAUTH_MAX 128
 
 typedef struct client Client;
 struct filter;
@@ -62,33 +68,6 @@ struct client_transport {
 	bool has_cred;                      /* Unix socket: the peer's SO_PEERCRED */
 	unsigned uid, gid;
 };
-
-/* Connections and requests refused, counted per reason. */
-enum client_refusal {
-	REFUSAL_MAX_CLIENTS,            /* max_clients reached */
-	REFUSAL_MAX_SUBSCRIPTIONS,      /* max_subscriptions_per_client reached */
-	REFUSAL_FRAME_TOO_LARGE,        /* a frame over max_frame_bytes */
-	REFUSAL_PEER_NOT_ALLOWED,       /* Unix peer not on unix_allow_uids/gids */
-	REFUSAL_AUTH_FAILED,            /* token missing or wrong */
-	REFUSAL_TLS_HANDSHAKE,          /* TLS handshake failed (no or a bad certificate) */
-	CLIENT_REFUSAL_MAX
-};
-
-/* Slow consumers disconnected, counted per reason. */
-enum client_drop {
-	DROP_HARD_LIMIT,                /* output past client_output_limit */
-	DROP_SOFT_LIMIT,                /* output above client_output_soft_limit too long */
-	DROP_STALLED,                   /* output not read at all for client_output_soft_seconds */
-	CLIENT_DROP_MAX
-};
-
-uint64_t client_refusals(enum client_refusal r);
-uint64_t client_drops(enum client_drop d);
-/* Short snake_case names, for metric labels and log lines. */
-const char *client_refusal_name(enum client_refusal r);
-const char *client_drop_name(enum client_drop d);
-/* For listener.c, which refuses some connections before a client exists. */
-void client_count_refusal(enum client_refusal r);
 
 /* Takes ownership of fd (and of t->ssl).  Returns NULL (fd closed, session
  * freed) when out of memory. */
@@ -134,6 +113,13 @@ void client_close_all(const char *reason);
 
 /* Frees every client at once; only after the loop has stopped. */
 void client_free_all(void);
+/* Every connection, closing ones included. */
 size_t client_count(void);
+/* Connections still in their TLS handshake or waiting for their token: they
+ * have their own budget, CLIENT_UNAUTH_MAX, and deadline, so that silent
+ * connections cannot take max_clients from the subscribers. */
+size_t client_count_unauthenticated(void);
+/* The others: what max_clients limits. */
+size_t client_count_authenticated(void);
 
 #endif

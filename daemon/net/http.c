@@ -6,7 +6,9 @@
  * head, is answered once with "Connection: close" and is closed.  Nothing a
  * peer sends can make it allocate more than that or wait longer than
  * HTTP_TIMEOUT: garbage gets 400, an endless head 431, a silent peer the
- * deadline.  After answering, the socket is shut down for writing and
+ * deadline.  When all HTTP_MAX_CONNS are taken, a new connection closes the
+ * oldest one that has not sent its request, so probes are answered under
+ * a flood of idle connections.  After answering, the socket is shut down for writing and
  * drained briefly before close, so a request body we never read cannot turn
  * the close into a reset that destroys the answer in flight.
  *
@@ -213,6 +215,9 @@ static void conn_timeout(OpsConn *c)
 static const struct opsconn_ops http_ops = {
 	.name = "http",
 	.max_conns = HTTP_MAX_CONNS,
+	.evict_idle = true,
+	.refusal = "HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+		   "Content-Length: 24\r\nConnection: close\r\n\r\nout of file descriptors\n",
 	.in_max = HTTP_MAX_REQUEST,
 	.data_size = sizeof(struct hconn),
 	.deadline = HTTP_TIMEOUT,

@@ -10,7 +10,7 @@
  * listener_new, before the daemon connects anywhere; binding waits for
  * listener_start, so nobody connects to a relay that is not ready.
  * Refusals (max_clients, a peer not allowed) are an error frame, a counter
- * (client_count_refusal) and a log line, never a silent drop.  The sockets
+ * (clientstat_refused) and a log line, never a silent drop.  The sockets
  * themselves (listening, accepting, peer credentials) are net.c's.
  */
 #include <errno.h>
@@ -36,9 +36,6 @@
 #include "tls.h"
 
 #define BACKLOG 128
-/* TLS connections past max_clients get their refusal after the handshake;
- * beyond this many more they are closed outright. */
-#define REFUSING_MAX 64
 #define TOKEN_MAX 4096
 #define TOKEN_MIN 16
 
@@ -92,8 +89,8 @@ static void refuse_fd(int fd, enum client_refusal why, int code, const char *msg
 	int n = snprintf(frame, sizeof(frame), "{\"op\":\"error\",\"code\":%d,\"codeName\":\"%s\",\"message\":\"%s\"}\n",
 			 code, proto_error_name(code), msg);
 
-	client_count_refusal(why);
-	log_warning("client refused peer=%s refusal=%s reason='%s'", peer, client_refusal_name(why), msg);
+	clientstat_refused(why);
+	log_warning("client refused peer=%s refusal=%s reason='%s'", peer, clientstat_refusal_name(why), msg);
 	if (send(fd, frame, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
 		log_debug("refusal frame not sent peer=%s error='%s'", peer, strerror(errno));
 	close(fd);
@@ -147,7 +144,9 @@ static void accept_unix(Listener *l, int fd)
 		refuse_fd(fd, REFUSAL_PEER_NOT_ALLOWED, ERR_UNAUTHORIZED, msg, peer);
 		return;
 	}
-	if (client_count() >= (size_t)l->env.cv->max_clients) {
+	/* The peer's credentials are its authentication: a Unix client that
+	 * is let in counts against max_clients at once, and may stay idle. */
+	if (client_count_authenticated() >= (size_t)l->env.cv->max_clients) {
 		refuse_fd(fd, REFUSAL_MAX_CLIENTS, ERR_EXCEEDED_LIMIT, "too many clients (max_clients)", peer);
 		return;
 	}
@@ -161,7 +160,6 @@ static void accept_tcp(Listener *l, int fd, const struct sockaddr *sa)
 	size_t max = (size_t)l->env.cv->max_clients;
 	char addr[80], peer[96], err[256];
 	int on = 1, idle = 60, intvl = 10, cnt = 6;
-	Client *c;
 
 	snprintf(peer, sizeof(peer), "%s:%s", l->tls ? "tls" : "tcp", net_addr_text(sa, addr, sizeof(addr)));
 	/* Frames are written whole, often small (pong, bookmark); a dead peer
@@ -171,8 +169,10 @@ static void accept_tcp(Listener *l, int fd, const struct sockaddr *sa)
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
-	if (!l->tls) {
-		if (client_count() >= max) {
+	if (!l->tls && !l->need_token) {
+		/* Plaintext on loopback without a token: nothing to wait for
+		 * (conf.c refuses it beside a Unix allow-list). */
+		if (client_count_authenticated() >= max) {
 			refuse_fd(fd, REFUSAL_MAX_CLIENTS, ERR_EXCEEDED_LIMIT,
 				  "too many clients (max_clients)", peer);
 			return;
@@ -180,21 +180,28 @@ static void accept_tcp(Listener *l, int fd, const struct sockaddr *sa)
 		client_new(&l->env, fd, peer, &t);
 		return;
 	}
-	if (client_count() >= max + REFUSING_MAX) {
-		client_count_refusal(REFUSAL_MAX_CLIENTS);
-		log_warning("client refused peer=%s refusal=max_clients reason='too many clients, closed before TLS'",
-			    peer);
-		close(fd);
+	/* Until its handshake and token are done a connection counts against
+	 * its own budget; max_clients is checked when it is through, so that
+	 * silent connections cannot lock the subscribers out. */
+	if (client_count_unauthenticated() >= CLIENT_UNAUTH_MAX) {
+		if (l->tls) {
+			/* Plain text would be noise to a TLS client. */
+			clientstat_refused(REFUSAL_UNAUTHENTICATED);
+			log_warning("client refused peer=%s refusal=unauthenticated reason='%d connections are "
+				    "still authenticating, closed before TLS'", peer, CLIENT_UNAUTH_MAX);
+			close(fd);
+		} else {
+			refuse_fd(fd, REFUSAL_UNAUTHENTICATED, ERR_EXCEEDED_LIMIT,
+				  "too many connections still authenticating", peer);
+		}
 		return;
 	}
-	if (!(t.ssl = tls_server_session(l->tls, fd, err, sizeof(err)))) {
+	if (l->tls && !(t.ssl = tls_server_session(l->tls, fd, err, sizeof(err)))) {
 		log_warning("client not accepted peer=%s reason='%s'", peer, err);
 		close(fd);
 		return;
 	}
-	c = client_new(&l->env, fd, peer, &t);
-	if (c && client_count() > max)
-		client_refuse(c, REFUSAL_MAX_CLIENTS, ERR_EXCEEDED_LIMIT, "too many clients (max_clients)");
+	client_new(&l->env, fd, peer, &t);
 }
 
 static void accept_cb(void *ud, int fd, const struct sockaddr *sa)
@@ -410,6 +417,9 @@ Listener *listener_new(const struct client_env *env, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
+	/* 24: ERR_EXCEEDED_LIMIT.  Over TLS the frame is noise; the close is not. */
+	net_acceptor_refusal(l->acc, "{\"op\":\"error\",\"code\":24,\"codeName\":\"ExceededLimit\","
+			     "\"message\":\"out of file descriptors; try again later\"}\n");
 	if (adopt(l, err, errlen) < 0)
 		goto fail;
 	if (!l->adopted_tcp && *cv->listen_tcp && resolve_tcp(l, err, errlen) < 0)
@@ -438,6 +448,13 @@ Listener *listener_new(const struct client_env *env, char *err, size_t errlen)
 	if (allow_parse(cv->unix_allow_uids, "unix_allow_uids", resolve_user, NULL, &l->uids, err, errlen) < 0 ||
 	    allow_parse(cv->unix_allow_gids, "unix_allow_gids", resolve_group, NULL, &l->gids, err, errlen) < 0)
 		goto fail;
+	/* conf.c's rule, for a socket from systemd too: TCP has no peer
+	 * credentials to hold to the allow-list. */
+	if (tcp && l->tcp_plaintext && !l->need_token && (l->uids.n || l->gids.n)) {
+		snprintf(err, errlen, "tcp_plaintext = on without a token lets every local user in over TCP, around "
+			 "unix_allow_uids and unix_allow_gids; set auth_token_file, use TLS, or leave the allow-list empty");
+		goto fail;
+	}
 	return l;
 fail:
 	listener_free(l);

@@ -30,6 +30,7 @@ struct net_lsock {
 struct net_acceptor {
 	struct ev_loop *loop;
 	net_accept_fn fn;
+	const char *refusal;     /* sent to a connection refused for want of fds */
 	struct net_lsock socks[NET_ACCEPTOR_MAX];
 	size_t n;
 	ev_timer pause;          /* accepting paused after EMFILE */
@@ -133,6 +134,38 @@ int net_listen_tcp(const struct addrinfo *ai, int backlog, bool v6only)
 
 /* --- accepting ----------------------------------------------------------- */
 
+/* One descriptor held in reserve for the whole process: when none are left,
+ * closing it lets an acceptor take the waiting connection and refuse it
+ * with a word, rather than leave it hanging in the backlog. */
+static int reserve_fd = -1;
+
+static void reserve_take(void)
+{
+	if (reserve_fd < 0)
+		reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+/* Out of descriptors: the connection waiting on s gets the acceptor's
+ * refusal and is closed, then the reserve is taken again. */
+static void refuse_one(struct net_lsock *s)
+{
+	NetAcceptor *a = s->a;
+	int fd;
+
+	if (reserve_fd < 0)
+		return;
+	close(reserve_fd);
+	reserve_fd = -1;
+	fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd >= 0) {
+		/* Its buffer is empty: the text fits, or the close says it. */
+		if (a->refusal)
+			(void)send(fd, a->refusal, strlen(a->refusal), MSG_NOSIGNAL | MSG_DONTWAIT);
+		close(fd);
+	}
+	reserve_take();
+}
+
 static void pause_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	NetAcceptor *a = w->data;
@@ -162,6 +195,8 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		if (e == EAGAIN || e == EWOULDBLOCK || e == EINTR || e == ECONNABORTED)
 			return;
 		a->fn(s->ud, -e, NULL);
+		if (e == EMFILE || e == ENFILE)
+			refuse_one(s);
 		if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
 			/* The pending connection stays readable: without a
 			 * pause the loop would spin on it. */
@@ -182,6 +217,7 @@ NetAcceptor *net_acceptor_new(struct ev_loop *loop, net_accept_fn fn)
 		return NULL;
 	a->loop = loop;
 	a->fn = fn;
+	reserve_take();
 	ev_init(&a->pause, pause_cb);
 	a->pause.data = a;
 	return a;
@@ -200,6 +236,11 @@ int net_acceptor_add(NetAcceptor *a, int fd, void *ud)
 	ev_io_init(&s->io, accept_cb, fd, EV_READ);
 	s->io.data = s;
 	return 0;
+}
+
+void net_acceptor_refusal(NetAcceptor *a, const char *text)
+{
+	a->refusal = text;
 }
 
 void net_acceptor_start(NetAcceptor *a)

@@ -61,6 +61,12 @@ NetAcceptor *net_acceptor_new(struct ev_loop *loop, net_accept_fn fn);
 /* Watches a listening socket (from now on the acceptor's to close); ud is
  * passed to fn for its connections.  Returns 0 or -ENOSPC. */
 int net_acceptor_add(NetAcceptor *a, int fd, void *ud);
+/* What a connection refused for want of file descriptors is sent before
+ * its close (text must outlive a; NULL: nothing).  One descriptor is kept
+ * in reserve for this: when accept fails with EMFILE, it is closed, one
+ * waiting connection is accepted, told and closed, the reserve is taken
+ * again and accepting pauses for a second. */
+void net_acceptor_refusal(NetAcceptor *a, const char *text);
 void net_acceptor_start(NetAcceptor *a);
 /* Stops accepting and closes the listening sockets; NULL is fine. */
 void net_acceptor_free(NetAcceptor *a);

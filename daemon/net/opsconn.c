@@ -114,6 +114,21 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		c->s->ops->timeout(c);
 }
 
+/* Closes the oldest connection (the list's tail) with nothing queued and
+ * not lingering, if any. */
+static void evict_idle(OpsServer *s)
+{
+	OpsConn *c, *victim = NULL;
+
+	for (c = s->conns; c; c = c->next)
+		if (!c->lingering && c->out_len == 0)
+			victim = c;
+	if (victim) {
+		log_debug("%s connection evicted for a new one: %u open", s->ops->name, s->nconns);
+		opsconn_free(victim);
+	}
+}
+
 OpsConn *opsconn_new(OpsServer *s, int fd)
 {
 	const struct opsconn_ops *ops = s->ops;
@@ -123,7 +138,11 @@ OpsConn *opsconn_new(OpsServer *s, int fd)
 	OpsConn *c;
 
 	/* Admin commands, probes and scrapes are few; a flood only costs its
-	 * own sockets. */
+	 * own sockets, and where the server allows it the newcomer wins over
+	 * the oldest silent connection, so that a probe is answered under a
+	 * flood of idle ones. */
+	if (s->nconns >= ops->max_conns && ops->evict_idle)
+		evict_idle(s);
 	if (s->nconns >= ops->max_conns || !(c = calloc(1, off + ops->data_size))) {
 		close(fd);
 		return NULL;
@@ -273,6 +292,7 @@ OpsServer *opsconn_server_new(struct ev_loop *loop, int fd, const struct opsconn
 	s->loop = loop;
 	s->ops = ops;
 	s->ud = ud;
+	net_acceptor_refusal(s->acc, ops->refusal);
 	net_acceptor_start(s->acc);
 	return s;
 }

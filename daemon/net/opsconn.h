@@ -18,8 +18,11 @@ typedef struct opsconn OpsConn;
 
 struct opsconn_ops {
 	const char *name;        /* for the log: "admin", "http" */
-	unsigned max_conns;      /* connections past it are closed at once */
+	unsigned max_conns;      /* connections past it are closed at once... */
+	bool evict_idle;         /* ...or make room by closing the oldest one that
+				  * has nothing queued (it has not asked yet) */
 	size_t in_max;           /* input buffer, bytes */
+	const char *refusal;     /* to a connection refused when out of fds */
 	size_t data_size;        /* the server's state per connection, zeroed */
 	double deadline, repeat; /* first deadline, then again every repeat (0: once) */
 	/* An accepted fd; the callee calls opsconn_new or closes it.  NULL:
@@ -45,7 +48,8 @@ OpsServer *opsconn_server_new(struct ev_loop *loop, int fd, const struct opsconn
 void opsconn_server_free(OpsServer *s);
 
 /* A connection on accepted fd, reading, with its first deadline running.
- * NULL (fd closed) at max_conns or out of memory. */
+ * NULL (fd closed) at max_conns (unless an idle one was evicted) or out of
+ * memory. */
 OpsConn *opsconn_new(OpsServer *s, int fd);
 void opsconn_free(OpsConn *c);
 

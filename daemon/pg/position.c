@@ -127,8 +127,12 @@ static void time_pos_cb(PgConn *pc, PGresult *res, void *arg)
 
 	(void)pc;
 	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+		/* PostgreSQL's words stay in the log: they are for the
+		 * operator, and may name the server's internals. */
+		if (res)
+			log_warning("startAtOperationTime not resolved error='%s'", PQresultErrorMessage(res));
 		snprintf(msg, sizeof(msg), "cannot resolve startAtOperationTime: %s",
-			 res ? PQresultErrorMessage(res) : "connection lost");
+			 res ? "PostgreSQL refused the time (out of range?)" : "connection lost");
 		q->cb(q->arg, res ? -EINVAL : -EIO, NULL, msg);
 	} else if (PQgetisnull(res, 0, 0)) {
 		position_oldest_msg(q->gen, "startAtOperationTime",

@@ -464,6 +464,7 @@ static const struct {
 	{ "datastore_database", "nvdb", NULL },
 	{ "datastore_username", "postgresql", NULL },
 	{ "datastore_password", "pw", "(set)" },
+	{ "datastore_password_file", "/x/pw", NULL },
 	{ "datastore_sslmode", "verify-full", NULL },
 	{ "datastore_sslcert", "/x/tls.crt", NULL },
 	{ "datastore_sslkey", "/x/tls.key", NULL },
@@ -751,6 +752,14 @@ static void test_tcp_rules(void **state)
 		assert_int_equal(conf_set(c, "listen_tcp", loopback[i], err, sizeof(err)), 0);
 		assert_int_equal(conf_finish(c, err, sizeof(err)), 0);
 	}
+	/* Plaintext TCP without a token would get around a Unix allow-list. */
+	assert_int_equal(conf_set(c, "unix_allow_gids", "1000", err, sizeof(err)), 0);
+	assert_int_equal(conf_finish(c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "around unix_allow_uids and unix_allow_gids"));
+	assert_int_equal(conf_set(c, "auth_token_file", "/x/token", err, sizeof(err)), 0);
+	assert_int_equal(conf_finish(c, err, sizeof(err)), 0);
+	assert_int_equal(conf_set(c, "auth_token_file", "", err, sizeof(err)), 0);
+	assert_int_equal(conf_set(c, "unix_allow_gids", "", err, sizeof(err)), 0);
 	assert_int_equal(conf_set(c, "tcp_plaintext", "off", err, sizeof(err)), 0);
 	assert_int_equal(conf_finish(c, err, sizeof(err)), -EINVAL);
 	assert_string_equal(err, "listen_tcp = localhost:7000 needs TLS (tls_cert_file and tls_key_file), "

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include "conf.h"
 #include "conf_load.h"
@@ -130,11 +131,40 @@ static void test_fileio(void **state)
 	}
 }
 
+/* datastore_password_file: its first line becomes the password; a file
+ * group or others can read, or a password given twice, is refused. */
+static void test_password_file(void **state)
+{
+	char set[96], err[512];
+	const char *sets[] = { set, "datastore_password=inline" };
+	struct conf_sources src = { .sets = sets, .nsets = 1 };
+	Conf *c;
+
+	(void)state;
+	write_file("s3cret pass\nsecond line\n");
+	snprintf(set, sizeof(set), "datastore_password_file=%s", path);
+	assert_int_equal(chmod(path, 0600), 0);
+	assert_int_equal(conf_load(&src, &c, err, sizeof(err)), 0);
+	assert_string_equal(conf_values(c)->datastore_password, "s3cret pass");
+	conf_free(c);
+	src.nsets = 2;
+	assert_int_equal(conf_load(&src, &c, err, sizeof(err)), -EBADMSG);
+	assert_non_null(strstr(err, "both set"));
+	src.nsets = 1;
+	assert_int_equal(chmod(path, 0640), 0);
+	assert_int_equal(conf_load(&src, &c, err, sizeof(err)), -EBADMSG);
+	assert_non_null(strstr(err, "has mode 0640: a password must not be readable by group or others"));
+	unlink(path);
+	assert_int_equal(conf_load(&src, &c, err, sizeof(err)), -EBADMSG);
+	assert_non_null(strstr(err, "No such file"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_layers),
 		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_password_file),
 		cmocka_unit_test(test_fileio),
 	};
 

@@ -430,6 +430,36 @@ test_random_chunks_match_model(void **state)
 	}
 }
 
+/* A large frame's buffer is given back once it is consumed, never while a
+ * partial frame or a discarded one is pending. */
+static void
+test_release(void **state)
+{
+	FrameReader *fr = reader(100000);
+	char big[70001];
+	char *room;
+	size_t len;
+
+	(void)state;
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	feed_str(fr, big);
+	frame_reader_release(fr, 4096);         /* partial frame: kept */
+	assert_int_equal(frame_reader_pending(fr), sizeof(big) - 1);
+	feed_str(fr, "\n{\"op\":\"pi");
+	expect_frame(fr, big);
+	frame_reader_release(fr, 4096);         /* "{"op":"pi" pending: kept */
+	feed_str(fr, "ng\"}\n");
+	expect_frame(fr, "{\"op\":\"ping\"}");
+	expect_none(fr);
+	frame_reader_release(fr, 4096);
+	assert_int_equal(frame_reader_space(fr, 16, &room, &len), 0);
+	assert_true(len < 70000);               /* allocated afresh, small */
+	feed_str(fr, "{}\n");
+	expect_frame(fr, "{}");
+	frame_reader_free(fr);
+}
+
 int
 main(void)
 {
@@ -443,6 +473,7 @@ main(void)
 		cmocka_unit_test(test_oversize_mid_stream),
 		cmocka_unit_test(test_oversize_bounded_memory),
 		cmocka_unit_test(test_space_commit),
+		cmocka_unit_test(test_release),
 		cmocka_unit_test(test_random_chunks_match_model),
 	};
 

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clientstat.h"
 #include "metrics.h"
 
 static int reset(void **state)
@@ -252,6 +253,27 @@ static void test_label_normaliser(void **state)
 	assert_string_equal(metrics_label("abcdef", buf, 4), "abc");
 }
 
+/* Refusals and slow-consumer drops reach /metrics by reason. */
+static void test_client_reasons(void **state)
+{
+	char *s;
+
+	(void)state;
+	clientstat_refused(REFUSAL_AUTH_FAILED);
+	clientstat_refused(REFUSAL_AUTH_FAILED);
+	clientstat_refused(REFUSAL_MAX_CLIENTS);
+	clientstat_dropped(DROP_STALLED);
+	clientstat_refused((enum client_refusal)99);
+	s = render();
+	assert_has(s, "nvsrelay_client_refusals_total{reason=\"auth_failed\"} 2\n");
+	assert_has(s, "nvsrelay_client_refusals_total{reason=\"max_clients\"} 1\n");
+	assert_has(s, "nvsrelay_client_refusals_total{reason=\"unknown\"} 1\n");
+	assert_has(s, "nvsrelay_slow_consumer_drops_total{reason=\"stalled\"} 1\n");
+	assert_lacks(s, "reason=\"hard_limit\"");
+	free(s);
+	assert_string_equal(clientstat_drop_name(DROP_SOFT_LIMIT), "soft_limit");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -264,6 +286,7 @@ int main(void)
 		cmocka_unit_test_setup(test_histogram, reset),
 		cmocka_unit_test_setup(test_format_shape, reset),
 		cmocka_unit_test_setup(test_label_normaliser, reset),
+		cmocka_unit_test_setup(test_client_reasons, reset),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, reset);
