@@ -125,6 +125,8 @@ static const struct family families[M_COUNT] = {
 	  .help = "Admin socket commands received, by command."),
 	F(M_RELOADS, "config_reloads_total", MT_COUNTER, "result", 0,
 	  .help = "Configuration reloads (SIGHUP or the admin socket), by result."),
+	F(M_REMOVED_POSITION_RESUMES, "removed_position_resumes_total", MT_COUNTER, NULL, 0,
+	  .help = "NVSentinel positions (eventID) whose changelog row was already removed, resumed after it."),
 };
 
 struct series {

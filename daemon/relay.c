@@ -686,6 +686,7 @@ struct pos_req {
 	relay_done_cb done;
 	void *arg;
 	char *consumer;
+	uint64_t event_id;      /* NVSentinel eventID being resolved */
 };
 
 /* Row 0: the tick whose batch holds the row (NULL: no tick covers it yet)
@@ -709,18 +710,126 @@ static void oldest_msg(const Relay *r, const char *what, const char *min_tick, c
 		snprintf(buf, len, "%s is older than the retained history, which is empty", what);
 }
 
+/* For an eventID whose row is gone: the oldest and newest tick, the ids the
+ * oldest tick's and the newest tick's snapshots had seen, and the first
+ * retained row after the eventID with the tick whose batch holds it (row
+ * NULL: none; tick NULL: not in a tick yet). */
+static const char removed_pos_sql[] =
+	"WITH lo AS (SELECT tick_id, max_id FROM nvsrelay.tick ORDER BY tick_id LIMIT 1),"
+	" hi AS (SELECT tick_id, max_id FROM nvsrelay.tick ORDER BY tick_id DESC LIMIT 1),"
+	" nx AS (SELECT c.id, c.xid FROM datastore_changelog c WHERE c.id > $1::bigint ORDER BY c.id LIMIT 1)"
+	" SELECT (SELECT tick_id FROM lo), (SELECT max_id FROM lo), (SELECT tick_id FROM hi), (SELECT max_id FROM hi),"
+	"  (SELECT id FROM nx),"
+	"  (SELECT CASE WHEN nx.xid IS NULL THEN (SELECT tick_id FROM lo)"
+	"   ELSE (SELECT min(t.tick_id) FROM nvsrelay.tick t WHERE pg_visible_in_snapshot(nx.xid, t.snap)) END FROM nx)";
+
+static uint64_t col_u64(const PGresult *res, int col)
+{
+	return PQgetisnull(res, 0, col) ? 0 : strtoull(PQgetvalue(res, 0, col), NULL, 10);
+}
+
+/*
+ * NVSentinel's cleanup_changelog deletes rows every consumer has marked
+ * processed, so a component moving over may hold an eventID whose row is
+ * gone although nothing after it is: its watcher would go on from the next
+ * row, and so does this.  Only rows our own retention pruned are a real
+ * loss: those are the ones visible in the oldest tick once older ticks were
+ * dropped (tick 1, the history batch, still there means nothing was).
+ * eventID 0 is NVSentinel's "nothing processed yet": from the start of what
+ * is retained.
+ */
+static void removed_pos_cb(PgConn *pc, PGresult *res, void *arg)
+{
+	struct pos_req *q = arg;
+	struct token t = { q->r->generation, 0, 0 };
+	uint64_t lo, lo_max, hi, hi_max, next, next_tick;
+	char msg[256];
+
+	(void)pc;
+	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+		q->cb(q->arg, -EIO, NULL, "cannot resolve the NVSentinel position");
+		goto out;
+	}
+	lo = col_u64(res, 0);
+	lo_max = col_u64(res, 1);
+	hi = col_u64(res, 2);
+	hi_max = col_u64(res, 3);
+	next = col_u64(res, 4);
+	next_tick = col_u64(res, 5);
+	if (lo == 0) {
+		oldest_msg(q->r, "NVSentinel position (eventID)", NULL, msg, sizeof(msg));
+		q->cb(q->arg, -ESTALE, NULL, msg);
+		goto out;
+	}
+	if (q->event_id > hi_max && next == 0) {
+		snprintf(msg, sizeof(msg), "NVSentinel position (eventID %" PRIu64 ") is beyond every change"
+			 " of this database (newest %" PRIu64 ")", q->event_id, hi_max);
+		q->cb(q->arg, -ESTALE, NULL, msg);
+		goto out;
+	}
+	if (lo > 1 && q->event_id != 0 && q->event_id < lo_max) {
+		char what[96];
+		char lo_s[24];
+
+		snprintf(what, sizeof(what), "NVSentinel position (eventID %" PRIu64 ")", q->event_id);
+		snprintf(lo_s, sizeof(lo_s), "%" PRIu64, lo);
+		oldest_msg(q->r, what, lo_s, msg, sizeof(msg));
+		q->cb(q->arg, -ESTALE, NULL, msg);
+		goto out;
+	}
+	if (next != 0 && next_tick == 0) {
+		q->cb(q->arg, -EAGAIN, NULL, "the changelog row after that eventID is not committed in any tick yet; retry");
+		goto out;
+	}
+	if (q->event_id == 0 && lo > 1) {
+		t.tick = lo;                    /* the oldest readable position */
+		t.id = TOKEN_ID_END;
+	} else if (next != 0) {
+		t.tick = next_tick;             /* that batch from the first row after eventID */
+		t.id = q->event_id;
+	} else {
+		t.tick = hi;                    /* nothing retained after it: the head */
+		t.id = TOKEN_ID_END;
+	}
+	{
+		char hex[TOKEN_HEX_LEN + 1];
+
+		token_format(&t, hex);
+		log_warning("NVSentinel position not in the changelog, resuming after it consumer=%s eventID=%" PRIu64
+			    " next_retained=%" PRIu64 " position=%s", LOGQ(q->consumer ? q->consumer : ""),
+			    q->event_id, next, hex);
+	}
+	metrics_add(M_REMOVED_POSITION_RESUMES, NULL, 1);
+	q->cb(q->arg, 0, &t, NULL);
+out:
+	free(q->consumer);
+	free(q);
+}
+
+static int removed_pos_query(struct pos_req *q)
+{
+	char id[24];
+	const char *params[1] = { id };
+
+	snprintf(id, sizeof(id), "%" PRIu64, q->event_id);
+	return pgconn_query_kind(q->r->main, "position_removed", removed_pos_sql, 1, params, removed_pos_cb, q);
+}
+
 static void event_pos_cb(PgConn *pc, PGresult *res, void *arg)
 {
 	struct pos_req *q = arg;
 	struct token t = { 0, 0, 0 };
-	char msg[256];
 
 	(void)pc;
 	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
 		q->cb(q->arg, -EIO, NULL, "cannot resolve the NVSentinel position");
 	} else if (PQntuples(res) == 0) {
-		oldest_msg(q->r, "NVSentinel position (eventID)", NULL, msg, sizeof(msg));
-		q->cb(q->arg, -ESTALE, NULL, msg);
+		/* The row is gone: NVSentinel's cleanup_changelog or our own
+		 * retention removed it.  Which one decides between resuming
+		 * after it and 286; removed_pos_query tells them apart. */
+		if (removed_pos_query(q) == 0)
+			return;
+		q->cb(q->arg, -EIO, NULL, "cannot resolve the NVSentinel position");
 	} else if (PQgetisnull(res, 0, 0)) {
 		q->cb(q->arg, -EAGAIN, NULL, "the changelog row of that eventID is not committed in any tick yet; retry");
 	} else {
@@ -757,6 +866,7 @@ int relay_position_of_event(Relay *r, uint64_t event_id, relay_pos_cb cb, void *
 		return -ENOTCONN;
 	if (!(q = pos_req_new(r, cb, arg)))
 		return -ENOMEM;
+	q->event_id = event_id;
 	snprintf(id, sizeof(id), "%" PRIu64, event_id);
 	if (pgconn_query_kind(r->main, "position_event", event_pos_sql, 1, params, event_pos_cb, q) < 0) {
 		free(q);
@@ -839,6 +949,7 @@ static void load_cb(PgConn *pc, PGresult *res, void *arg)
 	if (cJSON_IsNumber(eid) && eid->valuedouble >= 0) {
 		/* NVSentinel's own {timestamp, eventID}. */
 		snprintf(id, sizeof(id), "%.0f", eid->valuedouble);
+		q->event_id = strtoull(id, NULL, 10);
 		params[0] = id;
 		if (pgconn_query_kind(pc, "position_event", event_pos_sql, 1, params, event_pos_cb, q) == 0) {
 			cJSON_Delete(j);
@@ -867,8 +978,10 @@ int relay_load_position(Relay *r, const char *consumer, relay_pos_cb cb, void *a
 	q->r = r;
 	q->cb = cb;
 	q->arg = arg;
+	q->consumer = strdup(consumer);         /* for the log line; NULL is fine */
 	if (pgconn_query_kind(r->main, "position_load", "SELECT resume_token::text FROM resume_tokens WHERE client_name = $1",
 			 1, params, load_cb, q) < 0) {
+		free(q->consumer);
 		free(q);
 		return -ENOTCONN;
 	}
