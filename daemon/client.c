@@ -45,6 +45,7 @@
 #include <openssl/ssl.h>
 
 #include "client.h"
+#include "count.h"
 #include "filter.h"
 #include "frame.h"
 #include "hub.h"
@@ -752,6 +753,14 @@ void client_close_all(const char *reason)
 	}
 }
 
+Client *client_find(uint64_t id)
+{
+	for (Client *c = clients; c; c = c->next)
+		if (c->id == id && !c->closing)
+			return c;
+	return NULL;
+}
+
 void client_free_all(void)
 {
 	while (clients)
@@ -1130,9 +1139,11 @@ static void dispatch(Client *c, const char *line, size_t len)
 		op_unwatch(c, m);
 	} else if (strcmp(op->valuestring, "ping") == 0) {
 		client_send(c, "{\"op\":\"pong\"}\n", 14);
+	} else if (strcmp(op->valuestring, "count") == 0) {
+		count_op(c, c->env.hub, m);
 	} else {
 		client_send_error(c, -1, ERR_COMMAND_NOT_FOUND, "CommandNotFound",
-				  "unknown op; expected hello, watch, ack, unwatch or ping", NULL);
+				  "unknown op; expected hello, watch, ack, unwatch, ping or count", NULL);
 	}
 	cJSON_Delete(m);
 }

@@ -78,6 +78,9 @@ Client *client_new(const struct client_env *env, int fd, const char *peer, const
 void client_refuse(Client *c, enum client_refusal why, int code, const char *name, const char *msg);
 
 uint64_t client_id(const Client *c);
+/* The open (not closing) client with that id, or NULL: for answers that
+ * arrive after the client may have gone. */
+Client *client_find(uint64_t id);
 /* Bytes queued and not yet written to the socket. */
 size_t client_pending(const Client *c);
 /* Asks for hub_client_writable as soon as fewer than bytes are queued

@@ -443,6 +443,11 @@ void hub_set_relay(Hub *h, struct relay *r)
 	h->relay = r;
 }
 
+struct relay *hub_relay(Hub *h)
+{
+	return h->relay;
+}
+
 void hub_set_head(Hub *h, const struct token *head)
 {
 	if (!h->have_head) {

@@ -38,6 +38,7 @@ struct watch_req {
 Hub *hub_new(struct ev_loop *loop, const struct conf_values *cv);
 void hub_free(Hub *h);
 void hub_set_relay(Hub *h, struct relay *r);
+struct relay *hub_relay(Hub *h);
 
 /* The live stream: start position once known, then events and head moves. */
 void hub_set_head(Hub *h, const struct token *head);
