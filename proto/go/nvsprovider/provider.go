@@ -477,6 +477,14 @@ func (w *Watcher) forward(ctx context.Context, rw *nvsrelay.Watcher) error {
 		}
 		id := changelogID(ev.Token)
 		out := EventWithToken{Event: m, ResumeToken: []byte(id)}
+		// Known before it is handed over, so the component may use its
+		// token the moment it has the event.
+		w.mu.Lock()
+		if _, seen := w.tokens[id]; !seen {
+			w.order = append(w.order, handed{id, ev.Token})
+		}
+		w.tokens[id] = ev.Token
+		w.mu.Unlock()
 		select {
 		case w.dsEvents <- out:
 		case w.clEvents <- &Event{data: m, token: out.ResumeToken}:
@@ -484,10 +492,6 @@ func (w *Watcher) forward(ctx context.Context, rw *nvsrelay.Watcher) error {
 			return nil
 		}
 		w.mu.Lock()
-		if _, seen := w.tokens[id]; !seen {
-			w.order = append(w.order, handed{id, ev.Token})
-		}
-		w.tokens[id] = ev.Token
 		w.last = ev.Token
 		if ct, ok := m["clusterTime"].(time.Time); ok && ct.After(w.lagRead) {
 			w.lagRead = ct
