@@ -108,6 +108,22 @@ for my $t (qw(TestComponents TestEventMapsFromRelay TestUnprocessedCount TestMov
     is(($result{$t} // ['missing'])->[0], 'PASS', "$t ran and passed");
 }
 is(NvsTest::wait_code($status), 0, 'go test passed') or diag($text);
+
+# The NVSentinel patch carries a copy of the client and the provider: it must
+# be this one (proto/go/nvsentinel/mkpatch.sh refreshes it).
+my ($patch) = glob("$NvsTest::ROOT/proto/go/nvsentinel/0001-*.patch");
+my (%added, $file);
+for (split /\n/, NvsTest::slurp($patch)) {
+    if (/^\+\+\+ b\/(\S+)/) { $file = $1; next }
+    if (/^diff --git /) { undef $file; next }
+    $added{$file} .= substr($_, 1) . "\n" if defined $file && /^\+/;
+}
+for my $f (qw(nvsrelay.go nvsprovider/provider.go nvsprovider/event.go nvsprovider/pipeline.go)) {
+    my $want = NvsTest::slurp("$NvsTest::ROOT/proto/go/$f");
+    $want =~ s{"nvsrelay\.local/nvsrelay"}{"github.com/nvidia/nvsentinel/store-client/pkg/nvsrelay"}g;
+    ok(defined $added{"store-client/pkg/nvsrelay/$f"} && $added{"store-client/pkg/nvsrelay/$f"} eq $want,
+        "the patch's copy of $f is current");
+}
 ok($restarts >= 1, "the daemon was restarted for TestComponents ($restarts)")
     if ($result{TestComponents} // [''])->[0] eq 'PASS';
 is($d->stop, 0, 'daemon exits 0');
