@@ -43,6 +43,43 @@ my $pidfile = "$dir/daemon.pid";
 sub write_pid { open(my $f, '>', "$pidfile.tmp") or die $!; print $f $d->pid, "\n"; close $f; rename "$pidfile.tmp", $pidfile or die $! }
 write_pid();
 
+# --- the count request, on the wire ----------------------------------------
+{
+    my $dbh = $pg->dbh();
+    my $c = NvsTest::Client->connect($sock);
+    my $gen = $c->hello('t84')->{generation};
+    $c->watch(table => 'health_events');
+    my $start = $c->recv_op('bookmark', 10)->{token};
+    my @ids = map { NvsTest::insert_health_event($dbh, node => "count-$_") } 1 .. 3;
+    my $ev = $c->events(3, 10);
+    is(scalar @$ev, 3, 'count: three changes written');
+    my ($first) = $dbh->selectrow_array(q{SELECT id FROM datastore_changelog WHERE record_id = ?}, undef, $ids[0]);
+    $c->send({ op => 'count', table => 'HealthEvents', after => $ev->[0]{event}{_id}, id => 7 });
+    my $r = $c->recv_op('count', 10);
+    my ($sql) = $dbh->selectrow_array(q{SELECT count(*) FROM datastore_changelog WHERE table_name = 'health_events' AND id > ?}, undef, $first);
+    is_deeply([ $r->{id}, $r->{count} ], [ 7, $sql ], "count after the first event: $sql, as SQL counts, with the request's id");
+    $c->send({ op => 'count', table => 'health_events', after => $start });
+    is($c->recv_op('count', 10)->{count}, $sql + 1, 'count after the watch\'s start (a batch end): all three');
+    $c->send({ op => 'count', table => 'maintenance_events', after => $start });
+    is($c->recv_op('count', 10)->{count}, 0, 'count of another table: 0');
+    my %bad = (
+        'unknown table'    => [ { table => 'nope', after => $start }, 73 ],
+        'malformed token'  => [ { table => 'health_events', after => { _data => 'abc' } }, 280 ],
+        'no token'         => [ { table => 'health_events' }, 280 ],
+        'other generation' => [ { table => 'health_events', after => { _data => sprintf('%08x', hex($gen) ^ 1) . ('0' x 32) } }, 286 ],
+        'unknown field'    => [ { table => 'health_events', after => $start, sid => 1 }, 40415 ],
+        'bad id'           => [ { table => 'health_events', after => $start, id => 'x' }, 14 ],
+    );
+    for my $k (sort keys %bad) {
+        $c->send({ op => 'count', %{ $bad{$k}[0] } });
+        my $e = $c->recv_op([ 'error', 'count' ], 10) // {};
+        is($e->{code}, $bad{$k}[1], "count with $k: error $bad{$k}[1]") or diag(explain($e));
+    }
+    $c->ping;
+    ok($c->recv_op('pong', 10), 'the connection stays usable after refused counts');
+    $c->close;
+}
+
 my %env = (
     %{ $pg->pgenv },
     NVSRELAY_TEST_SOCKET  => $sock,
