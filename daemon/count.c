@@ -7,7 +7,7 @@
  * lower id than that (a transaction that ran across it) is not counted, and
  * the subscription's pipeline is not applied: the answer is what
  * NVSentinel's own watcher counted (rows after the id), for a gauge, capped
- * at COUNT_CAP so a huge backlog stays one cheap index range scan.
+ * at one million (the LIMIT) so a huge backlog stays one bounded range scan.
  *
  * The reply goes to the client by id, so a client gone before PostgreSQL
  * answered is simply not found.
@@ -22,8 +22,6 @@
 #include "hub.h"
 #include "pgconn.h"
 #include "relay.h"
-
-#define COUNT_CAP 1000000       /* the LIMIT in count_sql */
 
 struct count_req {
 	uint64_t client;
