@@ -637,7 +637,8 @@ func TestEventMapsFromRelay(t *testing.T) {
 // after an event, the same figure NVSentinel's watcher computed in SQL.
 func TestUnprocessedCount(t *testing.T) {
 	o := relayOrSkip(t)
-	w := newWatcher(t, o, uniq("count-"), production["ProcessableHealthEventInserts"])
+	name := uniq("count-")
+	w := newWatcher(t, o, name, production["ProcessableHealthEventInserts"])
 	cw := w.Unwrap()
 	cw.Start(context.Background())
 	defer cw.Close(context.Background())
@@ -676,6 +677,23 @@ func TestUnprocessedCount(t *testing.T) {
 			t.Fatalf("count at the current position = %d, %v; SQL after the last event says %s", n, err, want)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	// An empty token acknowledges the current position: the stored eventID
+	// reaches the last event handed over.
+	if err := cw.MarkProcessed(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	lastID, _ := strconv.ParseInt(last, 10, 64)
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		st, _ := strconv.ParseInt(mustPsql(t, "SELECT coalesce(resume_token->>'eventID', '0') FROM resume_tokens WHERE client_name = "+sqlQuote(name)), 10, 64)
+		if st >= lastID {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stored eventID %d after MarkProcessed(empty), want at least %d", st, lastID)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
