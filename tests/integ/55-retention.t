@@ -71,7 +71,18 @@ my $c = NvsTest::Client->connect($d->socket);
 $c->watch(resumeAfter => $ev->[0]{event}{_id});
 my $e = $c->recv_op('error', 10);
 is($e->{code}, 286, 'a pruned position gets ChangeStreamHistoryLost');
-like($e->{message}, qr/oldest available position is \{"_data":"[0-9a-f]{40}"\}/, '... naming the oldest position');
+like($e->{message}, qr/oldest available position is \{"_data":"([0-9a-f]{40})"\}/, '... naming the oldest position');
+my ($oldest) = $e->{message} =~ /"_data":"([0-9a-f]{40})"/;
+# The same loss through NVSentinel's position format: rows after that eventID
+# were pruned by the relay, not by NVSentinel's cleanup.
+$c->watch(sid => 2, resumeAfter => { timestamp => '2026-11-25T10:00:00Z', eventID => hex substr($ev->[0]{event}{_id}{_data}, 24, 16) });
+$e = $c->recv_op('error', 10);
+is($e->{code}, 286, 'an NVSentinel eventID whose successors the relay pruned: still 286');
+like($e->{message}, qr/NVSentinel position \(eventID \d+\).*oldest available position/, '... naming the oldest position');
+# eventID 0 is "from the start of what is retained": the oldest position.
+$c->watch(sid => 3, resumeAfter => { eventID => 0 });
+my $b = $c->recv_op([ 'bookmark', 'error' ], 10) // {};
+is(($b->{token} // {})->{_data}, $oldest, 'eventID 0 starts at the oldest available position');
 
 # An idle consumer no longer holds retention; an NVSentinel watcher does.
 my ($tok) = $fe->[0]{event}{_id}{_data};
