@@ -570,6 +570,18 @@ static void take_over(Hub *h, struct sub *s)
 		if (next && next->state == SUB_DEAD)
 			next = h->subs;
 	}
+	/* A holder that has just left may still be writing its last position
+	 * (a component restarting right after its last ack): the load of the
+	 * stored one can overtake that write, so start no earlier either. */
+	for (o = h->dead; o; o = o->next) {
+		if (o->saving && o->consumer && strcmp(o->consumer, s->consumer) == 0) {
+			struct token done = durable_pos(o);
+			if (!s->fenced || token_cmp(&done, &s->fence) > 0) {
+				s->fence = done;
+				s->fenced = true;
+			}
+		}
+	}
 }
 
 int hub_watch(Hub *h, Client *c, const struct watch_req *req)
