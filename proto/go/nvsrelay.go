@@ -864,9 +864,32 @@ func (w *Watcher) finish(s *session) {
 	w.setCur(nil)
 	if w.ctx.Err() != nil && w.opts.Consumer != "" {
 		s.conn.SetDeadline(time.Now().Add(2 * time.Second))
-		w.sendAck(s)
+		if w.sendAck(s) == nil {
+			leave(s)
+		}
 	}
 	s.conn.Close()
+}
+
+// leave ends the subscription and waits (bounded by the connection's
+// deadline) until the daemon has read everything before: a watcher for the
+// same consumer opened right after Close, as a restarting component does,
+// then starts after the last acknowledgement rather than racing it.
+func leave(s *session) {
+	if s.send([]byte(fmt.Sprintf(`{"op":"unwatch","sid":%d}`+"\n", sid))) != nil ||
+		s.send([]byte(`{"op":"ping"}`+"\n")) != nil {
+		return
+	}
+	for {
+		f, err := s.next()
+		var pe *protocolError
+		if errors.As(err, &pe) {
+			continue // the rest of a frame cut short when Close interrupted the read
+		}
+		if err != nil || f.Op == "pong" {
+			return
+		}
+	}
 }
 
 // Count asks the daemon how many changes of table lie after the position

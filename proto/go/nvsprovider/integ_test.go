@@ -217,12 +217,27 @@ func (r *recorder) snapshot() ([]string, error) {
 	return append([]string(nil), r.ids...), r.err
 }
 
+// connected waits until the watcher has a subscription (Start returns
+// after the first attempt, which a slow relay may not have answered).
+func connected(t *testing.T, w *Watcher) {
+	deadline := time.Now().Add(waitFor)
+	for {
+		w.mu.Lock()
+		ok := w.rw != nil
+		w.mu.Unlock()
+		if ok || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 type component struct {
 	name     string
 	pipeline interface{}
 	kinds    []string
 	// run drives the provider the way the component does until ctx ends.
-	run func(ctx context.Context, t *testing.T, o Options, rec *recorder)
+	run func(ctx context.Context, t *testing.T, o Options, rec *recorder, ready func())
 	rec recorder
 	// wantIDs: what it should have been handed.
 	wantIDs []string
@@ -232,10 +247,12 @@ type component struct {
 
 // fault-quarantine: Unwrap, then every event is marked processed, also
 // when handling it failed; a failed MarkProcessed stops the pod.
-func runFaultQuarantine(ctx context.Context, t *testing.T, o Options, rec *recorder) {
+func runFaultQuarantine(ctx context.Context, t *testing.T, o Options, rec *recorder, ready func()) {
 	w := newWatcher(t, o, "fault-quarantine", production["ProcessableHealthEventInserts"])
 	cw := w.Unwrap()
 	cw.Start(ctx)
+	connected(t, w)
+	ready()
 	defer cw.Close(context.Background())
 	// Foreign and malformed positions are refused; the stream goes on.
 	for _, bad := range []string{"abc", "12", "1eaa650c00000000000000050000000000000088", "-1"} {
@@ -272,10 +289,12 @@ func runFaultQuarantine(ctx context.Context, t *testing.T, o Options, rec *recor
 
 // node-drainer: Unwrap; marks processed only after preprocessing succeeded,
 // logs a failure and goes on without marking.
-func runNodeDrainer(ctx context.Context, t *testing.T, o Options, rec *recorder) {
+func runNodeDrainer(ctx context.Context, t *testing.T, o Options, rec *recorder, ready func()) {
 	w := newWatcher(t, o, "node-drainer", production["NodeQuarantineStatus"])
 	cw := w.Unwrap()
 	cw.Start(ctx)
+	connected(t, w)
+	ready()
 	defer cw.Close(context.Background())
 	n := 0
 	for ev := range cw.Events() {
@@ -301,9 +320,11 @@ func runNodeDrainer(ctx context.Context, t *testing.T, o Options, rec *recorder)
 // fault-remediation: the datastore view's maps; a work queue marks events
 // processed after reconciling them, skipping empty tokens, not always in
 // order (here every pair is acknowledged newer first).
-func runFaultRemediation(ctx context.Context, t *testing.T, o Options, rec *recorder) {
+func runFaultRemediation(ctx context.Context, t *testing.T, o Options, rec *recorder, ready func()) {
 	w := newWatcher(t, o, "fault-remediation", production["QuarantinedAndDrainedNodes"])
 	w.Start(ctx)
+	connected(t, w)
+	ready()
 	defer w.Close(context.Background())
 	safeMark := func(tok []byte) {
 		if len(tok) == 0 {
@@ -349,12 +370,16 @@ func runFaultRemediation(ctx context.Context, t *testing.T, o Options, rec *reco
 // health-events-analyzer: Unwrap into an event processor with
 // MarkProcessedOnError false: a failed event is not marked and the
 // processor stops; the pod restarts and the event comes again.
-func runAnalyzer(ctx context.Context, t *testing.T, o Options, rec *recorder) {
+func runAnalyzer(ctx context.Context, t *testing.T, o Options, rec *recorder, ready func()) {
 	n := 0
 	for ctx.Err() == nil {
 		w := newWatcher(t, o, "health-events-analyzer", production["ProcessableNonFatalUnhealthyInserts"])
 		cw := w.Unwrap()
 		cw.Start(ctx)
+		connected(t, w)
+		if n == 0 {
+			ready()
+		}
 		stopped := false
 		for ev := range cw.Events() {
 			id, _ := ev.GetDocumentID()
@@ -380,10 +405,12 @@ func runAnalyzer(ctx context.Context, t *testing.T, o Options, rec *recorder) {
 
 // event-exporter: a worker pool finishes events in any order; the token of
 // the highest contiguous finished event is marked processed.
-func runExporter(ctx context.Context, t *testing.T, o Options, rec *recorder) {
+func runExporter(ctx context.Context, t *testing.T, o Options, rec *recorder, ready func()) {
 	w := newWatcher(t, o, "event-exporter", production["AllHealthEventInserts"])
 	cw := w.Unwrap()
 	cw.Start(ctx)
+	connected(t, w)
+	ready()
 	defer cw.Close(context.Background())
 	var batch []ClientEvent
 	flush := func() {
@@ -468,21 +495,25 @@ func TestComponents(t *testing.T) {
 			"insert by the analyzer"}, run: runExporter},
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
+	var wg, started sync.WaitGroup
 	for _, c := range comps {
 		c := c
 		wg.Add(1)
+		started.Add(1)
 		go func() {
 			defer wg.Done()
-			c.run(ctx, t, o, &c.rec)
+			var once sync.Once
+			ready := func() { once.Do(started.Done) }
+			defer ready() // also when the driver gives up early
+			c.run(ctx, t, o, &c.rec, ready)
 		}()
 	}
 	defer func() {
 		cancel()
 		wg.Wait()
 	}()
-	// Start returns once connected: from here every change is theirs.
-	time.Sleep(500 * time.Millisecond)
+	// Every component is subscribed: from here every change is theirs.
+	started.Wait()
 
 	wr := &writer{t: t}
 	tag := uniq("cs")
