@@ -67,6 +67,11 @@ $slow->ack(1, $rest->[-1]{event}{_id});
 # A pruned position: 286 naming the oldest available one.
 ok(wait_until(sub { count('datastore_changelog') == 0 }, 15), 'everything acknowledged is pruned');
 ok(wait_until(sub { ($dbh->selectrow_array('SELECT min(tick_id) FROM nvsrelay.tick'))[0] > 3 }, 10), 'old ticks pruned');
+# Ticks written once the changelog is empty still bound every id seen.
+my ($t_empty) = $dbh->selectrow_array('SELECT max(tick_id) FROM nvsrelay.tick');
+ok(wait_until(sub { ($dbh->selectrow_array('SELECT max(tick_id) FROM nvsrelay.tick'))[0] > $t_empty + 1 }, 10), 'ticks go on with an empty changelog');
+my ($newest_max) = $dbh->selectrow_array('SELECT max_id FROM nvsrelay.tick ORDER BY tick_id DESC LIMIT 1');
+cmp_ok($newest_max, '>=', hex substr($fe->[-1]{event}{_id}{_data}, 24, 16), '... and their max_id does not fall back to 0');
 my $c = NvsTest::Client->connect($d->socket);
 $c->watch(resumeAfter => $ev->[0]{event}{_id});
 my $e = $c->recv_op('error', 10);
