@@ -114,11 +114,15 @@ static void tick_done(PgConn *pc, PGresult *res, void *arg)
 static void do_tick(Ticker *t)
 {
 	/* max(tick_id) + 1 inside the INSERT: only the lock holder writes, and
-	 * its statements are serial, so ids are consecutive. */
+	 * its statements are serial, so ids are consecutive.  max_id never
+	 * goes down, also when pruning emptied the changelog: it bounds every
+	 * id the ticks have seen, which resolving an NVSentinel eventID whose
+	 * row is gone (relay.c) and the eventID of a batch-end position rely on. */
 	static const char sql[] =
 		"INSERT INTO nvsrelay.tick (tick_id, snap, max_id) "
 		"SELECT coalesce((SELECT max(tick_id) FROM nvsrelay.tick), 0) + 1, pg_current_snapshot(), "
-		"coalesce((SELECT max(id) FROM datastore_changelog), 0) "
+		"greatest(coalesce((SELECT max(id) FROM datastore_changelog), 0),"
+		" coalesce((SELECT max_id FROM nvsrelay.tick ORDER BY tick_id DESC LIMIT 1), 0)) "
 		"RETURNING tick_id, snap::text";
 
 	if (t->busy || !t->leader)
