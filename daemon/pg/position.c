@@ -1,8 +1,9 @@
 /*
  * position.c - positions kept in and looked up from PostgreSQL: a durable
  * consumer's row in resume_tokens (read, and written without ever moving a
- * stored token backwards), the position after an NVSentinel eventID, and
- * the position at a time (startAtOperationTime).  relay.c calls these on
+ * stored token backwards), the position after an NVSentinel eventID, the
+ * position at a time (startAtOperationTime), and the count of a table's
+ * changes after a position (the "count" request).  relay.c calls these on
  * its main connection when the hub asks its source (source.h) for them, and
  * uses position_oldest_msg for catch-up reads past the retained history.
  */
@@ -307,6 +308,63 @@ int position_save(PgConn *pc, const char *consumer, const struct token *pos, sou
 	params[3] = pos->tick > INT64_MAX ? NULL : tick;
 	if (pgconn_query_prep(pc, "position_save", save_sql, 4, params, save_cb, q) < 0) {
 		free(q->consumer);
+		free(q);
+		return -ENOTCONN;
+	}
+	return 0;
+}
+
+/*
+ * The "count" request: the table's changelog rows with an id above the
+ * position's, its own id inside a batch or, at a batch end, the highest id
+ * its tick had seen.  A row committed after the position with a lower id
+ * (a transaction that ran across it) is not counted and no pipeline is
+ * applied: the figure NVSentinel's own watcher gave, for a gauge, capped at
+ * one million (the LIMIT) so that a huge backlog stays one bounded range
+ * scan.
+ */
+static const char count_sql[] =
+	"SELECT count(*) FROM (SELECT 1 FROM datastore_changelog c WHERE c.table_name = $1::text"
+	" AND c.id > CASE WHEN $3::boolean"
+	"  THEN coalesce((SELECT max_id FROM nvsrelay.tick WHERE tick_id <= $2::bigint"
+	"   ORDER BY tick_id DESC LIMIT 1), 0)"
+	"  ELSE $4::bigint END"
+	" LIMIT 1000000) x";
+
+struct count_req {
+	source_count_cb cb;
+	void *arg;
+};
+
+static void count_cb(PgConn *pc, PGresult *res, void *arg)
+{
+	struct count_req *q = arg;
+
+	(void)pc;
+	if (res && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+		q->cb(q->arg, 0, strtoull(PQgetvalue(res, 0, 0), NULL, 10), NULL);
+	else
+		q->cb(q->arg, -EIO, 0, "count: PostgreSQL unavailable, retry");
+	free(q);
+}
+
+int position_count(PgConn *pc, const char *table, const struct token *pos, source_count_cb cb, void *arg)
+{
+	char tick[24], id[24];
+	const char *params[4] = { table, tick, pos->id == TOKEN_ID_END ? "true" : "false", id };
+	struct count_req *q;
+
+	if (!pgconn_is_up(pc))
+		return -ENOTCONN;
+	if (!(q = calloc(1, sizeof(*q))))
+		return -ENOMEM;
+	q->cb = cb;
+	q->arg = arg;
+	/* No tick or row has an id past INT64_MAX: such a position lies
+	 * after every change. */
+	snprintf(tick, sizeof(tick), "%" PRIu64, pos->tick > INT64_MAX ? (uint64_t)INT64_MAX : pos->tick);
+	snprintf(id, sizeof(id), "%" PRIu64, pos->id == TOKEN_ID_END ? 0 : pos->id > INT64_MAX ? (uint64_t)INT64_MAX : pos->id);
+	if (pgconn_query_kind(pc, "count", count_sql, 4, params, count_cb, q) < 0) {
 		free(q);
 		return -ENOTCONN;
 	}

@@ -1,9 +1,10 @@
 /*
  * position.h - positions kept in and looked up from PostgreSQL: durable
  * consumer positions in resume_tokens, the position after an NVSentinel
- * eventID and the position at a time.  relay.c calls these on its main
- * connection for the hub's source ops (source.h); they answer as the ops
- * do, and stamp found positions with generation gen.
+ * eventID and the position at a time; the count of a table's changes after a position.
+ * relay.c calls these on its main connection for the hub's source ops
+ * (source.h); they answer as the ops do, and stamp found positions with
+ * generation gen.
  */
 #ifndef NVSRELAY_POSITION_H
 #define NVSRELAY_POSITION_H
@@ -23,6 +24,10 @@ int position_of_event(PgConn *pc, uint32_t gen, uint64_t event_id, source_pos_cb
 int position_at_time(PgConn *pc, uint32_t gen, const char *rfc3339, source_pos_cb cb, void *arg);
 /* Whether pos's tick is written (source_ops.position_exists). */
 int position_exists(PgConn *pc, const struct token *pos, source_pos_cb cb, void *arg);
+
+/* How many changes of table (its changelog name) lie after pos, at most
+ * 1,000,000 (source_ops.count_after). */
+int position_count(PgConn *pc, const char *table, const struct token *pos, source_count_cb cb, void *arg);
 
 /* The message for a position older than the retained history, naming the
  * oldest position left (min_tick, NULL or "" when the history is empty). */

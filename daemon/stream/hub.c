@@ -372,6 +372,7 @@ void hub_free(Hub *h)
 	while (h->subs)
 		sub_kill(h->subs);
 	reap(h, true);
+	hub_count_free_all(h);
 	for (i = 0; i < h->count; i++)
 		event_unref(hub_ring_at(h, i));
 	free(h->ring);
@@ -722,6 +723,7 @@ void hub_client_gone(Hub *h, Client *c)
 		if (s->client == c)
 			sub_kill(s);
 	}
+	hub_count_client_gone(h, c);
 }
 
 void hub_client_error(Hub *h, Client *c, int code, const char *msg)
