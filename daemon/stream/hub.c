@@ -548,6 +548,19 @@ static void take_over(Hub *h, struct sub *s)
 		if (next && next->state == SUB_DEAD)
 			next = h->subs;
 	}
+	/* A holder that has just left may still be writing its last position
+	 * (a component restarting right after its last ack): the load of the
+	 * stored one could overtake that write, so start no earlier either.
+	 * Standbys never write, so only former holders fence. */
+	for (o = h->dead; o; o = o->next) {
+		if (o->saving && o->consumer && strcmp(o->consumer, s->consumer) == 0) {
+			struct token done = hub_durable_pos(o);
+			if (!s->fenced || token_cmp(&done, &s->fence) > 0) {
+				s->fence = done;
+				s->fenced = true;
+			}
+		}
+	}
 }
 
 /* The consumer's holder, other than s: a live subscription that is no standby. */

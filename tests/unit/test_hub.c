@@ -1120,6 +1120,46 @@ static void test_takeover_stored_ahead(void **state)
 	client_drop(b);
 }
 
+/* A holder that leaves right after its last ack is still writing that
+ * position when the same consumer subscribes again: the newcomer's load
+ * can read the older stored one, and must not start before the ack (it
+ * would get the acknowledged events again). */
+static void test_takeover_dead_saving(void **state)
+{
+	Client *a = client_make(1, 100), *b = client_make(2, 100);
+	struct watch_req ra = watch_req(3, TABLE_HEALTH_EVENTS), rb = watch_req(4, TABLE_HEALTH_EVENTS);
+	struct token acked = { 0, 0, 0 }, stored;
+	int n = 0;
+
+	(void)state;
+	world_new(64, 8);
+	produce(2, 0);
+	ra.consumer = rb.consumer = "gpu-health";
+	assert_int_equal(hub_watch(hub, a, &ra), 0);
+	answer_all();
+	stored = fk.stored;
+	produce(8, 0);
+	for (size_t i = 0; i < a->nf; i++)
+		if (a->f[i].kind == F_EVENT && ++n == 3)
+			acked = a->f[i].pos;
+	assert_int_equal(hub_ack(hub, a, 3, &acked), 0);
+	a->closed = true;
+	hub_client_gone(hub, a);
+	assert_int_equal(owed(R_SAVE), 1);   /* its last write, in flight */
+
+	assert_int_equal(hub_watch(hub, b, &rb), 0);
+	assert_true(answer_one(R_LOAD));     /* overtakes the write: the older position */
+	assert_int_equal(token_cmp(&fk.stored, &stored), 0);
+	assert_true(token_cmp(&stored, &acked) < 0);
+	assert_int_equal(b->f[0].kind, F_BOOKMARK);
+	assert_int_equal(token_cmp(&b->f[0].pos, &acked), 0);
+	assert_stream(b, 4, TABLE_HEALTH_EVENTS, false, &acked);
+	answer_all();
+	world_free();
+	client_drop(a);
+	client_drop(b);
+}
+
 /* ---- count requests ---------------------------------------------------------- */
 
 /* Answered from the source with the request's id; an answer for a client
@@ -1365,6 +1405,7 @@ int main(void)
 		cmocka_unit_test(test_drop_during_pump),
 		cmocka_unit_test(test_takeover),
 		cmocka_unit_test(test_takeover_stored_ahead),
+		cmocka_unit_test(test_takeover_dead_saving),
 		cmocka_unit_test(test_count),
 		cmocka_unit_test(test_resume_beyond_head),
 		cmocka_unit_test(test_ack_only_sent),
