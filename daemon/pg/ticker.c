@@ -114,10 +114,7 @@ static void tick_done(PgConn *pc, PGresult *res, void *arg)
 static void do_tick(Ticker *t)
 {
 	/* max(tick_id) + 1 inside the INSERT: only the lock holder writes, and
-	 * its statements are serial, so ids are consecutive.  max_id never
-	 * goes down, also when pruning emptied the changelog: it bounds every
-	 * id the ticks have seen, which resolving an NVSentinel eventID whose
-	 * row is gone (relay.c) and the eventID of a batch-end position rely on. */
+	 * its statements are serial, so ids are consecutive. */
 	static const char sql[] =
 		"INSERT INTO nvsrelay.tick (tick_id, snap, max_id) "
 		"SELECT coalesce((SELECT max(tick_id) FROM nvsrelay.tick), 0) + 1, pg_current_snapshot(), "
