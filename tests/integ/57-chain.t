@@ -271,6 +271,19 @@ ok(defined $stored && $stored ge $last, "n1's consumer dur is stored upstream as
     $c->close;
 }
 
+# A node relay has no changelog to count: count is refused, clearly, and
+# the connection goes on (PROTOCOL.md, count).
+{
+    my $c = NvsTest::Client->connect($nodes[1]->socket);
+    $c->send({ op => 'count', table => 'health_events', after => { _data => $subs[0]{got}[0] }, id => 1 });
+    my $e = $c->recv_op([ 'error', 'count' ], 10 * $slow) // {};
+    is($e->{code}, 59, 'count on a node relay: 59 CommandNotFound') or diag(explain($e));
+    like($e->{message} // '', qr/not served by a node relay/, 'the message says why');
+    $c->ping;
+    ok($c->recv_op('pong', 10), 'the connection stays usable');
+    $c->close;
+}
+
 is(stable_sessions(), $upsess, "still only the upstreams' sessions on PostgreSQL ($upsess)");
 for my $i (0, 1) { is($nodes[$i]->stop(20), 0, 'node n' . ($i + 1) . ' stops cleanly') }
 is($up->stop(20), 0, 'the upstream stops cleanly');
