@@ -345,5 +345,6 @@ int request_decode(const cJSON *m, struct request *req, struct request_error *er
 	case REQUEST_NONE:
 		break;
 	}
-	return fail(err, -1, ERR_COMMAND_NOT_FOUND, "unknown op; expected hello, watch, ack, unwatch, ping, count, position or store");
+	return fail(err, -1, ERR_COMMAND_NOT_FOUND,
+		    "unknown op; expected hello, watch, ack, unwatch, ping, count, position or store");
 }

@@ -468,7 +468,8 @@ int position_count(PgConn *pc, const char *table, const struct token *pos, sourc
 	/* No tick or row has an id past INT64_MAX: such a position lies
 	 * after every change. */
 	snprintf(tick, sizeof(tick), "%" PRIu64, pos->tick > INT64_MAX ? (uint64_t)INT64_MAX : pos->tick);
-	snprintf(id, sizeof(id), "%" PRIu64, pos->id == TOKEN_ID_END ? 0 : pos->id > INT64_MAX ? (uint64_t)INT64_MAX : pos->id);
+	snprintf(id, sizeof(id), "%" PRIu64,
+		 pos->id == TOKEN_ID_END ? 0 : pos->id > INT64_MAX ? (uint64_t)INT64_MAX : pos->id);
 	if (pgconn_query_kind(pc, "count", count_sql, 4, params, count_cb, q) < 0) {
 		free(q);
 		return -ENOTCONN;

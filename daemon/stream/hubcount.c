@@ -5,6 +5,10 @@
  * hub_count; the figure comes from the source's count_after (source.h), the
  * answer goes back to the client.
  *
+ * Each request is one statement on the connection the live stream reads
+ * from, so how many wait at once is bounded, per connection and in all: a
+ * client looping on count must not delay every subscriber's events.
+ *
  * A request touches no subscription.  It outlives nothing: when its client
  * goes (hub_count_client_gone) or the hub is freed, the answer is dropped,
  * but the request stays allocated until the source's callback, which runs
@@ -20,6 +24,9 @@
 #include "hub.h"
 #include "hubsub.h"
 #include "source.h"
+
+#define COUNT_PER_CLIENT 16
+#define COUNT_TOTAL 256
 
 struct hub_count {
 	struct hub_count *next, *prev;
@@ -64,6 +71,7 @@ void hub_count(Hub *h, Client *c, long long id, enum event_table table, const st
 {
 	struct hub_count *q;
 	char msg[160];
+	size_t mine = 0, all = 0;
 
 	if (!h->have_head || !h->src) {
 		client_send_error(c, -1, ERR_HOST_UNREACHABLE, "count: not ready: PostgreSQL not reached yet", NULL);
@@ -80,6 +88,16 @@ void hub_count(Hub *h, Client *c, long long id, enum event_table table, const st
 			 "count: the position belongs to another database or changelog generation (this one is %08x)",
 			 (unsigned)h->head.gen);
 		client_send_error(c, -1, ERR_HISTORY_LOST, msg, NULL);
+		return;
+	}
+	for (q = h->counts; q; q = q->next) {
+		all++;
+		mine += q->client == c;
+	}
+	if (mine >= COUNT_PER_CLIENT || all >= COUNT_TOTAL) {
+		snprintf(msg, sizeof(msg), "count: too many count requests waiting (%d on a connection, %d in all); retry"
+			 " after the answers", COUNT_PER_CLIENT, COUNT_TOTAL);
+		client_send_error(c, -1, ERR_EXCEEDED_LIMIT, msg, NULL);
 		return;
 	}
 	if (!(q = calloc(1, sizeof(*q)))) {

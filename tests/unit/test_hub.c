@@ -1167,8 +1167,9 @@ static void test_takeover_dead_saving(void **state)
  * that cannot count are refused at once, connection-level. */
 static void test_count(void **state)
 {
-	Client *a = client_make(1, 100), *b = client_make(2, 100);
+	Client *a = client_make(1, 100), *b = client_make(2, 100), *b2 = client_make(3, 100);
 	struct token pos, other;
+	size_t n;
 
 	(void)state;
 	world_new(64, 8);
@@ -1208,6 +1209,21 @@ static void test_count(void **state)
 	hub_count(hub, a, 10, TABLE_HEALTH_EVENTS, &pos);
 	assert_int_equal(a->f[a->nf - 1].code, ERR_HOST_UNREACHABLE);
 	fk.down = false;
+	/* At most 16 wait per connection: the 17th is refused, the others
+	 * answered; another connection is not affected. */
+	for (int i = 0; i < 17; i++)
+		hub_count(hub, a, 100 + i, TABLE_HEALTH_EVENTS, &pos);
+	assert_int_equal(owed(R_COUNT), 16);
+	assert_int_equal(a->f[a->nf - 1].kind, F_ERROR);
+	assert_int_equal(a->f[a->nf - 1].code, ERR_EXCEEDED_LIMIT);
+	hub_count(hub, b2, 1, TABLE_HEALTH_EVENTS, &pos);
+	assert_int_equal(owed(R_COUNT), 17);
+	n = a->nf;
+	answer_all();
+	assert_int_equal(a->nf, n + 16);
+	assert_int_equal(a->f[a->nf - 1].kind, F_COUNT);
+	assert_int_equal(a->f[a->nf - 1].sid, 115);
+	assert_int_equal(b2->f[b2->nf - 1].kind, F_COUNT);
 	/* Pending when the hub goes: the late answer reaches nobody. */
 	hub_count(hub, a, 11, TABLE_HEALTH_EVENTS, &pos);
 	a->closed = true;
@@ -1221,6 +1237,7 @@ static void test_count(void **state)
 	loop = NULL;
 	client_drop(a);
 	client_drop(b);
+	client_drop(b2);
 }
 
 /* ---- start positions, acks and standbys ------------------------------------ */
