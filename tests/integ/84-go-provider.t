@@ -77,6 +77,22 @@ write_pid();
     }
     $c->ping;
     ok($c->recv_op('pong', 10), 'the connection stays usable after refused counts');
+    # A burst in one write: at most 16 wait for PostgreSQL at once, the
+    # rest are refused with 24; every request gets exactly one answer.
+    $c->send_raw(join('', map { $NvsTest::JSON->encode({ op => 'count', table => 'health_events', after => $start, id => $_ }) . "\n" } 1 .. 40));
+    my %answered;
+    my ($refused, $wrong) = (0, 0);
+    while (keys(%answered) + $refused < 40) {
+        my $f = $c->recv_op([ 'error', 'count' ], 10) or last;
+        if ($f->{op} eq 'count') { $answered{ $f->{id} }++; $wrong++ if $f->{count} != $sql + 1 }
+        elsif ($f->{code} == 24) { $refused++ }
+        else { $wrong++; diag(explain($f)) }
+    }
+    is(keys(%answered) + $refused, 40, "a burst of 40 counts: 40 answers (" . keys(%answered) . " counts, $refused refused with 24)");
+    cmp_ok(scalar(keys %answered), '>=', 16, 'the first 16 of the burst are counted');
+    ok(!$wrong && !grep({ $_ != 1 } values %answered), 'each counted once, with the right figure');
+    $c->ping;
+    ok($c->recv_op('pong', 10), 'the connection stays usable after the burst');
     $c->close;
 }
 
