@@ -93,6 +93,15 @@ write_pid();
     ok(!$wrong && !grep({ $_ != 1 } values %answered), 'each counted once, with the right figure');
     $c->ping;
     ok($c->recv_op('pong', 10), 'the connection stays usable after the burst');
+    # Clients gone before their answers: the answers reach nobody.
+    for (1 .. 5) {
+        my $g = NvsTest::Client->connect($sock);
+        $g->send_raw(join('', map { $NvsTest::JSON->encode({ op => 'count', table => 'health_events', after => $start }) . "\n" } 1 .. 8));
+        $g->close;
+    }
+    $c->send({ op => 'count', table => 'health_events', after => $start, id => 99 });
+    my $late = $c->recv_op('count', 10) // {};
+    is_deeply([ $late->{id}, $late->{count} ], [ 99, $sql + 1 ], 'counts of clients that left are dropped; the next is answered');
     $c->close;
 }
 
