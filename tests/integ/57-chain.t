@@ -253,10 +253,15 @@ ok(defined $stored && $stored ge $last, "n1's consumer dur is stored upstream as
     my $c = NvsTest::Client->connect($nodes[0]->socket);
     $c->watch(sid => 2, consumer => 'dur');
     my $bm = $c->recv_op('bookmark', 10 * $slow);
-    is($bm && $bm->{token}{_data}, $stored, 'the consumer reconnects to n1 and resumes at its stored position');
+    # At the stored position, or further: n1 may still be writing the
+    # closed subscription's last position (it covers what it passed after
+    # its last ack), and a newcomer never starts before that (hub.c, take_over).
+    ok($bm && $bm->{token}{_data} ge $stored, 'the consumer reconnects to n1 and resumes at its stored position or later')
+        or diag('bookmark ' . ($bm ? $bm->{token}{_data} : 'none') . ", stored $stored");
     my $x = NvsTest::insert_health_event($dbh, node => 'chain-after');
     my $ev = $c->events(1, 10 * $slow, sid => 2);
     is(scalar @$ev, 1, 'and receives the next change');
+    ok(@$ev && $ev->[0]{event}{_id}{_data} gt $last, 'not one it had acknowledged');
     $c->close;
 }
 
