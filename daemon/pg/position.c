@@ -134,7 +134,9 @@ static int removed_pos(const struct pos_req *q, const PGresult *res, struct toke
  * loss: those are the ones visible in the oldest tick once older ticks were
  * dropped (tick 1, the history batch, still there means nothing was).
  * eventID 0 is NVSentinel's "nothing processed yet": from the start of what
- * is retained.
+ * is retained.  "Beyond every change" compares with the newest tick's
+ * max_id, which the ticker never lets go down: pruning may have emptied the
+ * changelog.
  */
 static void removed_pos_cb(PgConn *pc, PGresult *res, void *arg)
 {
