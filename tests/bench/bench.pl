@@ -47,10 +47,12 @@ $ENV{NVSRELAY_BUILD} = $opt{build};
 my %S = $opt{quick}
     ? (lat_secs => 0.5, lat_runs => 2, lat_drain => 1, rates => [ 100, 1000 ], capture_secs => 1, ooo_secs => 1,
        idle_secs => 2, drain_rows => 10000, drain_secs => 30, capture_rounds => 2, fan_total => 10000, fan_subs => [ 1, 10, 100, 1000 ],
-       restart_secs => 3, restart_rate => 100, catchup_conns => 1)
+       restart_secs => 3, restart_rate => 100, catchup_conns => 1, catchup_tick_rows => 3000, catchup_tick_rate => 1000,
+       relays => [ 1, 3 ], relays_rate => 100, relays_secs => 1)
     : (lat_secs => 30, lat_runs => 5, lat_drain => 5, rates => [ 100, 1000, 5000 ], capture_secs => 6, ooo_secs => 15,
        idle_secs => 60, drain_rows => 1000000, drain_secs => 120, capture_rounds => 3, fan_total => 2000000, fan_subs => [ 1, 10, 100, 1000 ],
-       restart_secs => 12, restart_rate => 200, catchup_conns => 1);
+       restart_secs => 12, restart_rate => 200, catchup_conns => 1, catchup_tick_rows => 600000, catchup_tick_rate => 5000,
+       relays => [ 1, 10, 50 ], relays_rate => 1000, relays_secs => 20);
 # BENCH_SECS and BENCH_RUNS: seconds per latency run and interleaved runs
 # per cell.  BENCH_SIZES="drain_rows=200000,idle_secs=10" overrides single
 # sizes.
@@ -1014,6 +1016,8 @@ sub phase_drain {
     say_ sprintf '  %d events in %.2f s: %.0f ev/s; daemon %.2f CPU-s, RSS max %d KiB', $s->{events}, $wall, $c{rate},
         $c{daemon_cpu_s}, $rss_max;
     $R{phases}{catchup} = \%c;
+    $R{phases}{copy} = copy_rate(1, $n);
+    say_ sprintf '  COPY of the same rows over TLS: %.2f s, %.0f rows/s', $R{phases}{copy}{seconds}, $R{phases}{copy}{rate};
 
     # What one NVSentinel poll costs the server at this changelog size (its
     # query has no usable index: the partial ones need processed = FALSE).
@@ -1026,6 +1030,129 @@ sub phase_drain {
         inner => join(' > ', plan_nodes($pj->{Plan})) };
     say_ sprintf '  one NVSentinel poll at %d rows: %.2f ms (%s)', $n, $pj->{'Execution Time'}, $R{phases}{poll_query}{inner};
     daemon_stop();
+}
+
+# Drain baseline: what PostgreSQL itself hands out over TLS.  The same
+# rows' columns, as the relay's batch read selects them (relay.c
+# ROW_COLUMNS), through COPY ... TO STDOUT by psql as nvsentinel with
+# verify-full mTLS into /dev/null.
+sub copy_rate {
+    my ($first, $last) = @_;
+    my $e = $pg->pgenv;
+    my $sql = q{COPY (SELECT c.id, c.table_name, c.record_id::text, c.operation, }
+        . q{to_char(c.changed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), }
+        . q{(CASE WHEN c.table_name = 'health_events' THEN (c.new_values->'document') || jsonb_build_object('id', c.record_id) ELSE c.new_values END)::text, }
+        . q{(CASE WHEN c.table_name = 'health_events' THEN (c.old_values->'document') || jsonb_build_object('id', c.record_id) ELSE c.old_values END)::text }
+        . "FROM datastore_changelog c WHERE c.id BETWEEN $first AND $last ORDER BY c.id) TO STDOUT";
+    my $t0 = NvsTest::now();
+    my ($rc, $o) = NvsTest::run_cmd([ 'sh', '-c', 'exec "$0" -X -q -d "$1" -c "$2" >/dev/null', "$e->{PGTMP_BIN}/psql",
+        conninfo('tls', 'bench_copy'), $sql ]);
+    my $dt = NvsTest::now() - $t0;
+    die "COPY failed: $o" if $rc;
+    my $rows = psql("SELECT count(*) FROM datastore_changelog WHERE id BETWEEN $first AND $last");
+    return { rows => $rows + 0, seconds => $dt, rate => $rows / ($dt || 1e-9) };
+}
+
+# Catch-up of a backlog built the way a live relay builds it: many small
+# ticks.  The relay runs while writers commit catchup_tick_rows events at
+# catchup_tick_rate (each NOTIFY asks for a tick, so every tick holds a
+# few events: ten minutes of live ticking in a fraction of the time); a
+# subscriber's position before them was kept.  Then the relay stops,
+# PostgreSQL restarts and the OS page cache is dropped (as root, not in a
+# quick run: other work on the machine shares it), a new relay starts and
+# the subscriber resumes from that position.  Target: 50k ev/s.
+sub phase_ticks {
+    my $n = $S{catchup_tick_rows};
+    say_ "catch-up after small ticks: $n events at $S{catchup_tick_rate} ev/s, then a cold start";
+    daemon_stop();
+    reset_tables();
+    use_trigger('relay');
+    daemon_start('tls');
+    my $tok = spawn('ticks.tok', "$BIN/bench_sub", '--socket', $daemon->socket, '--raw', '--seconds', 30,
+        '--ready', "$W/ticks.tok.ready", '--token-out', "$W/ticks.token");
+    wait_files(15, "$W/ticks.tok.ready", "$W/ticks.token");
+    kill 'TERM', $tok->{pid};
+    reap($tok, 10);
+    my $t0 = eval { psql('SELECT count(*) FROM nvsrelay.tick') } // 0;
+    my $wr = spawn('ticks.writer', "$BIN/bench_writer", '--conninfo', conninfo('unix', 'bench_writer'),
+        '--template', "$W/template.json", '--count', $n, '--rate', $S{catchup_tick_rate}, '--writers', 8,
+        '--seed', $opt{seed} + 300, '--out', "$W/ticks.writer.rec");
+    reap($wr, $n / $S{catchup_tick_rate} * 3 + 60);
+    my $ws = summary($wr);
+    Time::HiRes::sleep(1);    # the last ticks
+    my $t1 = eval { psql('SELECT count(*) FROM nvsrelay.tick') } // 0;
+    daemon_stop();
+    my %r = (rows => $ws->{committed}, write_s => $ws->{seconds}, ticks => $t1 - $t0,
+        rows_per_tick => $ws->{committed} / (($t1 - $t0) || 1));
+    my $tp = NvsTest::now();
+    $pg->restart('fast');
+    $r{pg_restart_s} = NvsTest::now() - $tp;
+    if ($opt{quick}) {
+        $r{cache} = 'OS page cache kept (quick run)';
+    } elsif ($> == 0 && open(my $fh, '>', '/proc/sys/vm/drop_caches')) {
+        NvsTest::run_cmd([ 'sync' ]);
+        my $ok = print $fh "3\n";
+        $ok = close($fh) && $ok;
+        $r{cache} = $ok ? 'OS page cache dropped' : "OS page cache not dropped: $!";
+    } else {
+        $r{cache} = 'OS page cache not dropped (not root, or /proc/sys read-only)';
+    }
+    push @{ $R{notes} }, "catch-up after small ticks: $r{cache}";
+    daemon_start('tls');
+    chomp(my $token = NvsTest::slurp("$W/ticks.token"));
+    my ($c0, $b0) = (cpu_of($daemon->pid), cpu_sum(backends('nvsrelayd')));
+    my $m0 = mono_now();
+    my $cu = spawn('ticks.sub', "$BIN/bench_sub", '--socket', $daemon->socket, '--raw', '--expect', $r{rows},
+        '--resume-after', $token, '--seconds', $S{drain_secs} + 30);
+    reap($cu, $S{drain_secs});
+    my $s = summary($cu);
+    my $wall = ($s->{last_ns} - $m0) / 1e9;
+    %r = (%r, events => $s->{events}, seconds => $wall, rate => $s->{events} / ($wall || 1e-9),
+        daemon_cpu_s => cpu_of($daemon->pid) - $c0, backend_cpu_s => cpu_sum(backends('nvsrelayd')) - $b0,
+        disorder => $s->{disorder});
+    say_ sprintf '  %d ticks (%.1f events each); cold catch-up %d events in %.2f s: %.0f ev/s (%s)', $r{ticks},
+        $r{rows_per_tick}, $s->{events}, $wall, $r{rate}, $r{cache};
+    daemon_stop();
+    $R{phases}{ticks} = \%r;
+}
+
+# 1, 10, 50 relays on one database, writers at relays_rate ev/s: per relay,
+# PostgreSQL connections, CPU of its process and of its backends, and
+# statements/s (pg_stat_statements, user nvsentinel).
+sub phase_relays {
+    my %res;
+    daemon_stop();
+    reset_tables();
+    use_trigger('relay');
+    for my $n (@{ $S{relays} }) {
+        say_ "relays: $n on one database, $S{relays_rate} ev/s for $S{relays_secs} s";
+        my @d = map {
+            NvsTest::Daemon->start($pg, set => { log_level => 'info', %DSET }, socket => $pg->dir . "/relays.$_.sock",
+                bin => $DAEMON_BIN)
+        } 1 .. $n;
+        Time::HiRes::sleep(1);
+        my @be = backends('nvsrelayd');
+        my ($c0, $b0) = (cpu_sum(map { $_->pid } @d), cpu_sum(@be));
+        psql('SELECT pg_stat_statements_reset()');
+        my $t0 = NvsTest::now();
+        my $count = int($S{relays_rate} * $S{relays_secs});
+        my $wr = spawn("relays.$n.writer", "$BIN/bench_writer", '--conninfo', conninfo('unix', 'bench_writer'),
+            '--template', "$W/template.json", '--count', $count, '--rate', $S{relays_rate}, '--seed', $opt{seed} + 400 + $n);
+        reap($wr, $S{relays_secs} * 3 + 30);
+        my $dt = NvsTest::now() - $t0;
+        my ($calls) = psql("SELECT coalesce(sum(s.calls), 0) FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid "
+            . "WHERE r.rolname = 'nvsentinel'");
+        my $conns = psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'nvsrelayd'");
+        $res{$n} = { relays => $n, seconds => $dt, connections => $conns + 0, conns_per_relay => $conns / $n,
+            relay_cpu_pct => 100 * (cpu_sum(map { $_->pid } @d) - $c0) / $dt / $n,
+            backend_cpu_pct => 100 * (cpu_sum(@be) - $b0) / $dt / $n,
+            statements_per_s => $calls / $dt / $n, statements_per_s_all => $calls / $dt };
+        my $st;
+        for (@d) { $st = $_->stop(10); push @{ $R{notes} }, "nvsrelayd exited with status $st at a stop" if $st }
+        say_ sprintf '  %d connections (%.1f per relay); per relay: %.2f%% CPU, backends %.2f%%, %.1f statements/s',
+            $conns, $res{$n}{conns_per_relay}, $res{$n}{relay_cpu_pct}, $res{$n}{backend_cpu_pct}, $res{$n}{statements_per_s};
+    }
+    $R{phases}{relays} = \%res;
 }
 
 sub plan_nodes {
@@ -1312,6 +1439,14 @@ sub report {
                 $C->{seconds}, $C->{daemon_cpu_per_m}, $C->{backend_cpu_s} * 1e6 / ($C->{events} || 1), $C->{rss_max_kb} / 1024;
             push @md, '', sprintf('Catch-up / drain: %s.', ratio($C->{rate}, $D->{rate}));
         }
+        if (my $Y = $P->{copy}) {
+            push @md, '', sprintf('What PostgreSQL hands out: `COPY (SELECT` the relay\'s columns of the same %d rows`) TO STDOUT` '
+                . 'over TLS (psql as nvsentinel, into /dev/null) took %.2f s: %s rows/s; drain / COPY %s, catch-up / COPY %s. '
+                . 'The best commit rate of the capture trigger at 100-row transactions: %s rows/s (section 7).',
+                $Y->{rows}, $Y->{seconds}, kfmt($Y->{rate}), ratio($D->{rate}, $Y->{rate}),
+                ratio($P->{catchup} ? $P->{catchup}{rate} : undef, $Y->{rate}),
+                kfmt($P->{capture} ? $P->{capture}{100}{notify}{rows_s} : undef));
+        }
         if (my $q = $P->{poll_query}) {
             push @md, '', sprintf('One NVSentinel poll (caught up, LIMIT 100) at %d changelog rows costs the server %.2f ms '
                 . '(plan: %s): its query has no usable index (the partial ones need processed = FALSE), so a watcher '
@@ -1375,6 +1510,30 @@ sub report {
         }
         push @md, '', '![capture cost](capture.svg)', '';
     }
+    if (my $K = $P->{ticks}) {
+        push @md, '## 8. Catch-up of a backlog of small ticks, cold', '',
+            sprintf('%d events committed by 8 writers at %d ev/s while the relay ticked live (%d ticks, %.1f events each); '
+                . 'then the relay stopped, PostgreSQL restarted (%.2f s), %s, a new relay started and a subscriber resumed '
+                . 'from its position before them.', $K->{rows}, $S{catchup_tick_rate}, $K->{ticks}, $K->{rows_per_tick},
+                $K->{pg_restart_s}, $K->{cache}), '',
+            '| events | ticks | seconds | events/s | relay CPU-s | relay backends CPU-s | out of order |', '|---|---|---|---|---|---|---|',
+            sprintf('| %d of %d | %d | %.2f | %s | %.2f | %.2f | %s |', $K->{events}, $K->{rows}, $K->{ticks}, $K->{seconds},
+                kfmt($K->{rate}), $K->{daemon_cpu_s}, $K->{backend_cpu_s}, $K->{disorder} // 0), '';
+    }
+    if (my $X = $P->{relays}) {
+        push @md, '## 9. Relays on one database', '',
+            "N relays on one database (one leader ticks, the others stand by), writers at $S{relays_rate} ev/s for "
+            . "$S{relays_secs} s, no subscribers. Per relay: its PostgreSQL connections, CPU of its process and of its "
+            . 'backends, statements/s (pg_stat_statements, user nvsentinel).', '',
+            '| relays | connections | per relay | relay CPU % each | backends CPU % each | statements/s each | statements/s all |',
+            '|---|---|---|---|---|---|---|';
+        for my $n (sort { $a <=> $b } keys %$X) {
+            my $x = $X->{$n};
+            push @md, sprintf '| %d | %d | %.1f | %.2f | %.2f | %.1f | %.1f |', $n, $x->{connections}, $x->{conns_per_relay},
+                $x->{relay_cpu_pct}, $x->{backend_cpu_pct}, $x->{statements_per_s}, $x->{statements_per_s_all};
+        }
+        push @md, '';
+    }
     push @md, '## Notes', '', map {"- $_"} @{ $R{notes} } if @{ $R{notes} };
     return join("\n", @md) . "\n";
 }
@@ -1415,9 +1574,17 @@ sub targets {
     my $cap = $P->{capture} ? $P->{capture}{1}{notify}{rows_s} : undef;
     if (my $D = $P->{drain}) {
         my $core = $D->{daemon_cpu_s} / ($D->{seconds} || 1);
+        # Against what PostgreSQL hands out (COPY of the same columns over
+        # TLS) and what writers can commit at best (100-row transactions
+        # through the capture trigger, best round).
+        my $cap100 = $P->{capture} ? $P->{capture}{100}{notify}{rows_s} : undef;
+        my $copy = $P->{copy} ? $P->{copy}{rate} : undef;
         push @t, [ 'drain rate, 1 subscriber', kfmt($D->{rate}) . sprintf(' ev/s (relay at %.0f%% of a core)', 100 * $core),
-            'commit ceiling ' . kfmt($cap) . ' rows/s', ratio($D->{rate}, $cap), '≥ 20k ev/s and ≥ 2× ceiling',
-            verdict($D->{rate} >= 20000 && defined $cap && $D->{rate} >= 2 * $cap) ];
+            'COPY of the same columns over TLS ' . kfmt($copy) . ' rows/s; capture trigger, 100-row tx ' . kfmt($cap100)
+                . ' rows/s; 1-row tx ' . kfmt($cap) . ' rows/s',
+            ratio($D->{rate}, $copy) . ' COPY; ' . ratio($D->{rate}, $cap100) . ' 100-row commits',
+            '≥ 20k ev/s and ≥ the 100-row commit rate',
+            verdict(!defined $cap100 ? undef : $D->{rate} >= 20000 && $D->{rate} >= $cap100) ];
     }
     if (my $F = $P->{fanout}) {
         push @t, [ 'fan-out deliveries/s at 10', kfmt($F->{10}{per_s}), '1 subscriber ' . kfmt($F->{1}{per_s}),
@@ -1429,6 +1596,21 @@ sub targets {
     if (my $C = $P->{catchup}) {
         push @t, [ 'catch-up replay', kfmt($C->{rate}) . ' ev/s', 'drain ' . kfmt($P->{drain}{rate}) . ' ev/s',
             ratio($C->{rate}, $P->{drain}{rate}), '≥ 50k ev/s', verdict($C->{rate} >= 50000) ];
+    }
+    if (my $K = $P->{ticks}) {
+        push @t, [ 'catch-up of a backlog of small ticks, cold', kfmt($K->{rate}) . " ev/s ($K->{ticks} ticks, $K->{cache})",
+            'COPY ' . ($P->{copy} ? kfmt($P->{copy}{rate}) : 'n/a') . ' rows/s; catch-up of one big batch '
+                . ($P->{catchup} ? kfmt($P->{catchup}{rate}) : 'n/a') . ' ev/s',
+            ratio($K->{rate}, $P->{copy} ? $P->{copy}{rate} : undef) . ' COPY', '≥ 50k ev/s',
+            verdict($K->{events} == $K->{rows} && $K->{rate} >= 50000) ];
+    }
+    if (my $X = $P->{relays}) {
+        my ($lo, $hi) = map { $X->{$_} } (sort { $a <=> $b } keys %$X)[ 0, -1 ];
+        push @t, [ "PostgreSQL cost per relay, $hi->{relays} relays on one database",
+            sprintf('%.1f connections, %.2f%% backend CPU, %.1f statements/s', $hi->{conns_per_relay}, $hi->{backend_cpu_pct},
+                $hi->{statements_per_s}),
+            sprintf('1 relay: %.1f, %.2f%%, %.1f/s', $lo->{conns_per_relay}, $lo->{backend_cpu_pct}, $lo->{statements_per_s}),
+            ratio($hi->{statements_per_s}, $lo->{statements_per_s}) . ' statements', '–', 'n/a' ] if $lo && $hi && $lo != $hi;
     }
     if (my $I = $P->{idle}) {
         my $r = $I->{relay};
@@ -1617,6 +1799,8 @@ my $ok = eval {
     phase_drain()   if want('drain');
     phase_fanout()  if want('fanout');
     phase_restart() if want('restart');
+    phase_ticks()   if want('ticks');
+    phase_relays()  if want('relays');
     1;
 };
 my $err = $@;
