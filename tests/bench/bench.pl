@@ -20,6 +20,7 @@ use lib "$FindBin::Bin/../lib";
 use Cwd qw(abs_path);
 use File::Path qw(make_path remove_tree);
 use Getopt::Long;
+use IO::Socket::INET ();
 use JSON::PP ();
 use List::Util qw(max min sum);
 use POSIX ();
@@ -48,11 +49,15 @@ my %S = $opt{quick}
     ? (lat_secs => 0.5, lat_runs => 2, lat_drain => 1, rates => [ 100, 1000 ], capture_secs => 1, ooo_secs => 1,
        idle_secs => 2, drain_rows => 10000, drain_secs => 30, capture_rounds => 2, fan_total => 10000, fan_subs => [ 1, 10, 100, 1000 ],
        restart_secs => 3, restart_rate => 100, catchup_conns => 1, catchup_tick_rows => 3000, catchup_tick_rate => 1000,
-       relays => [ 1, 3 ], relays_rate => 100, relays_secs => 1)
+       relays => [ 1, 3 ], relays_rate => 100, relays_secs => 1,
+       loaded_runs => 1, loaded_secs => 1, loaded_rate => 200, loaded_backlog => 10000, loaded_acks => 10, loaded_tls => 20,
+       loaded_tls_procs => 2)
     : (lat_secs => 30, lat_runs => 5, lat_drain => 5, rates => [ 100, 1000, 5000 ], capture_secs => 6, ooo_secs => 15,
        idle_secs => 60, drain_rows => 1000000, drain_secs => 120, capture_rounds => 3, fan_total => 2000000, fan_subs => [ 1, 10, 100, 1000 ],
        restart_secs => 12, restart_rate => 200, catchup_conns => 1, catchup_tick_rows => 600000, catchup_tick_rate => 5000,
-       relays => [ 1, 10, 50 ], relays_rate => 1000, relays_secs => 20);
+       relays => [ 1, 10, 50 ], relays_rate => 1000, relays_secs => 20,
+       loaded_runs => 3, loaded_secs => 30, loaded_rate => 1000, loaded_backlog => 1000000, loaded_acks => 100, loaded_tls => 1000,
+       loaded_tls_procs => 4);
 # BENCH_SECS and BENCH_RUNS: seconds per latency run and interleaved runs
 # per cell.  BENCH_SIZES="drain_rows=200000,idle_secs=10" overrides single
 # sizes.
@@ -121,6 +126,17 @@ sub reap {
         $tick->() if $tick;
         Time::HiRes::sleep(0.05);
     }
+}
+
+# Whether the process has ended (reaped here if so), without waiting.
+sub exited {
+    my ($p) = @_;
+    return 1 if defined $p->{status};
+    return 0 unless waitpid($p->{pid}, POSIX::WNOHANG()) == $p->{pid};
+    $p->{status} = $?;
+    $p->{t1} = NvsTest::now();
+    @KIDS = grep { $_ != $p->{pid} } @KIDS;
+    return 1;
 }
 
 sub summary {
@@ -1155,6 +1171,111 @@ sub phase_relays {
     $R{phases}{relays} = \%res;
 }
 
+# Live latency under load: a live subscriber's commit -> subscriber latency
+# at loaded_rate ev/s (nvsrelayd over TLS to PostgreSQL, fsync as the
+# headline) while, in turn: nothing else (quiet); another subscriber
+# replays a loaded_backlog-row backlog (catch-up); loaded_acks durable
+# consumers acknowledge (acks); loaded_tls filtered subscribers are
+# connected over TCP+TLS from several processes (tls).  loaded_runs rounds,
+# the conditions interleaved.  Target: p99 within 2 ms of quiet.
+sub phase_loaded {
+    my $n = $S{loaded_backlog};
+    say_ "live latency under load: $S{loaded_rate} ev/s; catch-up of $n rows, $S{loaded_acks} acking consumers, "
+        . "$S{loaded_tls} TLS subscribers";
+    daemon_stop();
+    reset_tables();
+    use_trigger('relay');
+    my $port = do { my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1) or die $!; $l->sockport };
+    my $tls = $pg->dir . '/tls';
+    daemon_start('tls', listen_tcp => "127.0.0.1:$port", tls_cert_file => "$tls/server.crt",
+        tls_key_file => "$tls/server.key", tls_ca_file => "$tls/ca.crt");
+    my $tk = spawn('loaded.tok', "$BIN/bench_sub", '--socket', $daemon->socket, '--raw', '--seconds', 30,
+        '--ready', "$W/loaded.tok.ready", '--token-out', "$W/loaded.token");
+    wait_files(15, "$W/loaded.tok.ready", "$W/loaded.token");
+    kill 'TERM', $tk->{pid};
+    reap($tk, 10);
+    chomp(my $token = NvsTest::slurp("$W/loaded.token"));
+    my ($load, $commit) = bulk_load($n, 1);
+    $commit->();
+    Time::HiRes::sleep(2);
+    my @conds = qw(quiet catchup acks tls);
+    my (@rows, $i);
+    for my $round (1 .. $S{loaded_runs}) {
+        my $sh = ($round - 1) % @conds;
+        for my $cond (@conds[ $sh .. $#conds ], @conds[ 0 .. $sh - 1 ]) {
+            my $tag = "loaded.$round.$cond";
+            my $count = int($S{loaded_rate} * $S{loaded_secs});
+            my $secs = $S{loaded_secs} * 10 + 120;
+            my $bg;
+            if ($cond eq 'catchup') {
+                $bg = spawn("$tag.bg", "$BIN/bench_sub", '--socket', $daemon->socket, '--raw', '--resume-after', $token,
+                    '--expect', $n, '--seconds', $secs);
+            } elsif ($cond eq 'acks') {
+                $bg = spawn("$tag.bg", "$BIN/bench_sub", '--socket', $daemon->socket, '--raw', '--conns', $S{loaded_acks},
+                    '--consumer', "bench-ack-$round", '--ack', '--seconds', $secs, '--ready', "$W/$tag.bg.ready");
+            } elsif ($cond eq 'tls') {
+                $bg = spawn("$tag.bg", $^X, "$FindBin::Bin/bench_tlssubs.pl", '--port', $port, '--tls', $tls,
+                    '--conns', $S{loaded_tls}, '--procs', $S{loaded_tls_procs}, '--seconds', $secs,
+                    '--ready', "$W/$tag.bg.ready");
+            }
+            wait_files(120, "$W/$tag.bg.ready") if $bg && $cond ne 'catchup';
+            my $fl = spawn("$tag.floor", "$BIN/bench_listen", '--conninfo', conninfo('tls', 'bench_floor'), '--expect', $count,
+                '--seconds', $secs, '--ready', "$W/$tag.floor.ready", '--out', "$W/$tag.floor.rec");
+            my $sub = spawn("$tag.sub", "$BIN/bench_sub", '--socket', $daemon->socket, '--expect', $count,
+                '--seconds', $secs, '--ready', "$W/$tag.sub.ready", '--out', "$W/$tag.sub.rec");
+            wait_files(15, "$W/$tag.floor.ready", "$W/$tag.sub.ready");
+            my @be = backends('nvsrelayd');
+            my ($c0, $b0, $m0) = (cpu_of($daemon->pid), cpu_sum(@be), mono_now());
+            my $wr = spawn("$tag.writer", "$BIN/bench_writer", '--conninfo', conninfo('unix', 'bench_writer'),
+                '--template', "$W/template.json", '--count', $count, '--rate', $S{loaded_rate}, '--writers', 2,
+                '--seed', $opt{seed} + 500 + ++$i, '--out', "$W/$tag.writer.rec", '--first-seq', $n + 1 + $i * $count);
+            reap($wr, $S{loaded_secs} * 3 + 30);
+            my $ws = summary($wr);
+            reap($fl, $S{lat_drain} + 2);
+            reap($sub, $S{lat_drain} + 2);
+            my %row = (cond => $cond, round => $round, rate => $S{loaded_rate}, writer => $ws,
+                achieved_rate => $ws->{committed} / ($ws->{seconds} || 1),
+                daemon_cpu_s => cpu_of($daemon->pid) - $c0, backend_cpu_s => cpu_sum(@be) - $b0, loadavg => loadavg());
+            if ($bg) {
+                my $done = $cond eq 'catchup' && exited($bg);
+                kill 'TERM', $bg->{pid};
+                reap($bg, 30);
+                my $bs = eval { summary($bg) } || {};
+                $row{background} = { map { $_ => $bs->{$_} } grep { exists $bs->{$_} } qw(conns confirmed events acks procs) };
+                if ($cond eq 'catchup') {
+                    $row{background}{replay_s} = $bs->{last_ns} ? ($bs->{last_ns} - $m0) / 1e9 : undef;
+                    $row{background}{finished_before_writer} = $done ? 1 : 0;
+                }
+            }
+            my ($w, $bypid) = read_writer("$W/$tag.writer.rec");
+            my ($arr) = arrivals("$W/$tag.sub.rec");
+            $row{stats} = latency_stats($w, $arr);
+            $row{floor_tls} = latency_stats($w, floor_arrivals("$W/$tag.floor.rec", $bypid));
+            $row{discarded} = sprintf('writer fell behind: %.0f of %d ev/s', $row{achieved_rate}, $S{loaded_rate})
+                if $row{achieved_rate} < 0.95 * $S{loaded_rate};
+            say_ sprintf '  round %d %-8s p50 %s p99 %s p99.9 %s max %s ms; floor p99 %s; delivered %d/%d%s', $round, $cond,
+                fmt($row{stats}{p50}), fmt($row{stats}{p99}), fmt($row{stats}{p999}), fmt($row{stats}{max}),
+                fmt($row{floor_tls}{p99}), $row{stats}{delivered}, $row{stats}{n},
+                $row{discarded} ? " (DISCARDED: $row{discarded})" : '';
+            push @rows, \%row;
+        }
+    }
+    daemon_stop();
+    my %cells;
+    for my $cond (@conds) {
+        my @k = grep { $_->{cond} eq $cond && !$_->{discarded} } @rows;
+        my %c = (runs => scalar(grep { $_->{cond} eq $cond } @rows), kept => scalar @k);
+        for my $p (qw(p50 p99 p999 max)) {
+            my @v = map { $_->{stats}{$p} } @k;
+            my $u = grep { !defined } @v;
+            ($c{$p}, $c{"${p}_min"}, $c{"${p}_max"}) = $u || !@v ? () : (median(@v), min(@v), max(@v));
+        }
+        $c{floor_tls_p99} = median(map { $_->{floor_tls}{p99} } @k);
+        $cells{$cond} = \%c;
+    }
+    $R{phases}{loaded} = { runs => \@rows, cells => \%cells, backlog => $n, backlog_load_s => $load };
+}
+
 sub plan_nodes {
     my ($p) = @_;
     my $name = $p->{'Node Type'} . ($p->{'Index Name'} ? " ($p->{'Index Name'})" : '');
@@ -1510,6 +1631,31 @@ sub report {
         }
         push @md, '', '![capture cost](capture.svg)', '';
     }
+    if (my $G = $P->{loaded}) {
+        my %what = (quiet => 'quiet (nothing else)', catchup => "while another subscriber replays $G->{backlog} rows",
+            acks => "while $S{loaded_acks} durable consumers acknowledge", tls => "while $S{loaded_tls} filtered subscribers "
+                . "(NVSentinel's pipelines) are connected over TCP+TLS from $S{loaded_tls_procs} processes");
+        push @md, '## 10. Live latency under load', '',
+            "A live subscriber (libnvsrelay, Unix socket; the relay reads PostgreSQL over TLS) at $S{loaded_rate} ev/s, "
+            . "$S{loaded_secs} s per run, $S{loaded_runs} rounds with the conditions interleaved; median (range) over the kept runs. "
+            . 'Target: p99 within 2 ms of quiet.', '',
+            '| condition | p50 | p99 | p99.9 | max | LISTEN floor p99 | runs | background |', '|---|---|---|---|---|---|---|---|';
+        for my $cond (qw(quiet catchup acks tls)) {
+            my $c = $G->{cells}{$cond} or next;
+            my @bg = map { $_->{background} ? $_->{background} : () } grep { $_->{cond} eq $cond } @{ $G->{runs} };
+            my $bgs = join('; ', map {
+                my $b = $_;
+                $cond eq 'catchup' ? sprintf('%d events replayed, %s', $b->{events} // 0,
+                    $b->{finished_before_writer} ? sprintf('done in %.1f s', $b->{replay_s} // 0) : 'still replaying at the end')
+                : $cond eq 'acks' ? sprintf('%d events, %d acks', $b->{events} // 0, $b->{acks} // 0)
+                : sprintf('%d/%d connected, %d events', $b->{confirmed} // 0, $b->{conns} // 0, $b->{events} // 0)
+            } @bg) || '–';
+            push @md, sprintf '| %s | %s | %s | %s | %s | %s | %d/%d | %s |', $what{$cond}, rng($c, 'p50'), rng($c, 'p99'),
+                $c->{kept} ? fmt_ms($c->{p999}) : '–', $c->{kept} ? fmt_ms($c->{max_max}) : '–', fmt_ms($c->{floor_tls_p99}),
+                $c->{kept}, $c->{runs}, $bgs;
+        }
+        push @md, '';
+    }
     if (my $K = $P->{ticks}) {
         push @md, '## 8. Catch-up of a backlog of small ticks, cold', '',
             sprintf('%d events committed by 8 writers at %d ev/s while the relay ticked live (%d ticks, %.1f events each); '
@@ -1596,6 +1742,16 @@ sub targets {
     if (my $C = $P->{catchup}) {
         push @t, [ 'catch-up replay', kfmt($C->{rate}) . ' ev/s', 'drain ' . kfmt($P->{drain}{rate}) . ' ev/s',
             ratio($C->{rate}, $P->{drain}{rate}), '≥ 50k ev/s', verdict($C->{rate} >= 50000) ];
+    }
+    if (my $G = $P->{loaded}) {
+        my $q = $G->{cells}{quiet};
+        for my $cond (qw(catchup acks tls)) {
+            my $c = $G->{cells}{$cond} or next;
+            my $ok = !$q || !$q->{kept} || !$c->{kept} ? undef : defined $c->{p99} && defined $q->{p99} ? $c->{p99} <= $q->{p99} + 2 : 0;
+            push @t, [ "live p99 at $S{loaded_rate} ev/s under load: $cond", rng($c, 'p99') . ' ms', 'quiet ' . rng($q, 'p99') . ' ms',
+                defined $c->{p99} && defined $q->{p99} ? '+' . fmt_ms($c->{p99} - $q->{p99}) . ' ms' : 'n/a', '≤ quiet + 2 ms',
+                verdict($ok) ];
+        }
     }
     if (my $K = $P->{ticks}) {
         push @t, [ 'catch-up of a backlog of small ticks, cold', kfmt($K->{rate}) . " ev/s ($K->{ticks} ticks, $K->{cache})",
@@ -1799,6 +1955,7 @@ my $ok = eval {
     phase_drain()   if want('drain');
     phase_fanout()  if want('fanout');
     phase_restart() if want('restart');
+    phase_loaded()  if want('loaded');
     phase_ticks()   if want('ticks');
     phase_relays()  if want('relays');
     1;
