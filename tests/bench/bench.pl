@@ -51,13 +51,13 @@ my %S = $opt{quick}
        restart_secs => 3, restart_rate => 100, catchup_conns => 1, catchup_tick_rows => 3000, catchup_tick_rate => 1000,
        relays => [ 1, 3 ], relays_rate => 100, relays_secs => 1,
        loaded_runs => 1, loaded_secs => 1, loaded_rate => 200, loaded_backlog => 10000, loaded_acks => 10, loaded_tls => 20,
-       loaded_tls_procs => 2)
+       loaded_tls_procs => 2, sizes_runs => 1, sizes_secs => 0.5, sizes_rate => 50, sizes_updates => 3)
     : (lat_secs => 30, lat_runs => 5, lat_drain => 5, rates => [ 100, 1000, 5000 ], capture_secs => 6, ooo_secs => 15,
        idle_secs => 60, drain_rows => 1000000, drain_secs => 120, capture_rounds => 3, fan_total => 2000000, fan_subs => [ 1, 10, 100, 1000 ],
        restart_secs => 12, restart_rate => 200, catchup_conns => 1, catchup_tick_rows => 600000, catchup_tick_rate => 5000,
        relays => [ 1, 10, 50 ], relays_rate => 1000, relays_secs => 20,
        loaded_runs => 3, loaded_secs => 30, loaded_rate => 1000, loaded_backlog => 1000000, loaded_acks => 100, loaded_tls => 1000,
-       loaded_tls_procs => 4);
+       loaded_tls_procs => 4, sizes_runs => 3, sizes_secs => 30, sizes_rate => 250, sizes_updates => 3);
 # BENCH_SECS and BENCH_RUNS: seconds per latency run and interleaved runs
 # per cell.  BENCH_SIZES="drain_rows=200000,idle_secs=10" overrides single
 # sizes.
@@ -633,13 +633,17 @@ sub phase_latency {
 }
 
 # One latency run; returns its rows (two for the floors).
+# %x (the sizes phase): secs, changes (events per writer "count": 1 +
+# updates), writer => [ extra bench_writer arguments ], tag.
 sub latency_run {
-    my ($v, $rate, $fsync, $round, $i) = @_;
+    my ($v, $rate, $fsync, $round, $i, %x) = @_;
     my ($key, $label, $transport) = @$v;
-    my $count   = int($rate * $S{lat_secs});
-    my $writers = $rate >= 5000 ? 8 : $rate >= 1000 ? 2 : 1;
+    my $mult    = $x{changes} || 1;
+    my $lcount  = int($rate * ($x{secs} || $S{lat_secs}));
+    my $count   = $lcount * $mult;
+    my $writers = $rate * $mult >= 5000 ? 8 : $rate * $mult >= 1000 ? 2 : 1;
     my $db = $key =~ /^relay/ ? 'nvsentinel' : $key eq 'floors' ? 'nvs_floor' : 'nvs_incumbent';
-    my $tag = "lat.$fsync.$round.$rate.$key";
+    my $tag = ($x{tag} || 'lat') . ".$fsync.$round.$rate.$key";
     say_ "latency: fsync=$fsync round $round, $rate ev/s, $key ($count events, $writers writers)";
     daemon_stop();
     reset_tables($db);
@@ -674,8 +678,8 @@ sub latency_run {
     psql('SELECT pg_stat_statements_reset()');
     my $load0 = loadavg();
     my $wr = spawn("$tag.writer", "$BIN/bench_writer", '--conninfo', conninfo('unix', 'bench_writer', db => $db),
-        '--template', "$W/template.json", '--count', $count, '--rate', $rate, '--writers', $writers,
-        '--seed', $opt{seed} + $i, '--out', "$W/$tag.writer.rec");
+        '--template', "$W/template.json", '--count', $lcount, '--rate', $rate, '--writers', $writers,
+        '--seed', $opt{seed} + $i, '--out', "$W/$tag.writer.rec", @{ $x{writer} || [] });
     reap($wr, $S{lat_secs} * 3 + 30);
     my $ws = summary($wr);
     reap($_, $S{lat_drain} + 2) for @floors;
@@ -684,7 +688,7 @@ sub latency_run {
     my $dcpu = $daemon ? cpu_of($daemon->pid) - $cpu0 : undef;
     my $bcpu = cpu_sum(@be) - $bcpu0;
     my ($w, $bypid) = read_writer("$W/$tag.writer.rec");
-    my $achieved = $ws->{committed} / ($ws->{seconds} || 1);
+    my $achieved = $ws->{committed} / $mult / ($ws->{seconds} || 1);
     my %common = (rate => $rate, fsync => $fsync, round => $round, transport => $transport, db => $db, writer => $ws,
         seed => $opt{seed} + $i, writers => $writers, achieved_rate => $achieved,
         late_share => ($ws->{late_tx} || 0) / ($count || 1), loadavg => [ $load0, loadavg() ],
@@ -717,6 +721,29 @@ sub latency_run {
             $s->{delivered}, $s->{n}, $r->{discarded} ? " (DISCARDED: $r->{discarded})" : '';
     }
     return @rows;
+}
+
+# Events of 0.5 to 8 KB (a random pad in the document, past TOAST's 2 KB
+# when large) with UPDATE-heavy lifecycles: each inserted event is updated
+# sizes_updates times, each change an event (the relay computes the update
+# diff of each).  nvsrelayd against NVSentinel's hybrid watcher, on their
+# own schemas, headline fsync, sizes_runs interleaved rounds.
+sub phase_sizes {
+    my $k = $S{sizes_updates};
+    my @variants = ([ 'relay-tls', 'nvsrelayd (PostgreSQL over TLS)', 'tls' ],
+        [ 'hybrid', "NVSentinel hybrid, NVSentinel's schema", 'tls' ]);
+    my $f0 = (fsync_list())[0];
+    set_fsync($f0);
+    my @rows;
+    my $i = 600;
+    for my $round (1 .. $S{sizes_runs}) {
+        for my $v ($round % 2 ? @variants : reverse @variants) {
+            push @rows, latency_run($v, $S{sizes_rate}, $f0, $round, ++$i, secs => $S{sizes_secs}, changes => $k + 1,
+                tag => 'sizes', writer => [ '--updates', $k, '--pad-min', 500, '--pad-max', 8000 ]);
+        }
+    }
+    daemon_stop();
+    $R{phases}{sizes} = { runs => \@rows, cells => latency_cells(\@rows), updates => $k, rate => $S{sizes_rate} };
 }
 
 sub median {
@@ -1631,6 +1658,23 @@ sub report {
         }
         push @md, '', '![capture cost](capture.svg)', '';
     }
+    if (my $Z = $P->{sizes}) {
+        push @md, '## 11. Large events with UPDATE-heavy lifecycles', '',
+            "$Z->{rate} events/s inserted with a random 0.5–8 KB pad of hex text in the document (past TOAST's 2 KB when "
+            . "large), each then updated $Z->{updates} times in transactions of its own (eviction status, updated_at, "
+            . 'document): ' . $Z->{rate} * ($Z->{updates} + 1) . " changes/s, every change an event; $S{sizes_secs} s per run, "
+            . "$S{sizes_runs} rounds interleaved; the relay diffs every update. Median (range) over the kept runs.", '',
+            '| subscriber | p50 | p99 | p99.9 | max | runs | relay CPU s | relay backends CPU s |', '|---|---|---|---|---|---|---|---|';
+        for my $c (@{ $Z->{cells} }) {
+            my @r = grep { $_->{key} eq $c->{key} && !$_->{discarded} } @{ $Z->{runs} };
+            push @md, sprintf '| %s | %s | %s | %s | %s | %d/%d%s | %s | %s |', $c->{label}, rng($c, 'p50'), rng($c, 'p99'),
+                $c->{kept} ? fmt_ms($c->{p999}) : '–', $c->{kept} ? fmt_ms($c->{max_max}) : '–', $c->{kept}, $c->{runs},
+                $c->{missing} ? ", $c->{missing} undelivered" : '',
+                $c->{key} =~ /^relay/ ? fmt(median(map { $_->{daemon_cpu_s} } @r)) : '–',
+                $c->{key} =~ /^relay/ ? fmt(median(map { $_->{backend_cpu_s} } @r)) : '–';
+        }
+        push @md, '';
+    }
     if (my $G = $P->{loaded}) {
         my %what = (quiet => 'quiet (nothing else)', catchup => "while another subscriber replays $G->{backlog} rows",
             acks => "while $S{loaded_acks} durable consumers acknowledge", tls => "while $S{loaded_tls} filtered subscribers "
@@ -1956,6 +2000,7 @@ my $ok = eval {
     phase_fanout()  if want('fanout');
     phase_restart() if want('restart');
     phase_loaded()  if want('loaded');
+    phase_sizes()   if want('sizes');
     phase_ticks()   if want('ticks');
     phase_relays()  if want('relays');
     1;
