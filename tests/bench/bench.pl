@@ -51,13 +51,15 @@ my %S = $opt{quick}
        restart_secs => 3, restart_rate => 100, catchup_conns => 1, catchup_tick_rows => 3000, catchup_tick_rate => 1000,
        relays => [ 1, 3 ], relays_rate => 100, relays_secs => 1,
        loaded_runs => 1, loaded_secs => 1, loaded_rate => 200, loaded_backlog => 10000, loaded_acks => 10, loaded_tls => 20,
-       loaded_tls_procs => 2, sizes_runs => 1, sizes_secs => 0.5, sizes_rate => 50, sizes_updates => 3)
+       loaded_tls_procs => 2, sizes_runs => 1, sizes_secs => 0.5, sizes_rate => 50, sizes_updates => 3,
+       big_rows => 20000, big_runs => 2, big_secs => 0.5, big_rate => 200)
     : (lat_secs => 30, lat_runs => 5, lat_drain => 5, rates => [ 100, 1000, 5000 ], capture_secs => 6, ooo_secs => 15,
        idle_secs => 60, drain_rows => 1000000, drain_secs => 120, capture_rounds => 3, fan_total => 2000000, fan_subs => [ 1, 10, 100, 1000 ],
        restart_secs => 12, restart_rate => 200, catchup_conns => 1, catchup_tick_rows => 600000, catchup_tick_rate => 5000,
        relays => [ 1, 10, 50 ], relays_rate => 1000, relays_secs => 20,
        loaded_runs => 3, loaded_secs => 30, loaded_rate => 1000, loaded_backlog => 1000000, loaded_acks => 100, loaded_tls => 1000,
-       loaded_tls_procs => 4, sizes_runs => 3, sizes_secs => 30, sizes_rate => 250, sizes_updates => 3);
+       loaded_tls_procs => 4, sizes_runs => 3, sizes_secs => 30, sizes_rate => 250, sizes_updates => 3,
+       big_rows => $ENV{BENCH_BIG} ? 10_000_000 : 1_000_000, big_runs => 2, big_secs => 30, big_rate => 1000);
 # BENCH_SECS and BENCH_RUNS: seconds per latency run and interleaved runs
 # per cell.  BENCH_SIZES="drain_rows=200000,idle_secs=10" overrides single
 # sizes.
@@ -1303,6 +1305,121 @@ sub phase_loaded {
     $R{phases}{loaded} = { runs => \@rows, cells => \%cells, backlog => $n, backlog_load_s => $load };
 }
 
+# CPU seconds of every PostgreSQL process (postmaster and its children).
+sub pg_cpu {
+    my ($pm) = split /\n/, NvsTest::slurp($pg->dir . '/data/postmaster.pid');
+    return 0 unless $pm && $pm =~ /^\d+$/;
+    my $s = cpu_of($pm);
+    for my $st (glob '/proc/[0-9]*/stat') {
+        my $t = NvsTest::slurp($st);
+        next unless $t =~ /\)\s+\S+\s+(\d+)/ && $1 == $pm;
+        my ($pid) = $st =~ m{/proc/(\d+)/};
+        $s += cpu_of($pid);
+    }
+    return $s;
+}
+
+# One live run against the running daemon: a subscriber and a TLS LISTEN
+# floor, writers at $rate for $secs; latency, relay, relay backends and
+# all-PostgreSQL CPU.
+sub live_run {
+    my ($tag, $rate, $secs, $seed, $first) = @_;
+    my $count = int($rate * $secs);
+    my $wait = $secs * 10 + 120;
+    my $fl = spawn("$tag.floor", "$BIN/bench_listen", '--conninfo', conninfo('tls', 'bench_floor'), '--expect', $count,
+        '--seconds', $wait, '--ready', "$W/$tag.floor.ready", '--out', "$W/$tag.floor.rec");
+    my $sub = spawn("$tag.sub", "$BIN/bench_sub", '--socket', $daemon->socket, '--expect', $count,
+        '--seconds', $wait, '--ready', "$W/$tag.sub.ready", '--out', "$W/$tag.sub.rec");
+    wait_files(15, "$W/$tag.floor.ready", "$W/$tag.sub.ready");
+    my @be = backends('nvsrelayd');
+    my ($c0, $b0, $p0, $t0) = (cpu_of($daemon->pid), cpu_sum(@be), pg_cpu(), NvsTest::now());
+    my $wr = spawn("$tag.writer", "$BIN/bench_writer", '--conninfo', conninfo('unix', 'bench_writer'),
+        '--template', "$W/template.json", '--count', $count, '--rate', $rate, '--writers', $rate >= 1000 ? 2 : 1,
+        '--seed', $seed, '--first-seq', $first, '--out', "$W/$tag.writer.rec");
+    reap($wr, $secs * 3 + 30);
+    my $ws = summary($wr);
+    my %row = (rate => $rate, writer => $ws, achieved_rate => $ws->{committed} / ($ws->{seconds} || 1),
+        daemon_cpu_s => cpu_of($daemon->pid) - $c0, backend_cpu_s => cpu_sum(@be) - $b0, pg_cpu_s => pg_cpu() - $p0,
+        wall_s => NvsTest::now() - $t0, loadavg => loadavg());
+    reap($fl, $S{lat_drain} + 2);
+    reap($sub, $S{lat_drain} + 2);
+    my ($w, $bypid) = read_writer("$W/$tag.writer.rec");
+    my ($arr) = arrivals("$W/$tag.sub.rec");
+    $row{stats} = latency_stats($w, $arr);
+    $row{floor_tls} = latency_stats($w, floor_arrivals("$W/$tag.floor.rec", $bypid));
+    $row{pg_cpu_pct} = 100 * $row{pg_cpu_s} / ($row{wall_s} || 1);
+    $row{discarded} = sprintf('writer fell behind: %.0f of %d ev/s', $row{achieved_rate}, $rate)
+        if $row{achieved_rate} < 0.95 * $rate;
+    return \%row;
+}
+
+# The changelog at big_rows rows (BENCH_BIG=1: 10M) with retention running
+# (retention_max_rows = big_rows, pruning every second, floor 5 s, so each
+# second about what the writers added is deleted) against an empty one:
+# live latency at big_rate and PostgreSQL's CPU.  Empty runs before and
+# after the big ones (the table truncated again), so drift shows.
+sub phase_big {
+    my $n = $S{big_rows};
+    say_ "changelog at $n rows with retention running vs empty, $S{big_rate} ev/s";
+    my %set = (retention_max_rows => $n, prune_interval_s => 1, retention_floor_s => 5);
+    my (@rows, $i);
+    my $seq = 50_000_000;
+    my $run = sub {
+        my ($state, $k) = @_;
+        my $r = live_run("big.$state.$k", $S{big_rate}, $S{big_secs}, $opt{seed} + 700 + ++$i, $seq);
+        $seq += $S{big_rate} * $S{big_secs} + 1;
+        $r->{state} = $state;
+        $r->{changelog_rows} = psql('SELECT count(*) FROM datastore_changelog') + 0;
+        say_ sprintf '  %-5s p50 %s p99 %s max %s ms; PostgreSQL %.1f%% CPU, relay backends %.2f CPU-s; %d changelog rows%s',
+            $state, fmt($r->{stats}{p50}), fmt($r->{stats}{p99}), fmt($r->{stats}{max}), $r->{pg_cpu_pct},
+            $r->{backend_cpu_s}, $r->{changelog_rows}, $r->{discarded} ? " (DISCARDED: $r->{discarded})" : '';
+        push @rows, $r;
+    };
+    my $half = int(($S{big_runs} + 1) / 2);
+    daemon_stop();
+    reset_tables();
+    use_trigger('relay');
+    daemon_start('tls', %set);
+    $run->('empty', $_) for 1 .. $half;
+    daemon_stop();
+    my $t0 = NvsTest::now();
+    my $chunk = 1_000_000;
+    for (my $a = 1; $a <= $n; $a += $chunk) {
+        my $b = $a + $chunk - 1;
+        $b = $n if $b > $n;
+        my (undef, $commit) = bulk_load($b - $a + 1, $a);
+        $commit->();
+    }
+    psql('VACUUM ANALYZE datastore_changelog');
+    my $load_s = NvsTest::now() - $t0;
+    say_ sprintf '  loaded %d rows in %.0f s', $n, $load_s;
+    daemon_start('tls', %set);
+    Time::HiRes::sleep($opt{quick} ? 2 : 10);    # its first ticks and prunes over the loaded rows
+    my ($pruned0) = psql('SELECT min(id) FROM datastore_changelog');
+    $run->('big', $_) for 1 .. $S{big_runs};
+    my ($pruned1) = psql('SELECT min(id) FROM datastore_changelog');
+    daemon_stop();
+    reset_tables();
+    daemon_start('tls', %set);
+    $run->('empty', $_) for $half + 1 .. $S{big_runs};
+    daemon_stop();
+    my %cells;
+    for my $state (qw(empty big)) {
+        my @k = grep { $_->{state} eq $state && !$_->{discarded} } @rows;
+        my %c = (runs => scalar(grep { $_->{state} eq $state } @rows), kept => scalar @k);
+        for my $p (qw(p50 p99 p999 max)) {
+            my @v = map { $_->{stats}{$p} } @k;
+            my $u = grep { !defined } @v;
+            ($c{$p}, $c{"${p}_min"}, $c{"${p}_max"}) = $u || !@v ? () : (median(@v), min(@v), max(@v));
+        }
+        $c{pg_cpu_pct} = median(map { $_->{pg_cpu_pct} } @k);
+        $c{backend_cpu_s} = median(map { $_->{backend_cpu_s} } @k);
+        $cells{$state} = \%c;
+    }
+    $R{phases}{big} = { rows => $n, load_s => $load_s, runs => \@rows, cells => \%cells,
+        pruned_during_big => ($pruned1 // 0) - ($pruned0 // 0), settings => \%set };
+}
+
 sub plan_nodes {
     my ($p) = @_;
     my $name = $p->{'Node Type'} . ($p->{'Index Name'} ? " ($p->{'Index Name'})" : '');
@@ -1658,6 +1775,22 @@ sub report {
         }
         push @md, '', '![capture cost](capture.svg)', '';
     }
+    if (my $B = $P->{big}) {
+        push @md, '## 12. A big changelog with retention running', '',
+            sprintf('The changelog at %d rows (loaded in %.0f s; `BENCH_BIG=1` for 10M) with retention running '
+                . '(%s; %d rows pruned during the big runs) against an empty one, runs with the empty table before and '
+                . "after; writers at $S{big_rate} ev/s, $S{big_secs} s per run. PostgreSQL CPU: every server process.",
+                $B->{rows}, $B->{load_s}, join(', ', map {"$_=$B->{settings}{$_}"} sort keys %{ $B->{settings} }),
+                $B->{pruned_during_big}), '',
+            '| changelog | p50 | p99 | p99.9 | max | PostgreSQL CPU % | relay backends CPU-s | runs |', '|---|---|---|---|---|---|---|---|';
+        for my $st (qw(empty big)) {
+            my $c = $B->{cells}{$st} or next;
+            push @md, sprintf '| %s | %s | %s | %s | %s | %s | %s | %d/%d |', $st eq 'big' ? "$B->{rows} rows" : 'empty',
+                rng($c, 'p50'), rng($c, 'p99'), $c->{kept} ? fmt_ms($c->{p999}) : '–', $c->{kept} ? fmt_ms($c->{max_max}) : '–',
+                fmt($c->{pg_cpu_pct}, 1), fmt($c->{backend_cpu_s}), $c->{kept}, $c->{runs};
+        }
+        push @md, '';
+    }
     if (my $Z = $P->{sizes}) {
         push @md, '## 11. Large events with UPDATE-heavy lifecycles', '',
             "$Z->{rate} events/s inserted with a random 0.5–8 KB pad of hex text in the document (past TOAST's 2 KB when "
@@ -1786,6 +1919,17 @@ sub targets {
     if (my $C = $P->{catchup}) {
         push @t, [ 'catch-up replay', kfmt($C->{rate}) . ' ev/s', 'drain ' . kfmt($P->{drain}{rate}) . ' ev/s',
             ratio($C->{rate}, $P->{drain}{rate}), '≥ 50k ev/s', verdict($C->{rate} >= 50000) ];
+    }
+    if (my $B = $P->{big}) {
+        my ($e, $b) = map { $B->{cells}{$_} } qw(empty big);
+        if ($e && $b) {
+            my $ok = !$e->{kept} || !$b->{kept} ? undef : defined $b->{p99} && defined $e->{p99}
+                ? $b->{p99} <= $e->{p99} + 2 && $b->{pg_cpu_pct} <= $e->{pg_cpu_pct} * 1.2 + 1 : 0;
+            push @t, [ "changelog at $B->{rows} rows with retention running", rng($b, 'p99') . ' ms p99, PostgreSQL '
+                    . fmt($b->{pg_cpu_pct}, 1) . '% CPU', 'empty: ' . rng($e, 'p99') . ' ms, ' . fmt($e->{pg_cpu_pct}, 1) . '%',
+                ratio($b->{pg_cpu_pct}, $e->{pg_cpu_pct}) . ' CPU', 'p99 ≤ empty + 2 ms, CPU ≤ 1.2× empty + 1 point',
+                verdict($ok) ];
+        }
     }
     if (my $G = $P->{loaded}) {
         my $q = $G->{cells}{quiet};
@@ -2001,6 +2145,7 @@ my $ok = eval {
     phase_restart() if want('restart');
     phase_loaded()  if want('loaded');
     phase_sizes()   if want('sizes');
+    phase_big()     if want('big');
     phase_ticks()   if want('ticks');
     phase_relays()  if want('relays');
     1;
