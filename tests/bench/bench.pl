@@ -46,14 +46,14 @@ $ENV{NVSRELAY_BUILD} = $opt{build};
 
 # Sizes: full (the figures) and quick (a smoke run of about a minute).
 my %S = $opt{quick}
-    ? (lat_secs => 0.5, lat_runs => 2, lat_drain => 1, rates => [ 100, 1000 ], capture_secs => 1, ooo_secs => 1,
-       idle_secs => 2, drain_rows => 10000, drain_secs => 30, capture_rounds => 2, fan_total => 10000, fan_subs => [ 1, 10, 100, 1000 ],
+    ? (lat_secs => 0.5, lat_runs => 2, lat_drain => 1, rates => [ 100 ], capture_secs => 1, ooo_secs => 1, writer_rate => 100,
+       idle_secs => 2, drain_rows => 10000, drain_secs => 30, capture_rounds => 1, fan_total => 10000, fan_subs => [ 1, 10, 100, 1000 ],
        restart_secs => 3, restart_rate => 100, catchup_conns => 1, catchup_tick_rows => 3000, catchup_tick_rate => 1000,
        relays => [ 1, 3 ], relays_rate => 100, relays_secs => 1,
        loaded_runs => 1, loaded_secs => 1, loaded_rate => 200, loaded_backlog => 10000, loaded_acks => 10, loaded_tls => 20,
        loaded_tls_procs => 2, sizes_runs => 1, sizes_secs => 0.5, sizes_rate => 50, sizes_updates => 3,
        big_rows => 20000, big_runs => 2, big_secs => 0.5, big_rate => 200)
-    : (lat_secs => 30, lat_runs => 5, lat_drain => 5, rates => [ 100, 1000, 5000 ], capture_secs => 6, ooo_secs => 15,
+    : (lat_secs => 30, lat_runs => 5, lat_drain => 5, rates => [ 100, 1000, 5000 ], capture_secs => 6, ooo_secs => 15, writer_rate => 100,
        idle_secs => 60, drain_rows => 1000000, drain_secs => 120, capture_rounds => 3, fan_total => 2000000, fan_subs => [ 1, 10, 100, 1000 ],
        restart_secs => 12, restart_rate => 200, catchup_conns => 1, catchup_tick_rows => 600000, catchup_tick_rate => 5000,
        relays => [ 1, 10, 50 ], relays_rate => 1000, relays_secs => 20,
@@ -643,7 +643,7 @@ sub latency_run {
     my $mult    = $x{changes} || 1;
     my $lcount  = int($rate * ($x{secs} || $S{lat_secs}));
     my $count   = $lcount * $mult;
-    my $writers = $rate * $mult >= 5000 ? 8 : $rate * $mult >= 1000 ? 2 : 1;
+    my $writers = nwriters($rate * $mult);
     my $db = $key =~ /^relay/ ? 'nvsentinel' : $key eq 'floors' ? 'nvs_floor' : 'nvs_incumbent';
     my $tag = ($x{tag} || 'lat') . ".$fsync.$round.$rate.$key";
     say_ "latency: fsync=$fsync round $round, $rate ev/s, $key ($count events, $writers writers)";
@@ -746,6 +746,16 @@ sub phase_sizes {
     }
     daemon_stop();
     $R{phases}{sizes} = { runs => \@rows, cells => latency_cells(\@rows), updates => $k, rate => $S{sizes_rate} };
+}
+
+# Writer connections for a rate: one per writer_rate ev/s (default 100, so
+# each has 10 ms per transaction).  With fsync = on a commit waits for its
+# WAL flush (several ms on ordinary disks), and a few connections cannot
+# keep 1k or 5k ev/s however fast the subscriber is.
+sub nwriters {
+    my ($rate) = @_;
+    my $n = POSIX::ceil($rate / $S{writer_rate});
+    return $n < 1 ? 1 : $n;
 }
 
 sub median {
@@ -896,9 +906,9 @@ sub phase_idle {
     my $secs = $S{idle_secs} + 30;
     my $sub  = spawn('idle.relay', "$BIN/bench_sub", '--socket', $daemon->socket, '--seconds', $secs,
         '--ready', "$W/idle.relay.ready");
-    my $poll = spawn('idle.poll', "$BIN/bench_poll", '--conninfo', conninfo('tls', 'bench_poll', user => 'postgres'),
+    my $poll = spawn('idle.poll', "$BIN/bench_poll", '--conninfo', conninfo('tls', 'bench_poll', user => 'postgres', db => 'nvs_incumbent'),
         '--interval-ms', 10, '--seconds', $secs, '--ready', "$W/idle.poll.ready");
-    my $hyb = spawn('idle.hybrid', "$BIN/bench_poll", '--conninfo', conninfo('tls', 'bench_hybrid', user => 'scram_user'),
+    my $hyb = spawn('idle.hybrid', "$BIN/bench_poll", '--conninfo', conninfo('tls', 'bench_hybrid', user => 'scram_user', db => 'nvs_incumbent'),
         '--hybrid', '--seconds', $secs, '--ready', "$W/idle.hybrid.ready");
     wait_files(15, map {"$W/$_->{name}.ready"} $sub, $poll, $hyb);
     Time::HiRes::sleep(1);
@@ -1061,7 +1071,10 @@ sub phase_drain {
     say_ sprintf '  %d events in %.2f s: %.0f ev/s; daemon %.2f CPU-s, RSS max %d KiB', $s->{events}, $wall, $c{rate},
         $c{daemon_cpu_s}, $rss_max;
     $R{phases}{catchup} = \%c;
-    $R{phases}{copy} = copy_rate(1, $n);
+    # The drained rows are the whole changelog (emptied before); ids
+    # continue the sequence across TRUNCATEs.
+    my ($lo, $hi) = split /\|/, psql("SELECT min(id) || '|' || max(id) FROM datastore_changelog");
+    $R{phases}{copy} = copy_rate($lo, $hi);
     say_ sprintf '  COPY of the same rows over TLS: %.2f s, %.0f rows/s', $R{phases}{copy}{seconds}, $R{phases}{copy}{rate};
 
     # What one NVSentinel poll costs the server at this changelog size (its
@@ -1120,7 +1133,7 @@ sub phase_ticks {
     reap($tok, 10);
     my $t0 = eval { psql('SELECT count(*) FROM nvsrelay.tick') } // 0;
     my $wr = spawn('ticks.writer', "$BIN/bench_writer", '--conninfo', conninfo('unix', 'bench_writer'),
-        '--template', "$W/template.json", '--count', $n, '--rate', $S{catchup_tick_rate}, '--writers', 8,
+        '--template', "$W/template.json", '--count', $n, '--rate', $S{catchup_tick_rate}, '--writers', nwriters($S{catchup_tick_rate}),
         '--seed', $opt{seed} + 300, '--out', "$W/ticks.writer.rec");
     reap($wr, $n / $S{catchup_tick_rate} * 3 + 60);
     my $ws = summary($wr);
@@ -1256,7 +1269,7 @@ sub phase_loaded {
             my @be = backends('nvsrelayd');
             my ($c0, $b0, $m0) = (cpu_of($daemon->pid), cpu_sum(@be), mono_now());
             my $wr = spawn("$tag.writer", "$BIN/bench_writer", '--conninfo', conninfo('unix', 'bench_writer'),
-                '--template', "$W/template.json", '--count', $count, '--rate', $S{loaded_rate}, '--writers', 2,
+                '--template', "$W/template.json", '--count', $count, '--rate', $S{loaded_rate}, '--writers', nwriters($S{loaded_rate}),
                 '--seed', $opt{seed} + 500 + ++$i, '--out', "$W/$tag.writer.rec", '--first-seq', $n + 1 + $i * $count);
             reap($wr, $S{loaded_secs} * 3 + 30);
             my $ws = summary($wr);
@@ -1334,7 +1347,7 @@ sub live_run {
     my @be = backends('nvsrelayd');
     my ($c0, $b0, $p0, $t0) = (cpu_of($daemon->pid), cpu_sum(@be), pg_cpu(), NvsTest::now());
     my $wr = spawn("$tag.writer", "$BIN/bench_writer", '--conninfo', conninfo('unix', 'bench_writer'),
-        '--template', "$W/template.json", '--count', $count, '--rate', $rate, '--writers', $rate >= 1000 ? 2 : 1,
+        '--template', "$W/template.json", '--count', $count, '--rate', $rate, '--writers', nwriters($rate),
         '--seed', $seed, '--first-seq', $first, '--out', "$W/$tag.writer.rec");
     reap($wr, $secs * 3 + 30);
     my $ws = summary($wr);
@@ -1567,6 +1580,9 @@ sub rng {
     return sprintf '%s (%s–%s)', fmt_ms($c->{$p}), fmt_ms($c->{"${p}_min"}), fmt_ms($c->{"${p}_max"});
 }
 
+# rng with the unit, when there is a figure.
+sub rms { my $r = rng(@_); return $r =~ /^[\d.]/ ? "$r ms" : $r }
+
 sub verdict { my ($ok) = @_; return !defined $ok ? 'n/a' : $ok ? 'met' : '**missed**' }
 
 sub report {
@@ -1776,7 +1792,7 @@ sub report {
         push @md, '', '![capture cost](capture.svg)', '';
     }
     if (my $B = $P->{big}) {
-        push @md, '## 12. A big changelog with retention running', '',
+        push @md, '## 8. A big changelog with retention running', '',
             sprintf('The changelog at %d rows (loaded in %.0f s; `BENCH_BIG=1` for 10M) with retention running '
                 . '(%s; %d rows pruned during the big runs) against an empty one, runs with the empty table before and '
                 . "after; writers at $S{big_rate} ev/s, $S{big_secs} s per run. PostgreSQL CPU: every server process.",
@@ -1792,7 +1808,7 @@ sub report {
         push @md, '';
     }
     if (my $Z = $P->{sizes}) {
-        push @md, '## 11. Large events with UPDATE-heavy lifecycles', '',
+        push @md, '## 9. Large events with UPDATE-heavy lifecycles', '',
             "$Z->{rate} events/s inserted with a random 0.5–8 KB pad of hex text in the document (past TOAST's 2 KB when "
             . "large), each then updated $Z->{updates} times in transactions of its own (eviction status, updated_at, "
             . 'document): ' . $Z->{rate} * ($Z->{updates} + 1) . " changes/s, every change an event; $S{sizes_secs} s per run, "
@@ -1834,7 +1850,7 @@ sub report {
         push @md, '';
     }
     if (my $K = $P->{ticks}) {
-        push @md, '## 8. Catch-up of a backlog of small ticks, cold', '',
+        push @md, '## 11. Catch-up of a backlog of small ticks, cold', '',
             sprintf('%d events committed by 8 writers at %d ev/s while the relay ticked live (%d ticks, %.1f events each); '
                 . 'then the relay stopped, PostgreSQL restarted (%.2f s), %s, a new relay started and a subscriber resumed '
                 . 'from its position before them.', $K->{rows}, $S{catchup_tick_rate}, $K->{ticks}, $K->{rows_per_tick},
@@ -1844,7 +1860,7 @@ sub report {
                 kfmt($K->{rate}), $K->{daemon_cpu_s}, $K->{backend_cpu_s}, $K->{disorder} // 0), '';
     }
     if (my $X = $P->{relays}) {
-        push @md, '## 9. Relays on one database', '',
+        push @md, '## 12. Relays on one database', '',
             "N relays on one database (one leader ticks, the others stand by), writers at $S{relays_rate} ev/s for "
             . "$S{relays_secs} s, no subscribers. Per relay: its PostgreSQL connections, CPU of its process and of its "
             . 'backends, statements/s (pg_stat_statements, user nvsentinel).', '',
@@ -1874,16 +1890,16 @@ sub targets {
             next unless $r && $h;
             my $ok = defined $r->{p99} && defined $h->{p99} ? $r->{p99} <= $h->{p99} : 0;
             $ok = undef if !$r->{kept} || !$h->{kept};
-            push @t, [ "p99 commit→subscriber at $rate ev/s (TLS, fsync=$f0)", rng($r, 'p99') . ' ms',
-                'NVSentinel hybrid ' . rng($h, 'p99') . ' ms' . ($p ? '; polling 10 ms ' . rng($p, 'p99') . ' ms' : ''),
+            push @t, [ "p99 commit→subscriber at $rate ev/s (TLS, fsync=$f0)", rms($r, 'p99'),
+                'NVSentinel hybrid ' . rms($h, 'p99') . ($p ? '; polling 10 ms ' . rms($p, 'p99') : ''),
                 ratio($r->{p99}, $h->{p99}) . ' hybrid', '≤ hybrid', verdict($ok) ];
         }
         if (my $r = $cell{"$f0|100|relay-tls"}) {
             my $fl = $r->{floor_tls_p50};
             my $f1 = $cell{"$f0|100|floor-1k"};
-            push @t, [ "p50 at 100 ev/s (TLS, fsync=$f0)", rng($r, 'p50') . ' ms',
-                'LISTEN floor ' . fmt_ms($fl) . ' ms' . ($f1 ? '; 1 KB NOTIFY floor ' . rng($f1, 'p50') . ' ms' : ''),
-                defined $r->{p50} && defined $fl ? '+' . fmt_ms($r->{p50} - $fl) . ' ms' : 'n/a', '≤ floor + 1 ms',
+            push @t, [ "p50 at 100 ev/s (TLS, fsync=$f0)", rms($r, 'p50'),
+                'LISTEN floor ' . fmt_ms($fl) . ' ms' . ($f1 ? '; 1 KB NOTIFY floor ' . rms($f1, 'p50') : ''),
+                defined $r->{p50} && defined $fl ? sprintf('%+.2f ms', $r->{p50} - $fl) : 'n/a', '≤ floor + 1 ms',
                 verdict(!$r->{kept} ? undef : defined $r->{p50} && defined $fl ? $r->{p50} <= $fl + 1 : 0) ];
         }
     }
@@ -1925,8 +1941,8 @@ sub targets {
         if ($e && $b) {
             my $ok = !$e->{kept} || !$b->{kept} ? undef : defined $b->{p99} && defined $e->{p99}
                 ? $b->{p99} <= $e->{p99} + 2 && $b->{pg_cpu_pct} <= $e->{pg_cpu_pct} * 1.2 + 1 : 0;
-            push @t, [ "changelog at $B->{rows} rows with retention running", rng($b, 'p99') . ' ms p99, PostgreSQL '
-                    . fmt($b->{pg_cpu_pct}, 1) . '% CPU', 'empty: ' . rng($e, 'p99') . ' ms, ' . fmt($e->{pg_cpu_pct}, 1) . '%',
+            push @t, [ "changelog at $B->{rows} rows with retention running", rms($b, 'p99') . ' p99, PostgreSQL '
+                    . fmt($b->{pg_cpu_pct}, 1) . '% CPU', 'empty: ' . rms($e, 'p99') . ', ' . fmt($e->{pg_cpu_pct}, 1) . '%',
                 ratio($b->{pg_cpu_pct}, $e->{pg_cpu_pct}) . ' CPU', 'p99 ≤ empty + 2 ms, CPU ≤ 1.2× empty + 1 point',
                 verdict($ok) ];
         }
@@ -1936,8 +1952,8 @@ sub targets {
         for my $cond (qw(catchup acks tls)) {
             my $c = $G->{cells}{$cond} or next;
             my $ok = !$q || !$q->{kept} || !$c->{kept} ? undef : defined $c->{p99} && defined $q->{p99} ? $c->{p99} <= $q->{p99} + 2 : 0;
-            push @t, [ "live p99 at $S{loaded_rate} ev/s under load: $cond", rng($c, 'p99') . ' ms', 'quiet ' . rng($q, 'p99') . ' ms',
-                defined $c->{p99} && defined $q->{p99} ? '+' . fmt_ms($c->{p99} - $q->{p99}) . ' ms' : 'n/a', '≤ quiet + 2 ms',
+            push @t, [ "live p99 at $S{loaded_rate} ev/s under load: $cond", rms($c, 'p99'), 'quiet ' . rms($q, 'p99'),
+                defined $c->{p99} && defined $q->{p99} ? sprintf('%+.2f ms', $c->{p99} - $q->{p99}) : 'n/a', '≤ quiet + 2 ms',
                 verdict($ok) ];
         }
     }
