@@ -356,6 +356,7 @@ int main(int argc, char **argv)
 		late += ws[i].late;
 		errors += ws[i].errors;
 		PQfinish(ws[i].pg);
+		free(ws[i].recs);
 	}
 	if (f && fclose(f) != 0)
 		bench_die("cannot write %s", o.out);
@@ -363,5 +364,8 @@ int main(int argc, char **argv)
 	       "\"seconds\":%.3f,\"start_ns\":%llu,\"end_ns\":%llu}\n",
 	       committed, rolled, unknown, late, errors, (double)(t_end - t_start) / 1e9,
 	       (unsigned long long)t_start, (unsigned long long)t_end);
+	/* Freed so a sanitizer build's leak check can see real leaks. */
+	free(ws);
+	free((char *)o.tmpl);
 	return 0;
 }
