@@ -681,11 +681,11 @@ sub latency_run {
     my $load0 = loadavg();
     my $wr = spawn("$tag.writer", "$BIN/bench_writer", '--conninfo', conninfo('unix', 'bench_writer', db => $db),
         '--template', "$W/template.json", '--count', $lcount, '--rate', $rate, '--writers', $writers,
-        '--seed', $opt{seed} + $i, '--out', "$W/$tag.writer.rec", @{ $x{writer} || [] });
+        '--seed', $opt{seed} + $i, '--out', "$W/$tag.writer.rec", '--deadline-s', deadline($x{secs} || $S{lat_secs}),
+        @{ $x{writer} || [] });
     reap($wr, $S{lat_secs} * 3 + 30);
     my $ws = summary($wr);
-    reap($_, $S{lat_drain} + 2) for @floors;
-    reap($_, $S{lat_drain}) for @subs;
+    reap_by(drain_end($ws), @floors, @subs);
     my @ss = map { summary($_) } @subs;
     my $dcpu = $daemon ? cpu_of($daemon->pid) - $cpu0 : undef;
     my $bcpu = cpu_sum(@be) - $bcpu0;
@@ -697,7 +697,8 @@ sub latency_run {
         daemon_cpu_s => $dcpu, backend_cpu_s => $bcpu);
     # "Fell behind": fewer commits per second than asked for.  Its latency
     # measures the writer's backlog, not the subscriber.
-    $common{discarded} = sprintf('writer fell behind: %.0f of %d ev/s', $achieved, $rate) if $achieved < 0.95 * $rate;
+    $common{discarded} = sprintf('writer fell behind: %.0f of %d ev/s%s', $achieved, $rate,
+        $ws->{unsent} ? ", $ws->{unsent} events never sent (deadline)" : '') if $achieved < 0.95 * $rate;
     for my $f (qw(unix tls)) {
         $common{"floor_$f"} = latency_stats($w, floor_arrivals("$W/$tag.floor-$f.rec", $bypid), keep => $rate == 1000);
     }
@@ -752,6 +753,23 @@ sub phase_sizes {
 # each has 10 ms per transaction).  With fsync = on a commit waits for its
 # WAL flush (several ms on ordinary disks), and a few connections cannot
 # keep 1k or 5k ev/s however fast the subscriber is.
+# After the writer: receivers get lat_drain seconds in all to take the
+# tail (they exit by themselves once they have every event); 1 s when the
+# writer left events unsent at its deadline, since they wait for those.
+sub drain_end { my ($ws) = @_; return NvsTest::now() + ($ws->{unsent} ? 1 : $S{lat_drain}) }
+
+sub reap_by {
+    my ($end, @p) = @_;
+    for my $p (@p) {
+        my $left = $end - NvsTest::now();
+        reap($p, $left > 0.05 ? $left : 0.05);
+    }
+}
+
+# A writer that fell behind stops starting transactions here (its run is
+# left out anyway), so one slow cell cannot stretch the run for minutes.
+sub deadline { my ($secs) = @_; return $secs * 1.5 + 2 }
+
 sub nwriters {
     my ($rate) = @_;
     my $n = POSIX::ceil($rate / $S{writer_rate});
@@ -1270,11 +1288,11 @@ sub phase_loaded {
             my ($c0, $b0, $m0) = (cpu_of($daemon->pid), cpu_sum(@be), mono_now());
             my $wr = spawn("$tag.writer", "$BIN/bench_writer", '--conninfo', conninfo('unix', 'bench_writer'),
                 '--template', "$W/template.json", '--count', $count, '--rate', $S{loaded_rate}, '--writers', nwriters($S{loaded_rate}),
-                '--seed', $opt{seed} + 500 + ++$i, '--out', "$W/$tag.writer.rec", '--first-seq', $n + 1 + $i * $count);
+                '--seed', $opt{seed} + 500 + ++$i, '--out', "$W/$tag.writer.rec", '--first-seq', $n + 1 + $i * $count,
+                '--deadline-s', deadline($S{loaded_secs}));
             reap($wr, $S{loaded_secs} * 3 + 30);
             my $ws = summary($wr);
-            reap($fl, $S{lat_drain} + 2);
-            reap($sub, $S{lat_drain} + 2);
+            reap_by(drain_end($ws), $fl, $sub);
             my %row = (cond => $cond, round => $round, rate => $S{loaded_rate}, writer => $ws,
                 achieved_rate => $ws->{committed} / ($ws->{seconds} || 1),
                 daemon_cpu_s => cpu_of($daemon->pid) - $c0, backend_cpu_s => cpu_sum(@be) - $b0, loadavg => loadavg());
@@ -1348,14 +1366,13 @@ sub live_run {
     my ($c0, $b0, $p0, $t0) = (cpu_of($daemon->pid), cpu_sum(@be), pg_cpu(), NvsTest::now());
     my $wr = spawn("$tag.writer", "$BIN/bench_writer", '--conninfo', conninfo('unix', 'bench_writer'),
         '--template', "$W/template.json", '--count', $count, '--rate', $rate, '--writers', nwriters($rate),
-        '--seed', $seed, '--first-seq', $first, '--out', "$W/$tag.writer.rec");
+        '--seed', $seed, '--first-seq', $first, '--out', "$W/$tag.writer.rec", '--deadline-s', deadline($secs));
     reap($wr, $secs * 3 + 30);
     my $ws = summary($wr);
     my %row = (rate => $rate, writer => $ws, achieved_rate => $ws->{committed} / ($ws->{seconds} || 1),
         daemon_cpu_s => cpu_of($daemon->pid) - $c0, backend_cpu_s => cpu_sum(@be) - $b0, pg_cpu_s => pg_cpu() - $p0,
         wall_s => NvsTest::now() - $t0, loadavg => loadavg());
-    reap($fl, $S{lat_drain} + 2);
-    reap($sub, $S{lat_drain} + 2);
+    reap_by(drain_end($ws), $fl, $sub);
     my ($w, $bypid) = read_writer("$W/$tag.writer.rec");
     my ($arr) = arrivals("$W/$tag.sub.rec");
     $row{stats} = latency_stats($w, $arr);

@@ -9,7 +9,7 @@
  *
  *   bench_writer --conninfo C --template F --count N --rate R [--writers W]
  *                [--rows-per-tx K] [--hold-max-ms H] [--rollback-pct P]
- *                [--seed S] [--first-seq Q] [--out FILE]
+ *                [--seed S] [--first-seq Q] [--deadline-s D] [--out FILE]
  *
  * FILE gets one line per event: "seq backend_pid t_commit_sent_ns
  * t_commit_done_ns status", status 1 committed, 0 rolled back or failed
@@ -17,7 +17,9 @@
  * writer's lines in its commit order (the LISTEN floor maps notifications
  * to events by backend pid and order).  A broken connection is re-opened
  * (PostgreSQL restarts during the restart test).  stdout gets one JSON
- * summary line.
+ * summary line.  --deadline-s: no transaction starts later than D seconds
+ * after the start, so a writer that fell behind its rate does not stretch
+ * the run (the summary's "unsent" counts what it left out).
  *
  * Lifecycles (--updates K and/or --pad-max B): each of the N events is
  * inserted with a "pad" of random hex text of --pad-min to --pad-max bytes
@@ -41,6 +43,7 @@ struct opts {
 	double rate;
 	int writers, rows_per_tx, hold_max_ms, rollback_pct, updates, pad_min, pad_max;
 	uint64_t seed;
+	uint64_t deadline_ns;	/* absolute; 0: none */
 };
 
 struct txrec {
@@ -94,6 +97,11 @@ static void recover(struct writer *w)
 	bench_die("bench_writer: cannot reconnect: %s", PQerrorMessage(w->pg));
 }
 
+static int past(const struct opts *o)
+{
+	return o->deadline_ns && bench_now_ns() > o->deadline_ns;
+}
+
 /* One transaction: sql, then COMMIT timed; the record is appended. */
 static PGresult *timed_tx(struct writer *w, const char *sql, long long seq, int keep)
 {
@@ -135,7 +143,7 @@ static void *lifecycle_main(void *arg)
 	w->recs = calloc((size_t)(o->count / o->writers + 1) * (size_t)(o->updates + 1), sizeof(*w->recs));
 	if (!w->recs)
 		bench_die("out of memory");
-	for (g = w->idx; g < o->count && !bench_stop; g += o->writers) {
+	for (g = w->idx; g < o->count && !bench_stop && !past(o); g += o->writers) {
 		uint64_t sched = w->start_ns + (uint64_t)((double)g * 1e9 / o->rate);
 		long long seq0 = o->first_seq + g * (o->updates + 1);
 		int pad = o->pad_min + (o->pad_max > o->pad_min ? (int)(bench_rand(&rng) % (uint64_t)(o->pad_max - o->pad_min + 1)) : 0);
@@ -194,7 +202,7 @@ static void *writer_main(void *arg)
 	w->recs = calloc((size_t)o->count / (size_t)o->writers + (size_t)o->rows_per_tx + 1, sizeof(*w->recs));
 	if (!w->recs)
 		bench_die("out of memory");
-	for (g = w->idx; g < ntx && !bench_stop; g += o->writers) {
+	for (g = w->idx; g < ntx && !bench_stop && !past(o); g += o->writers) {
 		uint64_t sched = w->start_ns + (uint64_t)((double)g * o->rows_per_tx * 1e9 / o->rate);
 		long long seq0 = o->first_seq + g * o->rows_per_tx, k, nrows;
 		size_t n;
@@ -268,7 +276,7 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: bench_writer --conninfo C --template F --count N --rate R [--writers W] "
 		"[--rows-per-tx K] [--hold-max-ms H] [--rollback-pct P] [--seed S] [--first-seq Q] [--out FILE]\n"
-		"       [--updates K] [--pad-min B] [--pad-max B]\n");
+		"       [--updates K] [--pad-min B] [--pad-max B] [--deadline-s D]\n");
 	exit(64);
 }
 
@@ -279,12 +287,15 @@ int main(int argc, char **argv)
 		{ "rate", 1, NULL, 'r' }, { "writers", 1, NULL, 'w' }, { "rows-per-tx", 1, NULL, 'k' },
 		{ "hold-max-ms", 1, NULL, 'H' }, { "rollback-pct", 1, NULL, 'P' }, { "seed", 1, NULL, 's' },
 		{ "first-seq", 1, NULL, 'q' }, { "out", 1, NULL, 'o' }, { "updates", 1, NULL, 'u' },
-		{ "pad-min", 1, NULL, 'm' }, { "pad-max", 1, NULL, 'M' }, { NULL, 0, NULL, 0 }
+		{ "pad-min", 1, NULL, 'm' }, { "pad-max", 1, NULL, 'M' }, { "deadline-s", 1, NULL, 'D' },
+		{ NULL, 0, NULL, 0 }
 	};
 	struct opts o = { .writers = 1, .rows_per_tx = 1, .first_seq = 1, .seed = 1 };
 	struct writer *ws;
 	long long committed = 0, rolled = 0, unknown = 0, late = 0, errors = 0;
 	uint64_t t_start, t_end;
+	double deadline_s = 0;
+	size_t sent = 0;
 	FILE *f = NULL;
 	int c, i;
 
@@ -304,6 +315,7 @@ int main(int argc, char **argv)
 		case 'u': o.updates = atoi(optarg); break;
 		case 'm': o.pad_min = atoi(optarg); break;
 		case 'M': o.pad_max = atoi(optarg); break;
+		case 'D': deadline_s = atof(optarg); break;
 		default: usage();
 		}
 	}
@@ -327,6 +339,8 @@ int main(int argc, char **argv)
 			bench_die("bench_writer: connect: %s", PQerrorMessage(ws[i].pg));
 	}
 	t_start = bench_now_ns() + 20000000;
+	if (deadline_s > 0)
+		o.deadline_ns = t_start + (uint64_t)(deadline_s * 1e9);
 	for (i = 0; i < o.writers; i++) {
 		ws[i].start_ns = t_start;
 		if (pthread_create(&ws[i].th, NULL, o.updates || o.pad_max ? lifecycle_main : writer_main, &ws[i]) != 0)
@@ -356,13 +370,15 @@ int main(int argc, char **argv)
 		late += ws[i].late;
 		errors += ws[i].errors;
 		PQfinish(ws[i].pg);
+		sent += ws[i].nrecs;
 		free(ws[i].recs);
 	}
 	if (f && fclose(f) != 0)
 		bench_die("cannot write %s", o.out);
 	printf("{\"committed\":%lld,\"rolled_back\":%lld,\"unknown\":%lld,\"late_tx\":%lld,\"errors\":%lld,"
-	       "\"seconds\":%.3f,\"start_ns\":%llu,\"end_ns\":%llu}\n",
-	       committed, rolled, unknown, late, errors, (double)(t_end - t_start) / 1e9,
+	       "\"unsent\":%lld,\"seconds\":%.3f,\"start_ns\":%llu,\"end_ns\":%llu}\n",
+	       committed, rolled, unknown, late, errors,
+	       o.count * (o.updates + 1) - (long long)sent, (double)(t_end - t_start) / 1e9,
 	       (unsigned long long)t_start, (unsigned long long)t_end);
 	/* Freed so a sanitizer build's leak check can see real leaks. */
 	free(ws);
