@@ -11,8 +11,10 @@
 # BENCH_QUICK=1 (or --quick) runs every phase for about a second: a smoke
 # run whose numbers mean nothing.  BENCH_SEED fixes the seed (recorded).
 # BENCH_ONLY takes a comma list of phases: capture latency ooo idle drain
-# fanout restart (catch-up belongs to drain).  What each phase does and why
-# is in tests/bench/README.md.
+# fanout restart loaded sizes big ticks relays (catch-up belongs to drain).
+# BENCH_RUNS, BENCH_SECS, BENCH_RATES, BENCH_FSYNC and BENCH_VARIANTS shape
+# the latency matrix; BENCH_BIG=1 the big phase.  What each phase does and
+# why is in tests/bench/README.md.
 use strict;
 use warnings;
 use FindBin;
@@ -1132,7 +1134,9 @@ sub copy_rate {
 # Catch-up of a backlog built the way a live relay builds it: many small
 # ticks.  The relay runs while writers commit catchup_tick_rows events at
 # catchup_tick_rate (each NOTIFY asks for a tick, so every tick holds a
-# few events: ten minutes of live ticking in a fraction of the time); a
+# few events: ten minutes of live ticking in a fraction of the time; a
+# server that commits slower, durably, stops the writers at the deadline
+# and the backlog is what they committed); a
 # subscriber's position before them was kept.  Then the relay stops,
 # PostgreSQL restarts and the OS page cache is dropped (as root, not in a
 # quick run: other work on the machine shares it), a new relay starts and
@@ -1152,7 +1156,7 @@ sub phase_ticks {
     my $t0 = eval { psql('SELECT count(*) FROM nvsrelay.tick') } // 0;
     my $wr = spawn('ticks.writer', "$BIN/bench_writer", '--conninfo', conninfo('unix', 'bench_writer'),
         '--template', "$W/template.json", '--count', $n, '--rate', $S{catchup_tick_rate}, '--writers', nwriters($S{catchup_tick_rate}),
-        '--seed', $opt{seed} + 300, '--out', "$W/ticks.writer.rec");
+        '--seed', $opt{seed} + 300, '--out', "$W/ticks.writer.rec", '--deadline-s', deadline($n / $S{catchup_tick_rate}));
     reap($wr, $n / $S{catchup_tick_rate} * 3 + 60);
     my $ws = summary($wr);
     Time::HiRes::sleep(1);    # the last ticks
@@ -1625,7 +1629,7 @@ sub report {
         "| nvsrelayd settings | defaults (conf/nvsrelayd.conf) except log_level=info"
         . (%DSET ? ', ' . join(', ', map {"**$_=$DSET{$_}**"} sort keys %DSET) : '') . "; $R{daemon_settings} |",
         "| document | NvsTest::health_doc XID event, $R{doc_bytes} bytes as inserted |",
-        "| clients | tests/bench/bench_*.c: writer (libpq), LISTEN floor (libpq), NVSentinel polling baseline (libpq), nvsrelayd subscriber (libnvsrelay; `raw` = frame splitter only) |",
+        "| clients | tests/bench/bench_*.c: writer (libpq), LISTEN floor (libpq), NVSentinel polling baseline (libpq), nvsrelayd subscriber (libnvsrelay; `raw` = frame splitter only), TLS subscribers as load (bench_tlssubs.pl) |",
         '';
     push @md, '## Targets', '', '| figure | nvsrelayd | baseline (same run) | ratio | target | |', '|---|---|---|---|---|---|';
     for my $t (@{ $R{targets} }) { push @md, '| ' . join(' | ', @$t) . ' |' }
