@@ -1270,7 +1270,7 @@ sub phase_loaded {
             my $tag = "loaded.$round.$cond";
             my $count = int($S{loaded_rate} * $S{loaded_secs});
             my $secs = $S{loaded_secs} * 10 + 120;
-            my $bg;
+            my ($bg, $mb) = (undef, mono_now());
             if ($cond eq 'catchup') {
                 $bg = spawn("$tag.bg", "$BIN/bench_sub", '--socket', $daemon->socket, '--raw', '--resume-after', $token,
                     '--expect', $n, '--seconds', $secs);
@@ -1307,7 +1307,7 @@ sub phase_loaded {
                 my $bs = eval { summary($bg) } || {};
                 $row{background} = { map { $_ => $bs->{$_} } grep { exists $bs->{$_} } qw(conns confirmed events acks procs) };
                 if ($cond eq 'catchup') {
-                    $row{background}{replay_s} = $bs->{last_ns} ? ($bs->{last_ns} - $m0) / 1e9 : undef;
+                    $row{background}{replay_s} = $bs->{last_ns} ? ($bs->{last_ns} - $mb) / 1e9 : undef;
                     $row{background}{finished_before_writer} = $done ? 1 : 0;
                 }
             }
@@ -1872,9 +1872,10 @@ sub report {
     }
     if (my $K = $P->{ticks}) {
         push @md, '## 11. Catch-up of a backlog of small ticks, cold', '',
-            sprintf('%d events committed by 8 writers at %d ev/s while the relay ticked live (%d ticks, %.1f events each); '
+            sprintf('%d events committed by %d writer connections at %d ev/s while the relay ticked live (%d ticks, %.1f events each); '
                 . 'then the relay stopped, PostgreSQL restarted (%.2f s), %s, a new relay started and a subscriber resumed '
-                . 'from its position before them.', $K->{rows}, $S{catchup_tick_rate}, $K->{ticks}, $K->{rows_per_tick},
+                . 'from its position before them.', $K->{rows}, nwriters($S{catchup_tick_rate}), $S{catchup_tick_rate}, $K->{ticks},
+                $K->{rows_per_tick},
                 $K->{pg_restart_s}, $K->{cache}), '',
             '| events | ticks | seconds | events/s | relay CPU-s | relay backends CPU-s | out of order |', '|---|---|---|---|---|---|---|',
             sprintf('| %d of %d | %d | %.2f | %s | %.2f | %.2f | %s |', $K->{events}, $K->{rows}, $K->{ticks}, $K->{seconds},
