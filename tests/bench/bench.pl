@@ -50,11 +50,11 @@ $ENV{NVSRELAY_BUILD} = $opt{build};
 my %S = $opt{quick}
     ? (lat_secs => 0.5, lat_runs => 2, lat_drain => 1, rates => [ 100 ], capture_secs => 1, ooo_secs => 1, writer_rate => 100,
        idle_secs => 2, drain_rows => 10000, drain_secs => 30, capture_rounds => 1, fan_total => 10000, fan_subs => [ 1, 10, 100, 1000 ],
-       restart_secs => 3, restart_rate => 100, catchup_conns => 1, catchup_tick_rows => 3000, catchup_tick_rate => 1000,
+       restart_secs => 3, restart_rate => 100, catchup_conns => 1, catchup_tick_rows => 1000, catchup_tick_rate => 1000,
        relays => [ 1, 3 ], relays_rate => 100, relays_secs => 1,
        loaded_runs => 1, loaded_secs => 1, loaded_rate => 200, loaded_backlog => 10000, loaded_acks => 10, loaded_tls => 20,
        loaded_tls_procs => 2, sizes_runs => 1, sizes_secs => 0.5, sizes_rate => 50, sizes_updates => 3,
-       big_rows => 20000, big_runs => 2, big_secs => 0.5, big_rate => 200)
+       big_rows => 10000, big_runs => 2, big_secs => 0.5, big_rate => 200)
     : (lat_secs => 30, lat_runs => 5, lat_drain => 5, rates => [ 100, 1000, 5000 ], capture_secs => 6, ooo_secs => 15, writer_rate => 100,
        idle_secs => 60, drain_rows => 1000000, drain_secs => 120, capture_rounds => 3, fan_total => 2000000, fan_subs => [ 1, 10, 100, 1000 ],
        restart_secs => 12, restart_rate => 200, catchup_conns => 1, catchup_tick_rows => 600000, catchup_tick_rate => 5000,
