@@ -253,7 +253,12 @@ ok(defined $stored && $stored ge $last, "n1's consumer dur is stored upstream as
     my $c = NvsTest::Client->connect($nodes[0]->socket);
     $c->watch(sid => 2, consumer => 'dur');
     my $bm = $c->recv_op('bookmark', 10 * $slow);
-    is($bm && $bm->{token}{_data}, $stored, 'the consumer reconnects to n1 and resumes at its stored position');
+    # A position write still in flight when it closed may have moved the stored
+    # position past what was read above; the resume is at what is stored now.
+    my $now = $dbh->selectrow_array(q{SELECT resume_token->>'token' FROM resume_tokens WHERE client_name = 'n1/dur'});
+    ok($bm && $bm->{token}{_data} ge $stored && $bm->{token}{_data} eq $now,
+        'the consumer reconnects to n1 and resumes at its stored position')
+        or diag('bookmark ' . ($bm ? $bm->{token}{_data} : 'none') . ", stored $stored, now $now");
     my $x = NvsTest::insert_health_event($dbh, node => 'chain-after');
     my $ev = $c->events(1, 10 * $slow, sid => 2);
     is(scalar @$ev, 1, 'and receives the next change');
