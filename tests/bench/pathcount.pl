@@ -65,6 +65,19 @@ sub spawn {
 
 sub rows { my ($f) = @_; open(my $h, '<', $f) or return (); map { chomp; [ split / / ] } <$h> }
 
+my $CLK = POSIX::sysconf(POSIX::_SC_CLK_TCK()) || 100;
+
+# CPU seconds (user + system) of processes; 0 for one that is gone.
+sub cpu {
+    my $t = 0;
+    for (@_) {
+        my ($f) = NvsTest::slurp("/proc/$_/stat") =~ /\)\s+(.*)$/s or next;
+        my @f = split ' ', $f;
+        $t += ($f[11] + $f[12]) / $CLK;
+    }
+    return $t;
+}
+
 sub pct { my ($p, @s) = @_; return @s ? $s[ int($p * $#s + 0.5) ] : 'nan' }
 
 my $seq0 = 0;
@@ -81,10 +94,13 @@ for my $rate (split /,/, $opt{rates}) {
     sleep 1;
     q1("SELECT pg_stat_statements_reset(), pg_stat_reset_shared('wal'), pg_stat_reset()");
     sleep 1;
+    my @be = grep {/^\d+$/} split /\n/, q1("SELECT pid FROM pg_stat_activity WHERE usename = 'nvsentinel'");
+    my ($cd, $cb) = (cpu($daemon->pid), cpu(@be));
     my $w = spawn("writer.$rate", "$BIN/bench_writer", '--conninfo', $writer_ci, '--template', "$W/template.json",
         '--count', $count, '--rate', $rate, '--writers', $writers, '--first-seq', $seq0, '--out', "$W/writer.$rate.rec");
     waitpid($w, 0);
     waitpid($sub, 0);
+    ($cd, $cb) = (cpu($daemon->pid) - $cd, cpu(@be) - $cb);
     if ($st) { kill 'INT', $st; waitpid($st, 0) }
     sleep 2;    # statistics reach the shared tables within a second of idling
     my %c;
@@ -105,7 +121,7 @@ for my $rate (split /,/, $opt{rates}) {
         . " WAL writes %.2f, transactions %.2f (writer's included); p50 %.2f ms, p99 %.2f ms (indicative)\n",
         $rate, $n, scalar(@lat), map({ ($c{$_} || 0) / ($n || 1) } qw(stmts wal_sync wal_write commits)),
         pct(0.5, @lat), pct(0.99, @lat);
-    printf "    WAL flush mean %s ms\n", $c{sync_ms};
+    printf "    WAL flush mean %s ms; CPU s: relay %.2f, its backends %.2f (indicative)\n", $c{sync_ms}, $cd, $cb;
     print "    $_\n" for @top;
     $seq0 += $count + 1000;
 }
