@@ -6,7 +6,10 @@
  * NOTIFY is never stuck behind a long read).  The live reader walks the
  * ticks in order and, for each pair, reads the batch in id-ordered pages;
  * each row becomes an event at position (tick, id) and goes to the hub.
- * Catch-up pages for subscribers behind the ring use the same statements,
+ * On the leader the tick statement itself brings the first page of the
+ * batch it closes (batch.c), so the common case, a batch of one page, costs
+ * one round trip after the NOTIFY and never waits behind the main
+ * connection's catch-up pages and position saves.  Catch-up pages for subscribers behind the ring use the same statements,
  * so a batch looks the same to everyone, whenever it is read.  The hub gets
  * them, and durable positions (position.c), through relay_source()'s ops.
  *

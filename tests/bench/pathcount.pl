@@ -7,7 +7,7 @@
 # indication only.  One run of seconds, not a benchmark: see README.md.
 #
 #   perl tests/bench/pathcount.pl [--build DIR] [--rates 100,1000] [--secs 10]
-#                                 [--set key=value ...] [--strace FILE] [--log FILE]
+#                                 [--set key=value ...] [--strace FILE] [--log FILE] [--keep DIR]
 #
 # --strace writes `strace -ttt -f` of the daemon during the first rate;
 # --log keeps the daemon's log (with --set log_level=debug it has a
@@ -23,7 +23,7 @@ use POSIX ();
 use NvsTest;
 
 my %opt = (build => $ENV{NVSRELAY_BUILD} || "$NvsTest::ROOT/build", rates => '100,1000', secs => 10, set => []);
-GetOptions(\%opt, 'build=s', 'rates=s', 'secs=f', 'set=s@', 'strace=s', 'log=s')
+GetOptions(\%opt, 'build=s', 'rates=s', 'secs=f', 'set=s@', 'strace=s', 'log=s', 'keep=s')
     or die "usage: pathcount.pl [--build DIR] [--rates R,..] [--secs S] [--set k=v] [--strace FILE]\n";
 $opt{build} = abs_path($opt{build}) or die "no build directory\n";
 $ENV{NVSRELAY_BUILD} = $opt{build};
@@ -83,7 +83,7 @@ sub pct { my ($p, @s) = @_; return @s ? $s[ int($p * $#s + 0.5) ] : 'nan' }
 my $seq0 = 0;
 for my $rate (split /,/, $opt{rates}) {
     my $count = int($rate * $opt{secs});
-    my $writers = $rate >= 1000 ? 2 : 1;
+    my $writers = $rate >= 5000 ? 8 : $rate >= 1000 ? 2 : 1;    # as bench.pl
     unlink "$W/ready";
     my $sub = spawn("sub.$rate", "$BIN/bench_sub", '--socket', $daemon->socket, '--expect', $count,
         '--seconds', $opt{secs} * 3 + 30, '--ready', "$W/ready", '--out', "$W/sub.$rate.rec");
@@ -111,6 +111,7 @@ for my $rate (split /,/, $opt{rates}) {
     my @top = split /\n/, q1("SELECT calls || ' calls, ' || round(mean_exec_time::numeric, 3) || ' ms: ' || left(regexp_replace(query, '\\s+', ' ', 'g'), 70)"
         . " FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid WHERE r.rolname = 'nvsentinel'"
         . " ORDER BY calls DESC LIMIT 5");
+    my $ws = $NvsTest::JSON->decode((grep {/^\{/} split /\n/, NvsTest::slurp("$W/writer.$rate.out"))[-1] // '{}');
     my %t0 = map { $_->[0] => $_->[2] } grep { $_->[4] == 1 } rows("$W/writer.$rate.rec");
     my (%t1, @lat);
     for (rows("$W/sub.$rate.rec")) { $t1{ $_->[0] } //= $_->[1] if $_->[0] >= 0 }
@@ -121,9 +122,12 @@ for my $rate (split /,/, $opt{rates}) {
         . " WAL writes %.2f, transactions %.2f (writer's included); p50 %.2f ms, p99 %.2f ms (indicative)\n",
         $rate, $n, scalar(@lat), map({ ($c{$_} || 0) / ($n || 1) } qw(stmts wal_sync wal_write commits)),
         pct(0.5, @lat), pct(0.99, @lat);
+    printf "    writer: %.0f ev/s achieved, %d transactions late\n", ($ws->{committed} // 0) / ($ws->{seconds} || 1),
+        $ws->{late_tx} // 0;
     printf "    WAL flush mean %s ms; CPU s: relay %.2f, its backends %.2f (indicative)\n", $c{sync_ms}, $cd, $cb;
     print "    $_\n" for @top;
     $seq0 += $count + 1000;
 }
 $daemon->stop(10);
 NvsTest::run_cmd([ 'cp', $daemon->logfile, $opt{log} ]) if $opt{log};
+NvsTest::run_cmd([ 'cp', '-r', $W, $opt{keep} ]) if $opt{keep};
