@@ -47,6 +47,9 @@ open(my $fh, '>', "$W/template.json") or die $!;
 print $fh "$doc\n";
 close $fh;
 my $e = $pg->pgenv;
+my $floor_ci = "host=localhost port=$e->{DATASTORE_PORT} dbname=nvsentinel user=nvsentinel sslmode=verify-full"
+    . " sslrootcert=$e->{DATASTORE_SSLROOTCERT} sslcert=$e->{DATASTORE_SSLCERT} sslkey=$e->{DATASTORE_SSLKEY}"
+    . " gssencmode=disable application_name=bench_floor";
 my $writer_ci = "host=$e->{PGHOST} port=$e->{PGPORT} dbname=nvsentinel user=postgres application_name=bench_writer";
 
 sub q1 { return $pg->psql($_[0]) }
@@ -87,19 +90,23 @@ for my $rate (split /,/, $opt{rates}) {
     unlink "$W/ready";
     my $sub = spawn("sub.$rate", "$BIN/bench_sub", '--socket', $daemon->socket, '--expect', $count,
         '--seconds', $opt{secs} * 3 + 30, '--ready', "$W/ready", '--out', "$W/sub.$rate.rec");
-    for (1 .. 1500) { last if -e "$W/ready"; Time::HiRes::sleep(0.01) }
+    # The floor: a bare LISTEN over TLS, as bench.pl's latency phase has it.
+    my $fl = spawn("floor.$rate", "$BIN/bench_listen", '--conninfo', $floor_ci, '--expect', $count,
+        '--seconds', $opt{secs} * 3 + 30, '--ready', "$W/ready.floor", '--out', "$W/floor.$rate.rec");
+    for (1 .. 1500) { last if -e "$W/ready" && -e "$W/ready.floor"; Time::HiRes::sleep(0.01) }
     my $st;
     $st = spawn("strace", 'strace', '-ttt', '-f', '-s', '120', '-o', $opt{strace}, '-p', $daemon->pid)
         if $opt{strace} && !$seq0;
     sleep 1;
     q1("SELECT pg_stat_statements_reset(), pg_stat_reset_shared('wal'), pg_stat_reset()");
     sleep 1;
-    my @be = grep {/^\d+$/} split /\n/, q1("SELECT pid FROM pg_stat_activity WHERE usename = 'nvsentinel'");
+    my @be = grep {/^\d+$/} split /\n/, q1("SELECT pid FROM pg_stat_activity WHERE application_name = 'nvsrelayd'");
     my ($cd, $cb) = (cpu($daemon->pid), cpu(@be));
     my $w = spawn("writer.$rate", "$BIN/bench_writer", '--conninfo', $writer_ci, '--template', "$W/template.json",
         '--count', $count, '--rate', $rate, '--writers', $writers, '--first-seq', $seq0, '--out', "$W/writer.$rate.rec");
     waitpid($w, 0);
     waitpid($sub, 0);
+    waitpid($fl, 0);
     ($cd, $cb) = (cpu($daemon->pid) - $cd, cpu(@be) - $cb);
     if ($st) { kill 'INT', $st; waitpid($st, 0) }
     sleep 2;    # statistics reach the shared tables within a second of idling
@@ -117,13 +124,21 @@ for my $rate (split /,/, $opt{rates}) {
     for (rows("$W/sub.$rate.rec")) { $t1{ $_->[0] } //= $_->[1] if $_->[0] >= 0 }
     push @lat, ($t1{$_} - $t0{$_}) / 1e6 for grep { exists $t1{$_} } keys %t0;
     @lat = sort { $a <=> $b } @lat;
+    # The k-th notification from a writer's backend is its k-th commit.
+    my (%bypid, %k, @fl);
+    push @{ $bypid{ $_->[1] } }, $_->[0] for grep { $_->[4] == 1 } rows("$W/writer.$rate.rec");
+    for (rows("$W/floor.$rate.rec")) {
+        my $seq = ($bypid{ $_->[0] } || [])->[ $k{ $_->[0] }++ ];
+        push @fl, ($_->[1] - $t0{$seq}) / 1e6 if defined $seq;
+    }
+    @fl = sort { $a <=> $b } @fl;
     my $n = keys %t0;
     printf "rate %d: %d committed, %d delivered; per event: relay statements %.2f, WAL flushes %.2f,"
         . " WAL writes %.2f, transactions %.2f (writer's included); p50 %.2f ms, p99 %.2f ms (indicative)\n",
         $rate, $n, scalar(@lat), map({ ($c{$_} || 0) / ($n || 1) } qw(stmts wal_sync wal_write commits)),
         pct(0.5, @lat), pct(0.99, @lat);
-    printf "    writer: %.0f ev/s achieved, %d transactions late\n", ($ws->{committed} // 0) / ($ws->{seconds} || 1),
-        $ws->{late_tx} // 0;
+    printf "    writer: %.0f ev/s achieved, %d transactions late; LISTEN floor (TLS) p50 %.2f ms, p99 %.2f ms\n",
+        ($ws->{committed} // 0) / ($ws->{seconds} || 1), $ws->{late_tx} // 0, pct(0.5, @fl), pct(0.99, @fl);
     printf "    WAL flush mean %s ms; CPU s: relay %.2f, its backends %.2f (indicative)\n", $c{sync_ms}, $cd, $cb;
     print "    $_\n" for @top;
     $seq0 += $count + 1000;
