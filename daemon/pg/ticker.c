@@ -114,6 +114,9 @@ static void tick_done(PgConn *pc, PGresult *res, void *arg)
 	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) < 1 || PQnfields(res) < 4 ||
 	    PQgetisnull(res, 0, 0) || PQgetisnull(res, 0, 3)) {
 		log_err("tick failed error='%s'", PQresultErrorMessage(res));
+		/* A NOTIFY during the failed tick still wants one. */
+		if (t->wanted)
+			ticker_kick(t);
 		return;
 	}
 	free(t->last_snap);
@@ -196,12 +199,17 @@ static void probe_done(PgConn *pc, PGresult *res, void *arg)
 
 	(void)pc;
 	t->busy = false;
-	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK)
+	log_debug("live path stage=probe_done t=%.6f", ev_time());
+	if (!res)
 		return;
-	if (strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
+	/* A kick that came during the probe is for a commit the probe's
+	 * snapshot may not have seen: it ticks whatever the probe found. */
+	if (t->wanted || (PQresultStatus(res) == PGRES_TUPLES_OK && strcmp(PQgetvalue(res, 0, 0), "t") == 0)) {
 		ticker_kick(t);
 		return;
 	}
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		return;
 	if (t->listening) {
 		double cap = t->cv->poll_interval_max_ms / 1000.0;
 
@@ -267,8 +275,10 @@ static void poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		return;
 	}
 	params[0] = t->last_snap;
-	if (pgconn_query_prep(t->pc, "probe", probe, 1, params, probe_done, t) == 0)
+	if (pgconn_query_prep(t->pc, "probe", probe, 1, params, probe_done, t) == 0) {
 		t->busy = true;
+		log_debug("live path stage=probe_sent t=%.6f", ev_time());
+	}
 	rearm(t);
 }
 
