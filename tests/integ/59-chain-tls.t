@@ -11,6 +11,8 @@ use FindBin;
 use lib "$FindBin::Bin/../lib";
 use Test::More;
 use IO::Socket::INET;
+use IO::Socket::UNIX;
+use Socket ();
 use NvsTest;
 
 my $slow = $ENV{NVS_VALGRIND} ? 6 : 1;
@@ -88,12 +90,32 @@ for my $what (sort keys %bad) {
 }
 unlike(join('', map { $_->log } $up, $a, $b), qr/\Q$token\E/, 'the token is in no log');
 
+# The node's admin socket answers status from its upstream stream.
+sub admin_status {
+    my ($d) = @_;
+    my $s = IO::Socket::UNIX->new(Type => Socket::SOCK_STREAM(), Peer => $d->admin_socket) or return {};
+    print $s qq({"cmd":"status"}\n);
+    my $line = <$s>;
+    return $line ? $NvsTest::JSON->decode($line) : {};
+}
+my $st = admin_status($a);
+ok($st->{ready} && $st->{head} && $st->{upstream_up}, 'status on a node: ready, with a head, upstream up')
+    or diag(explain($st));
+is($st->{upstream}, "127.0.0.1:$port", 'and names its upstream');
+is($st->{generation}, admin_status($up)->{generation}, "the generation is the upstream's");
+like((NvsTest::run_cmd([ ($ENV{NVSRELAY_BUILD} || "$FindBin::Bin/../../build") . '/nvsrelay', 'status',
+    '--admin-socket', $a->admin_socket ]))[1], qr/^upstream +127\.0\.0\.1:$port \(up, \d+ reconnects\)$/m,
+    'nvsrelay status prints the upstream');
+
 # /readyz follows the upstream connection.
 $up->kill('KILL');
 $up->wait_exit(5);
 my $ready = '';
 for (1 .. 50) { $ready = http_get($hport, '/readyz'); last if $ready =~ / 503 /; Time::HiRes::sleep(0.1) }
 like($ready, qr/ 503 .*upstream connection down/s, 'upstream gone: node a is not ready, and says why');
+$st = admin_status($a);
+ok(!$st->{ready} && defined $st->{upstream_up} && !$st->{upstream_up}, 'status: not ready, upstream down')
+    or diag(explain($st));
 $up = NvsTest::Daemon->start($pg, socket => "$dir/up.sock", set => \%uset);
 for (1 .. 100) { $ready = http_get($hport, '/readyz'); last if $ready =~ / 200 /; Time::HiRes::sleep(0.1) }
 like($ready, qr/ 200 /, 'upstream back: ready again');
