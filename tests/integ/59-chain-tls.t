@@ -88,6 +88,16 @@ for my $what (sort keys %bad) {
         "$what: /readyz says not ready");
     $n->stop(10);
 }
+# Names are resolved off the event loop; one that does not resolve is a failed attempt like
+# any other, and the next address of the list serves.
+{
+    my $n = NvsTest::Daemon->start($pg, socket => "$dir/dns.sock",
+        set => { %good, upstream => "no-such-host.invalid:$port,127.0.0.1:$port", node_name => 'dns' });
+    ok($n->wait_log(qr/upstream connection lost address=no-such-host\.invalid:$port reason='cannot resolve no-such-host\.invalid: /,
+        10 * $slow), 'a name that does not resolve: the log says so') or diag(NvsTest::tail($n->logfile, 10));
+    ok($n->wait_log(qr/streaming from upstream address=127\.0\.0\.1:$port node=dns/, 10 * $slow), 'and the next address serves');
+    is($n->stop(10), 0, 'clean stop');
+}
 unlike(join('', map { $_->log } $up, $a, $b), qr/\Q$token\E/, 'the token is in no log');
 
 # The node's admin socket answers status from its upstream stream.
