@@ -257,10 +257,12 @@ is($ev->[0] && $ev->[0]{event}{documentKey}{_id}, $id2, 'and the subscriber, sti
     my $stored;
     for (1 .. 50) {
         $stored = $dbh->selectrow_array(q{SELECT resume_token->>'token' FROM resume_tokens WHERE client_name = 'nvsentinel/fq'});
-        last if defined $stored && $stored eq $e1->[0]{event}{_id}{_data};
+        last if defined $stored && $stored ge $e1->[0]{event}{_id}{_data};
         Time::HiRes::sleep(0.1);
     }
-    is($stored, $e1->[0]{event}{_id}{_data}, 'the allowed node stores its consumer as nvsentinel/fq');
+    # At or past the acknowledged event: a bookmark after it may move it further.
+    ok(defined $stored && $stored ge $e1->[0]{event}{_id}{_data}, 'the allowed node stores its consumer as nvsentinel/fq')
+        or diag($stored // 'nothing stored');
     is($dbh->selectrow_array(q{SELECT count(*) FROM resume_tokens WHERE client_name LIKE 'impostor/%'}), 0,
         'nothing stored for the refused one');
 
