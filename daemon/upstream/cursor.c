@@ -107,7 +107,7 @@ static bool answer(Cursors *cs, struct cursor *c)
 		}
 		for (i = 0; i < n; i++)
 			evs[i] = c->q[i];
-		if (c->qn > n) /* c->q is NULL while nothing was ever queued */
+		if (c->qn > n)   /* c->q is NULL before the first event */
 			memmove(c->q, c->q + n, (c->qn - n) * sizeof(*c->q));
 		c->qn -= n;
 		if (c->conn && c->qn < 4 * page_limit(cs))
