@@ -7,7 +7,7 @@
 #   make check T=tests/integ/20-resume.t   only the named tests (T takes several)
 #   make check SANITIZE=address,undefined
 #   make check-valgrind   the same tests with the daemon and unit tests under valgrind
-#   make check-long       the chaos checker and the load test at their long sizes (minutes)
+#   make check-long       the chaos checker, the load test and the 50-node fleet at their long sizes (minutes)
 #   make fuzz FUZZ_TIME=30   each libFuzzer target for FUZZ_TIME seconds (clang)
 #   make deps       install the Debian packages the build, demo and tests need
 #                   (check, demo and the other test targets run it first; DEPS=0 skips it)
@@ -180,7 +180,7 @@ check-valgrind: $(NEED_DEPS)
 check-long: $(NEED_DEPS)
 	$(MAKE) all
 	NVSRELAY_BUILD=$(CURDIR)/$(B) NVSRELAY_SANITIZE=$(SANITIZE) NVS_CHAOS_SIZE=long NVS_LOAD_SIZE=long \
-	    prove -v $(PROVE_FLAGS) tests/integ/95-chaos.t tests/integ/98-load.t
+	    NVS_FLEET_SIZE=long prove -v $(PROVE_FLAGS) tests/integ/95-chaos.t tests/integ/98-load.t tests/integ/56-fleet.t
 
 # Benchmarks against the LISTEN floor and NVSentinel's polling scheme
 # (tests/bench/README.md); BENCH_QUICK=1 for a run of seconds.  Not part of

@@ -193,6 +193,10 @@ static void print_status(const cJSON *a)
 	printf("ready           %s\n", yesno(a, "ready"));
 	printf("state           %s%s%s\n", str(a, "state") ? str(a, "state") : yesno(a, "ready"),
 	       str(a, "reason") ? ": " : "", str(a, "reason") ? str(a, "reason") : "");
+	if (str(a, "upstream"))
+		printf("upstream        %s (%s, %.0f reconnects)\n", str(a, "upstream"),
+		       cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "upstream_up")) ? "up" : "down",
+		       num(a, "upstream_reconnects", NULL));
 	printf("ticker leader   %s\n", yesno(a, "ticker_leader"));
 	printf("connections     %.0f of %.0f up\n", num(a, "connections_up", NULL), num(a, "connections", NULL));
 	printf("subscribers     %.0f\n", num(a, "subscribers", NULL));

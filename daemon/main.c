@@ -161,9 +161,13 @@ static void up_gone(void *arg, Client *c)
 	downlink_client_gone(g.downlink, c);
 }
 
+/* A chained relay's load or store of a name: the same owners as a watch
+ * of it, so a node writes only what the map gives its certificate. */
 static void up_position(void *arg, Client *c, const struct request *rq)
 {
 	(void)arg;
+	if (!consumer_allowed(c, rq))
+		return;
 	downlink_request(g.downlink, c, rq);
 }
 

@@ -123,6 +123,20 @@ static const char *admin_health(void *arg, const char **why)
 	return ops_health(arg, why);
 }
 
+static void admin_source(void *arg, struct relay_status *st, struct admin_upstream *up)
+{
+	const Ops *o = arg;
+	struct upstream_status us;
+
+	get_status(o, st);
+	memset(up, 0, sizeof(*up));
+	if (o->env.upstream) {
+		upstream_get_status(o->env.upstream, &us);
+		up->addr = us.addr;
+		up->reconnects = us.reconnects;
+	}
+}
+
 static void consumer_gauges(void *arg, const struct hub_sub_info *si)
 {
 	struct summary *sum = arg;
@@ -273,6 +287,7 @@ static int start_endpoints(Ops *o, char *ret_err, size_t errlen)
 		aenv.start_time = ev_time();
 		aenv.reload = o->env.reload;
 		aenv.health = admin_health;
+		aenv.source = admin_source;
 		aenv.health_arg = o;
 		o->admin = admin_new(&aenv, cv->admin_socket, err, sizeof(err));
 		if (o->admin)

@@ -180,12 +180,15 @@ static void cmd_status(OpsConn *c)
 {
 	const struct admin_env *env = &conn_admin(c)->env;
 	struct relay_status st;
+	struct admin_upstream us;
 	unsigned total, up, busy;
 	char gen[16];
 	const char *state, *why = NULL;
 	cJSON *o = ok_object();
 
-	relay_get_status(env->relay, &st);
+	/* A chained relay has no PostgreSQL: its generation and head are its
+	 * upstream stream's. */
+	env->source(env->health_arg, &st, &us);
 	pgconn_pool_stats(&total, &up, &busy);
 	snprintf(gen, sizeof(gen), "%08" PRIx32, st.generation);
 	cJSON_AddStringToObject(o, "version", NVSRELAY_VERSION);
@@ -197,6 +200,11 @@ static void cmd_status(OpsConn *c)
 	cJSON_AddStringToObject(o, "state", state);
 	if (strcmp(state, "ready") != 0)
 		cJSON_AddStringToObject(o, "reason", why);
+	if (us.addr) {
+		cJSON_AddStringToObject(o, "upstream", us.addr);
+		cJSON_AddBoolToObject(o, "upstream_up", st.main_up);
+		cJSON_AddNumberToObject(o, "upstream_reconnects", (double)us.reconnects);
+	}
 	cJSON_AddBoolToObject(o, "ticker_leader", st.leader);
 	cJSON_AddNumberToObject(o, "connections_up", up);
 	cJSON_AddNumberToObject(o, "connections", total);

@@ -29,6 +29,12 @@ struct admin_reload {
 	char restart[512];          /* keys that changed but need a restart */
 };
 
+/* A chained relay's upstream, for status. */
+struct admin_upstream {
+	const char *addr;           /* in use or being tried; NULL: not chained */
+	unsigned long long reconnects;
+};
+
 struct admin_env {
 	struct ev_loop *loop;
 	Hub *hub;
@@ -38,6 +44,9 @@ struct admin_env {
 	void (*reload)(struct admin_reload *res);
 	/* "ready", "degraded" or "not ready", and why when not ready (ops.c). */
 	const char *(*health)(void *arg, const char **why);
+	/* The source's state: the relay's, or for a chained relay its upstream
+	 * connection's, with the upstream's address (NULL when not chained). */
+	void (*source)(void *arg, struct relay_status *st, struct admin_upstream *up);
 	void *health_arg;
 };
 

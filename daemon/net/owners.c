@@ -9,6 +9,11 @@
  *   subject:S    a TLS peer whose certificate's one-line subject is S
  *                ("/O=NVIDIA/CN=node-drainer", as the log line shows it)
  *   cn:S         a TLS peer whose subject's last CN is S
+ *   cn:{node}    a TLS peer whose subject's last CN is the consumer name's
+ *                first '/'-separated part: a chained relay's certificate
+ *                names its node_name, so "* = cn:{node}" lets every node
+ *                write only its own consumers' positions upstream (a name
+ *                without '/' is no node's: list those before it)
  *   token        a TCP peer that authenticated with auth_token_file's token
  *   any          every peer
  * Blanks around items are ignored; a pattern cannot hold '=' or ';'.
@@ -22,7 +27,7 @@
 
 #include "owners.h"
 
-enum id_kind { ID_UID, ID_GID, ID_SUBJECT, ID_CN, ID_TOKEN, ID_ANY };
+enum id_kind { ID_UID, ID_GID, ID_SUBJECT, ID_CN, ID_CN_NODE, ID_TOKEN, ID_ANY };
 
 struct ident {
 	enum id_kind kind;
@@ -116,11 +121,16 @@ static int parse_id(char *text, struct ident *id, char *err, size_t errlen)
 		}
 		if (!text[n])
 			break;
+		if (id->kind == ID_CN && strcmp(text + n, "{node}") == 0) {
+			id->kind = ID_CN_NODE;
+			free(text);
+			return 0;
+		}
 		memmove(text, text + n, strlen(text + n) + 1);
 		id->text = text;
 		return 0;
 	}
-	snprintf(err, errlen, "'%.64s' is no identity (uid:N, gid:N, subject:S, cn:S, token, any)", text);
+	snprintf(err, errlen, "'%.64s' is no identity (uid:N, gid:N, subject:S, cn:S, cn:{node}, token, any)", text);
 	free(text);
 	return -EINVAL;
 }
@@ -218,8 +228,9 @@ int owners_parse(const char *spec, Owners **ret, char *err, size_t errlen)
 	return 0;
 }
 
-/* The value of the last CN in a one-line subject "/O=x/CN=name". */
-static bool cn_is(const char *subject, const char *cn)
+/* Whether the last CN of a one-line subject "/O=x/CN=name" is the first
+ * cnlen bytes of cn. */
+static bool cn_is(const char *subject, const char *cn, size_t cnlen)
 {
 	const char *p = subject, *last = NULL;
 	size_t n;
@@ -229,10 +240,19 @@ static bool cn_is(const char *subject, const char *cn)
 	if (!last)
 		return false;
 	n = strcspn(last, "/");
-	return strlen(cn) == n && strncmp(last, cn, n) == 0;
+	return cnlen == n && strncmp(last, cn, n) == 0;
 }
 
-static bool id_matches(const struct ident *w, const struct owner_id *id)
+/* A name with no '/' has no node part: cn:{node} never matches it, so a
+ * node cannot claim a name of the upstream's own consumers. */
+static bool cn_is_node(const char *subject, const char *consumer)
+{
+	const char *slash = strchr(consumer, '/');
+
+	return slash && slash > consumer && cn_is(subject, consumer, (size_t)(slash - consumer));
+}
+
+static bool id_matches(const struct ident *w, const struct owner_id *id, const char *consumer)
 {
 	switch (w->kind) {
 	case ID_UID:
@@ -242,7 +262,9 @@ static bool id_matches(const struct ident *w, const struct owner_id *id)
 	case ID_SUBJECT:
 		return id->subject && strcmp(id->subject, w->text) == 0;
 	case ID_CN:
-		return id->subject && cn_is(id->subject, w->text);
+		return id->subject && cn_is(id->subject, w->text, strlen(w->text));
+	case ID_CN_NODE:
+		return id->subject && cn_is_node(id->subject, consumer);
 	case ID_TOKEN:
 		return id->token;
 	case ID_ANY:
@@ -262,7 +284,7 @@ bool owners_allowed(const Owners *o, const char *consumer, const struct owner_id
 			      : strcmp(consumer, e->pattern) != 0)
 			continue;
 		for (size_t j = 0; j < e->nids; j++)
-			if (id_matches(&e->ids[j], id))
+			if (id_matches(&e->ids[j], id, consumer))
 				return true;
 		return false;
 	}

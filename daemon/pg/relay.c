@@ -6,10 +6,14 @@
  * NOTIFY is never stuck behind a long read).  The live reader walks the
  * ticks in order and, for each pair, reads the batch in id-ordered pages;
  * each row becomes an event at position (tick, id) and goes to the hub.
- * Catch-up pages for subscribers behind the ring use the same statements,
- * so a batch looks the same to everyone, whenever it is read; with a hot
- * standby configured (replica.c) a page is read there first and kept only
- * when the standby has replayed the batch's end tick.  The hub gets
+ * On the leader the tick statement itself brings the first page of the
+ * batch it closes (batch.c), so the common case, a batch of one page, costs
+ * one round trip after the NOTIFY and never waits behind the main
+ * connection's catch-up pages and position saves.  Catch-up pages for
+ * subscribers behind the ring use the same statements, so a batch looks the
+ * same to everyone, whenever it is read; with a hot standby configured
+ * (replica.c) a page is read there first and kept only when the standby
+ * has replayed the batch's end tick.  The hub gets
  * them, and durable positions (position.c), through relay_source()'s ops.
  *
  * PostgreSQL going away never ends the process: connections reconnect with
@@ -21,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "batch.h"
 #include "errors.h"
 #include "hub.h"
 #include "log.h"
@@ -32,101 +37,6 @@
 #include "retention.h"
 #include "schema.h"
 #include "ticker.h"
-
-/* The columns of one changelog row as event_build wants them: clusterTime
- * in UTC, and for health_events the stored document plus its record id. */
-#define ROW_COLUMNS \
-	"c.id, c.table_name, c.record_id::text, c.operation," \
-	" to_char(c.changed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')," \
-	" (CASE WHEN c.table_name = 'health_events'" \
-	"  THEN (c.new_values->'document') || jsonb_build_object('id', c.record_id)" \
-	"  ELSE c.new_values END)::text," \
-	" (CASE WHEN c.table_name = 'health_events'" \
-	"  THEN (c.old_values->'document') || jsonb_build_object('id', c.record_id)" \
-	"  ELSE c.old_values END)::text"
-
-/* What page_cb reads from page_sql and walk_sql: a header row (id NULL)
- * with the batch's end tick (s.t, NULL when there is none), whether tick $1
- * exists and the oldest tick, then the rows, each with the end tick. */
-#define PAGE_HEAD \
-	" SELECT (SELECT t FROM s), NULL::bigint," \
-	"  (SELECT 'y' FROM nvsrelay.tick WHERE tick_id = $1::bigint)," \
-	"  (SELECT min(tick_id) FROM nvsrelay.tick)::text, NULL, NULL, NULL, NULL" \
-	" UNION ALL SELECT (SELECT t FROM s), " ROW_COLUMNS
-
-/*
- * One page of one batch.  $1 tick, $2 true = "the batch after tick $1",
- * false = "the batch ending at tick $1"; $3 rows after this changelog id;
- * $4 page size; $5 table or NULL.  The first row (id NULL) is a header: the
- * batch's end tick (NULL when there is none yet) and whether tick $1 exists.
- * The batch is the range of xids that started after the previous tick and
- * are visible in this one, plus the xids in progress at the previous tick
- * that this one sees committed (form B of the tick prototype: its cost does
- * not grow with old transactions elsewhere in the cluster).
- *
- * Xids are sorted out before any row is touched, because an index scan
- * visits every row in its range, visible or not: a transaction of 200k
- * uncommitted rows made every read over it cost 100+ ms.  So the range is
- * cut around the xids in progress at this tick (r: each one and the next;
- * within the range, "not in progress" is exactly "visible in this tick"),
- * one index range scan per gap, and of the previous tick's xids in progress
- * only those this tick sees committed are looked up, as an array (one index
- * scan; as a set-returning function in a join the planner, blind to their
- * number, hashed the whole changelog instead).  The gaps are a LATERAL
- * subquery kept apart by OFFSET 0: joined plainly, the planner may prefer
- * to walk the primary key from $3 and test every row against every gap.
- */
-static const char page_sql[] =
-	"WITH n AS (SELECT tick_id, snap FROM nvsrelay.tick WHERE tick_id = CASE WHEN $2::boolean"
-	"  THEN (SELECT min(tick_id) FROM nvsrelay.tick WHERE tick_id > $1::bigint) ELSE $1::bigint END),"
-	" s AS (SELECT n.tick_id AS t, p.snap AS ps, n.snap AS ns,"
-	"   pg_snapshot_xmax(p.snap) AS lo, pg_snapshot_xmax(n.snap) AS hi FROM n, nvsrelay.tick p"
-	"  WHERE p.tick_id = (SELECT max(tick_id) FROM nvsrelay.tick WHERE tick_id < n.tick_id)),"
-	" r AS (SELECT x, lead(x) OVER (ORDER BY x) AS nx FROM s, pg_snapshot_xip(s.ns) x WHERE x >= s.lo),"
-	" c AS (SELECT c.* FROM s, datastore_changelog c"
-	"  WHERE c.xid >= s.lo AND c.xid < coalesce((SELECT min(x) FROM r), s.hi)"
-	"   AND c.id > $3::bigint AND ($5::text IS NULL OR c.table_name = $5::text)"
-	"  UNION ALL SELECT c.* FROM s, r, LATERAL (SELECT * FROM datastore_changelog c"
-	"   WHERE c.xid > r.x AND c.xid < coalesce(r.nx, s.hi)"
-	"    AND c.id > $3::bigint AND ($5::text IS NULL OR c.table_name = $5::text) OFFSET 0) c"
-	"  UNION ALL SELECT c.* FROM s, datastore_changelog c"
-	"  WHERE c.xid = ANY (ARRAY(SELECT x FROM pg_snapshot_xip(s.ps) x WHERE pg_visible_in_snapshot(x, s.ns)))"
-	"   AND c.id > $3::bigint AND ($5::text IS NULL OR c.table_name = $5::text)"
-	"  ORDER BY id LIMIT $4::integer)"
-	PAGE_HEAD
-	" FROM c ORDER BY 2 NULLS FIRST";
-
-/*
- * The pages of a batch after its first: the same rows, columns and header as
- * page_sql, for a position inside the batch ending at tick $1 (after id $2,
- * $3 rows, $4 table or NULL).  page_sql would have the xid index return the
- * whole batch again for every page; nvsrelay.batch_walk (sql/005) walks the
- * primary key from $2 instead, so a large batch costs linear, not quadratic,
- * time.  The header's tick is NULL when tick $1 has no predecessor, as in
- * page_sql: for tick 1 that sends the reader to history_sql.
- */
-static const char walk_sql[] =
-	"WITH s AS (SELECT n.tick_id AS t FROM nvsrelay.tick n WHERE n.tick_id = $1::bigint"
-	"  AND EXISTS (SELECT 1 FROM nvsrelay.tick p WHERE p.tick_id < n.tick_id))"
-	PAGE_HEAD
-	" FROM nvsrelay.batch_walk($1::bigint, $2::bigint, $3::integer, $4::text) c ORDER BY 2 NULLS FIRST";
-
-/*
- * The batch of the first tick: every row already committed when the relay
- * started ticking.  Live streams never read it (they start at a later head);
- * it serves consumers arriving from NVSentinel's own watcher with a position
- * that predates the relay, in NVSentinel's id order, so they move over
- * without a gap.  $1 first tick, $2 after id, $3 page size, $4 table.
- */
-static const char history_sql[] =
-	"WITH n AS (SELECT snap, max_id FROM nvsrelay.tick WHERE tick_id = $1::bigint),"
-	" c AS (SELECT c.* FROM n, datastore_changelog c"
-	"  WHERE c.id > $2::bigint AND c.id <= n.max_id"
-	"   AND (c.xid IS NULL OR pg_visible_in_snapshot(c.xid, n.snap))"
-	"   AND ($4::text IS NULL OR c.table_name = $4::text) ORDER BY c.id LIMIT $3::integer)"
-	" SELECT $1::bigint, NULL::bigint, 'y', $1::text, NULL, NULL, NULL, NULL"
-	" UNION ALL SELECT $1::bigint, " ROW_COLUMNS
-	" FROM c ORDER BY 2 NULLS FIRST";
 
 struct relay {
 	struct ev_loop *loop;
@@ -191,8 +101,7 @@ static void page_cb(PgConn *pc, PGresult *res, void *arg)
 	Relay *r = q->r;
 	struct event **evs = NULL;
 	struct token next = q->pos;
-	size_t n = 0, i;
-	int rows;
+	int rows, n;
 	char msg[600];
 
 	(void)pc;
@@ -232,38 +141,12 @@ static void page_cb(PgConn *pc, PGresult *res, void *arg)
 		goto out;
 	}
 	next.tick = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
-	next.id = TOKEN_ID_END;
-	if (rows > 1 && !(evs = calloc((size_t)rows - 1, sizeof(*evs)))) {
+	n = batch_events(res, &q->pos, &next, r->cv->batch_rows, r->dbname, &evs);
+	if (n < 0) {
 		q->cb(q->arg, NULL, 0, &q->pos, ERR_HOST_UNREACHABLE, "out of memory");
 		goto out;
 	}
-	for (i = 1; i < (size_t)rows; i++) {
-		struct change_row row;
-		struct token pos = next;
-		const char *err;
-		struct event *ev;
-
-		row.id = strtoull(PQgetvalue(res, (int)i, 1), NULL, 10);
-		row.table = PQgetvalue(res, (int)i, 2);
-		row.record_id = PQgetvalue(res, (int)i, 3);
-		row.operation = PQgetvalue(res, (int)i, 4);
-		row.cluster_time = PQgetvalue(res, (int)i, 5);
-		row.new_doc = PQgetisnull(res, (int)i, 6) ? NULL : PQgetvalue(res, (int)i, 6);
-		row.old_doc = PQgetisnull(res, (int)i, 7) ? NULL : PQgetvalue(res, (int)i, 7);
-		pos.id = row.id;
-		ev = event_build(&row, &pos, r->dbname, &err);
-		if (!ev) {
-			/* Never skip silently: stop here and retry this row later. */
-			log_err("cannot build event changelog_id=%" PRIu64 " reason='%s'", row.id, err);
-			break;
-		}
-		evs[n++] = ev;
-	}
-	if (n > 0 && n == (size_t)r->cv->batch_rows)
-		next.id = evs[n - 1]->pos.id;        /* more of this batch to read */
-	else if (n + 1 < (size_t)rows)
-		next = n ? evs[n - 1]->pos : q->pos; /* stopped at a bad row */
-	q->cb(q->arg, evs, n, &next, 0, NULL);
+	q->cb(q->arg, evs, (size_t)n, &next, 0, NULL);
 out:
 	free(evs);
 	free(q);
@@ -283,7 +166,7 @@ static int read_history(Relay *r, struct page_req *q)
 	snprintf(tick, sizeof(tick), "%" PRIu64, q->pos.tick);
 	snprintf(after, sizeof(after), "%" PRIu64, q->pos.id);
 	snprintf(limit, sizeof(limit), "%d", r->cv->batch_rows);
-	return pgconn_query_kind(r->main, "history", history_sql, 4, params, page_cb, q);
+	return pgconn_query_kind(r->main, "history", batch_history_sql, 4, params, page_cb, q);
 }
 
 /*
@@ -332,19 +215,19 @@ static int read_page(Relay *r, const struct token *pos, enum event_table table,
 	snprintf(q->limit, sizeof(q->limit), "%d", r->cv->batch_rows);
 	q->params[0] = q->tick;
 	if (pos->id == TOKEN_ID_END) {
-		/* A batch's first page: page_sql finds where it ends. */
+		/* A batch's first page: batch_page_sql finds where it ends. */
 		q->params[1] = "t";
 		q->params[2] = q->after;
 		q->params[3] = q->limit;
 		q->params[4] = table_param(table);
-		q->sql = page_sql;
+		q->sql = batch_page_sql;
 		q->nparams = 5;
 	} else {
 		/* Inside a batch whose end tick is known: walk on from pos->id. */
 		q->params[1] = q->after;
 		q->params[2] = q->limit;
 		q->params[3] = table_param(table);
-		q->sql = walk_sql;
+		q->sql = batch_walk_sql;
 		q->nparams = 4;
 	}
 	q->kind = table == TABLE_OTHER ? "batch" : "catchup";
@@ -368,22 +251,18 @@ static void reader_done(Relay *r)
 		ticker_reader_done(r->ticker);
 }
 
-static void live_page(void *arg, struct event **evs, size_t n, const struct token *next,
-		      int code, const char *msg)
+/* A page of the live stream read: its events go to the hub, the head moves
+ * to next.  Returns whether it moved. */
+static bool live_take(Relay *r, struct event **evs, size_t n, const struct token *next)
 {
-	Relay *r = arg;
-	bool moved, again;
+	bool moved;
 	size_t i;
 
-	r->live_reading = false;
-	if (code) {
-		if (!r->closing)
-			log_warning("live read failed reason='%s'", msg);
-		reader_done(r);
-		return;
-	}
+	log_debug("live path stage=rows n=%zu t=%.6f", n, ev_time());
 	for (i = 0; i < n; i++)
 		hub_publish(r->hub, evs[i]);
+	if (n)
+		log_debug("live path stage=published t=%.6f", ev_time());
 	moved = token_cmp(next, &r->live) != 0;
 	if (moved) {
 		r->head_moved = ev_now(r->loop);
@@ -393,6 +272,23 @@ static void live_page(void *arg, struct event **evs, size_t n, const struct toke
 	}
 	r->live = *next;
 	hub_set_head(r->hub, &r->live);
+	return moved;
+}
+
+static void live_page(void *arg, struct event **evs, size_t n, const struct token *next,
+		      int code, const char *msg)
+{
+	Relay *r = arg;
+	bool moved, again;
+
+	r->live_reading = false;
+	if (code) {
+		if (!r->closing)
+			log_warning("live read failed reason='%s'", msg);
+		reader_done(r);
+		return;
+	}
+	moved = live_take(r, evs, n, next);
 	/* Keep reading while there is more: the rest of this batch (unless a
 	 * bad row stopped it), or the batches of ticks written meanwhile.  The
 	 * leader knows its ticks (ticked()), so after a batch it reads again
@@ -423,8 +319,10 @@ static void live_kick(Relay *r)
 		r->live_again = true;
 		return;
 	}
-	if (read_page(r, &r->live, TABLE_OTHER, live_page, r) == 0)
+	if (read_page(r, &r->live, TABLE_OTHER, live_page, r) == 0) {
 		r->live_reading = true;
+		log_debug("live path stage=batch_sent t=%.6f", ev_time());
+	}
 }
 
 static void set_ready(Relay *r)
@@ -466,19 +364,53 @@ static bool live_is_reading(void *ud)
 	return ((Relay *)ud)->live_reading;
 }
 
-static void ticked(void *ud, uint64_t tick)
+/* The tick statement reads the new batch's first page only for a reader
+ * that stands, idle, at the end of the latest batch (tick_sql's $1). */
+static uint64_t live_read_after(void *ud)
 {
 	Relay *r = ud;
+
+	if (!r->schema_done || !r->live_known || r->live_reading || r->live.id != TOKEN_ID_END)
+		return 0;
+	return r->live.tick;
+}
+
+/* The tick is committed.  Its statement read the first page of its batch
+ * when the reader stood at the previous tick ('y'); the rows are the
+ * reader's only if it still stands there and is not reading: a read
+ * started meanwhile on the main connection may have the same batch, and
+ * that read's result wins.  Otherwise the reader reads as before. */
+static void ticked(void *ud, uint64_t tick, const PGresult *res)
+{
+	Relay *r = ud;
+	struct event **evs = NULL;
+	struct token next;
+	int n;
 
 	r->tick_written = tick;
 	/* Until nvsrelay.meta is read the generation is unknown, and a head
 	 * found now would carry generation 0. */
 	if (!r->schema_done)
 		return;
-	if (!r->live_known)
+	if (!r->live_known) {
 		find_head(r);
-	else
+		return;
+	}
+	if (PQgetisnull(res, 0, 2) || r->live_reading || r->live.id != TOKEN_ID_END || r->live.tick + 1 != tick) {
 		live_kick(r);
+		return;
+	}
+	next = r->live;
+	next.tick = tick;
+	n = batch_events(res, &r->live, &next, r->cv->batch_rows, r->dbname, &evs);
+	if (n < 0) {
+		live_kick(r);
+		return;
+	}
+	/* More of the batch (a full page) is read on the main connection. */
+	if (live_take(r, evs, (size_t)n, &next) && next.id != TOKEN_ID_END)
+		live_kick(r);
+	free(evs);
 }
 
 static void meta_cb(PgConn *pc, PGresult *res, void *arg)
@@ -684,6 +616,7 @@ static void listen_notify(PgConn *pc, void *ud, const PGnotify *n)
 
 	(void)pc;
 	(void)n;
+	log_debug("live path stage=notify t=%.6f", ev_time());
 	ticker_kick(r->ticker);
 	if (!ticker_is_leader(r->ticker))
 		live_kick(r);
@@ -697,8 +630,12 @@ static void poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)revents;
 	/* The leader's own ticks kick the reader; a standby relay only learns
 	 * of ticks by looking. */
-	if (!ticker_is_leader(r->ticker) || !r->ready)
-		ticked(r, r->tick_written);
+	if ((!ticker_is_leader(r->ticker) || !r->ready) && r->schema_done) {
+		if (!r->live_known)
+			find_head(r);
+		else
+			live_kick(r);
+	}
 }
 
 /* --- the hub's source ------------------------------------------------------ */
@@ -788,6 +725,8 @@ Relay *relay_new(struct ev_loop *loop, const Conf *conf, struct hub *hub,
 {
 	static const struct pgconn_ops main_ops = { .up = main_up, .down = main_down };
 	static const struct pgconn_ops listen_ops = { .up = listen_up, .down = listen_down, .notify = listen_notify };
+	static const struct ticker_ops ticker_ops = { .tick_sql = batch_tick_sql, .read_after = live_read_after,
+						      .ticked = ticked, .reading = live_is_reading };
 	Relay *r = calloc(1, sizeof(*r));
 	struct pgconn_cfg pcfg;
 	bool oom;
@@ -815,7 +754,7 @@ Relay *relay_new(struct ev_loop *loop, const Conf *conf, struct hub *hub,
 	r->main = pgconn_new(loop, "main", &pcfg, &main_ops, r);
 	r->listen = pgconn_new(loop, "listen", &pcfg, &listen_ops, r);
 	pcfg.session_sql = "SET jit = off; SET synchronous_commit = on";
-	r->ticker = ticker_new(loop, r->cv, &pcfg, ticked, live_is_reading, r);
+	r->ticker = ticker_new(loop, r->cv, &pcfg, &ticker_ops, r);
 	pcfg.session_sql = "SET jit = off";
 	r->retention = retention_new(loop, r->cv, &pcfg, &retention_ops, r);
 	r->replica = replica_new(loop, conf, &pcfg, &oom);

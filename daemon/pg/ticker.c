@@ -20,8 +20,19 @@
  * Under load a tick waits for the live reader to finish reading the ones
  * before it, so batches grow with the rate (as group commit does) instead of
  * the per-tick costs (the tick, a batch query, its round trips) growing
- * with it; when nothing is being read, a kick ticks at once (after
- * tick_min_interval_ms).  The idle tick does not wait.
+ * with it.  "Under load" is a kick arriving while a tick is in flight or
+ * waiting: then ticks are also kept tick_min_interval_ms apart.  A kick
+ * into a quiet ticker ticks at once, however recent the last tick: the
+ * floor only batches a stream of kicks, it must not delay the first.  The
+ * idle tick does not wait.
+ *
+ * The statement is the relay's (ticker_ops.tick_sql): it inserts the tick
+ * and, in the same round trip, reads the first page of the batch the tick
+ * closes, so an event costs one round trip after its NOTIFY, not two.
+ * Its result is handed over only after ReadyForQuery, i.e. after the
+ * tick's commit is durable: rows delivered on a tick a crash could still
+ * lose would carry tokens naming a tick that PostgreSQL may write again,
+ * with another snapshot, once it has reused the xids.
  *
  * Ticks are written with synchronous_commit = on (set for the session):
  * with it off a crash could lose a tick a reader already used and PostgreSQL
@@ -29,6 +40,7 @@
  * two tickers could commit snapshots out of order.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,12 +54,13 @@ struct ticker {
 	struct ev_loop *loop;
 	const struct conf_values *cv;
 	PgConn *pc;
-	void (*ticked)(void *ud, uint64_t tick);
-	bool (*reading)(void *ud);
+	struct ticker_ops ops;
 	void *ud;
 	bool leader;
 	bool busy;            /* a tick, probe or lock attempt in flight */
 	bool wanted;          /* a kick arrived while busy, reading or too early */
+	bool ticking;         /* the busy query is a tick */
+	bool loaded;          /* kicks keep coming: keep ticks the floor apart */
 	char *last_snap;      /* snapshot text of the latest tick */
 	ev_tstamp last_tick;
 	bool listening;       /* the relay's LISTEN session is up */
@@ -95,38 +108,49 @@ static void tick_done(PgConn *pc, PGresult *res, void *arg)
 
 	(void)pc;
 	t->busy = false;
+	t->ticking = false;
 	if (!res)
 		return;
-	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) < 1 || PQnfields(res) < 4 ||
+	    PQgetisnull(res, 0, 0) || PQgetisnull(res, 0, 3)) {
 		log_err("tick failed error='%s'", PQresultErrorMessage(res));
+		/* A NOTIFY during the failed tick still wants one. */
+		if (t->wanted)
+			ticker_kick(t);
 		return;
 	}
 	free(t->last_snap);
-	t->last_snap = strdup(PQgetvalue(res, 0, 1));
+	t->last_snap = strdup(PQgetvalue(res, 0, 3));
 	t->last_tick = ev_now(t->loop);
 	metrics_add(M_TICKS_WRITTEN, NULL, 1);
-	log_debug("tick %s", PQgetvalue(res, 0, 0));
-	t->ticked(t->ud, strtoull(PQgetvalue(res, 0, 0), NULL, 10));
+	log_debug("tick %s rows=%d", PQgetvalue(res, 0, 0), PQntuples(res) - 1);
+	log_debug("live path stage=tick_committed t=%.6f", ev_time());
+	/* No kick during this tick: the next one is not part of a stream. */
+	if (!t->wanted)
+		t->loaded = false;
+	t->ops.ticked(t->ud, strtoull(PQgetvalue(res, 0, 0), NULL, 10), res);
 	if (t->wanted)
 		ticker_kick(t);
 }
 
+/* The statement (the relay's) takes max(tick_id) + 1 inside its INSERT:
+ * only the lock holder writes, and its statements are serial, so ids are
+ * consecutive. */
 static void do_tick(Ticker *t)
 {
-	/* max(tick_id) + 1 inside the INSERT: only the lock holder writes, and
-	 * its statements are serial, so ids are consecutive. */
-	static const char sql[] =
-		"INSERT INTO nvsrelay.tick (tick_id, snap, max_id) "
-		"SELECT coalesce((SELECT max(tick_id) FROM nvsrelay.tick), 0) + 1, pg_current_snapshot(), "
-		"greatest(coalesce((SELECT max(id) FROM datastore_changelog), 0),"
-		" coalesce((SELECT max_id FROM nvsrelay.tick ORDER BY tick_id DESC LIMIT 1), 0)) "
-		"RETURNING tick_id, snap::text";
+	char after[24], rows[16];
+	const char *params[2] = { after, rows };
 
 	if (t->busy || !t->leader)
 		return;
 	t->wanted = false;
-	if (pgconn_query_prep(t->pc, "tick", sql, 0, NULL, tick_done, t) == 0)
+	snprintf(after, sizeof(after), "%llu", (unsigned long long)t->ops.read_after(t->ud));
+	snprintf(rows, sizeof(rows), "%d", t->cv->batch_rows);
+	if (pgconn_query_prep(t->pc, "tick", t->ops.tick_sql, 2, params, tick_done, t) == 0) {
 		t->busy = true;
+		t->ticking = true;
+		log_debug("live path stage=tick_sent t=%.6f", ev_time());
+	}
 }
 
 void ticker_kick(Ticker *t)
@@ -136,12 +160,13 @@ void ticker_kick(Ticker *t)
 	if (!t->leader)
 		return;
 	probe_reset(t);
-	if (t->busy || t->reading(t->ud)) {
+	if (t->busy || t->ops.reading(t->ud)) {
 		t->wanted = true;
+		t->loaded = t->loaded || t->ticking || !t->busy;
 		return;
 	}
 	wait = t->last_tick + t->cv->tick_min_interval_ms / 1000.0 - ev_now(t->loop);
-	if (wait > 0) {
+	if (wait > 0 && t->loaded) {
 		t->wanted = true;
 		if (!ev_is_active(&t->soon)) {
 			ev_timer_set(&t->soon, wait, 0.);
@@ -174,12 +199,17 @@ static void probe_done(PgConn *pc, PGresult *res, void *arg)
 
 	(void)pc;
 	t->busy = false;
-	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK)
+	log_debug("live path stage=probe_done t=%.6f", ev_time());
+	if (!res)
 		return;
-	if (strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
+	/* A kick that came during the probe is for a commit the probe's
+	 * snapshot may not have seen: it ticks whatever the probe found. */
+	if (t->wanted || (PQresultStatus(res) == PGRES_TUPLES_OK && strcmp(PQgetvalue(res, 0, 0), "t") == 0)) {
 		ticker_kick(t);
 		return;
 	}
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		return;
 	if (t->listening) {
 		double cap = t->cv->poll_interval_max_ms / 1000.0;
 
@@ -245,8 +275,10 @@ static void poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		return;
 	}
 	params[0] = t->last_snap;
-	if (pgconn_query_prep(t->pc, "probe", probe, 1, params, probe_done, t) == 0)
+	if (pgconn_query_prep(t->pc, "probe", probe, 1, params, probe_done, t) == 0) {
 		t->busy = true;
+		log_debug("live path stage=probe_sent t=%.6f", ev_time());
+	}
 	rearm(t);
 }
 
@@ -270,11 +302,12 @@ static void down(PgConn *pc, void *ud, const char *why)
 		log_warning("ticker lost its connection; leadership released");
 	t->leader = false;
 	t->busy = false;
+	t->ticking = false;
 	probe_reset(t);
 }
 
 Ticker *ticker_new(struct ev_loop *loop, const struct conf_values *cv, const struct pgconn_cfg *pcfg,
-		   void (*ticked)(void *ud, uint64_t tick), bool (*reading)(void *ud), void *ud)
+		   const struct ticker_ops *tops, void *ud)
 {
 	static const struct pgconn_ops ops = { .up = up, .down = down };
 	Ticker *t = calloc(1, sizeof(*t));
@@ -284,8 +317,7 @@ Ticker *ticker_new(struct ev_loop *loop, const struct conf_values *cv, const str
 		return NULL;
 	t->loop = loop;
 	t->cv = cv;
-	t->ticked = ticked;
-	t->reading = reading;
+	t->ops = *tops;
 	t->ud = ud;
 	t->pc = pgconn_new(loop, "ticker", pcfg, &ops, t);
 	if (!t->pc) {

@@ -3,7 +3,8 @@
  * database ticks at a time, elected by a session advisory lock on its own
  * connection; the others stand by and retry.  relay.c owns the ticker and
  * kicks it on NOTIFY; the ticker calls back after each committed tick,
- * with its id.
+ * with its id and the statement's result (the tick statement is the
+ * relay's: it also reads the first page of the new batch).
  */
 #ifndef NVSRELAY_TICKER_H
 #define NVSRELAY_TICKER_H
@@ -17,16 +18,30 @@
 
 typedef struct ticker Ticker;
 
-/* reading(ud) tells whether the live reader is reading now: a kick then
- * waits for ticker_reader_done(). */
+struct ticker_ops {
+	/* The tick statement: inserts the tick (see ticker.c for how) and may
+	 * read more in the same round trip.  $1 is read_after(ud), $2
+	 * batch_rows.  Its first result row is the header: the new tick's id
+	 * in column 0, its snapshot as text in column 3. */
+	const char *tick_sql;
+	uint64_t (*read_after)(void *ud);
+	/* After the tick's commit (ReadyForQuery): res is the statement's
+	 * result, cleared after the call. */
+	void (*ticked)(void *ud, uint64_t tick, const PGresult *res);
+	/* Whether the live reader is reading now: a kick then waits for
+	 * ticker_reader_done(). */
+	bool (*reading)(void *ud);
+};
+
 Ticker *ticker_new(struct ev_loop *loop, const struct conf_values *cv, const struct pgconn_cfg *pcfg,
-		   void (*ticked)(void *ud, uint64_t tick), bool (*reading)(void *ud), void *ud);
+		   const struct ticker_ops *ops, void *ud);
 void ticker_free(Ticker *t);
 void ticker_start(Ticker *t);
 
-/* Something may have committed (a NOTIFY arrived): tick soon, no sooner
- * than tick_min_interval_ms after the previous tick, and not while the live
- * reader is still reading. */
+/* Something may have committed (a NOTIFY arrived): tick now, or under
+ * load (a kick came while the previous tick was in flight or waiting) no
+ * sooner than tick_min_interval_ms after the previous tick, and not while
+ * the live reader is still reading. */
 void ticker_kick(Ticker *t);
 
 /* The live reader stopped reading (caught up, failed or cut off): a kick

@@ -456,6 +456,8 @@ static void refuse_start(struct sub *s, int status, const char *msg)
 		code = ERR_CHANGE_STREAM_FATAL;
 	else if (status == -ENOENT)
 		code = ERR_INVALID_RESUME_TOKEN;
+	else if (status == -EACCES)
+		code = ERR_UNAUTHORIZED;   /* a chained relay's upstream refused the name */
 	client_send_error(s->client, s->sid, code, msg, NULL);
 	sub_kill(s);
 }

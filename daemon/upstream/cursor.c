@@ -107,7 +107,8 @@ static bool answer(Cursors *cs, struct cursor *c)
 		}
 		for (i = 0; i < n; i++)
 			evs[i] = c->q[i];
-		memmove(c->q, c->q + n, (c->qn - n) * sizeof(*c->q));
+		if (c->qn > n)   /* c->q is NULL before the first event */
+			memmove(c->q, c->q + n, (c->qn - n) * sizeof(*c->q));
 		c->qn -= n;
 		if (c->conn && c->qn < 4 * page_limit(cs))
 			upconn_pause(c->conn, false);

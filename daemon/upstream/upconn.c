@@ -4,10 +4,9 @@
  * Steps: resolve and connect (non-blocking), TLS handshake when configured,
  * our hello (with the token), the server's hello, then frames.  Any failure,
  * a timeout at any step, or silence past the timeout once open ends the
- * connection through the one down callback.  Name resolution uses
- * getaddrinfo, which may block on DNS; upstream addresses are expected to
- * be IP addresses or names the local resolver answers at once (a cluster
- * Service), and the attempt is made from a timer, never inside a caller.
+ * connection through the one down callback.  Names are resolved without
+ * blocking the loop (resolve.c), under the same timeout as the rest of the
+ * steps; the attempt starts from a timer, never inside a caller.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +25,7 @@
 
 #include "frame.h"
 #include "hostport.h"
+#include "resolve.h"
 #include "tls.h"
 #include "transport.h"
 #include "upconn.h"
@@ -47,6 +47,8 @@ struct upconn {
 	double timeout;
 	enum upstate state;
 	int fd;
+	Resolve *res;              /* the name being resolved (U_START) */
+	struct hostport hp;        /* parsed from addr: host for TLS, port */
 	Transport *t;
 	FrameReader *fr;
 	char *out;
@@ -99,6 +101,7 @@ void upconn_tls_free(UpConnTls *t)
 
 static void release(UpConn *u)
 {
+	resolve_cancel(u->res);
 	ev_io_stop(u->loop, &u->io);
 	ev_timer_stop(u->loop, &u->kick);
 	ev_timer_stop(u->loop, &u->timer);
@@ -338,28 +341,17 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
 		release(u);
 }
 
-static int start_connect(UpConn *u, char *why, size_t whylen)
+static int start_connect(UpConn *u, const struct addrinfo *ai, char *why, size_t whylen)
 {
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai = NULL;
-	struct hostport hp;
+	const struct hostport hp = u->hp;
 	SSL *ssl = NULL;
-	int one = 1, r;
+	int one = 1;
 
-	if (hostport_parse(u->addr, HOSTPORT_SERVICE, &hp) < 0) {
-		snprintf(why, whylen, "not HOST:PORT");
-		return -EINVAL;
-	}
-	if ((r = getaddrinfo(hp.host, hp.port, &hints, &ai)) != 0) {
-		snprintf(why, whylen, "cannot resolve: %s", gai_strerror(r));
-		return -EHOSTUNREACH;
-	}
 	u->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (u->fd < 0 || (connect(u->fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS)) {
 		snprintf(why, whylen, "connect: %s", strerror(errno));
-		freeaddrinfo(ai);
 		return -errno;
 	}
-	freeaddrinfo(ai);
 	setsockopt(u->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (u->tls) {
 		ERR_clear_error();
@@ -389,17 +381,27 @@ static int start_connect(UpConn *u, char *why, size_t whylen)
 	return 0;
 }
 
+static void resolved(void *arg, const struct addrinfo *ai, const char *err)
+{
+	UpConn *u = arg;
+	char why[300];
+
+	u->res = NULL;
+	if (!ai)
+		fail(u, err);
+	else if (start_connect(u, ai, why, sizeof(why)) < 0)
+		fail(u, why);
+}
+
 static void kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	UpConn *u = w->data;
-	char why[300], msg[400];
 
-	(void)loop;
 	(void)revents;
-	if (start_connect(u, why, sizeof(why)) < 0) {
-		snprintf(msg, sizeof(msg), "%s", why);
-		fail(u, msg);
-	}
+	if (hostport_parse(u->addr, HOSTPORT_SERVICE, &u->hp) < 0)
+		fail(u, "not HOST:PORT");
+	else if (!(u->res = resolve_start(loop, u->hp.host, u->hp.port, resolved, u)))
+		fail(u, "out of memory");
 }
 
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -409,7 +411,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 	(void)revents;
 	if (u->state != U_OPEN) {
-		snprintf(msg, sizeof(msg), "no answer within %.1f s (connect, TLS or hello)", u->timeout);
+		snprintf(msg, sizeof(msg), "no answer within %.1f s (name lookup, connect, TLS or hello)", u->timeout);
 		fail(u, msg);
 	} else if (ev_now(loop) - u->last_rx > u->timeout) {
 		snprintf(msg, sizeof(msg), "nothing received for %.1f s", ev_now(loop) - u->last_rx);

@@ -77,6 +77,7 @@ struct upstream {
 	ev_prepare prep;
 	struct source src;
 	uint64_t reconnects;
+	ev_tstamp refused_logged_at;
 };
 
 static void connect_live(Upstream *u);
@@ -120,17 +121,33 @@ static void req_free(struct preq *q)
 	free(q);
 }
 
-static void complete(struct preq *q, const struct upframe *f)
+/* The upstream's consumer_owners refused a name of this node: said at most
+ * once a minute, as the hub tries a refused store again at every flush. */
+static void log_refused(Upstream *u, const struct preq *q, const struct upframe *f)
 {
+	ev_tstamp now = ev_now(u->loop);
+
+	if (u->refused_logged_at > 0 && now - u->refused_logged_at < 60)
+		return;
+	u->refused_logged_at = now;
+	log_err("upstream refused a consumer of this node request=%s node=%s message=%s",
+		q->kind == P_SAVE ? "store" : "position", u->node, LOGQ(f->msg));
+}
+
+static void complete(Upstream *u, struct preq *q, const struct upframe *f)
+{
+	if (u && f->type == UPF_ERROR && f->code == ERR_UNAUTHORIZED)
+		log_refused(u, q, f);
 	if (q->kind == P_SAVE) {
-		q->done(q->arg, f->type == UPF_STORED ? 0 : -EIO);
+		q->done(q->arg, f->type == UPF_STORED ? 0 : f->code == ERR_UNAUTHORIZED ? -EACCES : -EIO);
 	} else if (f->type == UPF_POSITION) {
 		if (f->has_token)
 			q->cb(q->arg, 0, &f->tok, NULL);
 		else
 			q->cb(q->arg, -ENOENT, NULL, NULL);
 	} else {
-		int st = f->code == ERR_HISTORY_LOST ? -ESTALE : f->code == ERR_CHANGE_STREAM_FATAL ? -EINVAL : -EAGAIN;
+		int st = f->code == ERR_HISTORY_LOST ? -ESTALE : f->code == ERR_CHANGE_STREAM_FATAL ? -EINVAL
+		       : f->code == ERR_UNAUTHORIZED ? -EACCES : -EAGAIN;
 		q->cb(q->arg, st, NULL, f->msg);
 	}
 	req_free(q);
@@ -240,7 +257,7 @@ static void on_frame(void *arg, UpConn *c, const char *line, size_t len)
 		live_lost(u, why);
 	} else if ((f.type == UPF_ERROR || f.type == UPF_POSITION || f.type == UPF_STORED) &&
 		   (q = take_req(u, f.sid))) {
-		complete(q, &f);
+		complete(u, q, &f);
 	}
 }
 
@@ -504,7 +521,7 @@ void upstream_free(Upstream *u)
 	cursors_free(u->cursors);
 	while ((q = u->reqs)) {
 		u->reqs = q->next;
-		complete(q, &f);
+		complete(NULL, q, &f);
 	}
 	for (size_t i = 0; i < u->naddrs; i++)
 		free(u->addrs[i]);

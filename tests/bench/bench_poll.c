@@ -12,8 +12,9 @@
  *   (changed_at > $2 OR (changed_at = $2 AND id > $3)) ORDER BY changed_at,
  *   id LIMIT 100; one fetch per tick, never "until empty";
  * - advancePosition: per row, id > lastEventID moves both halves of the
- *   cursor to that row; the row is decoded (new_values parsed as JSON) and
- *   handed on;
+ *   cursor to that row; the row is decoded (new_values parsed as JSON; for
+ *   an UPDATE old_values too, and the changed leaves collected as
+ *   findUpdatedFields does) and handed on;
  * - polling mode: a 10 ms ticker (Go's time.Ticker: ticks missed while a
  *   fetch runs collapse into one);
  * - hybrid mode: a dedicated LISTEN connection on nvsentinel_changes; each
@@ -72,7 +73,7 @@ struct watcher {
 	long long slots[RECENT_SLOTS];
 	struct bench_log log;
 	struct bench_seen seen;
-	long long queries, rows;
+	long long queries, rows, updated;
 };
 
 static size_t slot_of(long long id)
@@ -133,6 +134,24 @@ static void recent_add(struct watcher *w, long long id)
 	w->slots[i] = id;
 }
 
+/* findUpdatedFields + flattenMap: the leaves of nv that differ from ov,
+ * counted (Go builds a map of dot paths; the walk is the cost). */
+static long long updated_fields(const cJSON *ov, const cJSON *nv)
+{
+	const cJSON *k;
+	long long n = 0;
+
+	cJSON_ArrayForEach(k, nv) {
+		const cJSON *o = ov ? cJSON_GetObjectItemCaseSensitive(ov, k->string) : NULL;
+
+		if (cJSON_IsObject(k))
+			n += updated_fields(cJSON_IsObject(o) ? o : NULL, k);
+		else if (!o || !cJSON_Compare(o, k, 1))
+			n++;
+	}
+	return n;
+}
+
 /* processChangelogRows + sendEventsToChannel: decode, advance, deliver. */
 static void deliver(struct watcher *w, PGresult *r)
 {
@@ -146,6 +165,13 @@ static void deliver(struct watcher *w, PGresult *r)
 		cJSON *doc = PQgetisnull(r, i, 4) ? NULL : cJSON_ParseWithLength(nv, nvlen);
 		long long seq = bench_seq_of(nv, nvlen);
 
+		if (doc && !PQgetisnull(r, i, 3) && strcmp(PQgetvalue(r, i, 2), "UPDATE") == 0) {
+			cJSON *old = cJSON_ParseWithLength(PQgetvalue(r, i, 3), (size_t)PQgetlength(r, i, 3));
+
+			w->updated += updated_fields(cJSON_GetObjectItemCaseSensitive(old, "document"),
+						     cJSON_GetObjectItemCaseSensitive(doc, "document"));
+			cJSON_Delete(old);
+		}
 		cJSON_Delete(doc);
 		recent_add(w, id);
 		if (id > w->last_id) {
@@ -339,8 +365,8 @@ int main(int argc, char **argv)
 	if (bench_log_write(&w.log, out) < 0)
 		bench_die("cannot write %s", out);
 	printf("{\"delivered\":%zu,\"distinct\":%lld,\"duplicates\":%lld,\"queries\":%lld,\"rows\":%lld,"
-	       "\"notifications\":%lld,\"fallback_polls\":%lld,\"cpu_s\":%.3f}\n",
-	       w.log.n, w.seen.distinct, w.seen.dups, w.queries, w.rows, notifies, fallback_polls,
+	       "\"updated_fields\":%lld,\"notifications\":%lld,\"fallback_polls\":%lld,\"cpu_s\":%.3f}\n",
+	       w.log.n, w.seen.distinct, w.seen.dups, w.queries, w.rows, w.updated, notifies, fallback_polls,
 	       (double)(bench_cpu_ns() - cpu0) / 1e9);
 	PQfinish(w.db);
 	if (listener)

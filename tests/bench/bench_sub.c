@@ -9,7 +9,10 @@
  * - --raw: N connections in one epoll loop, split into lines by the
  *   protocol's frame reader (proto/frame.c) and classified by their
  *   prefix, so that throughput and fan-out measure the daemon, not JSON
- *   decoding in the client.
+ *   decoding in the client.  With --consumer and --ack each connection is
+ *   a durable consumer of its own (NAME-i) that acknowledges, after each
+ *   read, the last event it got (as a consumer handling what arrived
+ *   together would).
  *
  *   bench_sub --socket P [--raw] [--conns N] [--consumer NAME] [--ack]
  *             [--resume-after TOKEN] [--reconnect] [--expect N] [--seconds S]
@@ -47,6 +50,7 @@ struct rawconn {
 	int watching;
 	long long events;
 	uint64_t done_ns;
+	char ack_tok[64];	/* the last event's token, not yet acknowledged */
 };
 
 static struct bench_log g_log;
@@ -195,7 +199,7 @@ static int run_lib(const struct opts *o, uint64_t deadline)
 
 /* --- raw mode ----------------------------------------------------------- */
 
-static int raw_connect(const struct opts *o)
+static int raw_connect(const struct opts *o, int idx)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	char buf[1024];
@@ -211,7 +215,9 @@ static int raw_connect(const struct opts *o)
 	if (o->resume_after)
 		n += snprintf(buf + n, sizeof(buf) - (size_t)n, ",\"resumeAfter\":{\"_data\":\"%s\"}",
 			      o->resume_after);
-	if (o->consumer)
+	if (o->consumer && o->conns > 1)
+		n += snprintf(buf + n, sizeof(buf) - (size_t)n, ",\"consumer\":\"%s-%d\"", o->consumer, idx);
+	else if (o->consumer)
 		n += snprintf(buf + n, sizeof(buf) - (size_t)n, ",\"consumer\":\"%s\"", o->consumer);
 	n += snprintf(buf + n, sizeof(buf) - (size_t)n, "}\n");
 	if (n <= 0 || (size_t)n >= sizeof(buf) || send(fd, buf, (size_t)n, MSG_NOSIGNAL) != n)
@@ -240,14 +246,14 @@ static int run_raw(const struct opts *o, uint64_t deadline)
 	struct rawconn *cs = calloc((size_t)o->conns, sizeof(*cs));
 	struct epoll_event evs[256];
 	int ep = epoll_create1(EPOLL_CLOEXEC), i, watching = 0, done = 0;
-	long long total = 0;
+	long long total = 0, acks = 0;
 
 	if (!cs || ep < 0)
 		bench_die("out of memory");
 	for (i = 0; i < o->conns; i++) {
 		struct epoll_event e = { .events = EPOLLIN, .data.u32 = (uint32_t)i };
 
-		cs[i].fd = raw_connect(o);
+		cs[i].fd = raw_connect(o, i);
 		cs[i].fr = frame_reader_new(16u << 20);
 		if (!cs[i].fr || epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &e) < 0)
 			bench_die("epoll: %s", strerror(errno));
@@ -283,6 +289,8 @@ static int run_raw(const struct opts *o, uint64_t deadline)
 
 					c->events++;
 					total++;
+					if (o->ack && !token_in(line, len, c->ack_tok, sizeof(c->ack_tok)))
+						c->ack_tok[0] = '\0';
 					note_event(first ? bench_seq_of(line, len) : -1, now, first);
 					if (first) {
 						char tok[64];
@@ -307,10 +315,22 @@ static int run_raw(const struct opts *o, uint64_t deadline)
 					bench_die("bench_sub: %.*s", (int)(len > 400 ? 400 : len), line);
 				}
 			}
+			if (c->ack_tok[0]) {
+				char ack[160];
+				int an = snprintf(ack, sizeof(ack), "{\"op\":\"ack\",\"sid\":1,\"token\":{\"_data\":\"%s\"}}\n",
+						  c->ack_tok);
+
+				/* A full socket buffer only delays the position: the next
+				 * read's ack carries a later token. */
+				if (an > 0 && (size_t)an < sizeof(ack) &&
+				    send(c->fd, ack, (size_t)an, MSG_NOSIGNAL | MSG_DONTWAIT) == an)
+					acks++;
+				c->ack_tok[0] = '\0';
+			}
 		}
 	}
-	printf("{\"conns\":%d,\"events\":%lld,\"complete_conns\":%d,\"distinct\":%lld,\"duplicates\":%lld,"
-	       "\"disorder\":%lld,\"first_ns\":%llu,\"last_ns\":%llu", o->conns, total, done, g_seen.distinct,
+	printf("{\"conns\":%d,\"acks\":%lld,\"events\":%lld,\"complete_conns\":%d,\"distinct\":%lld,\"duplicates\":%lld,"
+	       "\"disorder\":%lld,\"first_ns\":%llu,\"last_ns\":%llu", o->conns, acks, total, done, g_seen.distinct,
 	       g_seen.dups, g_disorder,
 	       (unsigned long long)g_first_ns, (unsigned long long)g_last_ns);
 	for (i = 0; i < o->conns; i++) {

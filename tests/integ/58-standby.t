@@ -29,6 +29,13 @@ is($sbh->selectrow_array('SELECT pg_is_in_recovery()'), 1, 'it is in recovery (a
 my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1, ReuseAddr => 1) or die $!;
 my $hport = $s->sockport;
 close $s;
+# The leader's batches come with its ticks, on the primary (batch.c); the
+# standby serves the relays that follow the leader's ticks, and every
+# relay's catch-up pages and pages after a batch's first.  So a leader
+# without a standby ticks (alone, it holds the ticker lock once its socket
+# is up), and the relay under test follows.
+my $leader = NvsTest::Daemon->start($pg, socket => "$dir/leader.sock", set => { poll_interval_ms => 100,
+    tick_idle_ms => 500 });
 my $d = NvsTest::Daemon->start($pg, set => { datastore_replica_host => "$dir/replica/sock", poll_interval_ms => 100,
     tick_idle_ms => 500, http_listen => "127.0.0.1:$hport", ring_events => 32, batch_rows => 50,
     reconnect_min_ms => 50, reconnect_max_ms => 500 });
@@ -102,4 +109,5 @@ is_deeply([ map { $_->{event}{_id}{_data} } @$ev ], \@toks, 'catch-up from the s
 my $after = replica_pages();
 cmp_ok($after, '>', $before_pause, "the standby served more pages ($after in all)");
 is($d->stop(20), 0, 'clean stop');
+is($leader->stop(20), 0, 'the leader stops cleanly');
 done_testing();

@@ -3,13 +3,16 @@
 # upstream's listener requires both; a node with the right CA, certificate and token
 # streams (by address and by name), /readyz follows its upstream connection, and a node
 # with the wrong CA, without a certificate or with the wrong token never streams, says
-# why, and is not ready. The token never reaches a log.
+# why, and is not ready. The token never reaches a log. consumer_owners on the upstream
+# decides which names a node may load and store.
 use strict;
 use warnings;
 use FindBin;
 use lib "$FindBin::Bin/../lib";
 use Test::More;
 use IO::Socket::INET;
+use IO::Socket::UNIX;
+use Socket ();
 use NvsTest;
 
 my $slow = $ENV{NVS_VALGRIND} ? 6 : 1;
@@ -85,7 +88,34 @@ for my $what (sort keys %bad) {
         "$what: /readyz says not ready");
     $n->stop(10);
 }
+# Names are resolved off the event loop; one that does not resolve is a failed attempt like
+# any other, and the next address of the list serves.
+{
+    my $n = NvsTest::Daemon->start($pg, socket => "$dir/dns.sock",
+        set => { %good, upstream => "no-such-host.invalid:$port,127.0.0.1:$port", node_name => 'dns' });
+    ok($n->wait_log(qr/upstream connection lost address=no-such-host\.invalid:$port reason='cannot resolve no-such-host\.invalid: /,
+        10 * $slow), 'a name that does not resolve: the log says so') or diag(NvsTest::tail($n->logfile, 10));
+    ok($n->wait_log(qr/streaming from upstream address=127\.0\.0\.1:$port node=dns/, 10 * $slow), 'and the next address serves');
+    is($n->stop(10), 0, 'clean stop');
+}
 unlike(join('', map { $_->log } $up, $a, $b), qr/\Q$token\E/, 'the token is in no log');
+
+# The node's admin socket answers status from its upstream stream.
+sub admin_status {
+    my ($d) = @_;
+    my $s = IO::Socket::UNIX->new(Type => Socket::SOCK_STREAM(), Peer => $d->admin_socket) or return {};
+    print $s qq({"cmd":"status"}\n);
+    my $line = <$s>;
+    return $line ? $NvsTest::JSON->decode($line) : {};
+}
+my $st = admin_status($a);
+ok($st->{ready} && $st->{head} && $st->{upstream_up}, 'status on a node: ready, with a head, upstream up')
+    or diag(explain($st));
+is($st->{upstream}, "127.0.0.1:$port", 'and names its upstream');
+is($st->{generation}, admin_status($up)->{generation}, "the generation is the upstream's");
+like((NvsTest::run_cmd([ ($ENV{NVSRELAY_BUILD} || "$FindBin::Bin/../../build") . '/nvsrelay', 'status',
+    '--admin-socket', $a->admin_socket ]))[1], qr/^upstream +127\.0\.0\.1:$port \(up, \d+ reconnects\)$/m,
+    'nvsrelay status prints the upstream');
 
 # /readyz follows the upstream connection.
 $up->kill('KILL');
@@ -93,6 +123,9 @@ $up->wait_exit(5);
 my $ready = '';
 for (1 .. 50) { $ready = http_get($hport, '/readyz'); last if $ready =~ / 503 /; Time::HiRes::sleep(0.1) }
 like($ready, qr/ 503 .*upstream connection down/s, 'upstream gone: node a is not ready, and says why');
+$st = admin_status($a);
+ok(!$st->{ready} && defined $st->{upstream_up} && !$st->{upstream_up}, 'status: not ready, upstream down')
+    or diag(explain($st));
 $up = NvsTest::Daemon->start($pg, socket => "$dir/up.sock", set => \%uset);
 for (1 .. 100) { $ready = http_get($hport, '/readyz'); last if $ready =~ / 200 /; Time::HiRes::sleep(0.1) }
 like($ready, qr/ 200 /, 'upstream back: ready again');
@@ -188,6 +221,71 @@ is($ev->[0] && $ev->[0]{event}{documentKey}{_id}, $id2, 'and the subscriber, sti
     $c->ping;
     ok($c->recv_op('pong', 5), 'the connection is still usable');
     $_->close for $c, $d;
+}
+
+# consumer_owners on the upstream: a node loads and stores only the names the map gives its
+# certificate. "cn:{node}" binds a name's first part to the certificate's CN (client.crt's
+# is nvsentinel), so a node that calls itself by another name is refused, says so, and
+# still streams to its subscribers that have no consumer name.
+{
+    my $oport = free_port();
+    my $own = NvsTest::Daemon->start($pg, socket => "$dir/own.sock",
+        set => { %uset, listen_tcp => "127.0.0.1:$oport", consumer_owners => "hand/* = uid:$<; * = cn:{node}" });
+    my %at = (%good, upstream => "127.0.0.1:$oport");
+    my $n1 = NvsTest::Daemon->start($pg, socket => "$dir/n1.sock", set => { %at, node_name => 'nvsentinel' });
+    my $n2 = NvsTest::Daemon->start($pg, socket => "$dir/n2.sock", set => { %at, node_name => 'impostor' });
+    my $c1 = NvsTest::Client->connect($n1->socket);
+    $c1->watch(sid => 1, consumer => 'fq');
+    my $f = $c1->recv_op([ 'bookmark', 'error' ], 10);
+    is($f && $f->{op}, 'bookmark', 'a node whose certificate names it: its consumer starts');
+    my $c2 = NvsTest::Client->connect($n2->socket);
+    $c2->watch(sid => 1, consumer => 'fq');
+    $f = $c2->recv_op([ 'bookmark', 'error' ], 10);
+    is($f && $f->{op} . ':' . ($f->{code} // ''), 'error:13', 'a node under another name: its consumer is refused, 13');
+    ok($own->wait_log(qr/consumer refused client=c\d+ peer=tls:127\.0\.0\.1:\d+ identity='subject=[^']*CN=nvsentinel[^']*' consumer='impostor\/fq'/, 5),
+        'the upstream logs the refusal with the certificate subject');
+    ok($n2->wait_log(qr/upstream refused a consumer of this node request=position node=impostor/, 5),
+        'and the node logs it');
+    $c2->watch(sid => 2);
+    ok($c2->recv_op('bookmark', 10), 'the refused node still streams');
+    my $idn = NvsTest::insert_health_event($dbh, node => 'owners-chain');
+    my $e1 = $c1->events(1, 10 * $slow);
+    my $e2 = $c2->events(1, 10 * $slow, sid => 2);
+    is($e1->[0] && $e1->[0]{event}{documentKey}{_id}, $idn, 'the allowed consumer gets the change');
+    is($e2->[0] && $e2->[0]{event}{documentKey}{_id}, $idn, 'so does the refused node\'s plain subscriber');
+    $c1->ack(1, $e1->[0]{event}{_id});
+    my $stored;
+    for (1 .. 50) {
+        $stored = $dbh->selectrow_array(q{SELECT resume_token->>'token' FROM resume_tokens WHERE client_name = 'nvsentinel/fq'});
+        last if defined $stored && $stored ge $e1->[0]{event}{_id}{_data};
+        Time::HiRes::sleep(0.1);
+    }
+    # At or past the acknowledged event: a bookmark after it may move it further.
+    ok(defined $stored && $stored ge $e1->[0]{event}{_id}{_data}, 'the allowed node stores its consumer as nvsentinel/fq')
+        or diag($stored // 'nothing stored');
+    is($dbh->selectrow_array(q{SELECT count(*) FROM resume_tokens WHERE client_name LIKE 'impostor/%'}), 0,
+        'nothing stored for the refused one');
+
+    # By hand on the upstream's Unix socket (identity uid): the map decides store and
+    # position of a name alike.
+    my $h = NvsTest::Client->connect("$dir/own.sock");
+    my $t = $e1->[0]{event}{_id};
+    $h->send({ op => 'store', sid => 1, consumer => 'nvsentinel/fq', token => $t });
+    $f = $h->recv_op([ 'stored', 'error' ], 10);
+    is($f && $f->{op} . ':' . ($f->{code} // ''), 'error:13', "store for another identity's name: 13");
+    $h->send({ op => 'position', sid => 2, consumer => 'nvsentinel/fq' });
+    $f = $h->recv_op([ 'position', 'error' ], 10);
+    is($f && $f->{op} . ':' . ($f->{code} // ''), 'error:13', 'position of it: 13');
+    $h->send({ op => 'store', sid => 3, consumer => 'hand/x', token => $t });
+    $f = $h->recv_op([ 'stored', 'error' ], 10);
+    is($f && $f->{op} . ':' . $f->{sid}, 'stored:3', 'store for a name the map gives this uid: stored');
+    $h->send({ op => 'position', sid => 4, eventID => 1 });
+    $f = $h->recv_op([ 'position', 'error' ], 10);
+    isnt($f && $f->{code} // 0, 13, 'a position without a name is no one\'s: not refused');
+    ok($own->wait_log(qr/consumer refused client=c\d+ peer=\S+ identity='uid=$< gid=\d+' consumer='nvsentinel\/fq'/, 5),
+        'logged with the uid');
+    $_->close for $c1, $c2, $h;
+    is($_->stop(20), 0, 'clean stop') for $n1, $n2, $own;
 }
 is($_->stop(20), 0, 'clean stop') for $a, $b, $up;
 done_testing();

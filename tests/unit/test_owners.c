@@ -18,6 +18,7 @@ static const struct owner_id unix1002 = { .has_cred = true, .uid = 1002, .gid = 
 static const struct owner_id tls_fq = { .subject = "/O=NVIDIA/OU=x/CN=fault-quarantine" };
 static const struct owner_id tls_other = { .subject = "/O=NVIDIA/CN=fault-quarantine-evil" };
 static const struct owner_id tok = { .token = true };
+static const struct owner_id root = { .has_cred = true };
 static const struct owner_id nobody = { 0 };
 
 static Owners *parse_ok(const char *spec)
@@ -77,6 +78,32 @@ static void test_first_match(void **state)
 	owners_free(o);
 }
 
+/* cn:{node}: a chained relay stores only under its own node name. */
+static void test_cn_node(void **state)
+{
+	static const struct owner_id node_a = { .subject = "/O=fleet/CN=node-a" };
+	static const struct owner_id node_ab = { .subject = "/CN=node-ab" };
+	Owners *o = parse_ok("ops/* = cn:ops; * = cn:{node}, uid:0");
+
+	(void)state;
+	assert_true(owners_allowed(o, "node-a/fault-quarantine", &node_a));
+	assert_true(owners_allowed(o, "node-a/x/y", &node_a));
+	assert_false(owners_allowed(o, "node-b/fault-quarantine", &node_a));
+	assert_false(owners_allowed(o, "node-a/fault-quarantine", &node_ab));   /* no prefix match */
+	assert_false(owners_allowed(o, "node-ab/x", &node_a));
+	assert_false(owners_allowed(o, "/x", &node_a));                         /* an empty node part */
+	assert_false(owners_allowed(o, "node-a", &node_a));                     /* no node part */
+	assert_false(owners_allowed(o, "ops/x", &node_a));                      /* an earlier entry decides */
+	assert_false(owners_allowed(o, "node-a/x", &unix1001));                 /* no certificate */
+	assert_false(owners_allowed(o, "node-a/x", &tok));
+	assert_true(owners_allowed(o, "local-consumer", &root));
+	owners_free(o);
+	/* Literal braces elsewhere stay a plain CN. */
+	o = parse_ok("x = cn:{nodes}");
+	assert_false(owners_allowed(o, "x", &node_a));
+	owners_free(o);
+}
+
 static void test_refused(void **state)
 {
 	static const char *const bad[] = {
@@ -122,6 +149,7 @@ int main(void)
 		cmocka_unit_test(test_empty_allows_all),
 		cmocka_unit_test(test_match),
 		cmocka_unit_test(test_first_match),
+		cmocka_unit_test(test_cn_node),
 		cmocka_unit_test(test_refused),
 		cmocka_unit_test(test_id_text),
 	};
