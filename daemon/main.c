@@ -171,6 +171,13 @@ static void up_position(void *arg, Client *c, const struct request *rq)
 	downlink_request(g.downlink, c, rq);
 }
 
+static void up_count(void *arg, Client *c, const struct request *rq)
+{
+	enum event_table t = rq->table == REQUEST_MAINTENANCE_EVENTS ? TABLE_MAINTENANCE_EVENTS : TABLE_HEALTH_EVENTS;
+
+	hub_count(arg, c, rq->count_id, t, &rq->ack);
+}
+
 static void up_writable(void *arg, Client *c)
 {
 	hub_client_writable(arg, c);
@@ -195,6 +202,7 @@ static const struct client_upcalls hub_upcalls = {
 	.error = up_error,
 	.subscriptions = up_subscriptions,
 	.position = up_position,
+	.count = up_count,
 };
 
 static void on_ready(void *ud)

@@ -150,6 +150,8 @@ static const struct family families[M_COUNT] = {
 	  .help = "From a change's changed_at (set by the capture trigger) to its frame being queued to a live "
 		  "subscriber's connection; events read back from PostgreSQL for a subscriber behind the ring "
 		  "are not counted (their age is consumer lag)."),
+	F(M_REMOVED_POSITION_RESUMES, "removed_position_resumes_total", MT_COUNTER, NULL, 0,
+	  .help = "NVSentinel positions (eventID) whose changelog row was already removed, resumed after it."),
 };
 
 struct series {

@@ -272,6 +272,28 @@ static int decode_store(const cJSON *m, struct request *req, struct request_erro
 	return get_token(cJSON_GetObjectItemCaseSensitive(m, "token"), "token", req->sid, &req->ack, err);
 }
 
+/* A backlog figure: a table (not "*") and a position; "id" tags the answer.
+ * Refusals are connection-level: a count concerns no subscription. */
+static int decode_count(const cJSON *m, struct request *req, struct request_error *err)
+{
+	const cJSON *id = cJSON_GetObjectItemCaseSensitive(m, "id");
+	const cJSON *t = cJSON_GetObjectItemCaseSensitive(m, "table");
+
+	for (const cJSON *f = m->child; f; f = f->next)
+		if (strcmp(f->string, "op") && strcmp(f->string, "table") && strcmp(f->string, "after") &&
+		    strcmp(f->string, "id"))
+			return fail(err, -1, ERR_UNKNOWN_FIELD,
+				    "unknown field '%.64s' in count; expected table, after and id", f->string);
+	if (id && (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble > MAX_EXACT ||
+		   id->valuedouble != (double)(long long)id->valuedouble))
+		return fail(err, -1, ERR_TYPE_MISMATCH, "count: id must be a non-negative integer");
+	req->count_id = id ? (long long)id->valuedouble : -1;
+	if (!cJSON_IsString(t) || !table_of(t->valuestring, &req->table) || req->table == REQUEST_ALL_TABLES)
+		return fail(err, -1, ERR_INVALID_NAMESPACE,
+			    "count: table must be health_events (HealthEvents) or maintenance_events (MaintenanceEvents)");
+	return get_token(cJSON_GetObjectItemCaseSensitive(m, "after"), "count: after", -1, &req->ack, err);
+}
+
 static const struct {
 	const char *name;
 	enum request_op op;
@@ -283,6 +305,7 @@ static const struct {
 	{ "ping", REQUEST_PING },
 	{ "position", REQUEST_POSITION },
 	{ "store", REQUEST_STORE },
+	{ "count", REQUEST_COUNT },
 };
 
 int request_decode(const cJSON *m, struct request *req, struct request_error *err)
@@ -292,6 +315,7 @@ int request_decode(const cJSON *m, struct request *req, struct request_error *er
 
 	memset(req, 0, sizeof(*req));
 	req->sid = -1;
+	req->count_id = -1;
 	req->reply_sid = cJSON_IsNumber(sid) && sid->valuedouble >= 0 && sid->valuedouble <= MAX_EXACT
 			 ? (long long)sid->valuedouble : -1;
 	if (!cJSON_IsString(op))
@@ -316,8 +340,11 @@ int request_decode(const cJSON *m, struct request *req, struct request_error *er
 		return decode_position(m, req, err);
 	case REQUEST_STORE:
 		return decode_store(m, req, err);
+	case REQUEST_COUNT:
+		return decode_count(m, req, err);
 	case REQUEST_NONE:
 		break;
 	}
-	return fail(err, -1, ERR_COMMAND_NOT_FOUND, "unknown op; expected hello, watch, ack, unwatch, ping, position or store");
+	return fail(err, -1, ERR_COMMAND_NOT_FOUND,
+		    "unknown op; expected hello, watch, ack, unwatch, ping, count, position or store");
 }

@@ -1,6 +1,7 @@
 /*
  * request.h - decoding of the requests a subscriber sends (protocol v1:
- * hello, watch, ack, unwatch, ping) into one struct, or into the error frame
+ * hello, watch, ack, unwatch, ping, count; position and store for chained
+ * relays) into one struct, or into the error frame
  * the server answers with: a code from errors.h and its message.  Pure code:
  * no I/O, no logging, no allocation beyond cJSON's parse, so it is
  * unit-tested and fuzzed.  client.c calls it for every frame and hands the
@@ -26,6 +27,7 @@ enum request_op {
 	REQUEST_PING,
 	REQUEST_POSITION,          /* a position lookup for a chained relay */
 	REQUEST_STORE,             /* a durable position write for a chained relay */
+	REQUEST_COUNT,             /* how many changes of a table lie after a position */
 };
 
 enum request_table {
@@ -58,8 +60,10 @@ struct request {
 	const cJSON *pipeline;     /* the "pipeline" member or NULL, for filter_compile */
 	bool before;               /* fullDocumentBeforeChange whenAvailable or required */
 	bool standby;              /* with consumer: wait while another subscription holds it */
-	/* ack; store: the position to write */
+	/* ack; store: the position to write; count: "after" */
 	struct token ack;
+	/* count: "id", copied into the answer; -1 without one */
+	long long count_id;
 };
 
 /* Why a frame was refused: the error frame's fields. */

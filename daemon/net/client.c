@@ -635,6 +635,9 @@ static void dispatch(Client *c, const char *line, size_t len)
 		else
 			client_send_error(c, req.sid, ERR_COMMAND_NOT_FOUND, "position and store are not served here", NULL);
 		break;
+	case REQUEST_COUNT:
+		c->env.up->count(c->env.up_arg, c, &req);
+		break;
 	case REQUEST_NONE:
 		break;
 	}

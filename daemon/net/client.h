@@ -50,6 +50,9 @@ struct client_upcalls {
 	/* A chained relay's position or store request (request.h); NULL:
 	 * refused as an unknown op. */
 	void (*position)(void *arg, Client *c, const struct request *req);
+	/* A decoded count; the answer (or a connection-level error) is sent
+	 * to c later, or not at all once c has gone. */
+	void (*count)(void *arg, Client *c, const struct request *req);
 };
 
 struct client_env {

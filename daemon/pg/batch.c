@@ -89,12 +89,14 @@ const char batch_page_sql[] =
  * snapshot (the ticker's probe wants it), then NULLs; then the rows, each
  * with the new tick.  The caller sees the result only after ReadyForQuery,
  * i.e. after the tick's commit, which is what makes the rows deliverable.
+ * max_id never goes down, not even when pruning emptied the changelog.
  */
 const char batch_tick_sql[] =
-	"WITH p AS (SELECT tick_id, snap FROM nvsrelay.tick ORDER BY tick_id DESC LIMIT 1),"
+	"WITH p AS (SELECT tick_id, snap, max_id FROM nvsrelay.tick ORDER BY tick_id DESC LIMIT 1),"
 	" t AS (INSERT INTO nvsrelay.tick (tick_id, snap, max_id)"
 	"  SELECT coalesce((SELECT tick_id FROM p), 0) + 1, pg_current_snapshot(),"
-	"   coalesce((SELECT max(id) FROM datastore_changelog), 0) RETURNING tick_id, snap),"
+	"   greatest(coalesce((SELECT max(id) FROM datastore_changelog), 0), coalesce((SELECT max_id FROM p), 0))"
+	"  RETURNING tick_id, snap),"
 	" s AS (SELECT t.tick_id AS t, p.snap AS ps, t.snap AS ns,"
 	"   pg_snapshot_xmax(p.snap) AS lo, pg_snapshot_xmax(t.snap) AS hi FROM t, p WHERE p.tick_id = $1::bigint),"
 	BATCH_ROWS("TRUE", "$2::integer")

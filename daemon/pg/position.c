@@ -1,8 +1,10 @@
 /*
  * position.c - positions kept in and looked up from PostgreSQL: a durable
  * consumer's row in resume_tokens (read, and written without ever moving a
- * stored token backwards), the position after an NVSentinel eventID, and
- * the position at a time (startAtOperationTime).  relay.c calls these on
+ * stored token backwards), the position after an NVSentinel eventID (also
+ * one whose row NVSentinel's cleanup removed), the position at a time
+ * (startAtOperationTime), and the count of a table's changes after a
+ * position (the "count" request).  relay.c calls these on
  * its main connection when the hub asks its source (source.h) for them, and
  * uses position_oldest_msg for catch-up reads past the retained history.
  */
@@ -15,6 +17,7 @@
 #include <cJSON.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "pgconn.h"
 #include "position.h"
 
@@ -40,6 +43,7 @@ struct pos_req {
 	void *arg;
 	char *consumer;
 	struct token pos;           /* position_exists: the position asked about */
+	uint64_t event_id;          /* NVSentinel eventID being resolved */
 };
 
 /* Row 0: the tick whose batch holds the row (NULL: no tick covers it yet)
@@ -63,18 +67,118 @@ void position_oldest_msg(uint32_t gen, const char *what, const char *min_tick, c
 		snprintf(buf, len, "%s is older than the retained history, which is empty", what);
 }
 
+/* For an eventID whose row is gone: the oldest and newest tick, the ids the
+ * oldest tick's and the newest tick's snapshots had seen, and the first
+ * retained row after the eventID with the tick whose batch holds it (row
+ * NULL: none; tick NULL: not in a tick yet). */
+static const char removed_pos_sql[] =
+	"WITH lo AS (SELECT tick_id, max_id FROM nvsrelay.tick ORDER BY tick_id LIMIT 1),"
+	" hi AS (SELECT tick_id, max_id FROM nvsrelay.tick ORDER BY tick_id DESC LIMIT 1),"
+	" nx AS (SELECT c.id, c.xid FROM datastore_changelog c WHERE c.id > $1::bigint ORDER BY c.id LIMIT 1)"
+	" SELECT (SELECT tick_id FROM lo), (SELECT max_id FROM lo), (SELECT tick_id FROM hi), (SELECT max_id FROM hi),"
+	"  (SELECT id FROM nx),"
+	"  (SELECT CASE WHEN nx.xid IS NULL THEN (SELECT tick_id FROM lo)"
+	"   ELSE (SELECT min(t.tick_id) FROM nvsrelay.tick t WHERE pg_visible_in_snapshot(nx.xid, t.snap)) END FROM nx)";
+
+static uint64_t col_u64(const PGresult *res, int col)
+{
+	return PQgetisnull(res, 0, col) ? 0 : strtoull(PQgetvalue(res, 0, col), NULL, 10);
+}
+
+/* Where an eventID whose row is gone resumes (status 0), or why it cannot. */
+static int removed_pos(const struct pos_req *q, const PGresult *res, struct token *t, char *msg, size_t len)
+{
+	uint64_t lo = col_u64(res, 0), lo_max = col_u64(res, 1), hi = col_u64(res, 2), hi_max = col_u64(res, 3);
+	uint64_t next = col_u64(res, 4), next_tick = col_u64(res, 5);
+
+	if (lo == 0) {
+		position_oldest_msg(q->gen, "NVSentinel position (eventID)", NULL, msg, len);
+		return -ESTALE;
+	}
+	if (q->event_id > hi_max && next == 0) {
+		snprintf(msg, len, "NVSentinel position (eventID %" PRIu64 ") is beyond every change"
+			 " of this database (newest %" PRIu64 ")", q->event_id, hi_max);
+		return -ESTALE;
+	}
+	if (lo > 1 && q->event_id != 0 && q->event_id < lo_max) {
+		char what[96], lo_s[24];
+
+		snprintf(what, sizeof(what), "NVSentinel position (eventID %" PRIu64 ")", q->event_id);
+		snprintf(lo_s, sizeof(lo_s), "%" PRIu64, lo);
+		position_oldest_msg(q->gen, what, lo_s, msg, len);
+		return -ESTALE;
+	}
+	if (next != 0 && next_tick == 0) {
+		snprintf(msg, len, "the changelog row after that eventID is not committed in any tick yet; retry");
+		return -EAGAIN;
+	}
+	t->gen = q->gen;
+	if (q->event_id == 0 && lo > 1) {
+		t->tick = lo;                   /* the oldest readable position */
+		t->id = TOKEN_ID_END;
+	} else if (next != 0) {
+		t->tick = next_tick;            /* that batch from the first row after eventID */
+		t->id = q->event_id;
+	} else {
+		t->tick = hi;                   /* nothing retained after it: the head */
+		t->id = TOKEN_ID_END;
+	}
+	return 0;
+}
+
+/*
+ * NVSentinel's cleanup_changelog deletes rows every consumer has marked
+ * processed, so a component moving over may hold an eventID whose row is
+ * gone although nothing after it is: its watcher would go on from the next
+ * row, and so does this.  Only rows our own retention pruned are a real
+ * loss: those are the ones visible in the oldest tick once older ticks were
+ * dropped (tick 1, the history batch, still there means nothing was).
+ * eventID 0 is NVSentinel's "nothing processed yet": from the start of what
+ * is retained.  "Beyond every change" compares with the newest tick's
+ * max_id, which the ticker never lets go down: pruning may have emptied the
+ * changelog.
+ */
+static void removed_pos_cb(PgConn *pc, PGresult *res, void *arg)
+{
+	struct pos_req *q = arg;
+	struct token t = { 0, 0, 0 };
+	char msg[256], hex[TOKEN_HEX_LEN + 1];
+	int status;
+
+	(void)pc;
+	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+		q->cb(q->arg, -EIO, NULL, "cannot resolve the NVSentinel position");
+	} else if ((status = removed_pos(q, res, &t, msg, sizeof(msg))) < 0) {
+		q->cb(q->arg, status, NULL, msg);
+	} else {
+		token_format(&t, hex);
+		log_warning("NVSentinel position not in the changelog, resuming after it consumer=%s eventID=%" PRIu64
+			    " next_retained=%" PRIu64 " position=%s", LOGQ(q->consumer ? q->consumer : ""),
+			    q->event_id, col_u64(res, 4), hex);
+		metrics_add(M_REMOVED_POSITION_RESUMES, NULL, 1);
+		q->cb(q->arg, 0, &t, NULL);
+	}
+	free(q->consumer);
+	free(q);
+}
+
 static void event_pos_cb(PgConn *pc, PGresult *res, void *arg)
 {
 	struct pos_req *q = arg;
 	struct token t = { 0, 0, 0 };
-	char msg[256];
+	char id[24];
+	const char *params[1] = { id };
 
-	(void)pc;
 	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
 		q->cb(q->arg, -EIO, NULL, "cannot resolve the NVSentinel position");
 	} else if (PQntuples(res) == 0) {
-		position_oldest_msg(q->gen, "NVSentinel position (eventID)", NULL, msg, sizeof(msg));
-		q->cb(q->arg, -ESTALE, NULL, msg);
+		/* The row is gone: NVSentinel's cleanup_changelog or our own
+		 * retention removed it.  Which one decides between resuming
+		 * after it and 286; removed_pos_sql tells them apart. */
+		snprintf(id, sizeof(id), "%" PRIu64, q->event_id);
+		if (pgconn_query_kind(pc, "position_removed", removed_pos_sql, 1, params, removed_pos_cb, q) == 0)
+			return;
+		q->cb(q->arg, -EIO, NULL, "cannot resolve the NVSentinel position");
 	} else if (PQgetisnull(res, 0, 0)) {
 		q->cb(q->arg, -EAGAIN, NULL, "the changelog row of that eventID is not committed in any tick yet; retry");
 	} else {
@@ -111,6 +215,7 @@ int position_of_event(PgConn *pc, uint32_t gen, uint64_t event_id, source_pos_cb
 		return -ENOTCONN;
 	if (!(q = pos_req_new(gen, cb, arg)))
 		return -ENOMEM;
+	q->event_id = event_id;
 	snprintf(id, sizeof(id), "%" PRIu64, event_id);
 	if (pgconn_query_kind(pc, "position_event", event_pos_sql, 1, params, event_pos_cb, q) < 0) {
 		free(q);
@@ -233,6 +338,7 @@ static void load_cb(PgConn *pc, PGresult *res, void *arg)
 	if (cJSON_IsNumber(eid) && eid->valuedouble >= 0) {
 		/* NVSentinel's own {timestamp, eventID}. */
 		snprintf(id, sizeof(id), "%.0f", eid->valuedouble);
+		q->event_id = strtoull(id, NULL, 10);
 		params[0] = id;
 		if (pgconn_query_kind(pc, "position_event", event_pos_sql, 1, params, event_pos_cb, q) == 0) {
 			cJSON_Delete(j);
@@ -257,8 +363,10 @@ int position_load(PgConn *pc, uint32_t gen, const char *consumer, source_pos_cb 
 		return -ENOTCONN;
 	if (!(q = pos_req_new(gen, cb, arg)))
 		return -ENOMEM;
+	q->consumer = strdup(consumer);         /* for the log line; NULL is fine */
 	if (pgconn_query_kind(pc, "position_load", "SELECT resume_token::text FROM resume_tokens WHERE client_name = $1",
 			 1, params, load_cb, q) < 0) {
+		free(q->consumer);
 		free(q);
 		return -ENOTCONN;
 	}
@@ -307,6 +415,64 @@ int position_save(PgConn *pc, const char *consumer, const struct token *pos, sou
 	params[3] = pos->tick > INT64_MAX ? NULL : tick;
 	if (pgconn_query_prep(pc, "position_save", save_sql, 4, params, save_cb, q) < 0) {
 		free(q->consumer);
+		free(q);
+		return -ENOTCONN;
+	}
+	return 0;
+}
+
+/*
+ * The "count" request: the table's changelog rows with an id above the
+ * position's, its own id inside a batch or, at a batch end, the highest id
+ * its tick had seen.  A row committed after the position with a lower id
+ * (a transaction that ran across it) is not counted and no pipeline is
+ * applied: the figure NVSentinel's own watcher gave, for a gauge, capped at
+ * one million (the LIMIT) so that a huge backlog stays one bounded range
+ * scan.
+ */
+static const char count_sql[] =
+	"SELECT count(*) FROM (SELECT 1 FROM datastore_changelog c WHERE c.table_name = $1::text"
+	" AND c.id > CASE WHEN $3::boolean"
+	"  THEN coalesce((SELECT max_id FROM nvsrelay.tick WHERE tick_id <= $2::bigint"
+	"   ORDER BY tick_id DESC LIMIT 1), 0)"
+	"  ELSE $4::bigint END"
+	" LIMIT 1000000) x";
+
+struct count_req {
+	source_count_cb cb;
+	void *arg;
+};
+
+static void count_cb(PgConn *pc, PGresult *res, void *arg)
+{
+	struct count_req *q = arg;
+
+	(void)pc;
+	if (res && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+		q->cb(q->arg, 0, strtoull(PQgetvalue(res, 0, 0), NULL, 10), NULL);
+	else
+		q->cb(q->arg, -EIO, 0, "count: PostgreSQL unavailable, retry");
+	free(q);
+}
+
+int position_count(PgConn *pc, const char *table, const struct token *pos, source_count_cb cb, void *arg)
+{
+	char tick[24], id[24];
+	const char *params[4] = { table, tick, pos->id == TOKEN_ID_END ? "true" : "false", id };
+	struct count_req *q;
+
+	if (!pgconn_is_up(pc))
+		return -ENOTCONN;
+	if (!(q = calloc(1, sizeof(*q))))
+		return -ENOMEM;
+	q->cb = cb;
+	q->arg = arg;
+	/* No tick or row has an id past INT64_MAX: such a position lies
+	 * after every change. */
+	snprintf(tick, sizeof(tick), "%" PRIu64, pos->tick > INT64_MAX ? (uint64_t)INT64_MAX : pos->tick);
+	snprintf(id, sizeof(id), "%" PRIu64,
+		 pos->id == TOKEN_ID_END ? 0 : pos->id > INT64_MAX ? (uint64_t)INT64_MAX : pos->id);
+	if (pgconn_query_kind(pc, "count", count_sql, 4, params, count_cb, q) < 0) {
 		free(q);
 		return -ENOTCONN;
 	}

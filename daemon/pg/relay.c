@@ -680,6 +680,14 @@ static int src_position_exists(void *impl, const struct token *pos, source_pos_c
 	return position_exists(((Relay *)impl)->main, pos, cb, arg);
 }
 
+static int src_count_after(void *impl, enum event_table table, const struct token *pos,
+			   source_count_cb cb, void *arg)
+{
+	const char *name = table == TABLE_MAINTENANCE_EVENTS ? "maintenance_events" : "health_events";
+
+	return position_count(((Relay *)impl)->main, name, pos, cb, arg);
+}
+
 static const struct source_ops relay_source_ops = {
 	.read_page = src_read_page,
 	.load_position = src_load_position,
@@ -687,6 +695,7 @@ static const struct source_ops relay_source_ops = {
 	.position_of_event = src_position_of_event,
 	.position_at_time = src_position_at_time,
 	.position_exists = src_position_exists,
+	.count_after = src_count_after,
 };
 
 const struct source *relay_source(Relay *r)

@@ -372,6 +372,7 @@ void hub_free(Hub *h)
 	while (h->subs)
 		sub_kill(h->subs);
 	reap(h, true);
+	hub_count_free_all(h);
 	for (i = 0; i < h->count; i++)
 		event_unref(hub_ring_at(h, i));
 	free(h->ring);
@@ -549,6 +550,19 @@ static void take_over(Hub *h, struct sub *s)
 		if (next && next->state == SUB_DEAD)
 			next = h->subs;
 	}
+	/* A holder that has just left may still be writing its last position
+	 * (a component restarting right after its last ack): the load of the
+	 * stored one could overtake that write, so start no earlier either.
+	 * Standbys never write, so only former holders fence. */
+	for (o = h->dead; o; o = o->next) {
+		if (o->saving && o->consumer && strcmp(o->consumer, s->consumer) == 0) {
+			struct token done = hub_durable_pos(o);
+			if (!s->fenced || token_cmp(&done, &s->fence) > 0) {
+				s->fence = done;
+				s->fenced = true;
+			}
+		}
+	}
 }
 
 /* The consumer's holder, other than s: a live subscription that is no standby. */
@@ -724,6 +738,7 @@ void hub_client_gone(Hub *h, Client *c)
 		if (s->client == c)
 			sub_kill(s);
 	}
+	hub_count_client_gone(h, c);
 }
 
 void hub_client_error(Hub *h, Client *c, int code, const char *msg)

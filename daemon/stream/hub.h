@@ -54,6 +54,11 @@ int hub_ack(Hub *h, struct client *c, long long sid, const struct token *tok);
 int hub_unwatch(Hub *h, struct client *c, long long sid);
 void hub_client_gone(Hub *h, struct client *c);
 void hub_client_writable(Hub *h, struct client *c);
+/* The "count" request (hubcount.c): how many changes of table lie after
+ * pos, asked of the source; the answer, {"op":"count","id":..,"count":N}
+ * (no "id" when id < 0), or a connection-level error frame goes to c
+ * later, or to nobody once c has gone. */
+void hub_count(Hub *h, struct client *c, long long id, enum event_table table, const struct token *pos);
 /* Subscriptions of c, whatever their state (max_subscriptions_per_client). */
 size_t hub_client_subscriptions(const Hub *h, const struct client *c);
 /* An error frame to every subscription of c, each with the position the

@@ -1,7 +1,8 @@
 /*
  * hubsub.h - the hub's private state (struct hub, struct sub), shared by
- * hub.c, which owns it, and hubview.c, which reads it for /metrics and the
- * admin socket.  No other module includes it.
+ * hub.c, which owns it, hubview.c, which reads it for /metrics and the
+ * admin socket, and hubcount.c, which keeps the count requests in flight.
+ * No other module includes it.
  */
 #ifndef NVSRELAY_HUBSUB_H
 #define NVSRELAY_HUBSUB_H
@@ -53,6 +54,7 @@ struct hub {
 	const struct source *src;     /* catch-up pages and positions, or NULL */
 	struct sub *subs;
 	struct sub *dead;             /* detached, freed once no callback is pending */
+	struct hub_count *counts;     /* count requests waiting for the source (hubcount.c) */
 	Subtab *bysid;                /* (client, sid) -> live sub: acks in constant time */
 	size_t nsubs;
 	size_t ncatching;             /* subscriptions with catching set */
@@ -80,5 +82,9 @@ size_t hub_ring_after(const struct hub *h, const struct token *pos);
  * that only acks events still moves forward, and holds no history back,
  * through hours of nothing to deliver. */
 struct token hub_durable_pos(const struct sub *s);
+/* hubcount.c: c is closing, its counts in flight are answered to nobody;
+ * the hub is freed, every count in flight belongs to nobody. */
+void hub_count_client_gone(struct hub *h, Client *c);
+void hub_count_free_all(struct hub *h);
 
 #endif

@@ -1,7 +1,7 @@
 /*
  * source.h - the hub's event source: catch-up pages for subscribers behind
  * the ring, durable positions, and the lookups that turn an NVSentinel
- * eventID or a time into a position.  The hub (hub.c) knows its source only
+ * eventID or a time into a position, and backlog counts.  The hub (hub.c) knows its source only
  * through these ops; the PostgreSQL reader (relay.c, relay_source()) is one
  * implementation, the fake of tests/unit/test_hub.c another.  main.c hands
  * the source to the hub with hub_set_source.
@@ -31,6 +31,8 @@ typedef void (*source_page_cb)(void *arg, struct event **evs, size_t n, const st
  * than the retained history; -EINVAL: unusable; other: error. */
 typedef void (*source_pos_cb)(void *arg, int status, const struct token *pos, const char *msg);
 typedef void (*source_done_cb)(void *arg, int status);
+/* status 0: count set; else an error (-ENOTCONN: unreachable, retry). */
+typedef void (*source_count_cb)(void *arg, int status, uint64_t count, const char *msg);
 
 struct source_ops {
 	/* The next page after pos; table limits rows to one table (the
@@ -52,6 +54,12 @@ struct source_ops {
 	 * start positions beyond the hub's head): 0 with pos, or -ENOENT;
 	 * also -ENOENT at once for a tick no database can hold. */
 	int (*position_exists)(void *impl, const struct token *pos, source_pos_cb cb, void *arg);
+	/* How many changes of table lie after pos, for a backlog gauge (the
+	 * "count" request; PROTOCOL.md says what is approximate).  NULL
+	 * where the source cannot count: a node relay, which has no
+	 * changelog of its own. */
+	int (*count_after)(void *impl, enum event_table table, const struct token *pos,
+			   source_count_cb cb, void *arg);
 };
 
 struct source {

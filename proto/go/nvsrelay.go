@@ -113,6 +113,10 @@ type Options struct {
 	ReconnectFor time.Duration
 	// Logf, when set, is told about reconnects.
 	Logf func(format string, args ...interface{})
+	// OnBookmark, when set, is called with each bookmark's token as it
+	// arrives: every event before it has been put on Events. It runs on
+	// the reading goroutine and must not block.
+	OnBookmark func(token string)
 }
 
 // Event is one change.
@@ -183,6 +187,24 @@ func (e *protocolError) Error() string { return "nvsrelay: protocol error: " + e
 // ErrUnknownToken is returned by MarkProcessed for a token the watcher has
 // not delivered.
 var ErrUnknownToken = errors.New("nvsrelay: MarkProcessed: token was not delivered by this watcher")
+
+// ErrMalformedToken is returned by MarkProcessed for a string that is not a
+// token at all. It is refused here because the daemon would answer it by
+// ending the subscription (280).
+var ErrMalformedToken = errors.New("nvsrelay: MarkProcessed: not a token (40 lower-case hex digits)")
+
+// ValidToken reports whether s has the form of a token.
+func ValidToken(s string) bool {
+	if len(s) != 40 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
 
 // Watcher is one subscription. Its methods are safe for concurrent use.
 type Watcher struct {
@@ -322,6 +344,10 @@ func (w *Watcher) MarkProcessed(token string) error {
 		w.mu.Unlock()
 		return nil
 	}
+	if !ValidToken(token) {
+		w.mu.Unlock()
+		return ErrMalformedToken
+	}
 	if token > w.lastPos {
 		w.mu.Unlock()
 		return ErrUnknownToken
@@ -332,6 +358,14 @@ func (w *Watcher) MarkProcessed(token string) error {
 	w.mu.Unlock()
 	w.wake()
 	return nil
+}
+
+// Position is the last position the watcher reached: its last event or
+// bookmark ("" before the first).
+func (w *Watcher) Position() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.lastPos
 }
 
 // Close ends the watcher and waits until its goroutines are gone. The
@@ -419,6 +453,7 @@ type frame struct {
 	CodeName string          `json:"codeName"`
 	Message  string          `json:"message"`
 	MaxFrame int             `json:"maxFrameBytes"`
+	Count    *int64          `json:"count"`
 }
 
 func (f *frame) mine() bool { return f.Sid == nil || *f.Sid == sid }
@@ -753,6 +788,9 @@ func (w *Watcher) serve(s *session) error {
 			}
 			w.mu.Unlock()
 			w.wake()
+			if w.opts.OnBookmark != nil {
+				w.opts.OnBookmark(f.Token.Data)
+			}
 		case "error":
 			return f.serverError()
 		}
@@ -826,7 +864,94 @@ func (w *Watcher) finish(s *session) {
 	w.setCur(nil)
 	if w.ctx.Err() != nil && w.opts.Consumer != "" {
 		s.conn.SetDeadline(time.Now().Add(2 * time.Second))
-		w.sendAck(s)
+		if w.sendAck(s) == nil {
+			leave(s)
+		}
 	}
 	s.conn.Close()
+}
+
+// leave ends the subscription and waits (bounded by the connection's
+// deadline) until the daemon has read everything before: a watcher for the
+// same consumer opened right after Close, as a restarting component does,
+// then starts after the last acknowledgement rather than racing it.
+func leave(s *session) {
+	if s.send([]byte(fmt.Sprintf(`{"op":"unwatch","sid":%d}`+"\n", sid))) != nil ||
+		s.send([]byte(`{"op":"ping"}`+"\n")) != nil {
+		return
+	}
+	for {
+		f, err := s.next()
+		var pe *protocolError
+		if errors.As(err, &pe) {
+			continue // the rest of a frame cut short when Close interrupted the read
+		}
+		if err != nil || f.Op == "pong" {
+			return
+		}
+	}
+}
+
+// Count asks the daemon how many changes of table lie after the position
+// after (protocol op "count"), on a connection of its own that is closed
+// before it returns. The figure is the one PROTOCOL.md describes: rows
+// after the position's changelog id, without the pipeline, capped at one
+// million. Socket or Addr, TLS, Token, Client and DialTimeout of opts are
+// used.
+func Count(ctx context.Context, opts Options, table, after string) (int64, error) {
+	if opts.Socket == "" && opts.Addr == "" {
+		return 0, errors.New("nvsrelay: Options needs Socket or Addr")
+	}
+	if !ValidToken(after) {
+		return 0, ErrMalformedToken
+	}
+	if table == "" {
+		table = "health_events"
+	}
+	if opts.Client == "" {
+		opts.Client = "nvsrelay-go"
+	}
+	if opts.DialTimeout <= 0 {
+		opts.DialTimeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, opts.DialTimeout)
+	defer cancel()
+	w := &Watcher{opts: opts}
+	conn, err := w.dial(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	stop := interruptOn(ctx, conn)
+	defer stop()
+	s := &session{conn: conn, br: bufio.NewReaderSize(conn, 4096), maxFrame: 1 << 20}
+	hello := map[string]interface{}{"op": "hello", "v": 1, "client": opts.Client}
+	if opts.Token != "" {
+		hello["token"] = opts.Token
+	}
+	req := map[string]interface{}{"op": "count", "table": table, "after": tokenObj{after}}
+	for _, m := range []map[string]interface{}{hello, req} {
+		b, _ := json.Marshal(m)
+		if err := s.send(append(b, '\n')); err != nil {
+			return 0, err
+		}
+	}
+	for {
+		f, err := s.next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return 0, ctx.Err()
+			}
+			return 0, err
+		}
+		switch f.Op {
+		case "error":
+			return 0, f.serverError()
+		case "count":
+			if f.Count == nil {
+				return 0, &protocolError{"count answer without a count"}
+			}
+			return *f.Count, nil
+		}
+	}
 }

@@ -276,6 +276,13 @@ func TestMarkProcessedDurable(t *testing.T) {
 	if err := w.MarkProcessed(evs[0].ev.Token); err != nil {
 		t.Fatalf("MarkProcessed: %v", err)
 	}
+	// What is not a token at all is refused here: the daemon would end
+	// the subscription over it (280), closing the channel.
+	for _, bad := range []string{"abc", "12", strings.ToUpper(evs[1].ev.Token), evs[1].ev.Token + "0"} {
+		if err := w.MarkProcessed(bad); !errors.Is(err, ErrMalformedToken) {
+			t.Errorf("MarkProcessed(%q) = %v, want ErrMalformedToken", bad, err)
+		}
+	}
 
 	// The reconnect starts at the stored position (the 2nd event) and
 	// passes over what was already delivered: nothing comes twice.

@@ -41,6 +41,9 @@ check_request(const struct request *req)
 		CHECK(req->sid >= 0 && req->sid <= 9007199254740991LL && req->reply_sid == req->sid);
 	if (req->op == REQUEST_HELLO)
 		CHECK(req->version == 1);
+	if (req->op == REQUEST_COUNT)
+		CHECK((req->table == REQUEST_HEALTH_EVENTS || req->table == REQUEST_MAINTENANCE_EVENTS) &&
+		      req->count_id >= -1 && req->count_id <= 9007199254740991LL);
 	if (req->op != REQUEST_WATCH)
 		return;
 	CHECK(req->table == REQUEST_HEALTH_EVENTS || req->table == REQUEST_MAINTENANCE_EVENTS);
@@ -144,6 +147,7 @@ round_trip(const struct request *req)
 	case REQUEST_PING:
 	case REQUEST_POSITION:     /* only chained relays build these */
 	case REQUEST_STORE:
+	case REQUEST_COUNT:        /* the Go client builds it, not wire.c */
 	case REQUEST_NONE:
 		break;
 	}

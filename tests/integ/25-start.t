@@ -14,7 +14,8 @@ use POSIX ();
 use NvsTest;
 
 my $pg  = NvsTest::Pg->start();
-my $d   = NvsTest::Daemon->start($pg, set => { ack_flush_ms => 50 });
+my $hport = do { require IO::Socket::INET; my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1', LocalPort => 0) or die $!; $s->sockport };
+my $d   = NvsTest::Daemon->start($pg, set => { ack_flush_ms => 50, http_listen => "127.0.0.1:$hport" });
 my $dbh = $pg->dbh();
 sub rid { $_[0]{event}{documentKey}{_id} }
 
@@ -46,8 +47,46 @@ $c->watch(resumeAfter => { timestamp => '2026-11-25T10:00:00Z', eventID => $cl_a
 $ev = $c->events(4, 10);
 is_deeply([ map { rid($_) } @$ev ], [ $a[2], @b ], 'resumeAfter {timestamp, eventID}: everything after that changelog row');
 $c->watch(sid => 3, resumeAfter => { eventID => 999999999 });
-is($c->recv_op('error', 10)->{code}, 286, 'an eventID no longer in the changelog: 286');
+my $far = $c->recv_op('error', 10);
+is($far->{code}, 286, 'an eventID beyond every change of the database: 286');
+like($far->{message}, qr/beyond every change/, '... saying so');
 $c->close;
+
+# NVSentinel's cleanup_changelog removed the row of a stored position (and
+# older ones) but nothing after it: resume after it, as its own watcher would.
+sub removed_resumes {
+    my $sock = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$hport", Timeout => 5) or return -1;
+    print $sock "GET /metrics HTTP/1.0\r\n\r\n";
+    local $/;
+    my $body = <$sock> // '';
+    return $body =~ /^nvsrelay_removed_position_resumes_total (\S+)/m ? $1 + 0 : -1;
+}
+is(removed_resumes(), 0, 'no removed-position resume counted yet');
+# Cleaned-up rows are days old: a fresh daemon holds none of them in memory.
+is($d->stop, 0, 'daemon stops');
+$d = NvsTest::Daemon->start($pg, set => { ack_flush_ms => 50, http_listen => "127.0.0.1:$hport" });
+my ($cl_a1) = $dbh->selectrow_array(q{SELECT c.id FROM datastore_changelog c WHERE c.record_id = ?}, undef, $a[0]);
+$dbh->do(q{DELETE FROM datastore_changelog WHERE id <= ?}, undef, $cl_a2);
+$c = NvsTest::Client->connect($d->socket);
+$c->watch(resumeAfter => { timestamp => '2026-11-25T10:00:00Z', eventID => $cl_a2 + 0 });
+$ev = $c->events(4, 10);
+is_deeply([ map { rid($_) } @$ev ], [ $a[2], @b ], 'an eventID whose row was cleaned up: resumes with the next retained change');
+$c->watch(sid => 2, resumeAfter => { eventID => $cl_a1 + 0 });
+$ev = $c->events(4, 10, sid => 2);
+is_deeply([ map { rid($_) } @$ev ], [ $a[2], @b ], '... also when older rows went with it');
+$c->watch(sid => 3, resumeAfter => { eventID => 0 });
+$ev = $c->events(4, 10, sid => 3);
+is_deeply([ map { rid($_) } @$ev ], [ $a[2], @b ], 'eventID 0: from the start of what is retained');
+$c->close;
+$dbh->do(q{INSERT INTO resume_tokens (client_name, resume_token, last_updated) VALUES ('moved-over', jsonb_build_object('timestamp', '2026-11-25T10:00:00Z', 'eventID', ?::bigint), now())}, undef, $cl_a1);
+$c = NvsTest::Client->connect($d->socket);
+$c->watch(consumer => 'moved-over');
+$ev = $c->events(4, 10);
+is_deeply([ map { rid($_) } @$ev ], [ $a[2], @b ], 'a stored NVSentinel position whose row was cleaned up: the consumer resumes after it');
+$c->close;
+ok($d->wait_log(qr/NVSentinel position not in the changelog, resuming after it consumer='?moved-over'?/, 5),
+    '... with a warning naming the consumer') or diag(join '', grep { /NVSentinel position/ } split /^/m, $d->log);
+is(removed_resumes(), 4, '... and each such resume counted in nvsrelay_removed_position_resumes_total');
 
 # --- foreign and missing positions ---------------------------------------------------
 $c = NvsTest::Client->connect($d->socket);

@@ -67,11 +67,27 @@ $slow->ack(1, $rest->[-1]{event}{_id});
 # A pruned position: 286 naming the oldest available one.
 ok(wait_until(sub { count('datastore_changelog') == 0 }, 15), 'everything acknowledged is pruned');
 ok(wait_until(sub { ($dbh->selectrow_array('SELECT min(tick_id) FROM nvsrelay.tick'))[0] > 3 }, 10), 'old ticks pruned');
+# Ticks written once the changelog is empty still bound every id seen.
+my ($t_empty) = $dbh->selectrow_array('SELECT max(tick_id) FROM nvsrelay.tick');
+ok(wait_until(sub { ($dbh->selectrow_array('SELECT max(tick_id) FROM nvsrelay.tick'))[0] > $t_empty + 1 }, 10), 'ticks go on with an empty changelog');
+my ($newest_max) = $dbh->selectrow_array('SELECT max_id FROM nvsrelay.tick ORDER BY tick_id DESC LIMIT 1');
+cmp_ok($newest_max, '>=', hex substr($fe->[-1]{event}{_id}{_data}, 24, 16), '... and their max_id does not fall back to 0');
 my $c = NvsTest::Client->connect($d->socket);
 $c->watch(resumeAfter => $ev->[0]{event}{_id});
 my $e = $c->recv_op('error', 10);
 is($e->{code}, 286, 'a pruned position gets ChangeStreamHistoryLost');
-like($e->{message}, qr/oldest available position is \{"_data":"[0-9a-f]{40}"\}/, '... naming the oldest position');
+like($e->{message}, qr/oldest available position is \{"_data":"([0-9a-f]{40})"\}/, '... naming the oldest position');
+my ($oldest) = $e->{message} =~ /"_data":"([0-9a-f]{40})"/;
+# The same loss through NVSentinel's position format: rows after that eventID
+# were pruned by the relay, not by NVSentinel's cleanup.
+$c->watch(sid => 2, resumeAfter => { timestamp => '2026-11-25T10:00:00Z', eventID => hex substr($ev->[0]{event}{_id}{_data}, 24, 16) });
+$e = $c->recv_op('error', 10);
+is($e->{code}, 286, 'an NVSentinel eventID whose successors the relay pruned: still 286');
+like($e->{message}, qr/NVSentinel position \(eventID \d+\).*oldest available position/, '... naming the oldest position');
+# eventID 0 is "from the start of what is retained": the oldest position.
+$c->watch(sid => 3, resumeAfter => { eventID => 0 });
+my $b = $c->recv_op([ 'bookmark', 'error' ], 10) // {};
+is(($b->{token} // {})->{_data}, $oldest, 'eventID 0 starts at the oldest available position');
 
 # An idle consumer no longer holds retention; an NVSentinel watcher does.
 my ($tok) = $fe->[0]{event}{_id}{_data};

@@ -262,6 +262,7 @@ ok(defined $stored && $stored ge $last, "n1's consumer dur is stored upstream as
     my $x = NvsTest::insert_health_event($dbh, node => 'chain-after');
     my $ev = $c->events(1, 10 * $slow, sid => 2);
     is(scalar @$ev, 1, 'and receives the next change');
+    ok(@$ev && $ev->[0]{event}{_id}{_data} gt $last, 'not one it had acknowledged');
     $c->close;
 }
 
@@ -273,6 +274,19 @@ ok(defined $stored && $stored ge $last, "n1's consumer dur is stored upstream as
     $c->watch(sid => 3, resumeAfter => { _data => $tok });
     my $ev = $c->events(scalar @after, 30 * $slow, sid => 3);
     is_deeply([ map { $_->{event}{_id}{_data} } @$ev ], \@after, "n1's token resumes on n2 with nothing skipped");
+    $c->close;
+}
+
+# A node relay has no changelog to count: count is refused, clearly, and
+# the connection goes on (PROTOCOL.md, count).
+{
+    my $c = NvsTest::Client->connect($nodes[1]->socket);
+    $c->send({ op => 'count', table => 'health_events', after => { _data => $subs[0]{got}[0] }, id => 1 });
+    my $e = $c->recv_op([ 'error', 'count' ], 10 * $slow) // {};
+    is($e->{code}, 59, 'count on a node relay: 59 CommandNotFound') or diag(explain($e));
+    like($e->{message} // '', qr/not served by a node relay/, 'the message says why');
+    $c->ping;
+    ok($c->recv_op('pong', 10), 'the connection stays usable');
     $c->close;
 }
 

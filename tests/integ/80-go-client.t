@@ -2,7 +2,8 @@
 # 80-go-client.t - the Go client package (proto/go) against a live daemon:
 # starts a throwaway PostgreSQL and nvsrelayd, then runs `go test` in
 # proto/go with the socket, psql and the daemon's pid file in its
-# environment (see proto/go/nvsrelay_test.go).  Each Go test is one TAP test
+# environment (see proto/go/nvsrelay_test.go; the nvsprovider package has
+# its own, 84-go-provider.t).  Each Go test is one TAP test
 # here.  While go test runs, a daemon that exits (TestDaemonRestart kills it)
 # is started again on the same socket, as systemd would.  The toolchain runs
 # offline (GOPROXY=off) with its cache and GOPATH in the test's directory.
@@ -66,7 +67,7 @@ if (!$pid) {
     open(STDERR, '>&', \*STDOUT);
     $SIG{$_} = 'DEFAULT' for qw(INT TERM HUP PIPE);
     %ENV = (%ENV, %env);
-    exec $go, 'test', '-count=1', '-v', '-timeout', '150s', './...' or print STDERR "exec go: $!\n";
+    exec $go, 'test', '-count=1', '-v', '-timeout', '150s', '.' or print STDERR "exec go: $!\n";
     POSIX::_exit(127);
 }
 

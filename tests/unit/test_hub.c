@@ -42,7 +42,7 @@
 
 /* ---- fake clients: what hub.c calls of client.c ------------------------------ */
 
-enum frame_kind { F_EVENT, F_BOOKMARK, F_ERROR, F_STANDBY };
+enum frame_kind { F_EVENT, F_BOOKMARK, F_ERROR, F_STANDBY, F_COUNT };
 
 struct frame {
 	enum frame_kind kind;
@@ -120,12 +120,22 @@ void client_send_event(Client *c, long long sid, struct event *ev, bool before)
 	c->pending += c->frame_bytes;
 }
 
-/* The hub writes one raw frame: a standby's. */
+/* The hub writes raw frames: a standby's, and count answers (recorded
+ * with the id as sid, -1 without one, and the count as code). */
 void client_send(Client *c, const char *data, size_t len)
 {
 	long long sid;
+	int count;
 
 	assert_true(len > 0 && data[len - 1] == '\n');
+	if (sscanf(data, "{\"op\":\"count\",\"id\":%lld,\"count\":%d}", &sid, &count) == 2) {
+		record(c, F_COUNT, sid, NULL, count);
+		return;
+	}
+	if (sscanf(data, "{\"op\":\"count\",\"count\":%d}", &count) == 1) {
+		record(c, F_COUNT, -1, NULL, count);
+		return;
+	}
 	assert_int_equal(sscanf(data, "{\"op\":\"standby\",\"sid\":%lld}", &sid), 1);
 	record(c, F_STANDBY, sid, NULL, 0);
 }
@@ -167,7 +177,7 @@ static void drain(Client *c, size_t left)
 
 /* ---- fake source: the changelog in memory ---------------------------------- */
 
-enum req_kind { R_PAGE, R_LOAD, R_SAVE, R_EVENT_POS, R_EXISTS };
+enum req_kind { R_PAGE, R_LOAD, R_SAVE, R_EVENT_POS, R_EXISTS, R_COUNT };
 
 struct req {
 	struct req *next;
@@ -179,6 +189,7 @@ struct req {
 	source_page_cb page;
 	source_pos_cb found;
 	source_done_cb done;
+	source_count_cb counted;
 	void *arg;
 };
 
@@ -290,6 +301,23 @@ static int fk_position_exists(void *impl, const struct token *pos, source_pos_cb
 	return 0;
 }
 
+/* The events of table after pos, as the count request counts them. */
+static int fk_count_after(void *impl, enum event_table table, const struct token *pos,
+			  source_count_cb cb, void *arg)
+{
+	struct req *q;
+
+	(void)impl;
+	if (fk.down)
+		return -ENOTCONN;
+	q = req_new(R_COUNT, arg);
+	q->pos = *pos;
+	q->table = table;
+	q->counted = cb;
+	enqueue(q);
+	return 0;
+}
+
 static const struct source_ops fk_ops = {
 	.read_page = fk_read_page,
 	.load_position = fk_load_position,
@@ -297,8 +325,19 @@ static const struct source_ops fk_ops = {
 	.position_of_event = fk_position_of_event,
 	.position_at_time = fk_position_at_time,
 	.position_exists = fk_position_exists,
+	.count_after = fk_count_after,
 };
 static const struct source fk_source = { &fk_ops, &fk };
+/* A source that cannot count: a node relay's. */
+static const struct source_ops fk_ops_nocount = {
+	.read_page = fk_read_page,
+	.load_position = fk_load_position,
+	.save_position = fk_save_position,
+	.position_of_event = fk_position_of_event,
+	.position_at_time = fk_position_at_time,
+	.position_exists = fk_position_exists,
+};
+static const struct source fk_source_nocount = { &fk_ops_nocount, &fk };
 
 /* One page as relay.c reads it: the rows of one batch after pos (of one
  * table, or all), at most page_rows; the position after them. */
@@ -363,6 +402,14 @@ static void answer(struct req *q)
 		else
 			q->found(q->arg, -ENOENT, NULL, "no such tick");
 		break;
+	case R_COUNT: {
+		uint64_t n = 0;
+
+		for (size_t i = 0; i < fk.nev; i++)
+			n += fk.ev[i]->table == q->table && token_cmp(&fk.ev[i]->pos, &q->pos) > 0;
+		q->counted(q->arg, 0, n, NULL);
+		break;
+	}
 	case R_EVENT_POS:
 		for (size_t i = 0; i < fk.nev; i++)
 			if (fk.ev[i]->pos.id == q->event_id) {
@@ -1073,6 +1120,126 @@ static void test_takeover_stored_ahead(void **state)
 	client_drop(b);
 }
 
+/* A holder that leaves right after its last ack is still writing that
+ * position when the same consumer subscribes again: the newcomer's load
+ * can read the older stored one, and must not start before the ack (it
+ * would get the acknowledged events again). */
+static void test_takeover_dead_saving(void **state)
+{
+	Client *a = client_make(1, 100), *b = client_make(2, 100);
+	struct watch_req ra = watch_req(3, TABLE_HEALTH_EVENTS), rb = watch_req(4, TABLE_HEALTH_EVENTS);
+	struct token acked = { 0, 0, 0 }, stored;
+	int n = 0;
+
+	(void)state;
+	world_new(64, 8);
+	produce(2, 0);
+	ra.consumer = rb.consumer = "gpu-health";
+	assert_int_equal(hub_watch(hub, a, &ra), 0);
+	answer_all();
+	stored = fk.stored;
+	produce(8, 0);
+	for (size_t i = 0; i < a->nf; i++)
+		if (a->f[i].kind == F_EVENT && ++n == 3)
+			acked = a->f[i].pos;
+	assert_int_equal(hub_ack(hub, a, 3, &acked), 0);
+	a->closed = true;
+	hub_client_gone(hub, a);
+	assert_int_equal(owed(R_SAVE), 1);   /* its last write, in flight */
+
+	assert_int_equal(hub_watch(hub, b, &rb), 0);
+	assert_true(answer_one(R_LOAD));     /* overtakes the write: the older position */
+	assert_int_equal(token_cmp(&fk.stored, &stored), 0);
+	assert_true(token_cmp(&stored, &acked) < 0);
+	assert_int_equal(b->f[0].kind, F_BOOKMARK);
+	assert_int_equal(token_cmp(&b->f[0].pos, &acked), 0);
+	assert_stream(b, 4, TABLE_HEALTH_EVENTS, false, &acked);
+	answer_all();
+	world_free();
+	client_drop(a);
+	client_drop(b);
+}
+
+/* ---- count requests ---------------------------------------------------------- */
+
+/* Answered from the source with the request's id; an answer for a client
+ * gone meanwhile is dropped; a position of another generation and a source
+ * that cannot count are refused at once, connection-level. */
+static void test_count(void **state)
+{
+	Client *a = client_make(1, 100), *b = client_make(2, 100), *b2 = client_make(3, 100);
+	struct token pos, other;
+	size_t n;
+
+	(void)state;
+	world_new(64, 8);
+	produce(6, 0);
+	pos = fk.ev[1]->pos;
+	hub_count(hub, a, 7, TABLE_HEALTH_EVENTS, &pos);
+	hub_count(hub, a, -1, TABLE_MAINTENANCE_EVENTS, &pos);
+	assert_int_equal(a->nf, 0);          /* answered later, from the loop */
+	assert_int_equal(owed(R_COUNT), 2);
+	answer_all();
+	assert_int_equal(a->nf, 2);
+	assert_int_equal(a->f[0].kind, F_COUNT);
+	assert_int_equal(a->f[0].sid, 7);
+	assert_int_equal(a->f[0].code, 3);   /* after id 2: 3, 4 and 6 (5 is maintenance) */
+	assert_int_equal(a->f[1].kind, F_COUNT);
+	assert_int_equal(a->f[1].sid, -1);
+	assert_int_equal(a->f[1].code, 1);
+
+	hub_count(hub, b, 1, TABLE_HEALTH_EVENTS, &pos);
+	b->closed = true;
+	hub_client_gone(hub, b);
+	answer_all();                        /* record() fails if b is written to */
+	assert_int_equal(b->nf, 0);
+
+	other = pos;
+	other.gen ^= 1;
+	hub_count(hub, a, 8, TABLE_HEALTH_EVENTS, &other);
+	assert_int_equal(owed(R_COUNT), 0);
+	assert_int_equal(a->f[a->nf - 1].kind, F_ERROR);
+	assert_int_equal(a->f[a->nf - 1].code, ERR_HISTORY_LOST);
+	assert_int_equal(a->f[a->nf - 1].sid, -1);
+	hub_set_source(hub, &fk_source_nocount);
+	hub_count(hub, a, 9, TABLE_HEALTH_EVENTS, &pos);
+	assert_int_equal(a->f[a->nf - 1].code, ERR_COMMAND_NOT_FOUND);
+	hub_set_source(hub, &fk_source);
+	fk.down = true;
+	hub_count(hub, a, 10, TABLE_HEALTH_EVENTS, &pos);
+	assert_int_equal(a->f[a->nf - 1].code, ERR_HOST_UNREACHABLE);
+	fk.down = false;
+	/* At most 16 wait per connection: the 17th is refused, the others
+	 * answered; another connection is not affected. */
+	for (int i = 0; i < 17; i++)
+		hub_count(hub, a, 100 + i, TABLE_HEALTH_EVENTS, &pos);
+	assert_int_equal(owed(R_COUNT), 16);
+	assert_int_equal(a->f[a->nf - 1].kind, F_ERROR);
+	assert_int_equal(a->f[a->nf - 1].code, ERR_EXCEEDED_LIMIT);
+	hub_count(hub, b2, 1, TABLE_HEALTH_EVENTS, &pos);
+	assert_int_equal(owed(R_COUNT), 17);
+	n = a->nf;
+	answer_all();
+	assert_int_equal(a->nf, n + 16);
+	assert_int_equal(a->f[a->nf - 1].kind, F_COUNT);
+	assert_int_equal(a->f[a->nf - 1].sid, 115);
+	assert_int_equal(b2->f[b2->nf - 1].kind, F_COUNT);
+	/* Pending when the hub goes: the late answer reaches nobody. */
+	hub_count(hub, a, 11, TABLE_HEALTH_EVENTS, &pos);
+	a->closed = true;
+	hub_set_source(hub, NULL);
+	hub_free(hub);
+	hub = NULL;
+	assert_true(answer_one(R_COUNT));
+	for (size_t i = 0; i < fk.nev; i++)
+		event_unref(fk.ev[i]);
+	ev_loop_destroy(loop);
+	loop = NULL;
+	client_drop(a);
+	client_drop(b);
+	client_drop(b2);
+}
+
 /* ---- start positions, acks and standbys ------------------------------------ */
 
 /* A resume token past the head is asked of the source: a tick it never
@@ -1255,6 +1422,8 @@ int main(void)
 		cmocka_unit_test(test_drop_during_pump),
 		cmocka_unit_test(test_takeover),
 		cmocka_unit_test(test_takeover_stored_ahead),
+		cmocka_unit_test(test_takeover_dead_saving),
+		cmocka_unit_test(test_count),
 		cmocka_unit_test(test_resume_beyond_head),
 		cmocka_unit_test(test_ack_only_sent),
 		cmocka_unit_test(test_standby),

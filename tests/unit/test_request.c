@@ -87,9 +87,9 @@ test_not_a_request(void **state)
 	refused("{\"op\":7}", ERR_FAILED_TO_PARSE, -1, "a frame must be a JSON object with a string \"op\"");
 	refused("\"watch\"", ERR_FAILED_TO_PARSE, -1, "a frame must be a JSON object with a string \"op\"");
 	refused("{\"op\":\"subscribe\"}", ERR_COMMAND_NOT_FOUND, -1,
-		"unknown op; expected hello, watch, ack, unwatch, ping, position or store");
+		"unknown op; expected hello, watch, ack, unwatch, ping, count, position or store");
 	refused("{\"op\":\"Watch\"}", ERR_COMMAND_NOT_FOUND, -1,
-		"unknown op; expected hello, watch, ack, unwatch, ping, position or store");
+		"unknown op; expected hello, watch, ack, unwatch, ping, count, position or store");
 	refused("{\"op\":\"ping\"} {}", ERR_FAILED_TO_PARSE, -1, "malformed JSON at byte 14");
 }
 
@@ -395,6 +395,51 @@ test_chained(void **state)
 }
 
 /* What the client library sends decodes to what it meant. */
+/* count: a table (not "*"), a position, an optional id; every refusal is
+ * connection-level (sid -1), a sid included. */
+static void
+test_count(void **state)
+{
+	struct request req;
+	struct request_error err;
+	struct token t;
+	cJSON *m;
+
+	(void)state;
+	token_parse(TOK, TOKEN_HEX_LEN, &t);
+	assert_int_equal(decode("{\"op\":\"count\",\"table\":\"HealthEvents\",\"after\":{\"_data\":\"" TOK "\"},\"id\":7}",
+				&req, &err, &m), 0);
+	assert_int_equal(req.op, REQUEST_COUNT);
+	assert_int_equal(req.table, REQUEST_HEALTH_EVENTS);
+	assert_int_equal(req.count_id, 7);
+	assert_int_equal(token_cmp(&req.ack, &t), 0);
+	cJSON_Delete(m);
+	assert_int_equal(decode("{\"op\":\"count\",\"table\":\"maintenance_events\",\"after\":\"" TOK "\"}", &req, &err, &m), 0);
+	assert_int_equal(req.table, REQUEST_MAINTENANCE_EVENTS);
+	assert_int_equal(req.count_id, -1);
+	cJSON_Delete(m);
+	assert_int_equal(decode("{\"op\":\"count\",\"table\":\"health_events\",\"after\":\"" TOK "\",\"id\":9007199254740991}",
+				&req, &err, &m), 0);
+	assert_int_equal(req.count_id, 9007199254740991LL);
+	cJSON_Delete(m);
+	refused("{\"op\":\"count\",\"table\":\"health_events\",\"after\":\"" TOK "\",\"sid\":1}", ERR_UNKNOWN_FIELD, -1,
+		"unknown field 'sid' in count; expected table, after and id");
+	refused("{\"op\":\"count\",\"table\":\"health_events\",\"after\":\"" TOK "\",\"id\":\"x\"}", ERR_TYPE_MISMATCH, -1,
+		"count: id must be a non-negative integer");
+	refused("{\"op\":\"count\",\"table\":\"health_events\",\"after\":\"" TOK "\",\"id\":-1}", ERR_TYPE_MISMATCH, -1,
+		"count: id must be a non-negative integer");
+	refused("{\"op\":\"count\",\"table\":\"health_events\",\"after\":\"" TOK "\",\"id\":1.5}", ERR_TYPE_MISMATCH, -1,
+		"count: id must be a non-negative integer");
+	refused("{\"op\":\"count\",\"table\":\"*\",\"after\":\"" TOK "\"}", ERR_INVALID_NAMESPACE, -1,
+		"count: table must be health_events (HealthEvents) or maintenance_events (MaintenanceEvents)");
+	refused("{\"op\":\"count\",\"after\":\"" TOK "\"}", ERR_INVALID_NAMESPACE, -1,
+		"count: table must be health_events (HealthEvents) or maintenance_events (MaintenanceEvents)");
+	refused("{\"op\":\"count\",\"table\":\"health_events\"}", ERR_CHANGE_STREAM_FATAL, -1,
+		"count: after is not a valid resume token: expected {\"_data\":\"<40 hex digits>\"}");
+	refused("{\"op\":\"count\",\"table\":\"health_events\",\"after\":{\"_data\":\"abc\"}}", ERR_CHANGE_STREAM_FATAL, -1,
+		"count: after is not a valid resume token: expected {\"_data\":\"<40 hex digits>\"}");
+}
+
 static void
 test_wire_round_trip(void **state)
 {
@@ -450,6 +495,7 @@ main(void)
 		cmocka_unit_test(test_reply_sid),
 		cmocka_unit_test(test_ack_unwatch_ping),
 		cmocka_unit_test(test_chained),
+		cmocka_unit_test(test_count),
 		cmocka_unit_test(test_wire_round_trip),
 	};
 
