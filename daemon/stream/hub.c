@@ -488,6 +488,12 @@ static void start_at(struct sub *s, const struct token *pos)
 		activate(s, pos);
 		return;
 	}
+	if (!h->src || !h->src->ops->position_exists) {
+		/* A chained relay cannot ask the database; its upstream may hold
+		 * the position before it does, so the client is told to retry. */
+		refuse_start(s, -EAGAIN, "the start position is ahead of this relay's stream; retry");
+		return;
+	}
 	r = h->src->ops->position_exists(h->src->impl, pos, start_checked, s);
 	if (r == 0) {
 		s->reading = true;

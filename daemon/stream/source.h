@@ -52,7 +52,9 @@ struct source_ops {
 	int (*position_at_time)(void *impl, const char *rfc3339, source_pos_cb cb, void *arg);
 	/* Whether pos names a tick written in this generation (asked for
 	 * start positions beyond the hub's head): 0 with pos, or -ENOENT;
-	 * also -ENOENT at once for a tick no database can hold. */
+	 * also -ENOENT at once for a tick no database can hold.  NULL where the
+	 * source cannot tell (a chained relay): such a start is refused as
+	 * retryable (HostUnreachable). */
 	int (*position_exists)(void *impl, const struct token *pos, source_pos_cb cb, void *arg);
 	/* How many changes of table lie after pos, for a backlog gauge (the
 	 * "count" request; PROTOCOL.md says what is approximate).  NULL

@@ -290,6 +290,22 @@ ok(defined $stored && $stored ge $last, "n1's consumer dur is stored upstream as
     $c->close;
 }
 
+# A start position beyond what a node has seen: it cannot ask the database,
+# so the client is told to retry (6), and the node goes on serving.
+{
+    my $last = $subs[0]{got}[-1];
+    my $far = substr($last, 0, 8) . sprintf('%016x', hex(substr($last, 8, 16)) + 100000) . 'ffffffffffffffff';
+    my $c = NvsTest::Client->connect($nodes[0]->socket);
+    $c->watch(sid => 7, resumeAfter => { _data => $far });
+    my $e = $c->recv_op('error', 10 * $slow) // {};
+    is($e->{code}, 6, 'resumeAfter beyond a node\'s stream: 6, retry') or diag(explain($e));
+    $c->close;
+    my $c2 = NvsTest::Client->connect($nodes[0]->socket);
+    $c2->ping;
+    ok($c2->recv_op('pong', 10), 'and the node still serves');
+    $c2->close;
+}
+
 is(stable_sessions(), $upsess, "still only the upstreams' sessions on PostgreSQL ($upsess)");
 for my $i (0, 1) { is($nodes[$i]->stop(20), 0, 'node n' . ($i + 1) . ' stops cleanly') }
 is($up->stop(20), 0, 'the upstream stops cleanly');
