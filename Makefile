@@ -53,7 +53,7 @@ HEADERS    := $(wildcard proto/*.h cli/*.h $(DAEMON_DIRS:%=%/*.h))
 # The CLI (cli/) links libnvsrelay; `import` also reads the daemon's
 # configuration with conf_load.c, and every file with fileio.c.
 CONF_OBJ   := $(patsubst %.c,$(B)/%.o,daemon/conf.c daemon/conf_value.c daemon/conf_load.c daemon/fileio.c \
-              daemon/net/owners.c)
+              daemon/errbuf.c daemon/net/owners.c)
 CLI_OBJ    := $(patsubst %.c,$(B)/%.o,$(filter-out cli/main.c,$(wildcard cli/*.c))) $(CONF_OBJ)
 # libnvsrelay, the C client library (API: proto/nvsrelay.h).
 LIB_SRC    := proto/frame.c proto/token.c proto/wire.c proto/nvsrelay.c
