@@ -130,6 +130,13 @@ $(B)/tests/test_hub: tests/unit/test_hub.c $(HUB_TEST_OBJ) $(PURE_OBJ) | $(B)/te
 	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags cmocka) -o $@ $< \
 	    $(HUB_TEST_OBJ) $(PURE_OBJ) $(LIBS) $(shell pkg-config --libs cmocka) $(LDSAN)
 
+# The upstream cursors' test links cursor.c with log.c and a fake of the
+# upstream connection (tests/unit/test_cursor.c).
+CURSOR_TEST_OBJ := $(B)/daemon/upstream/cursor.o $(B)/daemon/log.o
+$(B)/tests/test_cursor: tests/unit/test_cursor.c $(CURSOR_TEST_OBJ) $(PURE_OBJ) | $(B)/tests
+	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags cmocka) -o $@ $< \
+	    $(CURSOR_TEST_OBJ) $(PURE_OBJ) $(LIBS) $(shell pkg-config --libs cmocka) $(LDSAN)
+
 # The log's test links log.c (it writes to stderr, which the test redirects).
 $(B)/tests/test_log: tests/unit/test_log.c $(B)/daemon/log.o $(PURE_OBJ) | $(B)/tests
 	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags cmocka) -o $@ $< \
