@@ -137,6 +137,13 @@ $(B)/tests/test_cursor: tests/unit/test_cursor.c $(CURSOR_TEST_OBJ) $(PURE_OBJ) 
 	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags cmocka) -o $@ $< \
 	    $(CURSOR_TEST_OBJ) $(PURE_OBJ) $(LIBS) $(shell pkg-config --libs cmocka) $(LDSAN)
 
+# The chained relays' requests: downlink.c with log.c and fakes of its
+# source and of the client and hub functions it calls.
+DOWNLINK_TEST_OBJ := $(B)/daemon/upstream/downlink.o $(B)/daemon/log.o
+$(B)/tests/test_downlink: tests/unit/test_downlink.c $(DOWNLINK_TEST_OBJ) $(PURE_OBJ) | $(B)/tests
+	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags cmocka) -o $@ $< \
+	    $(DOWNLINK_TEST_OBJ) $(PURE_OBJ) $(LIBS) $(shell pkg-config --libs cmocka) $(LDSAN)
+
 # The log's test links log.c (it writes to stderr, which the test redirects).
 $(B)/tests/test_log: tests/unit/test_log.c $(B)/daemon/log.o $(PURE_OBJ) | $(B)/tests
 	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags cmocka) -o $@ $< \
