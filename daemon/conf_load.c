@@ -340,7 +340,7 @@ static int check_path(const char *key, const char *path, bool dir, char *err, si
 	return 0;
 }
 
-int conf_check_files(const struct conf_values *v, char *err, size_t errlen)
+int conf_load_check_files(const struct conf_values *v, char *err, size_t errlen)
 {
 	bool verify = v->datastore_sslmode == SSLMODE_VERIFY_CA || v->datastore_sslmode == SSLMODE_VERIFY_FULL;
 	int r;
