@@ -53,7 +53,7 @@ HEADERS    := $(wildcard proto/*.h cli/*.h $(DAEMON_DIRS:%=%/*.h))
 # The CLI (cli/) links libnvsrelay; `import` also reads the daemon's
 # configuration with conf_load.c, and every file with fileio.c.
 CONF_OBJ   := $(patsubst %.c,$(B)/%.o,daemon/conf.c daemon/conf_value.c daemon/conf_load.c daemon/fileio.c \
-              daemon/net/owners.c)
+              daemon/errbuf.c daemon/net/owners.c)
 CLI_OBJ    := $(patsubst %.c,$(B)/%.o,$(filter-out cli/main.c,$(wildcard cli/*.c))) $(CONF_OBJ)
 # libnvsrelay, the C client library (API: proto/nvsrelay.h).
 LIB_SRC    := proto/frame.c proto/token.c proto/wire.c proto/nvsrelay.c
@@ -129,6 +129,20 @@ HUB_TEST_OBJ := $(B)/daemon/stream/hub.o $(B)/daemon/stream/hubview.o $(B)/daemo
 $(B)/tests/test_hub: tests/unit/test_hub.c $(HUB_TEST_OBJ) $(PURE_OBJ) | $(B)/tests
 	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags cmocka) -o $@ $< \
 	    $(HUB_TEST_OBJ) $(PURE_OBJ) $(LIBS) $(shell pkg-config --libs cmocka) $(LDSAN)
+
+# The upstream cursors' test links cursor.c with log.c and a fake of the
+# upstream connection (tests/unit/test_cursor.c).
+CURSOR_TEST_OBJ := $(B)/daemon/upstream/cursor.o $(B)/daemon/log.o
+$(B)/tests/test_cursor: tests/unit/test_cursor.c $(CURSOR_TEST_OBJ) $(PURE_OBJ) | $(B)/tests
+	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags cmocka) -o $@ $< \
+	    $(CURSOR_TEST_OBJ) $(PURE_OBJ) $(LIBS) $(shell pkg-config --libs cmocka) $(LDSAN)
+
+# The chained relays' requests: downlink.c with log.c and fakes of its
+# source and of the client and hub functions it calls.
+DOWNLINK_TEST_OBJ := $(B)/daemon/upstream/downlink.o $(B)/daemon/log.o
+$(B)/tests/test_downlink: tests/unit/test_downlink.c $(DOWNLINK_TEST_OBJ) $(PURE_OBJ) | $(B)/tests
+	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags cmocka) -o $@ $< \
+	    $(DOWNLINK_TEST_OBJ) $(PURE_OBJ) $(LIBS) $(shell pkg-config --libs cmocka) $(LDSAN)
 
 # The log's test links log.c (it writes to stderr, which the test redirects).
 $(B)/tests/test_log: tests/unit/test_log.c $(B)/daemon/log.o $(PURE_OBJ) | $(B)/tests

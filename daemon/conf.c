@@ -17,7 +17,6 @@
  */
 #include <errno.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -26,6 +25,7 @@
 
 #include "conf.h"
 #include "conf_value.h"
+#include "errbuf.h"
 
 enum opt_type {
 	T_STR,          /* const char * field, any text */
@@ -241,18 +241,6 @@ struct conf {
 	struct pqparams *pq;            /* newest libpq parameters */
 };
 
-__attribute__((format(printf, 3, 4)))
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* Writes "a, b, c" for the accepted-values part of messages. */
 static const char *names_list(const char *const *names, char *buf, size_t len)
 {
@@ -336,7 +324,7 @@ static int set_opt(Conf *c, const struct opt *o, const char *value, char *err, s
 	switch (o->type) {
 	case T_STR:
 		if ((o->flags & OPT_NONEMPTY) && !*value) {
-			seterr(err, errlen, "%s: must not be empty", o->name);
+			errbuf_set(err, errlen, "%s: must not be empty", o->name);
 			return -EINVAL;
 		}
 		if (o->check && (r = o->check(o->name, value, err, errlen)) < 0)
@@ -344,12 +332,12 @@ static int set_opt(Conf *c, const struct opt *o, const char *value, char *err, s
 		return str_replace(c, (size_t)(o - opts), value, false);
 	case T_INT:
 		if (!conf_value_int(value, &n)) {
-			seterr(err, errlen, "%s: invalid value '%s' (expected an integer %d..%d)",
+			errbuf_set(err, errlen, "%s: invalid value '%s' (expected an integer %d..%d)",
 			       o->name, conf_value_shown(value, sbuf, sizeof(sbuf)), o->min, o->max);
 			return -EINVAL;
 		}
 		if (n < o->min || n > o->max) {
-			seterr(err, errlen, "%s: %s is out of range (expected %d..%d)",
+			errbuf_set(err, errlen, "%s: %s is out of range (expected %d..%d)",
 			       o->name, conf_value_shown(value, sbuf, sizeof(sbuf)), o->min, o->max);
 			return -EINVAL;
 		}
@@ -357,7 +345,7 @@ static int set_opt(Conf *c, const struct opt *o, const char *value, char *err, s
 		return 0;
 	case T_MODE:
 		if (!conf_value_octal(value, &n) || n < o->min || n > o->max) {
-			seterr(err, errlen, "%s: invalid value '%s' (expected an octal file mode %04o..%04o, such as 0660)",
+			errbuf_set(err, errlen, "%s: invalid value '%s' (expected an octal file mode %04o..%04o, such as 0660)",
 			       o->name, conf_value_shown(value, sbuf, sizeof(sbuf)), (unsigned)o->min, (unsigned)o->max);
 			return -EINVAL;
 		}
@@ -367,7 +355,7 @@ static int set_opt(Conf *c, const struct opt *o, const char *value, char *err, s
 	case T_NAME:
 		idx = find_name(o->names, value);
 		if (idx < 0) {
-			seterr(err, errlen, "%s: invalid value '%s' (accepted: %s)", o->name,
+			errbuf_set(err, errlen, "%s: invalid value '%s' (accepted: %s)", o->name,
 			       conf_value_shown(value, sbuf, sizeof(sbuf)), names_list(o->names, nbuf, sizeof(nbuf)));
 			return -EINVAL;
 		}
@@ -386,7 +374,7 @@ int conf_set(Conf *c, const char *key, const char *value, char *err, size_t errl
 	char sbuf[72];
 
 	if (!o) {
-		seterr(err, errlen, "unknown key '%s'", conf_value_shown(key, sbuf, sizeof(sbuf)));
+		errbuf_set(err, errlen, "unknown key '%s'", conf_value_shown(key, sbuf, sizeof(sbuf)));
 		return -ENOENT;
 	}
 	return set_opt(c, o, value ? value : "", err, errlen);
@@ -518,7 +506,7 @@ static int pq_build(Conf *c, char *err, size_t errlen)
 	return 0;
 out:
 	if (r == -ENOMEM)
-		seterr(err, errlen, "out of memory");
+		errbuf_set(err, errlen, "out of memory");
 	pq_free(b);
 	return r;
 }
@@ -559,36 +547,36 @@ static int check_tcp(const struct conf_values *v, char *err, size_t errlen)
 	char sbuf[72];
 
 	if (!*v->tls_cert_file != !*v->tls_key_file) {
-		seterr(err, errlen, "tls_cert_file and tls_key_file must be set together");
+		errbuf_set(err, errlen, "tls_cert_file and tls_key_file must be set together");
 		return -EINVAL;
 	}
 	if (*v->tls_ca_file && !tls) {
-		seterr(err, errlen, "tls_ca_file is set but tls_cert_file and tls_key_file are not: "
+		errbuf_set(err, errlen, "tls_ca_file is set but tls_cert_file and tls_key_file are not: "
 		       "client certificates are checked only over TLS");
 		return -EINVAL;
 	}
 	if (!*v->listen_tcp)
 		return 0;
 	if (!tls && !v->tcp_plaintext) {
-		seterr(err, errlen, "listen_tcp = %s needs TLS (tls_cert_file and tls_key_file), or tcp_plaintext = on "
+		errbuf_set(err, errlen, "listen_tcp = %s needs TLS (tls_cert_file and tls_key_file), or tcp_plaintext = on "
 		       "for a loopback address", conf_value_shown(v->listen_tcp, sbuf, sizeof(sbuf)));
 		return -EINVAL;
 	}
 	if (tls && !*v->tls_ca_file && !*v->auth_token_file) {
-		seterr(err, errlen, "listen_tcp with TLS needs client certificates (tls_ca_file) or a token "
+		errbuf_set(err, errlen, "listen_tcp with TLS needs client certificates (tls_ca_file) or a token "
 		       "(auth_token_file): otherwise anyone who reaches the port reads every change");
 		return -EINVAL;
 	}
 	/* TCP has no peer credentials: any local user would get around the
 	 * allow-list of the Unix socket. */
 	if (!tls && !*v->auth_token_file && (*v->unix_allow_uids || *v->unix_allow_gids)) {
-		seterr(err, errlen, "tcp_plaintext = on without a token lets every local user in over TCP, around "
+		errbuf_set(err, errlen, "tcp_plaintext = on without a token lets every local user in over TCP, around "
 		       "unix_allow_uids and unix_allow_gids (TCP has no peer credentials); set auth_token_file, "
 		       "use TLS, or leave the allow-list empty");
 		return -EINVAL;
 	}
 	if (!tls && conf_value_non_loopback(v->listen_tcp)) {
-		seterr(err, errlen, "tcp_plaintext = on is allowed on a loopback address only, and listen_tcp = %s "
+		errbuf_set(err, errlen, "tcp_plaintext = on is allowed on a loopback address only, and listen_tcp = %s "
 		       "is not one; use TLS (tls_cert_file, tls_key_file) for other addresses",
 		       conf_value_shown(v->listen_tcp, sbuf, sizeof(sbuf)));
 		return -EINVAL;
@@ -603,12 +591,12 @@ int conf_finish(Conf *c, char *err, size_t errlen)
 	int r;
 
 	if (v->reconnect_min_ms > v->reconnect_max_ms) {
-		seterr(err, errlen, "reconnect_min_ms (%d) must not be greater than reconnect_max_ms (%d)",
+		errbuf_set(err, errlen, "reconnect_min_ms (%d) must not be greater than reconnect_max_ms (%d)",
 		       v->reconnect_min_ms, v->reconnect_max_ms);
 		return -EINVAL;
 	}
 	if (v->tick_min_interval_ms > v->tick_idle_ms) {
-		seterr(err, errlen, "tick_min_interval_ms (%d) must not be greater than tick_idle_ms (%d)",
+		errbuf_set(err, errlen, "tick_min_interval_ms (%d) must not be greater than tick_idle_ms (%d)",
 		       v->tick_min_interval_ms, v->tick_idle_ms);
 		return -EINVAL;
 	}
@@ -616,13 +604,13 @@ int conf_finish(Conf *c, char *err, size_t errlen)
 	ports = conf_value_count_items(v->datastore_port);
 	hosts = conf_value_count_items(v->datastore_host);
 	if (ports > 1 && ports != hosts) {
-		seterr(err, errlen, "datastore_port lists %zu ports for %zu hosts in datastore_host "
+		errbuf_set(err, errlen, "datastore_port lists %zu ports for %zu hosts in datastore_host "
 		       "(give one port for all hosts, or one per host)", ports, hosts);
 		return -EINVAL;
 	}
 	/* Otherwise one large event would disconnect every subscriber. */
 	if (v->client_output_limit < v->max_frame_bytes) {
-		seterr(err, errlen, "client_output_limit (%d) must be at least max_frame_bytes (%d)",
+		errbuf_set(err, errlen, "client_output_limit (%d) must be at least max_frame_bytes (%d)",
 		       v->client_output_limit, v->max_frame_bytes);
 		return -EINVAL;
 	}
@@ -631,7 +619,7 @@ int conf_finish(Conf *c, char *err, size_t errlen)
 	if ((r = derive_cert(c, "datastore_sslcert", "tls.crt")) < 0 ||
 	    (r = derive_cert(c, "datastore_sslkey", "tls.key")) < 0 ||
 	    (r = derive_cert(c, "datastore_sslrootcert", "ca.crt")) < 0) {
-		seterr(err, errlen, "out of memory");
+		errbuf_set(err, errlen, "out of memory");
 		return r;
 	}
 	return pq_build(c, err, errlen);

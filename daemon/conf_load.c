@@ -13,7 +13,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,19 +23,8 @@
 #include "conf.h"
 #include "conf_load.h"
 #include "conf_value.h"
+#include "errbuf.h"
 #include "fileio.h"
-
-__attribute__((format(printf, 3, 4)))
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 /*
  * Parses one line (without its '\n') into buf as "key\0value\0" and sets it.
@@ -63,11 +51,11 @@ static int load_line(Conf *c, const char *s, size_t n, char *buf, char *err, siz
 		i++;
 	/* The line is not echoed: it may be a mistyped password. */
 	if (i == n || s[i] != '=') {
-		seterr(err, errlen, "expected 'key = value'");
+		errbuf_set(err, errlen, "expected 'key = value'");
 		return -EINVAL;
 	}
 	if (i == k) {
-		seterr(err, errlen, "missing key before '='");
+		errbuf_set(err, errlen, "missing key before '='");
 		return -EINVAL;
 	}
 	i++;
@@ -77,14 +65,14 @@ static int load_line(Conf *c, const char *s, size_t n, char *buf, char *err, siz
 		quote = s[i++];
 		for (;; i++) {
 			if (i == n) {
-				seterr(err, errlen, "%s: unterminated quote", conf_value_shown(buf, sbuf, sizeof(sbuf)));
+				errbuf_set(err, errlen, "%s: unterminated quote", conf_value_shown(buf, sbuf, sizeof(sbuf)));
 				return -EINVAL;
 			}
 			if (s[i] == quote)
 				break;
 			if (s[i] == '\\' && quote == '"') {
 				if (++i == n) {
-					seterr(err, errlen, "%s: unterminated quote", conf_value_shown(buf, sbuf, sizeof(sbuf)));
+					errbuf_set(err, errlen, "%s: unterminated quote", conf_value_shown(buf, sbuf, sizeof(sbuf)));
 					return -EINVAL;
 				}
 				switch (s[i]) {
@@ -93,7 +81,7 @@ static int load_line(Conf *c, const char *s, size_t n, char *buf, char *err, siz
 				case 't': *w++ = '\t'; break;
 				case 'r': *w++ = '\r'; break;
 				default:
-					seterr(err, errlen, "%s: unknown escape in quoted value (known: \\\\ \\\" \\n \\t \\r)",
+					errbuf_set(err, errlen, "%s: unknown escape in quoted value (known: \\\\ \\\" \\n \\t \\r)",
 					       conf_value_shown(buf, sbuf, sizeof(sbuf)));
 					return -EINVAL;
 				}
@@ -104,7 +92,7 @@ static int load_line(Conf *c, const char *s, size_t n, char *buf, char *err, siz
 		for (i++; i < n && (s[i] == ' ' || s[i] == '\t'); i++)
 			;
 		if (i < n && s[i] != '#') {
-			seterr(err, errlen, "%s: unexpected text after the closing quote", conf_value_shown(buf, sbuf, sizeof(sbuf)));
+			errbuf_set(err, errlen, "%s: unexpected text after the closing quote", conf_value_shown(buf, sbuf, sizeof(sbuf)));
 			return -EINVAL;
 		}
 	} else {
@@ -144,7 +132,7 @@ int conf_load_text(Conf *c, const char *text, const char *source, char *err, siz
 			cap = n + 2;
 			buf = malloc(cap);
 			if (!buf) {
-				seterr(err, errlen, "%s:%u: out of memory", source, line);
+				errbuf_set(err, errlen, "%s:%u: out of memory", source, line);
 				r = -ENOMEM;
 				goto out;
 			}
@@ -152,7 +140,7 @@ int conf_load_text(Conf *c, const char *text, const char *source, char *err, siz
 		msg[0] = '\0';
 		r = load_line(c, p, n, buf, msg, sizeof(msg));
 		if (r < 0) {
-			seterr(err, errlen, "%s:%u: %s", source, line, msg);
+			errbuf_set(err, errlen, "%s:%u: %s", source, line, msg);
 			goto out;
 		}
 	}
@@ -181,7 +169,7 @@ static int env_set(Conf *c, const char *key, const char *var, const char *value,
 	msg[0] = '\0';
 	r = conf_set(c, key, value, msg, sizeof(msg));
 	if (r < 0)
-		seterr(err, errlen, "environment variable %s: %s", var, msg);
+		errbuf_set(err, errlen, "environment variable %s: %s", var, msg);
 	return r;
 }
 
@@ -242,37 +230,37 @@ static int load_password_file(Conf *c, char *err, size_t errlen)
 	if (!*path)
 		return 0;
 	if (*v->datastore_password) {
-		seterr(err, errlen, "datastore_password and datastore_password_file are both set; give one");
+		errbuf_set(err, errlen, "datastore_password and datastore_password_file are both set; give one");
 		return -EINVAL;
 	}
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0) {
-		seterr(err, errlen, "datastore_password_file %s: %s", path, strerror(errno));
+		errbuf_set(err, errlen, "datastore_password_file %s: %s", path, strerror(errno));
 		return -EINVAL;
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		seterr(err, errlen, "datastore_password_file %s: not a regular file", path);
+		errbuf_set(err, errlen, "datastore_password_file %s: not a regular file", path);
 		goto out;
 	}
 	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
-		seterr(err, errlen, "datastore_password_file %s has mode %04o: a password must not be readable by group "
+		errbuf_set(err, errlen, "datastore_password_file %s has mode %04o: a password must not be readable by group "
 		       "or others (chmod 600, or defaultMode: 0400 for a Kubernetes secret)",
 		       path, (unsigned)(st.st_mode & 07777));
 		goto out;
 	}
 	if ((n = read(fd, buf, sizeof(buf) - 1)) < 0) {
-		seterr(err, errlen, "datastore_password_file %s: %s", path, strerror(errno));
+		errbuf_set(err, errlen, "datastore_password_file %s: %s", path, strerror(errno));
 		goto out;
 	}
 	buf[n] = '\0';
 	buf[strcspn(buf, "\r\n")] = '\0';
 	if (!*buf || (size_t)n == sizeof(buf) - 1) {
-		seterr(err, errlen, "datastore_password_file %s: expected one line of 1 to %zu bytes", path,
+		errbuf_set(err, errlen, "datastore_password_file %s: expected one line of 1 to %zu bytes", path,
 		       sizeof(buf) - 2);
 		goto out;
 	}
 	msg[0] = '\0';
 	if ((r = conf_set(c, "datastore_password", buf, msg, sizeof(msg))) < 0)
-		seterr(err, errlen, "datastore_password_file %s: %s", path, msg);
+		errbuf_set(err, errlen, "datastore_password_file %s: %s", path, msg);
 out:
 	explicit_bzero(buf, sizeof(buf));
 	close(fd);
@@ -287,16 +275,16 @@ int conf_load(const struct conf_sources *src, Conf **ret, char *err, size_t errl
 
 	*ret = NULL;
 	if (!c) {
-		seterr(err, errlen, "out of memory");
+		errbuf_set(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	if (src->file) {
 		/* No limit of its own: whatever fits in memory. */
 		if (!(text = fileio_read(src->file, SIZE_MAX / 2, NULL))) {
 			if (errno == ENOMEM)
-				seterr(err, errlen, "out of memory reading %s", src->file);
+				errbuf_set(err, errlen, "out of memory reading %s", src->file);
 			else
-				seterr(err, errlen, "cannot open %s: %s", src->file, strerror(errno));
+				errbuf_set(err, errlen, "cannot open %s: %s", src->file, strerror(errno));
 			goto out;
 		}
 		r = conf_load_text(c, text, src->file, err, errlen);
@@ -311,7 +299,7 @@ int conf_load(const struct conf_sources *src, Conf **ret, char *err, size_t errl
 		char *kv = strdup(src->sets[i]), *eq = kv ? strchr(kv, '=') : NULL;
 
 		if (!eq) {
-			seterr(err, errlen, "--set expects KEY=VALUE, got '%s'", src->sets[i]);
+			errbuf_set(err, errlen, "--set expects KEY=VALUE, got '%s'", src->sets[i]);
 			free(kv);
 			r = -EINVAL;
 			goto out;
@@ -320,7 +308,7 @@ int conf_load(const struct conf_sources *src, Conf **ret, char *err, size_t errl
 		r = conf_set(c, kv, eq + 1, msg, sizeof(msg));
 		free(kv);
 		if (r < 0) {
-			seterr(err, errlen, "--set: %s", msg);
+			errbuf_set(err, errlen, "--set: %s", msg);
 			goto fail;
 		}
 	}
@@ -352,7 +340,7 @@ static int check_path(const char *key, const char *path, bool dir, char *err, si
 	return 0;
 }
 
-int conf_check_files(const struct conf_values *v, char *err, size_t errlen)
+int conf_load_check_files(const struct conf_values *v, char *err, size_t errlen)
 {
 	bool verify = v->datastore_sslmode == SSLMODE_VERIFY_CA || v->datastore_sslmode == SSLMODE_VERIFY_FULL;
 	int r;

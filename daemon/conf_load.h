@@ -43,6 +43,6 @@ int conf_load(const struct conf_sources *src, Conf **ret, char *err, size_t errl
  * bundle for PostgreSQL is checked only with verify-ca or verify-full,
  * the only modes in which libpq reads it.  Returns 0, or -ENOENT with err
  * naming the key and the file. */
-int conf_check_files(const struct conf_values *v, char *err, size_t errlen);
+int conf_load_check_files(const struct conf_values *v, char *err, size_t errlen);
 
 #endif

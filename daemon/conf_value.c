@@ -10,7 +10,6 @@
  */
 #include <errno.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -21,6 +20,7 @@
 #include <sys/un.h>
 
 #include "conf_value.h"
+#include "errbuf.h"
 #include "hostport.h"
 #include "owners.h"
 
@@ -43,18 +43,6 @@ static const struct {
 	{ "sslkey", "datastore_sslkey" },
 	{ "sslrootcert", "datastore_sslrootcert" },
 };
-
-__attribute__((format(printf, 3, 4)))
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 /* Values are echoed in messages; keep them one short printable line so a
  * stray newline cannot break the caller's log line. */
@@ -159,7 +147,7 @@ int conf_value_options_split(const char *s, char **ret_arena, char *err, size_t 
 		key = w;
 		while (*p && *p != '=' && !is_space(*p)) {
 			if (!((*p >= 'a' && *p <= 'z') || *p == '_')) {
-				seterr(err, errlen, "datastore_options: pair %d: a libpq keyword is made of "
+				errbuf_set(err, errlen, "datastore_options: pair %d: a libpq keyword is made of "
 				       "lower-case letters and '_'", n + 1);
 				goto out;
 			}
@@ -169,12 +157,12 @@ int conf_value_options_split(const char *s, char **ret_arena, char *err, size_t 
 		while (is_space(*p))
 			p++;
 		if (*p != '=' || !*key) {
-			seterr(err, errlen, "datastore_options: pair %d is not key=value", n + 1);
+			errbuf_set(err, errlen, "datastore_options: pair %d is not key=value", n + 1);
 			goto out;
 		}
 		for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
 			if (strcmp(key, reserved[i].libpq) == 0) {
-				seterr(err, errlen, "datastore_options: '%s' has its own key, set %s instead",
+				errbuf_set(err, errlen, "datastore_options: '%s' has its own key, set %s instead",
 				       key, reserved[i].key);
 				goto out;
 			}
@@ -189,7 +177,7 @@ int conf_value_options_split(const char *s, char **ret_arena, char *err, size_t 
 				else if (*p == '\'')
 					break;
 				if (!*p) {
-					seterr(err, errlen, "datastore_options: '%s': unterminated quote", key);
+					errbuf_set(err, errlen, "datastore_options: '%s': unterminated quote", key);
 					goto out;
 				}
 				*w++ = *p;
@@ -229,7 +217,7 @@ int conf_value_socket_path(const char *key, const char *value, char *err, size_t
 	size_t max = sizeof(((struct sockaddr_un *)0)->sun_path);
 
 	if (strlen(value) >= max) {
-		seterr(err, errlen, "%s: path is %zu bytes, a Unix socket path must be shorter than %zu",
+		errbuf_set(err, errlen, "%s: path is %zu bytes, a Unix socket path must be shorter than %zu",
 		       key, strlen(value), max);
 		return -EINVAL;
 	}
@@ -242,7 +230,7 @@ int conf_value_listen_addr(const char *key, const char *value, char *err, size_t
 	struct hostport hp;
 
 	if (*value && hostport_parse(value, 0, &hp) < 0) {
-		seterr(err, errlen, "%s: expected HOST:PORT (such as 127.0.0.1:9187 or [::1]:9187) or \"\"",
+		errbuf_set(err, errlen, "%s: expected HOST:PORT (such as 127.0.0.1:9187 or [::1]:9187) or \"\"",
 		       key);
 		return -EINVAL;
 	}
@@ -254,7 +242,7 @@ int conf_value_port_opt(const char *key, const char *value, char *err, size_t er
 	if (!*value)
 		return 0;
 	if (strchr(value, ',')) {
-		seterr(err, errlen, "%s: one port (1..65535) or \"\"", key);
+		errbuf_set(err, errlen, "%s: one port (1..65535) or \"\"", key);
 		return -EINVAL;
 	}
 	return conf_value_port_list(key, value, err, errlen);
@@ -272,7 +260,7 @@ int conf_value_hostport_list(const char *key, const char *value, char *err, size
 		while (len > 0 && p[len - 1] == ' ')
 			len--;
 		if (len >= sizeof(item) || (memcpy(item, p, len), item[len] = '\0', hostport_parse(item, 0, &hp) < 0)) {
-			seterr(err, errlen, "%s: expected HOST:PORT[,HOST:PORT...] (such as 10.0.0.5:6543) or \"\"", key);
+			errbuf_set(err, errlen, "%s: expected HOST:PORT[,HOST:PORT...] (such as 10.0.0.5:6543) or \"\"", key);
 			return -EINVAL;
 		}
 		p += strcspn(p, ",");
@@ -287,7 +275,7 @@ int conf_value_node_name(const char *key, const char *value, char *err, size_t e
 	size_t n = strspn(value, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_");
 
 	if (value[n] || n > 64) {
-		seterr(err, errlen, "%s: at most 64 letters, digits, '.', '-' and '_'", key);
+		errbuf_set(err, errlen, "%s: at most 64 letters, digits, '.', '-' and '_'", key);
 		return -EINVAL;
 	}
 	return 0;
@@ -309,12 +297,12 @@ int conf_value_port_list(const char *key, const char *value, char *err, size_t e
 		memcpy(item, p, len);
 		item[len] = '\0';
 		if (!conf_value_int(item, &n)) {
-			seterr(err, errlen, "%s: invalid value '%s' (expected a port 1..65535, or a comma list "
+			errbuf_set(err, errlen, "%s: invalid value '%s' (expected a port 1..65535, or a comma list "
 			       "of one port per host)", key, conf_value_shown(value, sbuf, sizeof(sbuf)));
 			return -EINVAL;
 		}
 		if (n < 1 || n > 65535) {
-			seterr(err, errlen, "%s: %s is out of range (expected 1..65535)", key,
+			errbuf_set(err, errlen, "%s: %s is out of range (expected 1..65535)", key,
 			       conf_value_shown(item, sbuf, sizeof(sbuf)));
 			return -EINVAL;
 		}
@@ -356,7 +344,7 @@ int conf_value_id_list(const char *key, const char *value, char *err, size_t err
 		}
 	}
 	if (*p || (any && !item)) {
-		seterr(err, errlen, "%s: expected a comma list of numbers and names, such as \"0, 1000, nvsentinel\"",
+		errbuf_set(err, errlen, "%s: expected a comma list of numbers and names, such as \"0, 1000, nvsentinel\"",
 		       key);
 		return -EINVAL;
 	}

@@ -109,7 +109,7 @@ static bool consumer_allowed(Client *c, const struct request *rq)
 	client_owner_id(c, &id, subject, sizeof(subject));
 	if (owners_allowed(g.owners, rq->consumer, &id))
 		return true;
-	owner_id_text(&id, who, sizeof(who));
+	owners_id_text(&id, who, sizeof(who));
 	log_warning("consumer refused client=c%" PRIu64 " peer=%s identity=%s consumer=%s", client_id(c),
 		    client_peer(c), LOGQ(who), LOGQ(rq->consumer));
 	/* The name is valid UTF-8 of at most 255 bytes (request.c). */
@@ -454,7 +454,7 @@ int main(int argc, char **argv)
 		size_t n = conf_dump(g.conf, NULL, 0);
 		char *buf;
 
-		if (!g.no_file_check && conf_check_files(g.cv, lerr, sizeof(lerr)) < 0) {
+		if (!g.no_file_check && conf_load_check_files(g.cv, lerr, sizeof(lerr)) < 0) {
 			fprintf(stderr, "nvsrelayd: %s\n", lerr);
 			conf_free(g.conf);
 			return EX_CONFIG;

@@ -1,7 +1,9 @@
 /*
  * errors.h - the protocol's error codes (MongoDB's numbers, so drivers and
  * NVSentinel's code recognise them) and their names, in one table.  Error
- * frames carry both; every sender names only the code.
+ * frames carry both; every sender names only the code.  The request decoder
+ * (request.c), the daemon's senders of error frames (client.c, listener.c,
+ * hub.c, the sources) and the upstream side's readers of them include it.
  */
 #ifndef NVSRELAY_ERRORS_H
 #define NVSRELAY_ERRORS_H

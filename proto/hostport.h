@@ -1,7 +1,8 @@
 /*
- * hostport.h - the one reader of "HOST:PORT" addresses: listen_tcp and
- * http_listen in the configuration (conf.c), the listeners that bind them
- * (daemon/net), and `nvsrelay watch --tcp` (cli/main.c).
+ * hostport.h - the one reader of "HOST:PORT" addresses: listen_tcp,
+ * http_listen and upstream in the configuration (conf_value.c), the
+ * listeners that bind them (net.c), the connections to upstream relays
+ * (upconn.c) and `nvsrelay watch --tcp` (cli/main.c).
  *
  * HOST is a name or an address, an IPv6 address in brackets ("[::1]:6543":
  * bare, its colons would be taken for the port's).  PORT is a decimal

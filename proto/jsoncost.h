@@ -4,8 +4,8 @@
  * 16 MiB frame of "[1,1,1,..." becomes 8 million items; counting them first,
  * in one pass over the bytes and without allocating, lets the daemon refuse
  * such a frame for the price of reading it.  Pure code: no I/O, no logging,
- * unit-tested and fuzzed.  The daemon's client connections call it on every
- * frame before cJSON_Parse.
+ * unit-tested and fuzzed.  intake.c calls it on every frame a client
+ * connection reads, before cJSON_Parse.
  */
 #ifndef NVSRELAY_JSONCOST_H
 #define NVSRELAY_JSONCOST_H

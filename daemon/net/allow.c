@@ -4,27 +4,15 @@
  * accepted connection (allow_peer); tests/unit/test_allow.c covers it.
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "allow.h"
+#include "errbuf.h"
 
 /* Longer than any user or group name a system accepts. */
 #define NAME_MAX_LEN 256
-
-__attribute__((format(printf, 3, 4)))
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 static bool is_blank(char ch)
 {
@@ -78,14 +66,14 @@ int allow_parse(const char *text, const char *what, allow_resolve_fn resolve, vo
 			/* ",1000" is a typo, not an empty entry; blanks alone
 			 * are the empty list. */
 			if (*p) {
-				seterr(err, errlen, "%s: empty item in the list", what);
+				errbuf_set(err, errlen, "%s: empty item in the list", what);
 				r = -EINVAL;
 				goto out;
 			}
 			break;
 		}
 		if (len > NAME_MAX_LEN) {
-			seterr(err, errlen, "%s: item longer than %d bytes", what, NAME_MAX_LEN);
+			errbuf_set(err, errlen, "%s: item longer than %d bytes", what, NAME_MAX_LEN);
 			r = -EINVAL;
 			goto out;
 		}
@@ -93,7 +81,7 @@ int allow_parse(const char *text, const char *what, allow_resolve_fn resolve, vo
 		item[len] = '\0';
 		for (i = 0; i < len; i++) {
 			if (!name_char(item[i]) || (i == 0 && item[i] == '-')) {
-				seterr(err, errlen, "%s: '%s' is neither a number nor a user or group name", what, item);
+				errbuf_set(err, errlen, "%s: '%s' is neither a number nor a user or group name", what, item);
 				r = -EINVAL;
 				goto out;
 			}
@@ -106,7 +94,7 @@ int allow_parse(const char *text, const char *what, allow_resolve_fn resolve, vo
 				v = v * 10 + (unsigned)(item[i] - '0');
 			/* (uid_t)-1 means "no id" to the kernel. */
 			if (v >= 0xffffffffULL) {
-				seterr(err, errlen, "%s: %s is out of range", what, item);
+				errbuf_set(err, errlen, "%s: %s is out of range", what, item);
 				r = -EINVAL;
 				goto out;
 			}
@@ -115,20 +103,20 @@ int allow_parse(const char *text, const char *what, allow_resolve_fn resolve, vo
 			unsigned id;
 
 			if (!resolve || resolve(item, &id, ud) < 0) {
-				seterr(err, errlen, "%s: unknown name '%s'", what, item);
+				errbuf_set(err, errlen, "%s: unknown name '%s'", what, item);
 				r = -EINVAL;
 				goto out;
 			}
 			r = add(&l, id);
 		}
 		if (r < 0) {
-			seterr(err, errlen, "%s: out of memory", what);
+			errbuf_set(err, errlen, "%s: out of memory", what);
 			goto out;
 		}
 		if (*p == ',')
 			p++;
 		if (!*p && p[-1] == ',') {
-			seterr(err, errlen, "%s: empty item in the list", what);
+			errbuf_set(err, errlen, "%s: empty item in the list", what);
 			r = -EINVAL;
 			goto out;
 		}

@@ -291,7 +291,7 @@ bool owners_allowed(const Owners *o, const char *consumer, const struct owner_id
 	return false;
 }
 
-const char *owner_id_text(const struct owner_id *id, char *buf, size_t len)
+const char *owners_id_text(const struct owner_id *id, char *buf, size_t len)
 {
 	if (id->has_cred)
 		snprintf(buf, len, "uid=%u gid=%u", id->uid, id->gid);

@@ -33,6 +33,6 @@ bool owners_allowed(const Owners *o, const char *consumer, const struct owner_id
 
 /* The identity as a log line names it ("uid=1000 gid=1000", "subject=...",
  * "token", "none"). */
-const char *owner_id_text(const struct owner_id *id, char *buf, size_t len);
+const char *owners_id_text(const struct owner_id *id, char *buf, size_t len);
 
 #endif

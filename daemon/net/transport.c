@@ -1,5 +1,6 @@
 /*
- * transport.c - plain and TLS byte streams for client.c (see transport.h).
+ * transport.c - plain and TLS byte streams for client.c and upconn.c (see
+ * transport.h).
  *
  * Plain sockets are written with sendmsg, a writev that cannot raise
  * SIGPIPE.  A TLS session is driven non-blocking: SSL_read and SSL_write may

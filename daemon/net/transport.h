@@ -1,9 +1,10 @@
 /*
- * transport.h - the byte stream under one subscriber connection: a plain
+ * transport.h - the byte stream under one protocol connection: a plain
  * socket (Unix or TCP) or a TLS session on one, behind a small table of
  * operations (as pgbouncer's sbuf and redis's ConnectionType).  client.c
- * creates one per connection and does all its socket I/O through it; the
- * event loop, framing and queue stay in client.c.  Nothing here logs: a
+ * creates one per connection and does all its socket I/O through it, and so
+ * does upconn.c for each connection to an upstream relay; the event loop,
+ * framing and queue stay with the caller.  Nothing here logs: a
  * failure comes back with its reason for the caller's log line.
  */
 #ifndef NVSRELAY_TRANSPORT_H

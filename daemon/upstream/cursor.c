@@ -47,6 +47,7 @@ struct cursors {
 	size_t n;
 	ev_prepare prep;
 	ev_timer sweep;
+	bool answering;            /* prep_cb walks the list: do not free */
 };
 
 static void cursor_free(struct cursor *c)
@@ -66,6 +67,27 @@ static void unlink_cursor(Cursors *cs, struct cursor *c)
 			cs->n--;
 			return;
 		}
+}
+
+/*
+ * Makes room for a new cursor.  The hub asks for its next page from inside
+ * the callback prep_cb runs, so the cursor evicted may be the one answered
+ * or the next on prep_cb's walk: then it only dies here (connection closed,
+ * events dropped) and prep_cb frees it once the walk is past it.
+ */
+static void evict(Cursors *cs, struct cursor *c)
+{
+	if (!cs->answering) {
+		unlink_cursor(cs, c);
+		cursor_free(c);
+		return;
+	}
+	for (size_t i = 0; i < c->qn; i++)
+		event_unref(c->q[i]);
+	c->qn = 0;
+	upconn_close(c->conn);
+	c->conn = NULL;
+	c->dead = true;
 }
 
 static size_t page_limit(const Cursors *cs)
@@ -96,7 +118,6 @@ static bool answer(Cursors *cs, struct cursor *c)
 		n = page_limit(cs);
 	/* progress is at or after the last event queued. */
 	next = n == c->qn ? c->progress : c->q[n - 1]->pos;
-	c->pos = next;
 	/* The events go to the hub (references and all); the rest moves up. */
 	{
 		struct event **evs = n ? malloc(n * sizeof(*evs)) : NULL;
@@ -105,6 +126,7 @@ static bool answer(Cursors *cs, struct cursor *c)
 			c->arg = arg;
 			return false;
 		}
+		c->pos = next;
 		for (i = 0; i < n; i++)
 			evs[i] = c->q[i];
 		if (c->qn > n)   /* c->q is NULL before the first event */
@@ -125,9 +147,12 @@ static void prep_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 
 	(void)loop;
 	(void)revents;
+	cs->answering = true;
+	for (c = cs->list; c; c = c->next)
+		answer(cs, c);
+	cs->answering = false;
 	for (c = cs->list; c; c = next) {
 		next = c->next;
-		answer(cs, c);
 		if ((c->dead || c->code) && !c->cb && c->qn == 0) {
 			unlink_cursor(cs, c);
 			cursor_free(c);
@@ -274,8 +299,7 @@ int cursors_read(Cursors *cs, const char *addr, const struct token *pos, enum ev
 		if (cs->n >= MAX_CURSORS) {
 			if (!idle)
 				return -ENOTCONN;
-			unlink_cursor(cs, idle);
-			cursor_free(idle);
+			evict(cs, idle);
 		}
 		if (!(c = open_cursor(cs, addr, pos, table)))
 			return -ENOTCONN;

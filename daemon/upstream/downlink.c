@@ -157,6 +157,13 @@ void downlink_request(Downlink *d, Client *c, const struct request *req)
 	q->d = d;
 	q->c = c;
 	q->sid = req->sid;
+	/* On the list before the call: a source may answer inside it (pgconn
+	 * fails its queue at once when the send finds the connection gone),
+	 * and the answer unlinks and frees q. */
+	q->next = d->pending;
+	if (q->next)
+		q->next->prev = q;
+	d->pending = q;
 	if (req->op == REQUEST_STORE) {
 		log_debug("chained store consumer=%s client=c%llu", LOGQ(req->consumer),
 			  (unsigned long long)client_id(c));
@@ -169,13 +176,9 @@ void downlink_request(Downlink *d, Client *c, const struct request *req)
 		r = src->ops->position_at_time(src->impl, req->start_at, pos_done, q);
 	}
 	if (r < 0) {
+		unlink_req(q);
 		free(q);
 		client_send_error(c, req->sid, ERR_HOST_UNREACHABLE, "not ready: the event source is not reachable; retry",
 				  NULL);
-		return;
 	}
-	q->next = d->pending;
-	if (q->next)
-		q->next->prev = q;
-	d->pending = q;
 }

@@ -137,10 +137,10 @@ static void test_id_text(void **state)
 	char buf[96];
 
 	(void)state;
-	assert_string_equal(owner_id_text(&unix1001, buf, sizeof(buf)), "uid=1001 gid=50");
-	assert_string_equal(owner_id_text(&tls_fq, buf, sizeof(buf)), "subject=/O=NVIDIA/OU=x/CN=fault-quarantine");
-	assert_string_equal(owner_id_text(&tok, buf, sizeof(buf)), "token");
-	assert_string_equal(owner_id_text(&nobody, buf, sizeof(buf)), "none");
+	assert_string_equal(owners_id_text(&unix1001, buf, sizeof(buf)), "uid=1001 gid=50");
+	assert_string_equal(owners_id_text(&tls_fq, buf, sizeof(buf)), "subject=/O=NVIDIA/OU=x/CN=fault-quarantine");
+	assert_string_equal(owners_id_text(&tok, buf, sizeof(buf)), "token");
+	assert_string_equal(owners_id_text(&nobody, buf, sizeof(buf)), "none");
 }
 
 int main(void)
