@@ -88,6 +88,10 @@ struct pgconn {
 	struct query *head, *tail;
 	bool in_flight;
 	PGresult *keep;          /* result handed to the callback */
+	bool enqueuing;          /* inside pgconn_query*: no callback may run */
+	bool lost_pending;       /* the connection failed while enqueuing ... */
+	char lost_why[512];      /* ... for this reason, reported from lost */
+	ev_timer lost;
 	struct prep prep[PREP_MAX];
 	struct pgconn *next_conn, *prev_conn;  /* every connection, for pool metrics */
 };
@@ -219,6 +223,20 @@ static void conn_lost(PgConn *pc, const char *why)
 	char reason[512];
 	bool was_up = pc->state == ST_UP || pc->state == ST_SESSION;
 
+	if (pc->enqueuing) {
+		/* A send failed inside pgconn_query*: its caller marks the query
+		 * in flight once that returns 0, so the failure (and every
+		 * queued callback) comes from the loop, never from the call. */
+		if (!pc->lost_pending) {
+			snprintf(pc->lost_why, sizeof(pc->lost_why), "%s", why);
+			pc->lost_pending = true;
+			ev_io_stop(pc->loop, &pc->io);
+			ev_timer_start(pc->loop, &pc->lost);
+		}
+		return;
+	}
+	pc->lost_pending = false;
+	ev_timer_stop(pc->loop, &pc->lost);
 	snprintf(reason, sizeof(reason), "%s", trim_msg(why));
 	ev_io_stop(pc->loop, &pc->io);
 	ev_timer_stop(pc->loop, &pc->timer);
@@ -250,6 +268,15 @@ static void conn_lost(PgConn *pc, const char *why)
 	fail_queries(pc);
 	if (pc->ops.down)
 		pc->ops.down(pc, pc->ud, reason);
+}
+
+static void lost_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	PgConn *pc = w->data;
+
+	(void)loop;
+	(void)revents;
+	conn_lost(pc, pc->lost_why);
 }
 
 static void session_done(PgConn *pc, PGresult *res, void *arg)
@@ -484,7 +511,7 @@ static void send_next(PgConn *pc)
 	struct query *q = pc->head;
 	int ok;
 
-	if (!q || pc->in_flight || !pc->conn)
+	if (!q || pc->in_flight || !pc->conn || pc->lost_pending)
 		return;
 	if (q->prep) {
 		struct prep *p = &pc->prep[q->prep - 1];
@@ -544,6 +571,8 @@ PgConn *pgconn_new(struct ev_loop *loop, const char *name, const struct pgconn_c
 	pc->io.data = pc;
 	ev_init(&pc->timer, timer_cb);
 	pc->timer.data = pc;
+	ev_timer_init(&pc->lost, lost_cb, 0., 0.);
+	pc->lost.data = pc;
 	pc->next_conn = conns;
 	if (conns)
 		conns->prev_conn = pc;
@@ -559,6 +588,7 @@ void pgconn_free(PgConn *pc)
 		return;
 	ev_io_stop(pc->loop, &pc->io);
 	ev_timer_stop(pc->loop, &pc->timer);
+	ev_timer_stop(pc->loop, &pc->lost);
 	/* Owners free what they attached to a query in its callback; a
 	 * callback that queries again is refused by the idle state. */
 	pc->state = ST_IDLE;
@@ -636,7 +666,9 @@ static int enqueue(PgConn *pc, const char *kind, bool prepare, const char *sql, 
 	else
 		pc->head = q;
 	pc->tail = q;
+	pc->enqueuing = true;
 	send_next(pc);
+	pc->enqueuing = false;
 	return 0;
 oom:
 	query_free(q);
