@@ -51,7 +51,7 @@ Outq *outq_new(size_t max_sids)
 	Outq *q = calloc(1, sizeof(*q));
 
 	if (q)
-		q->maxleft = max_sids;
+		q->maxleft = max_sids ? max_sids : 1;   /* note_left always writes one slot */
 	return q;
 }
 

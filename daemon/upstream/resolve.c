@@ -80,7 +80,8 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		r->cb(r->arg, r->req.ar_result, NULL);
 	} else {
 		snprintf(err, sizeof(err), "cannot resolve %s: %s", r->host,
-			 e == EAI_SYSTEM ? strerror(errno) : gai_strerror(e ? e : EAI_NONAME));
+			 /* errno of glibc's lookup thread is not ours to read */
+			 e == EAI_SYSTEM ? "system error during the lookup" : gai_strerror(e ? e : EAI_NONAME));
 		r->cb(r->arg, NULL, err);
 	}
 	res_free(r);
