@@ -179,7 +179,7 @@ check-unit: $(NEED_DEPS)
 # everything else in build-vg/ links to build/.  Leaks count as errors, memory
 # still reachable at exit (libpq's and OpenSSL's globals) does not.
 VG_B      := build-vg
-VALGRIND  := valgrind --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect,possible \
+VALGRIND  := valgrind --error-exitcode=99 --suppressions=$(CURDIR)/tests/valgrind.supp --leak-check=full --show-leak-kinds=definite,indirect,possible \
              --errors-for-leak-kinds=definite,indirect,possible
 check-valgrind: $(NEED_DEPS)
 	$(MAKE) all
