@@ -3,7 +3,7 @@
 # first page of a batch comes from the batch query, the rest from walking the
 # changelog's primary key (nvsrelay.batch_walk), so a wrong walk shows here.
 # Six transactions write health and maintenance events with interleaved ids;
-# four commit at once (one batch of thousands of rows), one stays open across
+# four commit at once (a batch of thousands of rows), one stays open across
 # several ticks and commits later (its ids lie among those of earlier
 # batches), one rolls back; small commits tick in between, and a changelog row
 # without an xid (as written before the relay existed) must never appear.  A
@@ -20,7 +20,8 @@ use Test::More;
 use NvsTest;
 
 my $slow = $ENV{NVS_VALGRIND} ? 8 : $ENV{NVSRELAY_SANITIZE} ? 3 : 1;
-# Ticks at most every 500 ms, so commits close together share one batch.
+# Once a tick is in flight, ticks at most every 500 ms, so commits close
+# together share one batch.
 my %set = (batch_rows => 7, tick_min_interval_ms => 500);
 # track_functions: the test counts the calls of nvsrelay.batch_walk.
 my $pg  = NvsTest::Pg->start(conf => { track_functions => "'all'" });
@@ -130,7 +131,9 @@ is_deeply([ sort map { "$_->[0]:$_->[3]:$_->[4]" } @$oracle ], [ sort map { join
 my %batch;
 $batch{ $_->[1] }++ for @$oracle;
 my ($biggest) = sort { $b <=> $a } values %batch;
-cmp_ok($biggest, '>=', 2500, "the largest batch has $biggest rows (" . scalar(keys %batch) . ' batches)');
+# The first of the four commits may tick at once (a quiet ticker has no
+# floor); the others then share the next tick: over a thousand rows either way.
+cmp_ok($biggest, '>=', 1000, "the largest batch has $biggest rows (" . scalar(keys %batch) . ' batches)');
 my %held = map { $_->[1] => 1 } @{ $rows[4] };
 my @held_ticks = do { my %s; grep { !$s{$_}++ } map { $_->[1] } grep { $held{ $_->[3] } && $_->[0] eq 'health_events' } @$oracle };
 my ($big_tick) = grep { $batch{$_} == $biggest } keys %batch;
