@@ -25,8 +25,15 @@ my ($rc, $out) = NvsTest::run_cmd([ 'sh', $NvsTest::PGTMP, 'replica', $dir ]);
 is($rc, 0, 'synchronous replica on 127.0.0.2 streaming') or BAIL_OUT("pgtmp.sh replica: $out");
 my $rsock = "$dir/replica/sock";
 my $dbh = $pg->dbh;
-is($dbh->selectrow_array(q{SELECT sync_state FROM pg_stat_replication WHERE application_name = 'nvs_replica'}),
-    'sync', 'the primary waits for it on commit');
+# A standby that has just connected is 'potential' until it has caught up.
+my $sync = '';
+for (1 .. 100 * $slow) {
+    $sync = $dbh->selectrow_array(q{SELECT sync_state FROM pg_stat_replication WHERE application_name = 'nvs_replica'})
+        // '';
+    last if $sync eq 'sync';
+    select(undef, undef, undef, 0.1);
+}
+is($sync, 'sync', 'the primary waits for it on commit');
 
 my $d = NvsTest::Daemon->start($pg, env => { DATASTORE_HOST => 'localhost,localhost' },
     set => { datastore_options => 'hostaddr=' . ($ENV{NVS_FO_ORDER} // '127.0.0.1,127.0.0.2'), connect_timeout_s => 2,
