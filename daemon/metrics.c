@@ -152,6 +152,9 @@ static const struct family families[M_COUNT] = {
 		  "are not counted (their age is consumer lag)."),
 	F(M_REMOVED_POSITION_RESUMES, "removed_position_resumes_total", MT_COUNTER, NULL, 0,
 	  .help = "NVSentinel positions (eventID) whose changelog row was already removed, resumed after it."),
+	F(M_LOST_TICK_READS, "lost_tick_reads_total", MT_COUNTER, NULL, 0,
+	  .help = "Reads from a position on a tick a PostgreSQL crash took before it reached the disk; read on "
+		  "from the tick before it, so events after that tick were delivered again."),
 };
 
 struct series {

@@ -25,11 +25,16 @@
 	"  ELSE c.old_values END)::text"
 
 /* What relay.c's page_cb reads from the page, walk and tick statements: a header row (id NULL)
- * with the batch's end tick (s.t, NULL when there is none), whether tick $1
- * exists and the oldest tick, then the rows, each with the end tick. */
+ * with the batch's end tick (s.t, NULL when there is none), what tick $1
+ * is ('y' written, 'l' lost: not written but inside the kept range, NULL
+ * gone or never) and the oldest tick, then the rows, each with the end tick.
+ * A lost tick is one a server crash took before its asynchronous commit
+ * reached the disk (ticker.c): the batch after it is then the batch after
+ * the tick before it, which holds the lost one's rows again. */
 #define PAGE_HEAD \
 	" SELECT (SELECT t FROM s), NULL::bigint," \
-	"  (SELECT 'y' FROM nvsrelay.tick WHERE tick_id = $1::bigint)," \
+	"  (SELECT CASE WHEN EXISTS (SELECT 1 FROM nvsrelay.tick WHERE tick_id = $1::bigint) THEN 'y'" \
+	"   WHEN EXISTS (SELECT 1 FROM nvsrelay.tick WHERE tick_id < $1::bigint) THEN 'l' END)," \
 	"  (SELECT min(tick_id) FROM nvsrelay.tick)::text, NULL, NULL, NULL, NULL" \
 	" UNION ALL SELECT (SELECT t FROM s), " ROW_COLUMNS
 
@@ -85,6 +90,11 @@ const char batch_page_sql[] =
  * INSERT, which the statement cannot see) as its start.  $1 is the tick the
  * live reader stands at the end of (0: it is not there, or reading): when p
  * is not that tick, s is empty and nothing is read.  $2 is the page size.
+ * $3 is true for the first tick of a leadership: its id leaves a gap of
+ * 2^32 after the latest tick, past any tick a crash may have taken (ids of
+ * lost ticks are never written again, so a token never names two
+ * snapshots).  The transaction commits asynchronously (set_config, local to
+ * it): see ticker.c for why that is safe.
  * The header row: the new tick, NULL, 'y' when the page was read, the new
  * snapshot (the ticker's probe wants it), then NULLs; then the rows, each
  * with the new tick.  The caller sees the result only after ReadyForQuery,
@@ -94,8 +104,10 @@ const char batch_page_sql[] =
 const char batch_tick_sql[] =
 	"WITH p AS (SELECT tick_id, snap, max_id FROM nvsrelay.tick ORDER BY tick_id DESC LIMIT 1),"
 	" t AS (INSERT INTO nvsrelay.tick (tick_id, snap, max_id)"
-	"  SELECT coalesce((SELECT tick_id FROM p), 0) + 1, pg_current_snapshot(),"
+	"  SELECT coalesce((SELECT tick_id FROM p), 0) + CASE WHEN $3::boolean AND EXISTS (SELECT 1 FROM p)"
+	"    THEN 4294967296 ELSE 1 END, pg_current_snapshot(),"
 	"   greatest(coalesce((SELECT max(id) FROM datastore_changelog), 0), coalesce((SELECT max_id FROM p), 0))"
+	"  FROM (SELECT set_config('synchronous_commit', 'off', true)) a"
 	"  RETURNING tick_id, snap),"
 	" s AS (SELECT t.tick_id AS t, p.snap AS ps, t.snap AS ns,"
 	"   pg_snapshot_xmax(p.snap) AS lo, pg_snapshot_xmax(t.snap) AS hi FROM t, p WHERE p.tick_id = $1::bigint),"

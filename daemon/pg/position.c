@@ -300,7 +300,12 @@ int position_exists(PgConn *pc, const struct token *pos, source_pos_cb cb, void 
 		return -ENOMEM;
 	q->pos = *pos;
 	snprintf(tick, sizeof(tick), "%" PRIu64, pos->tick);
-	if (pgconn_query_kind(pc, "position_exists", "SELECT 1 FROM nvsrelay.tick WHERE tick_id = $1::bigint",
+	/* Written, or lost in a server crash: not written but with ticks on
+	 * both sides (batch.c reads on from the tick before it). */
+	if (pgconn_query_kind(pc, "position_exists",
+			      "SELECT 1 FROM nvsrelay.tick WHERE tick_id = $1::bigint"
+			      " OR (tick_id < $1::bigint AND EXISTS (SELECT 1 FROM nvsrelay.tick WHERE tick_id > $1::bigint))"
+			      " LIMIT 1",
 			      1, params, exists_cb, q) < 0) {
 		free(q);
 		return -ENOTCONN;

@@ -59,6 +59,7 @@ struct relay {
 	bool live_reading;
 	bool live_again;            /* kicked while reading */
 	uint64_t tick_written;      /* the latest tick this relay's ticker wrote */
+	uint64_t tick_after;        /* the tick the tick statement in flight reads after */
 	ev_timer poll;              /* safety net when another relay ticks */
 	ev_timer schema_retry;      /* a failed schema step, retried with backoff */
 	int schema_backoff_ms;
@@ -84,6 +85,8 @@ struct page_req {
 
 static void live_kick(Relay *r);
 static int read_history(Relay *r, struct page_req *q);
+static int reread_after(Relay *r, struct page_req *q);
+static const char *table_param(enum event_table table);
 
 bool relay_is_ready(const Relay *r)
 {
@@ -116,7 +119,21 @@ static void page_cb(PgConn *pc, PGresult *res, void *arg)
 		goto out;
 	}
 	rows = PQntuples(res);
-	if (rows < 1 || PQgetisnull(res, 0, 2)) {
+	if (rows >= 1 && !PQgetisnull(res, 0, 2) && *PQgetvalue(res, 0, 2) == 'l') {
+		/* The tick was lost in a server crash (batch.c): read on from the
+		 * tick before it.  The batch after a position is what page_sql
+		 * reads, so a position inside the lost batch starts it over. */
+		metrics_add(M_LOST_TICK_READS, NULL, 1);
+		log_warning("position on tick %" PRIu64 " lost in a server crash: reading on from the tick before it"
+			    " (events after that tick are delivered again)", q->pos.tick);
+		if (q->pos.id != TOKEN_ID_END) {
+			q->pos.id = TOKEN_ID_END;
+			if (reread_after(r, q) == 0)
+				return;
+			q->cb(q->arg, NULL, 0, &q->pos, ERR_HOST_UNREACHABLE, "PostgreSQL connection lost");
+			goto out;
+		}
+	} else if (rows < 1 || PQgetisnull(res, 0, 2)) {
 		/* The token's tick is not (or no longer) in this database. */
 		position_oldest_msg(r->generation, "resume position",
 				    rows < 1 || PQgetisnull(res, 0, 3) ? NULL : PQgetvalue(res, 0, 3),
@@ -194,6 +211,39 @@ static void replica_cb(PgConn *pc, PGresult *res, void *arg)
 	}
 }
 
+/* The statement and parameters that read on from q->pos. */
+static void page_req_set(struct page_req *q)
+{
+	snprintf(q->tick, sizeof(q->tick), "%" PRIu64, q->pos.tick);
+	snprintf(q->after, sizeof(q->after), "%" PRIu64, q->pos.id == TOKEN_ID_END ? 0 : q->pos.id);
+	snprintf(q->limit, sizeof(q->limit), "%d", q->r->cv->batch_rows);
+	q->params[0] = q->tick;
+	if (q->pos.id == TOKEN_ID_END) {
+		/* A batch's first page: batch_page_sql finds where it ends. */
+		q->params[1] = "t";
+		q->params[2] = q->after;
+		q->params[3] = q->limit;
+		q->params[4] = table_param(q->table);
+		q->sql = batch_page_sql;
+		q->nparams = 5;
+	} else {
+		/* Inside a batch whose end tick is known: walk on from pos->id. */
+		q->params[1] = q->after;
+		q->params[2] = q->limit;
+		q->params[3] = table_param(q->table);
+		q->params[4] = NULL;
+		q->sql = batch_walk_sql;
+		q->nparams = 4;
+	}
+}
+
+/* q again, from its (changed) position, on the primary. */
+static int reread_after(Relay *r, struct page_req *q)
+{
+	page_req_set(q);
+	return pgconn_query_prep(r->main, q->kind, q->sql, q->nparams, q->params, page_cb, q);
+}
+
 static int read_page(Relay *r, const struct token *pos, enum event_table table,
 		     source_page_cb cb, void *arg)
 {
@@ -210,26 +260,7 @@ static int read_page(Relay *r, const struct token *pos, enum event_table table,
 	q->table = table;
 	q->cb = cb;
 	q->arg = arg;
-	snprintf(q->tick, sizeof(q->tick), "%" PRIu64, pos->tick);
-	snprintf(q->after, sizeof(q->after), "%" PRIu64, pos->id == TOKEN_ID_END ? 0 : pos->id);
-	snprintf(q->limit, sizeof(q->limit), "%d", r->cv->batch_rows);
-	q->params[0] = q->tick;
-	if (pos->id == TOKEN_ID_END) {
-		/* A batch's first page: batch_page_sql finds where it ends. */
-		q->params[1] = "t";
-		q->params[2] = q->after;
-		q->params[3] = q->limit;
-		q->params[4] = table_param(table);
-		q->sql = batch_page_sql;
-		q->nparams = 5;
-	} else {
-		/* Inside a batch whose end tick is known: walk on from pos->id. */
-		q->params[1] = q->after;
-		q->params[2] = q->limit;
-		q->params[3] = table_param(table);
-		q->sql = batch_walk_sql;
-		q->nparams = 4;
-	}
+	page_req_set(q);
 	q->kind = table == TABLE_OTHER ? "batch" : "catchup";
 	if (rc && pgconn_query_prep(rc, table == TABLE_OTHER ? "batch_replica" : "catchup_replica", q->sql, q->nparams,
 				    q->params, replica_cb, q) == 0)
@@ -370,9 +401,10 @@ static uint64_t live_read_after(void *ud)
 {
 	Relay *r = ud;
 
+	r->tick_after = 0;
 	if (!r->schema_done || !r->live_known || r->live_reading || r->live.id != TOKEN_ID_END)
 		return 0;
-	return r->live.tick;
+	return r->tick_after = r->live.tick;
 }
 
 /* The tick is committed.  Its statement read the first page of its batch
@@ -396,7 +428,7 @@ static void ticked(void *ud, uint64_t tick, const PGresult *res)
 		find_head(r);
 		return;
 	}
-	if (PQgetisnull(res, 0, 2) || r->live_reading || r->live.id != TOKEN_ID_END || r->live.tick + 1 != tick) {
+	if (PQgetisnull(res, 0, 2) || r->live_reading || r->live.id != TOKEN_ID_END || r->live.tick != r->tick_after) {
 		live_kick(r);
 		return;
 	}

@@ -45,15 +45,17 @@ static const char horizon_sql[] =
 	"    (SELECT min(tick_id) FROM nvsrelay.tick WHERE $3::bigint > 0"
 	"      AND max_id >= (SELECT coalesce(max(id), 0) FROM datastore_changelog) - $3::bigint)),"
 	"   (SELECT min(tick_id) FROM nvsrelay.tick WHERE created_at >= now() - make_interval(secs => $4::int)),"
-	"   (SELECT t FROM head)) - 1 AS keep)"
-	" SELECT CASE WHEN want.keep > head.lo THEN want.keep END, head.lo,"
-	"  (SELECT string_agg(client_name, ',') FROM held WHERE NOT active AND t - 1 < want.keep),"
+	"   (SELECT t FROM head)) AS t),"
+	/* The batch of tick t needs the tick before it (ids have gaps). */
+	" keep AS (SELECT (SELECT max(tick_id) FROM nvsrelay.tick WHERE tick_id < w.t) AS keep FROM want w)"
+	" SELECT CASE WHEN keep.keep > head.lo THEN keep.keep END, head.lo,"
+	"  (SELECT string_agg(client_name, ',') FROM held WHERE NOT active AND t <= keep.keep),"
 	/* A component still on NVSentinel's own watcher reads the changelog
 	 * by id: rows after its eventID stay. */
 	"  coalesce((SELECT min((r.resume_token->>'eventID')::bigint) FROM resume_tokens r"
 	"   WHERE NOT r.resume_token ? 'token' AND jsonb_typeof(r.resume_token->'eventID') = 'number'"
 	"    AND r.last_updated > now() - make_interval(hours => $1::int)), 9223372036854775807)"
-	" FROM want, head";
+	" FROM keep, head";
 
 struct retention {
 	struct ev_loop *loop;

@@ -30,14 +30,28 @@
  * and, in the same round trip, reads the first page of the batch the tick
  * closes, so an event costs one round trip after its NOTIFY, not two.
  * Its result is handed over only after ReadyForQuery, i.e. after the
- * tick's commit is durable: rows delivered on a tick a crash could still
- * lose would carry tokens naming a tick that PostgreSQL may write again,
- * with another snapshot, once it has reused the xids.
+ * tick's commit.
  *
- * Ticks are written with synchronous_commit = on (set for the session):
- * with it off a crash could lose a tick a reader already used and PostgreSQL
- * would reuse its xids.  Only the holder of the advisory lock ticks, since
- * two tickers could commit snapshots out of order.
+ * The tick commits asynchronously (synchronous_commit off for its
+ * transaction only): its WAL flush was the largest cost between a writer's
+ * commit and its subscribers.  A tick adds no data, only a name for a
+ * snapshot, and the rows it names were flushed by their writers before
+ * they became visible to it.  What a crash can take is the tick itself, in
+ * the moment before the WAL writer or any later commit flushes it, after
+ * its rows were delivered.  Three rules make that cost a redelivery and
+ * never a loss or a wrong position:
+ *  - every stored position was written by a synchronous commit after the
+ *    tick it names, and WAL is flushed in order: a tick that a stored
+ *    position names is on disk;
+ *  - a lost tick's id is never written again: a crash ends every session,
+ *    so the next tick is the first of a new leadership, and that one leaves
+ *    a gap of 2^32 ids (the statement's $3);
+ *  - a position on a lost tick (a subscriber's in-memory token, this
+ *    relay's own reader) reads on from the tick before it (batch.c, 'l'),
+ *    whose batch holds the lost one's rows again, after the tick before it
+ *    (it is on disk, so PostgreSQL has not reused its xids).
+ * Only the holder of the advisory lock ticks, since two tickers could
+ * commit snapshots out of order.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -61,6 +75,7 @@ struct ticker {
 	bool wanted;          /* a kick arrived while busy, reading or too early */
 	bool ticking;         /* the busy query is a tick */
 	bool loaded;          /* kicks keep coming: keep ticks the floor apart */
+	bool fresh;           /* no tick of this leadership committed yet */
 	char *last_snap;      /* snapshot text of the latest tick */
 	ev_tstamp last_tick;
 	bool listening;       /* the relay's LISTEN session is up */
@@ -119,6 +134,7 @@ static void tick_done(PgConn *pc, PGresult *res, void *arg)
 			ticker_kick(t);
 		return;
 	}
+	t->fresh = false;
 	free(t->last_snap);
 	t->last_snap = strdup(PQgetvalue(res, 0, 3));
 	t->last_tick = ev_now(t->loop);
@@ -133,20 +149,21 @@ static void tick_done(PgConn *pc, PGresult *res, void *arg)
 		ticker_kick(t);
 }
 
-/* The statement (the relay's) takes max(tick_id) + 1 inside its INSERT:
- * only the lock holder writes, and its statements are serial, so ids are
- * consecutive. */
+/* The statement (the relay's) takes max(tick_id) + 1 inside its INSERT
+ * (+ 2^32 for a leadership's first): only the lock holder writes, and its
+ * statements are serial, so ids grow. */
 static void do_tick(Ticker *t)
 {
 	char after[24], rows[16];
-	const char *params[2] = { after, rows };
+	const char *params[3] = { after, rows, NULL };
 
 	if (t->busy || !t->leader)
 		return;
 	t->wanted = false;
 	snprintf(after, sizeof(after), "%llu", (unsigned long long)t->ops.read_after(t->ud));
 	snprintf(rows, sizeof(rows), "%d", t->cv->batch_rows);
-	if (pgconn_query_prep(t->pc, "tick", t->ops.tick_sql, 2, params, tick_done, t) == 0) {
+	params[2] = t->fresh ? "t" : "f";
+	if (pgconn_query_prep(t->pc, "tick", t->ops.tick_sql, 3, params, tick_done, t) == 0) {
 		t->busy = true;
 		t->ticking = true;
 		log_debug("live path stage=tick_sent t=%.6f", ev_time());
@@ -231,6 +248,7 @@ static void lock_done(PgConn *pc, PGresult *res, void *arg)
 	if (strcmp(PQgetvalue(res, 0, 0), "t") != 0)
 		return;
 	t->leader = true;
+	t->fresh = true;
 	log_notice("ticker elected: this relay writes the snapshot ticks");
 	do_tick(t);
 }

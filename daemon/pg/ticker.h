@@ -21,8 +21,9 @@ typedef struct ticker Ticker;
 struct ticker_ops {
 	/* The tick statement: inserts the tick (see ticker.c for how) and may
 	 * read more in the same round trip.  $1 is read_after(ud), $2
-	 * batch_rows.  Its first result row is the header: the new tick's id
-	 * in column 0, its snapshot as text in column 3. */
+	 * batch_rows, $3 whether it is the first tick of this leadership.
+	 * Its first result row is the header: the new tick's id in column 0,
+	 * its snapshot as text in column 3. */
 	const char *tick_sql;
 	uint64_t (*read_after)(void *ud);
 	/* After the tick's commit (ReadyForQuery): res is the statement's
