@@ -59,7 +59,7 @@ static const struct family families[M_COUNT] = {
 	F(M_TICKS_WRITTEN, "ticks_written_total", MT_COUNTER, NULL, 0,
 	  .help = "Snapshot ticks written by this relay while it was the ticker."),
 	F(M_TICKS_READ, "ticks_read_total", MT_COUNTER, NULL, 0,
-	  .help = "Tick batches read completely by the live reader."),
+	  .help = "Live reads that ended at a batch's end (one read may span several small batches)."),
 	F(M_BATCH_ROWS, "batch_rows", MT_HISTOGRAM, NULL, 0, .bounds = rows_bounds, .nbounds = N(rows_bounds),
 	  .help = "Changelog rows per live read (one page of a batch; batch_rows caps a page)."),
 	F(M_EVENTS_READ, "events_read_total", MT_COUNTER, NULL, 0,

@@ -25,28 +25,26 @@
 	"  ELSE c.old_values END)::text"
 
 /* What relay.c's page_cb reads from the page, walk and tick statements: a header row (id NULL)
- * with the batch's end tick (s.t, NULL when there is none), what tick $1
+ * with the page's end tick (s.t, NULL when there is none), what tick $1
  * is ('y' written, 'l' lost: not written but inside the kept range, NULL
- * gone or never) and the oldest tick, then the rows, each with the end tick.
+ * gone or never) and the oldest tick, then the rows, each with its tick.
  * A lost tick is one a server crash took before its asynchronous commit
  * reached the disk (ticker.c): the batch after it is then the batch after
  * the tick before it, which holds the lost one's rows again. */
-#define PAGE_HEAD \
-	" SELECT (SELECT t FROM s), NULL::bigint," \
+#define PAGE_HEADER \
+	" SELECT (SELECT t FROM s) AS tk, NULL::bigint AS id," \
 	"  (SELECT CASE WHEN EXISTS (SELECT 1 FROM nvsrelay.tick WHERE tick_id = $1::bigint) THEN 'y'" \
 	"   WHEN EXISTS (SELECT 1 FROM nvsrelay.tick WHERE tick_id < $1::bigint) THEN 'l' END)," \
-	"  (SELECT min(tick_id) FROM nvsrelay.tick)::text, NULL, NULL, NULL, NULL" \
-	" UNION ALL SELECT (SELECT t FROM s), " ROW_COLUMNS
+	"  (SELECT min(tick_id) FROM nvsrelay.tick)::text, NULL, NULL, NULL, NULL"
+#define PAGE_HEAD PAGE_HEADER " UNION ALL SELECT (SELECT t FROM s), " ROW_COLUMNS
 
 /*
- * One page of one batch.  $1 tick, $2 true = "the batch after tick $1",
- * false = "the batch ending at tick $1"; $3 rows after this changelog id;
- * $4 page size; $5 table or NULL.  The first row (id NULL) is a header: the
- * batch's end tick (NULL when there is none yet) and whether tick $1 exists.
- * The batch is the range of xids that started after the previous tick and
- * are visible in this one, plus the xids in progress at the previous tick
- * that this one sees committed (form B of the tick prototype: its cost does
- * not grow with old transactions elsewhere in the cluster).
+ * The rows of the batch from snapshot s.ps to snapshot s.ns (CTE s, with
+ * lo and hi their xmax), as CTE NAME, unordered.  The batch is the range
+ * of xids that started after the previous tick and are visible in this
+ * one, plus the xids in progress at the previous tick that this one sees
+ * committed (form B of the tick prototype: its cost does not grow with old
+ * transactions elsewhere in the cluster).
  *
  * Xids are sorted out before any row is touched, because an index scan
  * visits every row in its range, visible or not: a transaction of 200k
@@ -58,28 +56,54 @@
  * scan; as a set-returning function in a join the planner, blind to their
  * number, hashed the whole changelog instead).  The gaps are a LATERAL
  * subquery kept apart by OFFSET 0: joined plainly, the planner may prefer
- * to walk the primary key from $3 and test every row against every gap.
+ * to walk the primary key and test every row against every gap.
  */
-#define BATCH_ROWS(COND, LIMIT) \
+#define BATCH_SET(NAME, COND) \
 	" r AS (SELECT x, lead(x) OVER (ORDER BY x) AS nx FROM s, pg_snapshot_xip(s.ns) x WHERE x >= s.lo)," \
-	" c AS (SELECT c.* FROM s, datastore_changelog c" \
+	" " NAME " AS (SELECT c.* FROM s, datastore_changelog c" \
 	"  WHERE c.xid >= s.lo AND c.xid < coalesce((SELECT min(x) FROM r), s.hi) AND " COND \
 	"  UNION ALL SELECT c.* FROM s, r, LATERAL (SELECT * FROM datastore_changelog c" \
 	"   WHERE c.xid > r.x AND c.xid < coalesce(r.nx, s.hi) AND " COND " OFFSET 0) c" \
 	"  UNION ALL SELECT c.* FROM s, datastore_changelog c" \
 	"  WHERE c.xid = ANY (ARRAY(SELECT x FROM pg_snapshot_xip(s.ps) x WHERE pg_visible_in_snapshot(x, s.ns)))" \
-	"   AND " COND \
-	"  ORDER BY id LIMIT " LIMIT ")"
+	"   AND " COND ")"
 
+/* How many ticks one page may span (see batch_page_sql). */
+#define SPAN_TICKS "256"
+
+/*
+ * The first page after a batch's end: the batches after tick $1, up to $2
+ * rows, of table $3 (NULL: all), in delivery order (tick, then id), each
+ * row with the tick of its batch.  One statement reads many batches when
+ * they are small: a backlog of ticks of an event or two each (a quiet
+ * live stream) cost a round trip per tick, which held catch-up to some
+ * 2k events a second.
+ *
+ * The page spans the ticks w after $1 whose max_id stays within $2 of the
+ * start's (max_id never goes down, so they are a prefix; at least one
+ * tick, at most SPAN_TICKS), as one batch from the start's snapshot to the
+ * last one's; each row then belongs to the first of those ticks whose
+ * snapshot sees it (snapshots only grow, so that is its batch), found by
+ * walking w in order behind a cheap xmax test.  The start p is tick $1, or
+ * when $1 is lost (PAGE_HEADER's 'l') the tick before it.  A page that
+ * ends inside a batch goes on through batch_walk_sql.
+ */
 const char batch_page_sql[] =
-	"WITH n AS (SELECT tick_id, snap FROM nvsrelay.tick WHERE tick_id = CASE WHEN $2::boolean"
-	"  THEN (SELECT min(tick_id) FROM nvsrelay.tick WHERE tick_id > $1::bigint) ELSE $1::bigint END),"
+	"WITH p AS (SELECT tick_id, snap, max_id FROM nvsrelay.tick WHERE tick_id <= $1::bigint"
+	"  ORDER BY tick_id DESC LIMIT 1),"
+	" w AS (SELECT w.tick_id, w.snap, pg_snapshot_xmax(w.snap) AS xmax FROM p, nvsrelay.tick w"
+	"  WHERE w.tick_id > $1::bigint AND (w.max_id <= p.max_id + $2::integer"
+	"   OR w.tick_id = (SELECT min(tick_id) FROM nvsrelay.tick WHERE tick_id > $1::bigint))"
+	"  ORDER BY w.tick_id LIMIT " SPAN_TICKS "),"
 	" s AS (SELECT n.tick_id AS t, p.snap AS ps, n.snap AS ns,"
-	"   pg_snapshot_xmax(p.snap) AS lo, pg_snapshot_xmax(n.snap) AS hi FROM n, nvsrelay.tick p"
-	"  WHERE p.tick_id = (SELECT max(tick_id) FROM nvsrelay.tick WHERE tick_id < n.tick_id)),"
-	BATCH_ROWS("c.id > $3::bigint AND ($5::text IS NULL OR c.table_name = $5::text)", "$4::integer")
-	PAGE_HEAD
-	" FROM c ORDER BY 2 NULLS FIRST";
+	"   pg_snapshot_xmax(p.snap) AS lo, pg_snapshot_xmax(n.snap) AS hi"
+	"  FROM p, (SELECT tick_id, snap FROM w ORDER BY tick_id DESC LIMIT 1) n),"
+	BATCH_SET("b", "($3::text IS NULL OR c.table_name = $3::text)") ","
+	" k AS (SELECT (SELECT w.tick_id FROM w WHERE w.xmax > b.xid AND pg_visible_in_snapshot(b.xid, w.snap)"
+	"   ORDER BY w.tick_id LIMIT 1) AS tk, b.* FROM b ORDER BY 1, b.id LIMIT $2::integer)"
+	" SELECT * FROM (" PAGE_HEADER
+	"  UNION ALL SELECT c.tk, " ROW_COLUMNS " FROM k c) u"
+	" ORDER BY u.id IS NOT NULL, u.tk, u.id";
 
 /*
  * The leader's tick (ticker.c) and, in the same statement, the first page
@@ -111,14 +135,15 @@ const char batch_tick_sql[] =
 	"  RETURNING tick_id, snap),"
 	" s AS (SELECT t.tick_id AS t, p.snap AS ps, t.snap AS ns,"
 	"   pg_snapshot_xmax(p.snap) AS lo, pg_snapshot_xmax(t.snap) AS hi FROM t, p WHERE p.tick_id = $1::bigint),"
-	BATCH_ROWS("TRUE", "$2::integer")
+	BATCH_SET("b", "TRUE") ","
+	" c AS (SELECT * FROM b ORDER BY id LIMIT $2::integer)"
 	" SELECT (SELECT tick_id FROM t), NULL::bigint, (SELECT 'y' FROM s), (SELECT snap::text FROM t),"
 	"  NULL, NULL, NULL, NULL"
 	" UNION ALL SELECT (SELECT tick_id FROM t), " ROW_COLUMNS
 	" FROM c ORDER BY 2 NULLS FIRST";
 
 /*
- * The pages of a batch after its first: the same rows, columns and header as
+ * The rest of a batch a page ended inside: the same columns and header as
  * page_sql, for a position inside the batch ending at tick $1 (after id $2,
  * $3 rows, $4 table or NULL).  page_sql would have the xid index return the
  * whole batch again for every page; nvsrelay.batch_walk (sql/005) walks the
@@ -150,8 +175,8 @@ const char batch_history_sql[] =
 	" FROM c ORDER BY 2 NULLS FIRST";
 
 /*
- * The events of a page's rows (row 1 on; row 0 is the header), at tick
- * next->tick.  Stops at a row that cannot become an event, never skipping
+ * The events of a page's rows (row 1 on; row 0 is the header), each at
+ * the tick in its column 0.  Stops at a row that cannot become an event, never skipping
  * it.  Sets *next to where reading goes on: the batch's end when it was
  * read to the end, the last id when the page was full, the last good row
  * when a bad one stopped it (from: the position the page was read from).
@@ -180,6 +205,7 @@ int batch_events(const PGresult *res, const struct token *from, struct token *ne
 		row.cluster_time = PQgetvalue(res, (int)i, 5);
 		row.new_doc = PQgetisnull(res, (int)i, 6) ? NULL : PQgetvalue(res, (int)i, 6);
 		row.old_doc = PQgetisnull(res, (int)i, 7) ? NULL : PQgetvalue(res, (int)i, 7);
+		pos.tick = strtoull(PQgetvalue(res, (int)i, 0), NULL, 10);
 		pos.id = row.id;
 		ev = event_build(&row, &pos, dbname, &err);
 		if (!ev) {
@@ -190,7 +216,7 @@ int batch_events(const PGresult *res, const struct token *from, struct token *ne
 		evs[n++] = ev;
 	}
 	if (n > 0 && n == (size_t)batch_rows)
-		next->id = evs[n - 1]->pos.id;        /* more of this batch to read */
+		*next = evs[n - 1]->pos;              /* more of its batch to read */
 	else if (n + 1 < (size_t)rows)
 		*next = n ? evs[n - 1]->pos : *from;  /* stopped at a bad row */
 	*evsp = evs;

@@ -11,14 +11,14 @@
 #include "token.h"
 
 /* Every statement answers with a header row (changelog id NULL), then one
- * row per change: end tick, id, table, record id, operation, clusterTime,
+ * row per change: its tick, id, table, record id, operation, clusterTime,
  * new and old document as text.  The parameters are described at each. */
-extern const char batch_page_sql[];     /* first page of a batch */
+extern const char batch_page_sql[];     /* the batches after a tick */
 extern const char batch_walk_sql[];     /* the pages after it */
 extern const char batch_history_sql[];  /* the batch of tick 1 */
 extern const char batch_tick_sql[];     /* a tick, and its batch's first page */
 
-/* The events of a page's rows (row 1 on) at tick next->tick; *next becomes
+/* The events of a page's rows (row 1 on), each at its row's tick; *next becomes
  * where reading goes on.  Returns how many are in *evs (to free) or
  * -ENOMEM. */
 int batch_events(const PGresult *res, const struct token *from, struct token *next, int batch_rows,

@@ -219,13 +219,13 @@ static void page_req_set(struct page_req *q)
 	snprintf(q->limit, sizeof(q->limit), "%d", q->r->cv->batch_rows);
 	q->params[0] = q->tick;
 	if (q->pos.id == TOKEN_ID_END) {
-		/* A batch's first page: batch_page_sql finds where it ends. */
-		q->params[1] = "t";
-		q->params[2] = q->after;
-		q->params[3] = q->limit;
-		q->params[4] = table_param(q->table);
+		/* The batches after a tick: batch_page_sql finds where they end. */
+		q->params[1] = q->limit;
+		q->params[2] = table_param(q->table);
+		q->params[3] = NULL;
+		q->params[4] = NULL;
 		q->sql = batch_page_sql;
-		q->nparams = 5;
+		q->nparams = 3;
 	} else {
 		/* Inside a batch whose end tick is known: walk on from pos->id. */
 		q->params[1] = q->after;
