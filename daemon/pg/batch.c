@@ -83,8 +83,11 @@
  * start's (max_id never goes down, so they are a prefix; at least one
  * tick, at most SPAN_TICKS), as one batch from the start's snapshot to the
  * last one's; each row then belongs to the first of those ticks whose
- * snapshot sees it (snapshots only grow, so that is its batch), found by
- * walking w in order behind a cheap xmax test.  The start p is tick $1, or
+ * snapshot sees it (snapshots only grow, so that is its batch).  No tick
+ * before the first whose xmax is above the row's xid can see it, so that
+ * one, found by binary search (width_bucket over the ticks' xmax, which
+ * never go down), is the row's tick unless the xid was in progress there;
+ * only then are the ticks searched one by one.  The start p is tick $1, or
  * when $1 is lost (PAGE_HEADER's 'l') the tick before it.  A page that
  * ends inside a batch goes on through batch_walk_sql.
  */
@@ -98,9 +101,12 @@ const char batch_page_sql[] =
 	" s AS (SELECT n.tick_id AS t, p.snap AS ps, n.snap AS ns,"
 	"   pg_snapshot_xmax(p.snap) AS lo, pg_snapshot_xmax(n.snap) AS hi"
 	"  FROM p, (SELECT tick_id, snap FROM w ORDER BY tick_id DESC LIMIT 1) n),"
+	" a AS (SELECT array_agg(tick_id ORDER BY tick_id) AS ids, array_agg(xmax ORDER BY tick_id) AS xs,"
+	"   array_agg(snap ORDER BY tick_id) AS snaps FROM w),"
 	BATCH_SET("b", "($3::text IS NULL OR c.table_name = $3::text)") ","
-	" k AS (SELECT (SELECT w.tick_id FROM w WHERE w.xmax > b.xid AND pg_visible_in_snapshot(b.xid, w.snap)"
-	"   ORDER BY w.tick_id LIMIT 1) AS tk, b.* FROM b ORDER BY 1, b.id LIMIT $2::integer)"
+	" k AS (SELECT CASE WHEN pg_visible_in_snapshot(b.xid, a.snaps[j.i]) THEN a.ids[j.i]"
+	"   ELSE (SELECT min(w.tick_id) FROM w WHERE w.xmax > b.xid AND pg_visible_in_snapshot(b.xid, w.snap)) END AS tk,"
+	"   b.* FROM a, b, LATERAL (SELECT width_bucket(b.xid, a.xs) + 1 AS i) j ORDER BY 1, b.id LIMIT $2::integer)"
 	" SELECT * FROM (" PAGE_HEADER
 	"  UNION ALL SELECT c.tk, " ROW_COLUMNS " FROM k c) u"
 	" ORDER BY u.id IS NOT NULL, u.tk, u.id";
