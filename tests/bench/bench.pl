@@ -1261,7 +1261,23 @@ sub phase_loaded {
     chomp(my $token = NvsTest::slurp("$W/loaded.token"));
     my ($load, $commit) = bulk_load($n, 1);
     $commit->();
-    Time::HiRes::sleep(2);
+    Time::HiRes::sleep(1);
+    # The live reader reads the loaded batch (n rows) before anything newer:
+    # the runs start once the relay's head has passed it, or the first one
+    # would time the backlog, not the condition.
+    chomp(my $bulk_tick = psql('SELECT max(tick_id) FROM nvsrelay.tick'));
+    for my $try (1 .. 60) {
+        my $hf = "$W/loaded.head.$try";
+        my $h = spawn("loaded.head.$try", "$BIN/bench_sub", '--socket', $daemon->socket, '--raw', '--seconds', 5,
+            '--ready', "$hf.ready", '--token-out', $hf);
+        eval { wait_files(15, "$hf.ready", $hf) };
+        kill 'TERM', $h->{pid};
+        reap($h, 10);
+        my $tok = -e $hf ? NvsTest::slurp($hf) : '';
+        no warnings 'portable';    # tick ids pass 2^32 after a leadership change
+        last if length($tok) >= 24 && hex(substr($tok, 8, 16)) >= $bulk_tick;
+        Time::HiRes::sleep(2);
+    }
     my @conds = qw(quiet catchup acks tls);
     my (@rows, $i);
     for my $round (1 .. $S{loaded_runs}) {
@@ -1305,7 +1321,7 @@ sub phase_loaded {
                 kill 'TERM', $bg->{pid};
                 reap($bg, 30);
                 my $bs = eval { summary($bg) } || {};
-                $row{background} = { map { $_ => $bs->{$_} } grep { exists $bs->{$_} } qw(conns confirmed events acks procs) };
+                $row{background} = { map { $_ => $bs->{$_} } grep { exists $bs->{$_} } qw(conns confirmed events acks procs dropped) };
                 if ($cond eq 'catchup') {
                     $row{background}{replay_s} = $bs->{last_ns} ? ($bs->{last_ns} - $mb) / 1e9 : undef;
                     $row{background}{finished_before_writer} = $done ? 1 : 0;
@@ -1862,7 +1878,7 @@ sub report {
                 $cond eq 'catchup' ? sprintf('%d events replayed, %s', $b->{events} // 0,
                     $b->{finished_before_writer} ? sprintf('done in %.1f s', $b->{replay_s} // 0) : 'still replaying at the end')
                 : $cond eq 'acks' ? sprintf('%d events, %d acks', $b->{events} // 0, $b->{acks} // 0)
-                : sprintf('%d/%d connected, %d events', $b->{confirmed} // 0, $b->{conns} // 0, $b->{events} // 0)
+                : sprintf('%d/%d connected, %d events, %d cut off by the relay', $b->{confirmed} // 0, $b->{conns} // 0, $b->{events} // 0, $b->{dropped} // 0)
             } @bg) || '–';
             push @md, sprintf '| %s | %s | %s | %s | %s | %s | %d/%d | %s |', $what{$cond}, rng($c, 'p50'), rng($c, 'p99'),
                 $c->{kept} ? fmt_ms($c->{p999}) : '–', $c->{kept} ? fmt_ms($c->{max_max}) : '–', fmt_ms($c->{floor_tls_p99}),

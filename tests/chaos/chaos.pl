@@ -701,6 +701,7 @@ for my $spec (@SUBS) {
 # later tick.  Every token but a change's greatest must then name a tick that is
 # not in nvsrelay.tick although later ticks are: lost, not pruned or forged.
 my %tick_kept;
+no warnings 'portable';    # tick ids pass 2^32 after a leadership change
 {
     my @t = map { hex substr($_, 8, 16) } map { keys %$_ } grep { keys(%$_) > 1 } values %toks_of;
     if (@t) {
