@@ -47,9 +47,9 @@
  *    so the next tick is the first of a new leadership, and that one leaves
  *    a gap of 2^32 ids (the statement's $3);
  *  - a position on a lost tick (a subscriber's in-memory token, this
- *    relay's own reader) reads on from the tick before it (batch.c, 'l'),
- *    whose batch holds the lost one's rows again, after the tick before it
- *    (it is on disk, so PostgreSQL has not reused its xids).
+ *    relay's own reader) reads on from the tick before it (batch.c, 'l'):
+ *    that one is on disk, so no xid it counts as finished can be reused,
+ *    and the batches after it hold the lost one's rows again.
  * Only the holder of the advisory lock ticks, since two tickers could
  * commit snapshots out of order.
  */
