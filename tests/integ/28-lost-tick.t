@@ -17,7 +17,6 @@ use strict;
 use warnings;
 use FindBin;
 use lib "$FindBin::Bin/../lib";
-use IO::Socket::INET;
 use Test::More;
 use NvsTest;
 
@@ -26,9 +25,7 @@ my $pg   = NvsTest::Pg->start(conf => { wal_writer_delay => "'10s'", checkpoint_
 my $dbh  = $pg->dbh();
 $dbh->{AutoInactiveDestroy} = 1;
 
-my $probe = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1, ReuseAddr => 1) or die $!;
-my $hport = $probe->sockport;
-close $probe;
+my $hport = NvsTest::free_port();
 my $d = NvsTest::Daemon->start($pg, set => { http_listen => "127.0.0.1:$hport", tick_idle_ms => 600000,
                                              ack_flush_ms => 20 });
 
@@ -38,10 +35,7 @@ sub tick_of { no warnings 'portable'; hex(substr($_[0], 8, 16)) }   # ticks pass
 
 sub metric {
     my ($name) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $hport, Timeout => 5) or die "metrics: $!";
-    print $s "GET /metrics HTTP/1.0\r\n\r\n";
-    my $body = do { local $/; <$s> };
-    return $body =~ /^nvsrelay_\Q$name\E (\S+)$/m ? $1 : 0;
+    return NvsTest::metrics_text($hport) =~ /^nvsrelay_\Q$name\E (\S+)$/m ? $1 : 0;
 }
 
 sub tick_exists {

@@ -16,7 +16,6 @@ use strict;
 use warnings;
 use FindBin;
 use lib "$FindBin::Bin/../lib";
-use IO::Socket::INET;
 use Test::More;
 use NvsTest;
 
@@ -24,21 +23,13 @@ my $slow = $ENV{NVS_VALGRIND} ? 6 : 1;
 my $pg   = NvsTest::Pg->start();
 my $dbh  = $pg->dbh();
 
-my $probe = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1, ReuseAddr => 1) or die $!;
-my $hport = $probe->sockport;
-close $probe;
+my $hport = NvsTest::free_port();
 my $d = NvsTest::Daemon->start($pg, set => { http_listen => "127.0.0.1:$hport", ring_events => 8, batch_rows => 5 });
 
 sub tok { $_[0]{event}{_id}{_data} }
 sub key { join '/', $_[0]{event}{ns}{coll}, $_[0]{event}{documentKey}{_id} }
 
-sub queries {
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $hport, Timeout => 5) or die "metrics: $!";
-    print $s "GET /metrics HTTP/1.0\r\n\r\n";
-    my $body = do { local $/; <$s> };
-    my %n = $body =~ /^nvsrelay_pg_query_duration_seconds_count\{kind="(\w+)"\} (\d+)/mg;
-    return \%n;
-}
+sub queries { NvsTest::query_counts($hport) }
 
 sub maintenance {
     my ($h, $node) = @_;

@@ -103,6 +103,31 @@ my %ACTION_NAME = (
     27 => 'CUSTOM', 99 => 'UNKNOWN',
 );
 
+# A TCP port on 127.0.0.1 that was free a moment ago (for http_listen and the like).
+sub free_port {
+    require IO::Socket::INET;
+    my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1, ReuseAddr => 1) or die $!;
+    my $port = $l->sockport;
+    close $l;
+    return $port;
+}
+
+# The daemon's /metrics text from its http_listen port.
+sub metrics_text {
+    my ($port) = @_;
+    require IO::Socket::INET;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Timeout => 5) or die "metrics: $!";
+    print $s "GET /metrics HTTP/1.0\r\n\r\n";
+    my $body = do { local $/; <$s> };
+    return $body;
+}
+
+# Statements sent, by kind, from /metrics (nvsrelay_pg_query_duration_seconds_count).
+sub query_counts {
+    my %n = metrics_text($_[0]) =~ /^nvsrelay_pg_query_duration_seconds_count\{kind="(\w+)"\} (\d+)/mg;
+    return \%n;
+}
+
 # Go's time.RFC3339Nano in UTC: fraction without trailing zeros.
 sub rfc3339nano {
     my ($s, $us) = @_;
