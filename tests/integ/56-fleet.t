@@ -302,8 +302,20 @@ my %cl = map { $_->[0] => { table => $_->[1], record => $_->[2] } } @$rows;
 my %T = map { $_ => 0 } qw(expected delivered lost dup order tokmix sentinel sessions);
 my @problems;
 sub problem { my ($k, $m) = @_; $T{$k}++; push @problems, $m if @problems < 30 }
+# Ticks commit asynchronously (daemon/pg/ticker.c): a PostgreSQL crash can take
+# a tick after its events were sent, and they come again under a later tick.
+# So a change may carry two tokens, and a token subscriber get it twice, when
+# the earlier token names a tick that is not in nvsrelay.tick and the later
+# one a tick that is.
+my %kept = map { $_->[0] => 1 } @{ $sdbh->selectall_arrayref('SELECT tick_id FROM nvsrelay.tick') };
+my $relost = 0;
+sub lost_then_kept {
+    my ($x, $y) = sort @_;
+    no warnings 'portable';    # tick ids pass 2^32 after a leadership change
+    return !$kept{ hex substr($x, 8, 16) } && $kept{ hex substr($y, 8, 16) };
+}
 for my $s (@SUBS) {
-    my (%got, @first, @delivered);
+    my (%got, %mine, @first, @delivered);
     for my $sess (@{ $s->{sessions} || [] }) {
         $T{sessions}++;
         my $cur = $sess->{start};
@@ -323,10 +335,17 @@ for my $s (@SUBS) {
             $cur = $tok;
             push @delivered, $tok;
             my $cid = hex substr($tok, 24, 16);
-            problem('tokmix', "$s->{name}: changelog id $cid as $tok and elsewhere as $tok_of{$cid}")
-                if defined $tok_of{$cid} && $tok_of{$cid} ne $tok;
+            if (defined $tok_of{$cid} && $tok_of{$cid} ne $tok) {
+                if (lost_then_kept($tok_of{$cid}, $tok)) { $relost++ }
+                else { problem('tokmix', "$s->{name}: changelog id $cid as $tok and elsewhere as $tok_of{$cid}") }
+            }
             $tok_of{$cid} //= $tok;
-            if ($got{$cid}++) { problem('dup', "$s->{name}: $tok twice") if $s->{mode} eq 'token'; next }
+            if ($got{$cid}++) {
+                problem('dup', "$s->{name}: $tok twice")
+                    if $s->{mode} eq 'token' && !($mine{$cid} ne $tok && lost_then_kept($mine{$cid}, $tok));
+                next;
+            }
+            $mine{$cid} = $tok;
             push @first, $cid;
         }
     }
@@ -349,6 +368,7 @@ for my $s (@SUBS) {
 diag(sprintf 'fleet: changes=%d expected=%d delivered=%d lost=%d dup=%d order=%d tokmix=%d sessions=%d faults=%s seed=%d',
     scalar @$rows, $T{expected}, $T{delivered}, $T{lost}, $T{dup}, $T{order}, $T{tokmix}, $T{sessions},
     join(',', map {"$_=$fault{$_}"} sort keys %fault), $SEED);
+diag("deliveries under a later token after a crash took their tick: $relost");
 diag("problem: $_") for @problems;
 diag("error: $_") for @errors[ 0 .. ($#errors < 20 ? $#errors : 20) ];
 
@@ -357,8 +377,8 @@ is(scalar(grep { !$fault{$_} } @KINDS), 0, 'every kind of fault was injected: ' 
 is($T{sentinel}, 0, 'every subscriber drained up to its sentinel');
 is($T{lost}, 0, 'lost == 0 (' . scalar(@SUBS) . " subscribers, $T{expected} expected deliveries)");
 is($T{order}, 0, 'order intact: tokens increasing per session, commit order per record, resumes where asked');
-is($T{dup}, 0, 'nothing twice for a subscriber resuming by token');
-is($T{tokmix}, 0, 'one token per change on every relay');
+is($T{dup}, 0, 'nothing twice for a subscriber resuming by token (a tick lost in a crash aside)');
+is($T{tokmix}, 0, 'one token per change on every relay (a tick lost in a crash aside)');
 is(scalar @errors, 0, 'no error frame other than "not ready yet" or "stopping", no tier that did not come back');
 my $moved = 0;
 for my $s (grep { $_->{mode} eq 'token' } @SUBS) { $moved += grep { $_->{node} != $s->{home} && @{ $_->{toks} } } @{ $s->{sessions} } }
