@@ -36,7 +36,6 @@
 	"  (SELECT CASE WHEN EXISTS (SELECT 1 FROM nvsrelay.tick WHERE tick_id = $1::bigint) THEN 'y'" \
 	"   WHEN EXISTS (SELECT 1 FROM nvsrelay.tick WHERE tick_id < $1::bigint) THEN 'l' END)," \
 	"  (SELECT min(tick_id) FROM nvsrelay.tick)::text, NULL, NULL, NULL, NULL"
-#define PAGE_HEAD PAGE_HEADER " UNION ALL SELECT (SELECT t FROM s), " ROW_COLUMNS
 
 /*
  * The rows of the batch from snapshot s.ps to snapshot s.ns (CTE s, with
@@ -160,7 +159,7 @@ const char batch_tick_sql[] =
 const char batch_walk_sql[] =
 	"WITH s AS (SELECT n.tick_id AS t FROM nvsrelay.tick n WHERE n.tick_id = $1::bigint"
 	"  AND EXISTS (SELECT 1 FROM nvsrelay.tick p WHERE p.tick_id < n.tick_id))"
-	PAGE_HEAD
+	PAGE_HEADER " UNION ALL SELECT (SELECT t FROM s), " ROW_COLUMNS
 	" FROM nvsrelay.batch_walk($1::bigint, $2::bigint, $3::integer, $4::text) c ORDER BY 2 NULLS FIRST";
 
 /*

@@ -17,7 +17,6 @@ use FindBin;
 use lib "$FindBin::Bin/../lib";
 use Getopt::Long;
 use IO::Select;
-use IO::Socket::INET;
 use POSIX ();
 use NvsTest;
 
@@ -25,13 +24,6 @@ my ($nodes, $secs, $rate, $modes) = ('1,5,20', 20, 200, 'direct,chained');
 GetOptions('nodes=s' => \$nodes, 'seconds=i' => \$secs, 'rate=i' => \$rate, 'modes=s' => \$modes)
     or die "bad options\n";
 my $CLK = POSIX::sysconf(POSIX::_SC_CLK_TCK()) || 100;
-
-sub free_port {
-    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1, ReuseAddr => 1) or die $!;
-    my $p = $s->sockport;
-    close $s;
-    return $p;
-}
 
 sub cpu_of {
     my ($pid) = @_;
@@ -82,7 +74,7 @@ sub run {
     my %fast = (poll_interval_ms => 100, ack_flush_ms => 200);
     my (@relays, @socks, $rss_base);
     if ($mode eq 'chained') {
-        my $port = free_port();
+        my $port = NvsTest::free_port();
         push @relays, NvsTest::Daemon->start($pg, socket => "$dir/up.sock", set => { %fast, listen_tcp => "127.0.0.1:$port",
             tcp_plaintext => 'on', log_level => 'notice', max_clients => 64 + 2 * $n });
         $rss_base = rss_kb($relays[0]->pid);

@@ -654,7 +654,7 @@ for my $spec (@SUBS) {
         }
         $cur = $tok if !defined $cur || $tok gt $cur;
         push @delivered, $tok;
-        my $cid = hex substr($tok, 24, 16);
+        my $cid = NvsTest::token_cid($tok);
         my $row = $cl{$cid};
         problem('rolled', "$name: event of rolled-back transaction $tx ($tok)") if $tx ne '-' && $rolled_tags{$tx};
         if (!$row) { problem('rolled', "$name: event $tok has no changelog row (id $cid)"); next }
@@ -701,9 +701,8 @@ for my $spec (@SUBS) {
 # later tick.  Every token but a change's greatest must then name a tick that is
 # not in nvsrelay.tick although later ticks are: lost, not pruned or forged.
 my %tick_kept;
-no warnings 'portable';    # tick ids pass 2^32 after a leadership change
 {
-    my @t = map { hex substr($_, 8, 16) } map { keys %$_ } grep { keys(%$_) > 1 } values %toks_of;
+    my @t = map { NvsTest::token_tick($_) } map { keys %$_ } grep { keys(%$_) > 1 } values %toks_of;
     if (@t) {
         my $h = $pg->dbh;
         $tick_kept{$_->[0]} = 1 for @{ $h->selectall_arrayref(
@@ -717,7 +716,7 @@ for my $cid (sort { $a <=> $b } keys %toks_of) {
     next if @t < 2;
     my $last = pop @t;
     for my $tok (@t) {
-        if (!$tick_kept{ hex substr($tok, 8, 16) } && $tick_kept{ hex substr($last, 8, 16) }) {
+        if (!$tick_kept{ NvsTest::token_tick($tok) } && $tick_kept{ NvsTest::token_tick($last) }) {
             $lost_tick_redeliveries++;
         } else {
             problem('tokmix', "$toks_of{$cid}{$tok}: changelog id $cid delivered as $tok and elsewhere"

@@ -31,7 +31,7 @@ my $d = NvsTest::Daemon->start($pg, set => { http_listen => "127.0.0.1:$hport", 
 
 sub tok  { $_[0]{event}{_id}{_data} }
 sub node { $_[0]{event}{fullDocument}{healthevent}{nodeName} }
-sub tick_of { no warnings 'portable'; hex(substr($_[0], 8, 16)) }   # ticks pass 2^32 (leadership gaps)
+sub tick_of { NvsTest::token_tick($_[0]) }
 
 sub metric {
     my ($name) = @_;

@@ -81,7 +81,7 @@ while (@health + @maint < $n) {
 is(@health + @maint, $n, "the live subscriber got all $n events");
 my %ticks = map { substr(tok($_), 8, 16) => 1 } @health, @maint;
 cmp_ok(scalar keys %ticks, '>=', 40, scalar(keys %ticks) . ' ticks in the backlog');
-sub cid { hex(substr(tok($_[0]), 24, 16)) }
+sub cid { NvsTest::token_cid(tok($_[0])) }
 my @late = grep { $_->{event}{fullDocument}{healthevent}{nodeName} =~ /^late/ } @health;
 ok(@late && (grep { my $l = $_; grep { cid($_) > cid($l) && tok($_) lt tok($l) } @health } @late),
     'some late transactions were delivered after rows with higher changelog ids (batches and ids disagree)');

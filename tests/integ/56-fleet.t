@@ -27,7 +27,6 @@ use lib "$FindBin::Bin/../lib";
 use Test::More;
 use IO::Select;
 use List::Util ();
-use IO::Socket::INET;
 use POSIX ();
 use Time::HiRes ();
 use NvsTest;
@@ -55,15 +54,8 @@ my $dbh = $pg->dbh;
 $dbh->do(q{ALTER SYSTEM SET synchronous_standby_names = ''});
 $dbh->do('SELECT pg_reload_conf()');
 
-sub free_port {
-    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1, ReuseAddr => 1) or die $!;
-    my $p = $s->sockport;
-    close $s;
-    return $p;
-}
-
 # --- relays -------------------------------------------------------------------------------
-my @uport = (free_port(), free_port());
+my @uport = (NvsTest::free_port(), NvsTest::free_port());
 my @up;
 sub start_up {
     my ($i, %o) = @_;
@@ -311,8 +303,7 @@ my %kept = map { $_->[0] => 1 } @{ $sdbh->selectall_arrayref('SELECT tick_id FRO
 my $relost = 0;
 sub lost_then_kept {
     my ($x, $y) = sort @_;
-    no warnings 'portable';    # tick ids pass 2^32 after a leadership change
-    return !$kept{ hex substr($x, 8, 16) } && $kept{ hex substr($y, 8, 16) };
+    return !$kept{ NvsTest::token_tick($x) } && $kept{ NvsTest::token_tick($y) };
 }
 for my $s (@SUBS) {
     my (%got, %mine, @first, @delivered);
@@ -334,7 +325,7 @@ for my $s (@SUBS) {
             problem('order', "$s->{name}: $tok after " . ($cur // 'no start bookmark')) if !defined $cur || $tok le $cur;
             $cur = $tok;
             push @delivered, $tok;
-            my $cid = hex substr($tok, 24, 16);
+            my $cid = NvsTest::token_cid($tok);
             if (defined $tok_of{$cid} && $tok_of{$cid} ne $tok) {
                 if (lost_then_kept($tok_of{$cid}, $tok)) { $relost++ }
                 else { problem('tokmix', "$s->{name}: changelog id $cid as $tok and elsewhere as $tok_of{$cid}") }

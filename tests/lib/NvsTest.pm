@@ -112,6 +112,11 @@ sub free_port {
     return $port;
 }
 
+# A resume token's tick and changelog id (tokens are generation + tick + id
+# in hex; tick ids pass 2^32 after a leadership change, fine on 64-bit perl).
+sub token_tick { no warnings 'portable'; return hex substr($_[0], 8, 16) }
+sub token_cid  { no warnings 'portable'; return hex substr($_[0], 24, 16) }
+
 # The daemon's /metrics text from its http_listen port.
 sub metrics_text {
     my ($port) = @_;
