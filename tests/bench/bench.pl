@@ -11,7 +11,8 @@
 # BENCH_QUICK=1 (or --quick) runs every phase for about a second: a smoke
 # run whose numbers mean nothing.  BENCH_SEED fixes the seed (recorded).
 # BENCH_ONLY takes a comma list of phases: capture latency ooo idle drain
-# fanout restart loaded sizes big ticks relays (catch-up belongs to drain).
+# fanout fanlat restart loaded sizes big ticks relays (catch-up belongs to
+# drain).
 # BENCH_RUNS, BENCH_SECS, BENCH_RATES, BENCH_FSYNC and BENCH_VARIANTS shape
 # the latency matrix; BENCH_BIG=1 the big phase.  What each phase does and
 # why is in tests/bench/README.md.
@@ -40,7 +41,7 @@ GetOptions(\%opt, 'build=s', 'out=s', 'quick!', 'seed=i', 'only=s', 'keep!')
     or die "usage: bench.pl [--build DIR] [--out DIR] [--quick] [--seed N] [--only PHASES] [--keep]\n";
 $opt{build} = abs_path($opt{build}) or die "no build directory\n";
 my $BIN = "$opt{build}/bench";
-for (qw(bench_writer bench_listen bench_poll bench_sub)) {
+for (qw(bench_writer bench_listen bench_poll bench_sub bench_fan)) {
     die "$BIN/$_ missing: run make\n" unless -x "$BIN/$_";
 }
 die "$opt{build}/nvsrelayd missing: run make\n" unless -x "$opt{build}/nvsrelayd";
@@ -54,14 +55,18 @@ my %S = $opt{quick}
        relays => [ 1, 3 ], relays_rate => 100, relays_secs => 1,
        loaded_runs => 1, loaded_secs => 1, loaded_rate => 200, loaded_backlog => 10000, loaded_acks => 10, loaded_tls => 20,
        loaded_tls_procs => 2, sizes_runs => 1, sizes_secs => 0.5, sizes_rate => 50, sizes_updates => 3,
-       big_rows => 10000, big_runs => 2, big_secs => 0.5, big_rate => 200)
+       big_rows => 10000, big_runs => 2, big_secs => 0.5, big_rate => 200,
+       fanlat_subs => [ 1, 10, 20 ], fanlat_rate => 50, fanlat_secs => 0.5, fanlat_runs => 1, fanlat_procs => 2,
+       fanlat_stall => 10)
     : (lat_secs => 30, lat_runs => 5, lat_drain => 5, rates => [ 100, 1000, 5000 ], capture_secs => 6, ooo_secs => 15, writer_rate => 100,
        idle_secs => 60, drain_rows => 1000000, drain_secs => 120, capture_rounds => 3, fan_total => 2000000, fan_subs => [ 1, 10, 100, 1000 ],
        restart_secs => 12, restart_rate => 200, catchup_conns => 1, catchup_tick_rows => 600000, catchup_tick_rate => 5000,
        relays => [ 1, 10, 50 ], relays_rate => 1000, relays_secs => 20,
        loaded_runs => 3, loaded_secs => 30, loaded_rate => 1000, loaded_backlog => 1000000, loaded_acks => 100, loaded_tls => 1000,
        loaded_tls_procs => 4, sizes_runs => 3, sizes_secs => 30, sizes_rate => 250, sizes_updates => 3,
-       big_rows => $ENV{BENCH_BIG} ? 10_000_000 : 1_000_000, big_runs => 2, big_secs => 30, big_rate => 1000);
+       big_rows => $ENV{BENCH_BIG} ? 10_000_000 : 1_000_000, big_runs => 2, big_secs => 30, big_rate => 1000,
+       fanlat_subs => [ 1, 10, 100, 1000 ], fanlat_rate => 100, fanlat_secs => 20, fanlat_runs => 3,
+       fanlat_procs => 4, fanlat_stall => 10);
 # BENCH_SECS and BENCH_RUNS: seconds per latency run and interleaved runs
 # per cell.  BENCH_SIZES="drain_rows=200000,idle_secs=10" overrides single
 # sizes.
@@ -1525,6 +1530,121 @@ sub phase_fanout {
     $R{phases}{fanout} = \%res;
 }
 
+# Fan-out latency: writers at fanlat_rate ev/s for fanlat_secs while N
+# subscribers (fanlat_subs) watch over TCP+TLS with client certificates, from
+# up to fanlat_procs bench_fan processes, each through one of NVSentinel's
+# pipelines that match the benchmark's events (filters evaluated, every
+# event wanted); every fanlat_stall-th subscriber stops reading once
+# watching (a slow reader whose output backs up).  Per reading subscriber:
+# its p99, commit to arrival; the cell reports the median and worst of
+# those, p50/p99 over all deliveries, the relay's peak RSS (VmHWM, reset
+# before each run) and CPU.  Rounds interleave the sizes.
+sub phase_fanlat {
+    say_ "fan-out latency: $S{fanlat_rate} ev/s to " . join('/', @{ $S{fanlat_subs} }) . ' TLS subscribers';
+    daemon_stop();
+    reset_tables();
+    use_trigger('relay');
+    my $port = NvsTest::free_port();
+    my $tls = $pg->dir . '/tls';
+    my @pipes = map {"$NvsTest::ROOT/tests/pipelines/$_.json"}
+        qw(AllHealthEventInserts ProcessableHealthEventInserts ProcessableNonFatalUnhealthyInserts);
+    my (@rows, $i);
+    my @ns = @{ $S{fanlat_subs} };
+    for my $round (1 .. $S{fanlat_runs}) {
+        my $sh = ($round - 1) % @ns;
+        for my $n (@ns[ $sh .. $#ns ], @ns[ 0 .. $sh - 1 ]) {
+            my $tag = "fanlat.$round.$n";
+            daemon_start('tls', listen_tcp => "127.0.0.1:$port", tls_cert_file => "$tls/server.crt",
+                tls_key_file => "$tls/server.key", tls_ca_file => "$tls/ca.crt");
+            my $count = int($S{fanlat_rate} * $S{fanlat_secs});
+            my $secs = $S{fanlat_secs} * 10 + 120;
+            my $procs = $n < $S{fanlat_procs} ? $n : $S{fanlat_procs};
+            my $stall = $n >= $S{fanlat_stall} ? $S{fanlat_stall} : 0;
+            my ($first, @fans) = (0);
+            for my $k (1 .. $procs) {
+                my $m = int($n / $procs) + ($k <= $n % $procs ? 1 : 0);
+                push @fans, spawn("$tag.fan$k", "$BIN/bench_fan", '--port', $port, '--tls', $tls, '--conns', $m,
+                    '--first', $first, (map { ('--pipeline', $_) } @pipes), ($stall ? ('--stall-every', $stall) : ()),
+                    '--expect', $count, '--seconds', $secs, '--ready', "$W/$tag.fan$k.ready", '--out', "$W/$tag.fan$k.rec");
+                $first += $m;
+            }
+            wait_files(120, map {"$W/$_->{name}.ready"} @fans);
+            my $fl = spawn("$tag.floor", "$BIN/bench_listen", '--conninfo', conninfo('tls', 'bench_floor'), '--expect', $count,
+                '--seconds', $secs, '--ready', "$W/$tag.floor.ready", '--out', "$W/$tag.floor.rec");
+            wait_files(15, "$W/$tag.floor.ready");
+            # VmHWM from here: the peak of this run, not of the connections' set-up.
+            if (open(my $cr, '>', '/proc/' . $daemon->pid . '/clear_refs')) { print $cr "5\n"; close $cr }
+            my @be = backends('nvsrelayd');
+            my ($c0, $b0, $load0) = (cpu_of($daemon->pid), cpu_sum(@be), loadavg());
+            my $wr = spawn("$tag.writer", "$BIN/bench_writer", '--conninfo', conninfo('unix', 'bench_writer'),
+                '--template', "$W/template.json", '--count', $count, '--rate', $S{fanlat_rate},
+                '--writers', nwriters($S{fanlat_rate}), '--seed', $opt{seed} + 700 + ++$i, '--out', "$W/$tag.writer.rec",
+                '--first-seq', 1 + $i * $count, '--deadline-s', deadline($S{fanlat_secs}));
+            reap($wr, $S{fanlat_secs} * 3 + 30);
+            my $ws = summary($wr);
+            reap_by(drain_end($ws), $fl, @fans);
+            my %row = (subs => $n, round => $round, rate => $S{fanlat_rate}, procs => $procs, writer => $ws,
+                achieved_rate => $ws->{committed} / ($ws->{seconds} || 1), loadavg => [ $load0, loadavg() ],
+                rss_hwm_kb => rss_kb($daemon->pid, 'VmHWM'), daemon_cpu_s => cpu_of($daemon->pid) - $c0,
+                backend_cpu_s => cpu_sum(@be) - $b0);
+            my @fs = map { summary($_) } @fans;
+            for my $k (qw(reading events errors closed)) { $row{$k} = sum(map { $_->{$k} || 0 } @fs) }
+            $row{stalled} = $n - $row{reading};
+            $row{client_cpu_s} = sum(map { $_->{cpu_s} || 0 } @fs);
+            my ($w, $bypid) = read_writer("$W/$tag.writer.rec");
+            my %per;
+            for my $k (1 .. $procs) {
+                for my $r (@{ read_rows("$W/$tag.fan$k.rec") }) {
+                    my ($seq, $t, $conn) = @$r;
+                    $per{$conn}{$seq} //= $t if $seq >= 0;
+                }
+            }
+            my (@p99, %all, $missing);
+            for my $conn (sort { $a <=> $b } keys %per) {
+                next if $stall && $conn % $stall == $stall - 1;
+                my $st = latency_stats($w, $per{$conn}, keep => 1);
+                push @p99, $st->{p99};
+                $missing += $st->{missing};
+                push @{ $all{lat} }, @{ $st->{lat} };
+            }
+            # A reading subscriber that got nothing has no record at all.
+            $missing += $count * ($row{reading} - @p99) if @p99 < $row{reading};
+            my @lat = sort { $a <=> $b } @{ $all{lat} || [] };
+            $row{missing} = $missing || 0;
+            $row{all} = { p50 => pct(\@lat, 50), p99 => pct(\@lat, 99), p999 => pct(\@lat, 99.9), max => $lat[-1] };
+            $row{sub_p99_median} = median(@p99);
+            $row{sub_p99_max} = grep({ !defined } @p99) ? undef : max(@p99);
+            $row{floor_tls} = latency_stats($w, floor_arrivals("$W/$tag.floor.rec", $bypid));
+            $row{discarded} = sprintf('writer fell behind: %.0f of %d ev/s', $row{achieved_rate}, $S{fanlat_rate})
+                if $row{achieved_rate} < 0.95 * $S{fanlat_rate};
+            say_ sprintf '  round %d, %4d subscribers (%d stalled): p50 %s p99 %s ms; per subscriber p99 median %s max %s; '
+                . 'floor p99 %s; missing %d, errors %d, closed %d; relay VmHWM %.1f MiB%s', $round, $n, $row{stalled},
+                fmt($row{all}{p50}), fmt($row{all}{p99}), fmt($row{sub_p99_median}), fmt($row{sub_p99_max}),
+                fmt($row{floor_tls}{p99}), $row{missing}, $row{errors}, $row{closed}, $row{rss_hwm_kb} / 1024,
+                $row{discarded} ? " (DISCARDED: $row{discarded})" : '';
+            push @rows, \%row;
+            daemon_stop();
+        }
+    }
+    my %cells;
+    for my $n (@ns) {
+        my @k = grep { $_->{subs} == $n && !$_->{discarded} } @rows;
+        my %c = (runs => scalar(grep { $_->{subs} == $n } @rows), kept => scalar @k);
+        for ([ p50 => sub { $_[0]{all}{p50} } ], [ p99 => sub { $_[0]{all}{p99} } ],
+            [ sub_p99_median => sub { $_[0]{sub_p99_median} } ], [ sub_p99_max => sub { $_[0]{sub_p99_max} } ],
+            [ floor_p99 => sub { $_[0]{floor_tls}{p99} } ], [ rss_hwm_kb => sub { $_[0]{rss_hwm_kb} } ]) {
+            my ($key, $get) = @$_;
+            my @v = map { $get->($_) } @k;
+            ($c{$key}, $c{"${key}_min"}, $c{"${key}_max"}) = !@v || grep({ !defined } @v) ? () : (median(@v), min(@v), max(@v));
+        }
+        $c{missing} = sum(0, map { $_->{missing} } @k);
+        $c{daemon_cpu_s} = median(map { $_->{daemon_cpu_s} } @k);
+        $cells{$n} = \%c;
+    }
+    $R{phases}{fanlat} = { runs => \@rows, cells => \%cells, rate => $S{fanlat_rate}, secs => $S{fanlat_secs},
+        stall_every => $S{fanlat_stall}, pipelines => [ map { (split m{/}, $_)[-1] } @pipes ] };
+}
+
 # Restart: a durable consumer that acknowledges every event, writers at
 # restart_rate ev/s; the relay is stopped (SIGTERM) and started again, then
 # PostgreSQL is restarted under it.  Measured: from the new daemon's start
@@ -1792,6 +1912,27 @@ sub report {
                 $x->{daemon_cpu_s}, $x->{client_cpu_s};
         }
         push @md, '', sprintf('Relay RSS when idle after start: %.1f MiB.', $F->{rss_idle_kb} / 1024), '', '![fan-out](fanout.svg)', '';
+    }
+    if (my $F = $P->{fanlat}) {
+        push @md, '## 4b. Fan-out latency', '',
+            sprintf('Writers at %d ev/s for %g s; N subscribers over TCP+TLS (client certificates, libnvsrelay parsing every frame) '
+                . 'from up to %d processes, each watching through one of %s in turn (each matches every event written); '
+                . 'every %dth subscriber (from 10 on) stops reading once watching. Commit → arrival, ms: p50/p99 over all deliveries '
+                . 'to the reading subscribers, and the median and worst of their own p99s; median (range) of the kept runs. '
+                . 'Relay peak RSS from VmHWM, reset when the writers start.', $F->{rate}, $F->{secs}, $S{fanlat_procs},
+                join(', ', @{ $F->{pipelines} }), $F->{stall_every}), '',
+            '| subscribers | runs kept | p50 ms | p99 ms | subscriber p99 ms, median | subscriber p99 ms, worst | floor p99 ms (LISTEN, TLS) | missing | relay VmHWM | relay CPU-s |',
+            '|---|---|---|---|---|---|---|---|---|---|';
+        for my $n (sort { $a <=> $b } keys %{ $F->{cells} }) {
+            my $c = $F->{cells}{$n};
+            push @md, sprintf '| %d | %d/%d | %s | %s | %s | %s | %s | %d | %s | %s |', $n, $c->{kept}, $c->{runs},
+                map({ rng($c, $_) } qw(p50 p99 sub_p99_median sub_p99_max floor_p99)),
+                $c->{missing}, defined $c->{rss_hwm_kb} ? sprintf('%.1f MiB', $c->{rss_hwm_kb} / 1024) : 'n/a',
+                fmt($c->{daemon_cpu_s});
+        }
+        my @d = grep { $_->{discarded} } @{ $F->{runs} };
+        push @md, '', 'Left out: ' . join('; ', map {"round $_->{round}, $_->{subs} subscribers: $_->{discarded}"} @d) . '.' if @d;
+        push @md, '';
     }
     if (my $I = $P->{idle}) {
         push @md, '## 5. Idle', '',
@@ -2149,7 +2290,7 @@ mkdir $W or die "$W: $!";
 # The binaries are copied first: a rebuild of the build tree during the run
 # (another make) must not change what is measured halfway.
 mkdir "$W/bin" or die "$W/bin: $!";
-for my $f ("$opt{build}/nvsrelayd", map {"$BIN/$_"} qw(bench_writer bench_listen bench_poll bench_sub)) {
+for my $f ("$opt{build}/nvsrelayd", map {"$BIN/$_"} qw(bench_writer bench_listen bench_poll bench_sub bench_fan)) {
     my ($rc, $o) = NvsTest::run_cmd([ 'cp', '-p', $f, "$W/bin/" ]);
     die "cp $f: $o" if $rc;
 }
@@ -2202,6 +2343,7 @@ my $ok = eval {
     phase_idle()    if want('idle');
     phase_drain()   if want('drain');
     phase_fanout()  if want('fanout');
+    phase_fanlat()  if want('fanlat');
     phase_restart() if want('restart');
     phase_loaded()  if want('loaded');
     phase_sizes()   if want('sizes');

@@ -29,7 +29,7 @@ my $md = NvsTest::slurp("$out/results.md");
 like($md, qr/^# nvsrelayd benchmark results/m, 'results.md written');
 like($md, qr/Quick run/, 'marked as a quick run');
 for my $h ('Machine, versions, settings', 'Targets', '1. Commit → subscriber latency',
-    '2. Events missed under out-of-order commits', '3. Drain and catch-up', '4. Fan-out', '5. Idle', '6. Restart',
+    '2. Events missed under out-of-order commits', '3. Drain and catch-up', '4. Fan-out', '4b. Fan-out latency', '5. Idle', '6. Restart',
     '7. Capture cost on writers', '8. A big changelog with retention running', '9. Large events with UPDATE-heavy lifecycles',
     '10. Live latency under load', '11. Catch-up of a backlog of small ticks, cold', '12. Relays on one database') {
     like($md, qr/^## \Q$h\E$/m, "section: $h");
@@ -87,6 +87,14 @@ ok($p->{drain}{events} && $p->{drain}{events} == $p->{drain}{rows} && !$p->{drai
 ok($p->{catchup}{events} && $p->{catchup}{events} == $p->{catchup}{rows} && !$p->{catchup}{disorder},
     'catch-up: every row delivered, in token order');
 is(scalar(grep { ref $p->{fanout}{$_} } keys %{ $p->{fanout} || {} }), 4, 'fan-out: 1, 10, 100, 1000 subscribers');
+my @fl = @{ $p->{fanlat}{runs} || [] };
+is_deeply([ sort { $a <=> $b } map { $_->{subs} } @fl ], [ 1, 10, 20 ], 'fan-out latency: 1, 10, 20 TLS subscribers');
+for my $row (@fl) {
+    is($row->{missing}, 0, "fan-out latency, $row->{subs} subscribers: every reading subscriber got every event");
+    is($row->{stalled}, $row->{subs} >= 10 ? int($row->{subs} / 10) : 0, "fan-out latency, $row->{subs}: every 10th stalled");
+    ok($row->{errors} == 0 && $row->{closed} == 0, "fan-out latency, $row->{subs}: no error frame, no connection closed");
+    cmp_ok($row->{rss_hwm_kb} // 0, '>', 0, "fan-out latency, $row->{subs}: the relay's peak RSS recorded");
+}
 is($p->{restart}{missing}, 0, 'restart: nothing committed was missed');
 ok(exists $p->{idle}{relay}{queries_per_s}, 'idle measured');
 ok(exists $p->{capture}{1}{plain}{rows_s} && exists $p->{capture}{100}{notify}{rows_s}, 'capture cost measured');
