@@ -1270,7 +1270,16 @@ sub phase_loaded {
     # The live reader reads the loaded batch (n rows) before anything newer:
     # the runs start once the relay's head has passed it, or the first one
     # would time the backlog, not the condition.
-    chomp(my $bulk_tick = psql('SELECT max(tick_id) FROM nvsrelay.tick'));
+    # The tick whose batch holds the loaded rows: the first to see their
+    # highest id (the latest tick at this moment may still predate it).
+    my $bulk_tick = '';
+    for my $try (1 .. 120) {
+        chomp($bulk_tick = psql('SELECT min(tick_id) FROM nvsrelay.tick'
+            . ' WHERE max_id >= (SELECT max(id) FROM datastore_changelog)'));
+        last if length $bulk_tick;
+        Time::HiRes::sleep(0.5);
+    }
+    die "loaded: no tick saw the loaded rows\n" unless length $bulk_tick;
     for my $try (1 .. 60) {
         my $hf = "$W/loaded.head.$try";
         my $h = spawn("loaded.head.$try", "$BIN/bench_sub", '--socket', $daemon->socket, '--raw', '--seconds', 5,
