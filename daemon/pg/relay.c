@@ -747,9 +747,15 @@ static size_t retention_consumers(void *ud, const char **names, size_t max)
 	return hub_consumers(((Relay *)ud)->hub, names, max);
 }
 
+static uint64_t retention_reader_tick(void *ud)
+{
+	return ((Relay *)ud)->live.tick;
+}
+
 static const struct retention_ops retention_ops = {
 	.is_leader = retention_is_leader,
 	.consumers = retention_consumers,
+	.reader_tick = retention_reader_tick,
 };
 
 Relay *relay_new(struct ev_loop *loop, const Conf *conf, struct hub *hub,

@@ -7,7 +7,9 @@
  * such tick over consumers seen within consumer_idle_hours (or connected to
  * any relay, which refreshes last_updated), raised by the age and row caps,
  * and never past the ticks of the last retention_floor_s: standby relays and
- * in-memory subscribers read a little behind the head.  Rows are deleted by
+ * in-memory subscribers read a little behind the head.  Nor past the tick
+ * this relay's own reader is in: a batch of millions of rows takes it
+ * minutes, and the caps count rows written after it meanwhile.  Rows are deleted by
  * xid below the horizon snapshot's xmin, in chunks, each its own short
  * transaction; everything xmin leaves behind goes in a later round.
  */
@@ -27,7 +29,7 @@
 #define MAX_CHUNKS_PER_ROUND 200
 
 /* $1 idle hours, $2 age cap hours (0 none), $3 row cap (0 none), $4 floor
- * seconds.  Returns the
+ * seconds, $5 the tick of this relay's reader (0 none).  Returns the
  * lowest tick to keep (NULL: nothing to prune), the oldest tick now, and the
  * idle consumers that would have held it back. */
 static const char horizon_sql[] =
@@ -45,7 +47,7 @@ static const char horizon_sql[] =
 	"    (SELECT min(tick_id) FROM nvsrelay.tick WHERE $3::bigint > 0"
 	"      AND max_id >= (SELECT coalesce(max(id), 0) FROM datastore_changelog) - $3::bigint)),"
 	"   (SELECT min(tick_id) FROM nvsrelay.tick WHERE created_at >= now() - make_interval(secs => $4::int)),"
-	"   (SELECT t FROM head)) AS t),"
+	"   nullif($5::bigint, 0), (SELECT t FROM head)) AS t),"
 	/* The batch of tick t needs the tick before it (ids have gaps). */
 	" keep AS (SELECT (SELECT max(tick_id) FROM nvsrelay.tick WHERE tick_id < w.t) AS keep FROM want w)"
 	" SELECT CASE WHEN keep.keep > head.lo THEN keep.keep END, head.lo,"
@@ -200,8 +202,8 @@ static void horizon_cb(PgConn *pc, PGresult *res, void *arg)
 static void heartbeat_cb(PgConn *pc, PGresult *res, void *arg)
 {
 	Retention *rt = arg;
-	char idle[16], age[16], rows[24], floor_s[16];
-	const char *params[4] = { idle, age, rows, floor_s };
+	char idle[16], age[16], rows[24], floor_s[16], reader[24];
+	const char *params[5] = { idle, age, rows, floor_s, reader };
 
 	if (!res) {
 		rt->busy = false;
@@ -217,7 +219,8 @@ static void heartbeat_cb(PgConn *pc, PGresult *res, void *arg)
 	snprintf(age, sizeof(age), "%d", rt->cv->retention_max_age_hours);
 	snprintf(rows, sizeof(rows), "%d", rt->cv->retention_max_rows);
 	snprintf(floor_s, sizeof(floor_s), "%d", rt->cv->retention_floor_s);
-	if (pgconn_query(pc, horizon_sql, 4, params, horizon_cb, rt) < 0)
+	snprintf(reader, sizeof(reader), "%" PRIu64, rt->ops.reader_tick(rt->ud));
+	if (pgconn_query(pc, horizon_sql, 5, params, horizon_cb, rt) < 0)
 		rt->busy = false;
 }
 

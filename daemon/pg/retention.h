@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <ev.h>
 
 #include "conf.h"
@@ -21,6 +22,10 @@ struct retention_ops {
 	bool (*is_leader)(void *ud);
 	/* Fills names with up to max connected durable consumer names. */
 	size_t (*consumers)(void *ud, const char **names, size_t max);
+	/* The tick this relay's own reader stands in (0: none yet).  Never
+	 * pruned past, whatever the caps say: what it has not read yet no
+	 * subscriber has. */
+	uint64_t (*reader_tick)(void *ud);
 };
 
 Retention *retention_new(struct ev_loop *loop, const struct conf_values *cv, const struct pgconn_cfg *pcfg,

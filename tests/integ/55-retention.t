@@ -4,7 +4,8 @@
 # them; an idle consumer stops holding them (with a log line); a component
 # still on NVSentinel's own watcher holds the rows after its eventID; a
 # position that was pruned gets 286 naming the oldest one; under sustained
-# writes the table size stays bounded.
+# writes the table size stays bounded; the row cap never prunes what the
+# relay itself has not read yet.
 use strict;
 use warnings;
 use FindBin;
@@ -121,5 +122,27 @@ for my $round (1 .. 10) {
 }
 note("sustained: $written rows written, changelog peaked at $max rows");
 cmp_ok($max, '<', $written / 2, "changelog bounded under sustained writes (peak $max of $written)");
+is($d->stop, 0, 'clean stop');
+
+# The relay's own reader is never pruned past.  A batch of 30,000 rows read
+# one at a time takes it seconds; the row cap (500) and the rows written
+# right after it would move the horizon past it within one prune interval,
+# and what the reader had not read yet no subscriber would ever get.
+$d = NvsTest::Daemon->start($pg, set => { prune_interval_s => 1, retention_floor_s => 0,
+    retention_max_rows => 500, batch_rows => 1 });
+my $after = NvsTest::Client->connect($d->socket);
+$after->watch(pipeline => [ { '$match' => { 'fullDocument.healthevent.agent' => 'watched' } } ]);
+$after->recv_op('bookmark', 10);
+$dbh->do(q{INSERT INTO health_events (node_name, event_type, severity, recommended_action, document)
+  SELECT 'bulk-' || g, 'GpuXidError', 'GPU', 'NONE',
+   jsonb_build_object('healthevent', jsonb_build_object('agent', CASE WHEN g % 100 = 0 THEN 'watched' ELSE 'bulk' END))
+  FROM generate_series(1, 30000) g});
+$dbh->do(q{INSERT INTO health_events (node_name, event_type, severity, recommended_action, document)
+  SELECT 'after-' || g, 'GpuXidError', 'GPU', 'NONE', '{"healthevent":{"agent":"watched"}}'::jsonb
+  FROM generate_series(1, 1000) g});
+my $got = $after->events(1300, 90);
+is(scalar @$got, 1300, 'every watched event of a large batch and after it arrives while the row cap prunes');
+ok(wait_until(sub { count('datastore_changelog') < 10000 }, 30), 'the row cap prunes once the reader has passed');
+unlike($d->log, qr/live read failed/, 'the reader never found its position pruned');
 is($d->stop, 0, 'clean stop');
 done_testing();
