@@ -9,9 +9,18 @@
  * and never past the ticks of the last retention_floor_s: standby relays and
  * in-memory subscribers read a little behind the head.  Nor past the tick
  * this relay's own reader is in: a batch of millions of rows takes it
- * minutes, and the caps count rows written after it meanwhile.  Rows are deleted by
- * xid below the horizon snapshot's xmin, in chunks, each its own short
- * transaction; everything xmin leaves behind goes in a later round.
+ * minutes, and the caps count rows written after it meanwhile.
+ *
+ * A reader behind the horizon (an in-memory subscriber past the floor, a
+ * consumer the caps gave up on) must learn that its history is gone, never
+ * walk on over rows deleted under it.  Readers find that out by their
+ * tick: a tick that no longer exists is ChangeStreamHistoryLost.  So the
+ * ticks below the horizon tick K go first, and only then the rows, and only
+ * those of batches before K (xid below the xmin of the tick before K): a
+ * reader still in batch K's predecessor has lost its tick before any of
+ * its rows go, and one in batch K keeps its rows.  Rows are deleted in
+ * chunks, each its own short transaction; everything xmin leaves behind
+ * goes in a later round.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -56,7 +65,10 @@ static const char horizon_sql[] =
 	 * by id: rows after its eventID stay. */
 	"  coalesce((SELECT min((r.resume_token->>'eventID')::bigint) FROM resume_tokens r"
 	"   WHERE NOT r.resume_token ? 'token' AND jsonb_typeof(r.resume_token->'eventID') = 'number'"
-	"    AND r.last_updated > now() - make_interval(hours => $1::int)), 9223372036854775807)"
+	"    AND r.last_updated > now() - make_interval(hours => $1::int)), 9223372036854775807),"
+	/* Rows of batches before the kept tick: below the xmin of its predecessor. */
+	"  (SELECT pg_snapshot_xmin(snap) FROM nvsrelay.tick WHERE tick_id < keep.keep"
+	"   ORDER BY tick_id DESC LIMIT 1)::text"
 	" FROM keep, head";
 
 struct retention {
@@ -68,6 +80,7 @@ struct retention {
 	ev_timer timer;
 	bool busy;
 	char keep[24];          /* tick being pruned down to */
+	char below_xid[24];     /* rows of xids below this go (batches before keep) */
 	char max_id[24];        /* and no row above this id (NVSentinel watchers) */
 	int chunks;
 	long long deleted;
@@ -81,24 +94,14 @@ static void round_done(Retention *rt)
 		log_info("pruned changelog rows=%lld below_tick=%s", rt->deleted, rt->keep);
 }
 
-static void ticks_cb(PgConn *pc, PGresult *res, void *arg)
-{
-	Retention *rt = arg;
-
-	(void)pc;
-	if (res && PQresultStatus(res) != PGRES_COMMAND_OK)
-		log_warning("pruning ticks failed error='%s'", PQresultErrorMessage(res));
-	round_done(rt);
-}
-
 static void delete_chunk(Retention *rt);
 
 static void chunk_cb(PgConn *pc, PGresult *res, void *arg)
 {
 	Retention *rt = arg;
-	const char *params[1] = { rt->keep };
 	long n;
 
+	(void)pc;
 	if (!res) {
 		rt->busy = false;
 		return;
@@ -115,26 +118,43 @@ static void chunk_cb(PgConn *pc, PGresult *res, void *arg)
 		delete_chunk(rt);
 		return;
 	}
-	/* Ticks go last: a batch stays readable until its rows are gone. */
-	if (pgconn_query(pc, "DELETE FROM nvsrelay.tick WHERE tick_id < $1::bigint", 1, params, ticks_cb, rt) < 0)
-		rt->busy = false;
+	round_done(rt);
 }
 
 static void delete_chunk(Retention *rt)
 {
 	char chunk[16];
-	const char *params[3] = { rt->keep, chunk, rt->max_id };
+	const char *params[3] = { rt->below_xid, chunk, rt->max_id };
 
 	snprintf(chunk, sizeof(chunk), "%d", rt->cv->prune_chunk_rows);
-	/* Rows of transactions older than the horizon tick's xmin are visible
-	 * in it, so every consumer has passed them; the (xid) index finds them.
-	 * Rows without an xid predate the relay. */
+	/* Rows of transactions older than that xmin are visible in the tick
+	 * before the kept one, so they belong to batches before it; the (xid)
+	 * index finds them.  Rows without an xid predate the relay. */
 	if (pgconn_query(rt->pc,
 			 "DELETE FROM datastore_changelog WHERE id IN (SELECT id FROM datastore_changelog"
-			 " WHERE (xid < pg_snapshot_xmin((SELECT snap FROM nvsrelay.tick WHERE tick_id = $1::bigint))"
-			 "  OR xid IS NULL) AND id <= $3::bigint LIMIT $2::integer)",
+			 " WHERE (xid < $1::xid8 OR xid IS NULL) AND id <= $3::bigint LIMIT $2::integer)",
 			 3, params, chunk_cb, rt) < 0)
 		rt->busy = false;
+}
+
+/* Ticks go first: a reader whose batch loses rows has lost its tick. */
+static void ticks_cb(PgConn *pc, PGresult *res, void *arg)
+{
+	Retention *rt = arg;
+
+	(void)pc;
+	if (!res) {
+		rt->busy = false;
+		return;
+	}
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		log_warning("pruning ticks failed error='%s'", PQresultErrorMessage(res));
+		round_done(rt);
+		return;
+	}
+	rt->chunks = 0;
+	rt->deleted = 0;
+	delete_chunk(rt);
 }
 
 static bool listed(const char *list, const char *name)
@@ -175,8 +195,8 @@ static void warn_idle(Retention *rt, const char *names)
 static void horizon_cb(PgConn *pc, PGresult *res, void *arg)
 {
 	Retention *rt = arg;
+	const char *params[1];
 
-	(void)pc;
 	if (!res) {
 		rt->busy = false;
 		return;
@@ -194,9 +214,11 @@ static void horizon_cb(PgConn *pc, PGresult *res, void *arg)
 	}
 	snprintf(rt->keep, sizeof(rt->keep), "%s", PQgetvalue(res, 0, 0));
 	snprintf(rt->max_id, sizeof(rt->max_id), "%s", PQgetvalue(res, 0, 3));
-	rt->chunks = 0;
+	snprintf(rt->below_xid, sizeof(rt->below_xid), "%s", PQgetvalue(res, 0, 4));
 	rt->deleted = 0;
-	delete_chunk(rt);
+	params[0] = rt->keep;
+	if (pgconn_query(pc, "DELETE FROM nvsrelay.tick WHERE tick_id < $1::bigint", 1, params, ticks_cb, rt) < 0)
+		rt->busy = false;
 }
 
 static void heartbeat_cb(PgConn *pc, PGresult *res, void *arg)

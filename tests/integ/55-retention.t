@@ -5,7 +5,8 @@
 # still on NVSentinel's own watcher holds the rows after its eventID; a
 # position that was pruned gets 286 naming the oldest one; under sustained
 # writes the table size stays bounded; the row cap never prunes what the
-# relay itself has not read yet.
+# relay itself has not read yet, and a subscriber it catches in the middle
+# of a batch gets 286, never a gap.
 use strict;
 use warnings;
 use FindBin;
@@ -142,7 +143,41 @@ $dbh->do(q{INSERT INTO health_events (node_name, event_type, severity, recommend
   FROM generate_series(1, 1000) g});
 my $got = $after->events(1300, 90);
 is(scalar @$got, 1300, 'every watched event of a large batch and after it arrives while the row cap prunes');
+# The batch before the horizon's tick stays (a reader in it keeps its
+# rows): the next batch moves the horizon on.
+write_rows(600, 'next');
 ok(wait_until(sub { count('datastore_changelog') < 10000 }, 30), 'the row cap prunes once the reader has passed');
 unlike($d->log, qr/live read failed/, 'the reader never found its position pruned');
+
+# A subscriber the pruning catches in the middle of a batch stops with 286
+# naming where it got to; it never walks on over rows deleted under it.
+# $lag reads nothing, so it stops a few hundred KB into a batch of 20,000
+# (its output queue), behind the ring; the cap then prunes that batch.
+my $lag = NvsTest::Client->connect($d->socket);
+$lag->watch();
+$lag->recv_op('bookmark', 10);
+my $seen = NvsTest::Client->connect($d->socket);
+$seen->watch(pipeline => [ { '$match' => { 'fullDocument.healthevent.agent' => 'after-lag' } } ]);
+$seen->recv_op('bookmark', 10);
+$dbh->do(q{INSERT INTO health_events (node_name, event_type, severity, recommended_action, document)
+  SELECT 'lag-' || g, 'GpuXidError', 'GPU', 'NONE',
+   jsonb_build_object('healthevent', jsonb_build_object('agent', 'lag', 'nodeName', 'lag-' || g))
+  FROM generate_series(1, 20000) g});
+for my $round (1 .. 2) {
+    $dbh->do(q{INSERT INTO health_events (node_name, event_type, severity, recommended_action, document)
+      SELECT 'after-lag-' || g, 'GpuXidError', 'GPU', 'NONE', '{"healthevent":{"agent":"after-lag"}}'::jsonb
+      FROM generate_series(1, 1000) g});
+    is(scalar @{ $seen->events(1000, 90) }, 1000, "the relay read past the batch ($round)");
+}
+ok(wait_until(sub { count('datastore_changelog') < 2500 }, 60), 'the batch the subscriber is in is pruned');
+my $lagged = $lag->events(25000, 60);
+my @nums = map { $_->{event}{fullDocument}{healthevent}{nodeName} // '' } @$lagged;
+my $k = 0;
+$k++ while $k < @nums && $nums[$k] eq 'lag-' . ($k + 1);
+cmp_ok($k, ">", 0, "the subscriber got the start of the batch ($k events)") or diag("got: @nums[0 .. ($#nums < 5 ? $#nums : 5)]");
+is($k, scalar @nums, 'and nothing after a gap: the events it got are the batch from its start, in order');
+my ($err) = grep { ($_->{op} // '') eq 'error' } @{ $lag->{skipped} || [] };
+is($err && $err->{code}, 286, 'then ChangeStreamHistoryLost') or diag($NvsTest::JSON->encode($lagged->[-1] || {}));
+like($err ? $err->{token}{_data} : '', qr/^[0-9a-f]{40}$/, '... with the position it reached');
 is($d->stop, 0, 'clean stop');
 done_testing();
