@@ -215,7 +215,16 @@ static void queued(Client *c, size_t was_queued)
 		ev_timer_set(&c->slow, iv, iv);
 		ev_timer_start(c->env.loop, &c->slow);
 	}
-	if (c->state != CS_HANDSHAKE && !c->write_wants_read)
+	if (c->state == CS_HANDSHAKE || c->write_wants_read)
+		return;
+	/* A queue that was empty is written once the current callback returns,
+	 * before the loop polls again (redis writes in beforeSleep): the
+	 * socket almost always takes it, and a live event does not wait for
+	 * a poll round to learn what it already knows.  Whatever is left
+	 * waits for the socket to be writable. */
+	if (was_queued == 0 && !ev_is_active(&c->wio) && !ev_is_pending(&c->wio))
+		ev_feed_event(c->env.loop, &c->wio, EV_WRITE);
+	else
 		ev_io_start(c->env.loop, &c->wio);
 }
 
