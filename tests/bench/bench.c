@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <time.h>
 
 #include "bench.h"
@@ -265,4 +266,17 @@ void bench_die(const char *fmt, ...)
 	va_end(ap);
 	fputc('\n', stderr);
 	exit(1);
+}
+
+int bench_epoll_wait(int ep, struct epoll_event *evs, int max, uint64_t deadline_ns)
+{
+	uint64_t now = bench_now_ns();
+	int n;
+
+	if (now >= deadline_ns)
+		return -1;
+	n = epoll_wait(ep, evs, max, (int)((deadline_ns - now) / 1000000 + 1));
+	if (n < 0 && errno != EINTR)
+		bench_die("epoll_wait: %s", strerror(errno));
+	return n < 0 ? 0 : n;
 }

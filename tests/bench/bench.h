@@ -63,6 +63,11 @@ struct bench_seen {
 
 int bench_seen_add(struct bench_seen *s, long long seq);
 
+/* epoll_wait on ep for at most max events until deadline_ns: the number
+ * ready (0 after EINTR), or -1 once the deadline has passed. */
+struct epoll_event;
+int bench_epoll_wait(int ep, struct epoll_event *evs, int max, uint64_t deadline_ns);
+
 /* Set by SIGTERM/SIGINT (bench_on_signals installs the handlers). */
 extern volatile int bench_stop;
 void bench_on_signals(void);

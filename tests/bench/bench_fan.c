@@ -118,18 +118,15 @@ int main(int argc, char **argv)
 	deadline = bench_now_ns() + (uint64_t)(seconds * 1e9);
 	while (!bench_stop && (!expect || done < reading)) {
 		struct epoll_event evs[256];
-		uint64_t now = bench_now_ns();
-		int n;
+		int n = bench_epoll_wait(ep, evs, 256, deadline);
 
-		if (now >= deadline)
+		if (n < 0)
 			break;
-		n = epoll_wait(ep, evs, 256, (int)((deadline - now) / 1000000 + 1));
-		if (n < 0 && errno != EINTR)
-			bench_die("epoll_wait: %s", strerror(errno));
 		for (int k = 0; k < n; k++) {
 			struct fan *f = &fs[evs[k].data.u32];
 			const nvsrelay_frame *fr;
 			int r = nvsrelay_read_ready(f->c);
+			uint64_t now;
 
 			if (r < 0)
 				bench_die("bench_fan: connection %u: %s", first + evs[k].data.u32,

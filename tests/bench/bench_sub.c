@@ -259,14 +259,11 @@ static int run_raw(const struct opts *o, uint64_t deadline)
 			bench_die("epoll: %s", strerror(errno));
 	}
 	while (!bench_stop && done < o->conns) {
-		uint64_t now = bench_now_ns();
-		int n;
+		uint64_t now;
+		int n = bench_epoll_wait(ep, evs, 256, deadline);
 
-		if (now >= deadline)
+		if (n < 0)
 			break;
-		n = epoll_wait(ep, evs, 256, (int)((deadline - now) / 1000000 + 1));
-		if (n < 0 && errno != EINTR)
-			bench_die("epoll_wait: %s", strerror(errno));
 		for (int k = 0; k < n; k++) {
 			struct rawconn *c = &cs[evs[k].data.u32];
 			const char *line;
