@@ -152,8 +152,6 @@ static void ticks_cb(PgConn *pc, PGresult *res, void *arg)
 		round_done(rt);
 		return;
 	}
-	rt->chunks = 0;
-	rt->deleted = 0;
 	delete_chunk(rt);
 }
 
@@ -215,6 +213,7 @@ static void horizon_cb(PgConn *pc, PGresult *res, void *arg)
 	snprintf(rt->keep, sizeof(rt->keep), "%s", PQgetvalue(res, 0, 0));
 	snprintf(rt->max_id, sizeof(rt->max_id), "%s", PQgetvalue(res, 0, 3));
 	snprintf(rt->below_xid, sizeof(rt->below_xid), "%s", PQgetvalue(res, 0, 4));
+	rt->chunks = 0;
 	rt->deleted = 0;
 	params[0] = rt->keep;
 	if (pgconn_query(pc, "DELETE FROM nvsrelay.tick WHERE tick_id < $1::bigint", 1, params, ticks_cb, rt) < 0)
