@@ -23,7 +23,6 @@ use lib "$FindBin::Bin/../lib";
 use Cwd qw(abs_path);
 use File::Path qw(make_path remove_tree);
 use Getopt::Long;
-use IO::Socket::INET ();
 use JSON::PP ();
 use List::Util qw(max min sum);
 use POSIX ();
@@ -276,6 +275,15 @@ sub daemon_start {
     $daemon = NvsTest::Daemon->start($pg, set => \%s, bin => $DAEMON_BIN);
     $daemon->{kind} = $kind;
     return $daemon;
+}
+
+# The relay with its TCP+TLS listener on 127.0.0.1:$port, the test CA's
+# server certificate and client certificates required.
+sub daemon_start_tcp {
+    my ($port) = @_;
+    my $tls = $pg->dir . '/tls';
+    return daemon_start('tls', listen_tcp => "127.0.0.1:$port", tls_cert_file => "$tls/server.crt",
+        tls_key_file => "$tls/server.key", tls_ca_file => "$tls/ca.crt");
 }
 
 sub daemon_stop {
@@ -1288,10 +1296,9 @@ sub phase_loaded {
     daemon_stop();
     reset_tables();
     use_trigger('relay');
-    my $port = do { my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1) or die $!; $l->sockport };
+    my $port = NvsTest::free_port();
     my $tls = $pg->dir . '/tls';
-    daemon_start('tls', listen_tcp => "127.0.0.1:$port", tls_cert_file => "$tls/server.crt",
-        tls_key_file => "$tls/server.key", tls_ca_file => "$tls/ca.crt");
+    daemon_start_tcp($port);
     my $tk = spawn('loaded.tok', "$BIN/bench_sub", '--socket', $daemon->socket, '--raw', '--seconds', 30,
         '--ready', "$W/loaded.tok.ready", '--token-out', "$W/loaded.token");
     wait_files(15, "$W/loaded.tok.ready", "$W/loaded.token");
@@ -1578,8 +1585,7 @@ sub phase_fanlat {
         my $sh = ($round - 1) % @ns;
         for my $n (@ns[ $sh .. $#ns ], @ns[ 0 .. $sh - 1 ]) {
             my $tag = "fanlat.$round.$n";
-            daemon_start('tls', listen_tcp => "127.0.0.1:$port", tls_cert_file => "$tls/server.crt",
-                tls_key_file => "$tls/server.key", tls_ca_file => "$tls/ca.crt");
+            daemon_start_tcp($port);
             my $count = int($S{fanlat_rate} * $S{fanlat_secs});
             my $secs = $S{fanlat_secs} * 10 + 120;
             my $procs = $n < $S{fanlat_procs} ? $n : $S{fanlat_procs};

@@ -26,6 +26,14 @@ sub wait_until {
     while (NvsTest::now() < $end) { return 1 if $cond->(); select(undef, undef, undef, 0.2) }
     return 0;
 }
+# n health events in one transaction, node NAME-1 .. NAME-n, document the
+# SQL expression doc (over g, the row's number).
+sub insert_series {
+    my ($n, $name, $doc) = @_;
+    $dbh->do("INSERT INTO health_events (node_name, event_type, severity, recommended_action, document)"
+        . " SELECT ? || '-' || g, 'GpuXidError', 'GPU', 'NONE', $doc FROM generate_series(1, ?::int) g",
+        undef, $name, $n);
+}
 sub write_rows {
     my ($n, $tag) = @_;
     for my $i (1 .. $n / 10) {
@@ -134,13 +142,9 @@ $d = NvsTest::Daemon->start($pg, set => { prune_interval_s => 1, retention_floor
 my $after = NvsTest::Client->connect($d->socket);
 $after->watch(pipeline => [ { '$match' => { 'fullDocument.healthevent.agent' => 'watched' } } ]);
 $after->recv_op('bookmark', 10);
-$dbh->do(q{INSERT INTO health_events (node_name, event_type, severity, recommended_action, document)
-  SELECT 'bulk-' || g, 'GpuXidError', 'GPU', 'NONE',
-   jsonb_build_object('healthevent', jsonb_build_object('agent', CASE WHEN g % 100 = 0 THEN 'watched' ELSE 'bulk' END))
-  FROM generate_series(1, 30000) g});
-$dbh->do(q{INSERT INTO health_events (node_name, event_type, severity, recommended_action, document)
-  SELECT 'after-' || g, 'GpuXidError', 'GPU', 'NONE', '{"healthevent":{"agent":"watched"}}'::jsonb
-  FROM generate_series(1, 1000) g});
+insert_series(30000, 'bulk', q{jsonb_build_object('healthevent',
+    jsonb_build_object('agent', CASE WHEN g % 100 = 0 THEN 'watched' ELSE 'bulk' END))});
+insert_series(1000, 'after', q{'{"healthevent":{"agent":"watched"}}'::jsonb});
 my $got = $after->events(1300, 90);
 is(scalar @$got, 1300, 'every watched event of a large batch and after it arrives while the row cap prunes');
 # The batch before the horizon's tick stays (a reader in it keeps its
@@ -159,14 +163,9 @@ $lag->recv_op('bookmark', 10);
 my $seen = NvsTest::Client->connect($d->socket);
 $seen->watch(pipeline => [ { '$match' => { 'fullDocument.healthevent.agent' => 'after-lag' } } ]);
 $seen->recv_op('bookmark', 10);
-$dbh->do(q{INSERT INTO health_events (node_name, event_type, severity, recommended_action, document)
-  SELECT 'lag-' || g, 'GpuXidError', 'GPU', 'NONE',
-   jsonb_build_object('healthevent', jsonb_build_object('agent', 'lag', 'nodeName', 'lag-' || g))
-  FROM generate_series(1, 20000) g});
+insert_series(20000, 'lag', q{jsonb_build_object('healthevent', jsonb_build_object('agent', 'lag', 'nodeName', 'lag-' || g))});
 for my $round (1 .. 2) {
-    $dbh->do(q{INSERT INTO health_events (node_name, event_type, severity, recommended_action, document)
-      SELECT 'after-lag-' || g, 'GpuXidError', 'GPU', 'NONE', '{"healthevent":{"agent":"after-lag"}}'::jsonb
-      FROM generate_series(1, 1000) g});
+    insert_series(1000, 'after-lag', q{'{"healthevent":{"agent":"after-lag"}}'::jsonb});
     is(scalar @{ $seen->events(1000, 90) }, 1000, "the relay read past the batch ($round)");
 }
 ok(wait_until(sub { count('datastore_changelog') < 2500 }, 60), 'the batch the subscriber is in is pruned');
