@@ -155,6 +155,9 @@ static const struct family families[M_COUNT] = {
 	F(M_LOST_TICK_READS, "lost_tick_reads_total", MT_COUNTER, NULL, 0,
 	  .help = "Reads from a position on a tick a PostgreSQL crash took before it reached the disk; read on "
 		  "from the tick before it, so events after that tick were delivered again."),
+	F(M_LIVE_POSITION_LOST, "live_position_lost_total", MT_COUNTER, NULL, 0,
+	  .help = "Times the live reader's position was pruned before it was read (a standby relay behind another "
+		  "relay's retention caps): every subscription ended with 286 and reading went on from the newest tick."),
 };
 
 struct series {

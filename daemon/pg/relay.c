@@ -84,6 +84,7 @@ struct page_req {
 };
 
 static void live_kick(Relay *r);
+static void find_head(Relay *r);
 static int read_history(Relay *r, struct page_req *q);
 static int reread_after(Relay *r, struct page_req *q);
 static const char *table_param(enum event_table table);
@@ -135,7 +136,7 @@ static void page_cb(PgConn *pc, PGresult *res, void *arg)
 		}
 	} else if (rows < 1 || PQgetisnull(res, 0, 2)) {
 		/* The token's tick is not (or no longer) in this database. */
-		position_oldest_msg(r->generation, "resume position",
+		position_oldest_msg(r->generation, q->table == TABLE_OTHER ? "this relay's live position" : "resume position",
 				    rows < 1 || PQgetisnull(res, 0, 3) ? NULL : PQgetvalue(res, 0, 3),
 				    msg, sizeof(msg));
 		q->cb(q->arg, NULL, 0, &q->pos, ERR_HISTORY_LOST, msg);
@@ -306,6 +307,29 @@ static bool live_take(Relay *r, struct event **evs, size_t n, const struct token
 	return moved;
 }
 
+/*
+ * The tick the live reader stands on is gone: another relay's retention
+ * pruned it (retention_max_rows or _age past retention_floor_s) while this
+ * one, a standby, was behind.  Reading again cannot bring it back, and
+ * walking on would hide the gap, so every subscription ends with 286 at the
+ * position it reached and the reader starts over from the newest tick, as
+ * a restarted relay would.
+ */
+static void live_lost(Relay *r, const char *msg)
+{
+	char tok[TOKEN_HEX_LEN + 1], why[768];
+	size_t n;
+
+	token_format(&r->live, tok);
+	snprintf(why, sizeof(why), "%s: changes were pruned before this relay read them", msg);
+	n = hub_lose_head(r->hub, why);
+	metrics_add(M_LIVE_POSITION_LOST, NULL, 1);
+	log_err("live position %s was pruned before this relay read it (another relay's retention caps):"
+		" %zu subscription(s) ended with ChangeStreamHistoryLost; reading on from the newest tick", tok, n);
+	r->live_known = false;
+	find_head(r);
+}
+
 static void live_page(void *arg, struct event **evs, size_t n, const struct token *next,
 		      int code, const char *msg)
 {
@@ -313,6 +337,11 @@ static void live_page(void *arg, struct event **evs, size_t n, const struct toke
 	bool moved, again;
 
 	r->live_reading = false;
+	if (code == ERR_HISTORY_LOST && !r->closing) {
+		live_lost(r, msg);
+		reader_done(r);
+		return;
+	}
 	if (code) {
 		if (!r->closing)
 			log_warning("live read failed reason='%s'", msg);
@@ -375,12 +404,17 @@ static void head_cb(PgConn *pc, PGresult *res, void *arg)
 	Relay *r = arg;
 
 	(void)pc;
-	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQgetisnull(res, 0, 0))
+	/* Several lookups may be in flight (ticks and polls ask while the head
+	 * is unknown): the first answer counts, later ones would move the
+	 * reader back. */
+	if (r->live_known || !res || PQresultStatus(res) != PGRES_TUPLES_OK || PQgetisnull(res, 0, 0))
 		return;   /* no tick yet: the ticker's first tick calls back */
 	r->live.gen = r->generation;
 	r->live.tick = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
 	r->live.id = TOKEN_ID_END;
 	r->live_known = true;
+	if (r->ready)
+		hub_set_head(r->hub, &r->live);   /* after live_lost */
 	set_ready(r);
 	live_kick(r);
 }

@@ -418,6 +418,32 @@ void hub_publish(Hub *h, struct event *ev)
 	h->head = *tmax(&h->head, &ev->pos);
 }
 
+/* Every position a subscription holds is at or before the lost head, so
+ * each of them has a gap ahead: none may walk on into the new head's
+ * stream.  Standbys go too (their consumer's position is as lost), and
+ * none is promoted meanwhile. */
+size_t hub_lose_head(Hub *h, const char *msg)
+{
+	size_t i, n = 0;
+	bool closing = h->closing;
+
+	h->closing = true;
+	while (h->subs) {
+		struct sub *s = h->subs;
+		client_send_error(s->client, s->sid, ERR_HISTORY_LOST, msg,
+				  s->state == SUB_ACTIVE ? &s->pos : NULL);
+		sub_kill(s);
+		n++;
+	}
+	h->closing = closing;
+	for (i = 0; i < h->count; i++)
+		event_unref(hub_ring_at(h, i));
+	h->first = h->count = h->unparsed = 0;
+	h->have_head = false;
+	memset(&h->head, 0, sizeof(h->head));
+	return n;
+}
+
 static struct sub *find_sub(Hub *h, Client *c, long long sid)
 {
 	return subtab_get(h->bysid, c, sid);

@@ -46,6 +46,12 @@ void hub_set_source(Hub *h, const struct source *src);
 /* The live stream: start position once known, then events and head moves. */
 void hub_set_head(Hub *h, const struct token *head);
 void hub_publish(Hub *h, struct event *ev);        /* takes a reference */
+/* The source's live position is gone from its history (pruned by another
+ * relay's retention): every subscription ends with ChangeStreamHistoryLost
+ * (msg) at the position it reached, the ring is emptied, and new watches are
+ * refused as not ready until hub_set_head gives the new head.  Returns
+ * how many subscriptions ended. */
+size_t hub_lose_head(Hub *h, const char *msg);
 
 /* Subscription calls, from clients through their upcalls.  Each returns 0 or a negative errno with
  * an error frame already sent to the client. */

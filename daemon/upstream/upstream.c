@@ -231,6 +231,27 @@ static void live_bookmark(Upstream *u, const struct upframe *f)
 	}
 }
 
+/*
+ * The upstream no longer has this node's head (pruned behind its retention
+ * caps, or a new changelog generation): resuming from it would be refused
+ * forever.  As a relay reading PostgreSQL does (relay.c), every
+ * subscription here ends with 286 and the stream starts again from the
+ * upstream's head.
+ */
+static void head_lost(Upstream *u, const char *msg)
+{
+	char why[600];
+	size_t n;
+
+	snprintf(why, sizeof(why), "%s (this node relay's upstream)", msg ? msg : "history lost");
+	n = hub_lose_head(u->hub, why);
+	u->have_head = false;
+	u->head_dirty = false;
+	metrics_add(M_LIVE_POSITION_LOST, NULL, 1);
+	log_err("upstream no longer has this relay's head: %zu subscription(s) ended with ChangeStreamHistoryLost;"
+		" streaming on from the upstream's head", n);
+}
+
 static void on_frame(void *arg, UpConn *c, const char *line, size_t len)
 {
 	Upstream *u = arg;
@@ -252,6 +273,8 @@ static void on_frame(void *arg, UpConn *c, const char *line, size_t len)
 		live_bookmark(u, &f);
 	} else if (f.type == UPF_ERROR && (f.sid == LIVE_SID || f.sid < 0)) {
 		log_err("upstream refused the live subscription code=%d message=%s", f.code, LOGQ(f.msg));
+		if (f.code == ERR_HISTORY_LOST && u->have_head)
+			head_lost(u, f.msg);
 		snprintf(why, sizeof(why), "error %d from the upstream", f.code);
 		upconn_close(c);
 		live_lost(u, why);

@@ -6,7 +6,9 @@
 # position that was pruned gets 286 naming the oldest one; under sustained
 # writes the table size stays bounded; the row cap never prunes what the
 # relay itself has not read yet, and a subscriber it catches in the middle
-# of a batch gets 286, never a gap.
+# of a batch gets 286, never a gap; a standby relay (and a node relay
+# chained to it) whose live position was pruned ends its subscriptions with
+# 286 once and streams on from the newest tick.
 use strict;
 use warnings;
 use FindBin;
@@ -179,4 +181,54 @@ my ($err) = grep { ($_->{op} // '') eq 'error' } @{ $lag->{skipped} || [] };
 is($err && $err->{code}, 286, 'then ChangeStreamHistoryLost') or diag($NvsTest::JSON->encode($lagged->[-1] || {}));
 like($err ? $err->{token}{_data} : '', qr/^[0-9a-f]{40}$/, '... with the position it reached');
 is($d->stop, 0, 'clean stop');
+
+# A standby relay's reader is not the pruning relay's to wait for: the
+# leader's row cap prunes past a standby that was stopped.  When it runs
+# again its live position is gone.  Every subscription it serves, and
+# through a node relay chained to it, ends with 286 (once, not a read
+# failing on every tick), and both go on streaming from the newest tick.
+$d = NvsTest::Daemon->start($pg, set => { prune_interval_s => 1, retention_floor_s => 0, retention_max_rows => 100 });
+my $sport = NvsTest::free_port();
+my $sb = NvsTest::Daemon->start($pg, socket => $pg->dir . '/standby.sock',
+    set => { poll_interval_ms => 100, listen_tcp => "127.0.0.1:$sport", tcp_plaintext => 'on' });
+my $node = NvsTest::Daemon->start($pg, socket => $pg->dir . '/node.sock', set => { upstream => "127.0.0.1:$sport",
+    upstream_tls => 'off', node_name => 'n1', reconnect_min_ms => 50, reconnect_max_ms => 500 });
+ok($d->wait_log(qr/ticker elected/, 10), 'the first relay ticks and prunes');
+my @w = map { my $c = NvsTest::Client->connect($_->socket); $c->watch(); $c->recv_op('bookmark', 10); $c } ($sb, $node);
+NvsTest::insert_health_event($dbh, node => 'before-stop');
+is(scalar @{ $_->events(1, 10) }, 1, 'the standby and the node relay deliver') for @w;
+$sb->kill('STOP');
+write_rows(600, 'gone');
+ok(wait_until(sub { count('datastore_changelog') < 400 }, 30), 'the leader prunes what the stopped standby has not read');
+$sb->kill('CONT');
+for my $i (0, 1) {
+    my $got = $w[$i]->events(600, 30);
+    my ($e) = grep { ($_->{op} // '') eq 'error' } @{ $w[$i]->skipped || [] };
+    is($e && $e->{code}, 286, ('standby', 'node relay')[$i] . ': its subscriber gets ChangeStreamHistoryLost')
+        or diag(scalar(@$got) . ' events, frames: ' . $NvsTest::JSON->encode($w[$i]->skipped || []));
+}
+ok($sb->wait_log(qr/live position \S+ was pruned before this relay read it/, 10), 'the standby says why');
+ok($node->wait_log(qr/upstream no longer has this relay's head/, 10), 'the node relay says why');
+# New subscribers get what is written from now on, on both.
+my @n;
+for my $dd ($sb, $node) {
+    my $c;
+    for (1 .. 50) {
+        $c = NvsTest::Client->connect($dd->socket);
+        $c->watch();
+        my $f = $c->recv_op([ 'bookmark', 'error' ], 10);
+        last if $f && $f->{op} eq 'bookmark';
+        $c->close;
+        select(undef, undef, undef, 0.2);
+    }
+    push @n, $c;
+}
+my @after = map { NvsTest::insert_health_event($dbh, node => "after-loss-$_") } 1 .. 3;
+for my $i (0, 1) {
+    is_deeply([ map { $_->{event}{documentKey}{_id} } @{ $n[$i]->events(3, 20) } ], \@after,
+        ('standby', 'node relay')[$i] . ' streams again from the newest tick');
+}
+my @lines = $sb->log =~ /live read failed|was pruned before this relay read it/g;
+is(scalar @lines, 1, 'one log line on the standby, not one per tick');
+is($_->stop, 0, 'clean stop') for $node, $sb, $d;
 done_testing();

@@ -8,8 +8,10 @@
  * bookmarks of filtered subscriptions (they move over what does not match
  * and skip nothing on resume), the hub's part of slow-consumer handling
  * (high-water mark, catch-up pacing, a client dropped in the middle of a
- * pump) and consumer takeover (Interrupted with the position really sent,
- * the newcomer starting from the acknowledged one).
+ * pump), consumer takeover (Interrupted with the position really sent,
+ * the newcomer starting from the acknowledged one), and a source that lost
+ * its live position (every subscription ends with 286, none is promoted,
+ * the stream starts over at the new head).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -1408,6 +1410,78 @@ static void test_ack_many(void **state)
 		client_drop(cs[i]);
 }
 
+/* The source lost its live position: every subscription, whatever its
+ * state, ends with 286 (no standby promoted), nothing more reaches it,
+ * watches wait for the new head, and the stream starts over there. */
+static void test_lose_head(void **state)
+{
+	Client *a = client_make(1, 100), *b = client_make(2, 100), *c = client_make(3, 100);
+	Client *d = client_make(4, 100), *e = client_make(5, 100);
+	struct watch_req ra = watch_req(1, TABLE_HEALTH_EVENTS), rb = watch_req(1, TABLE_HEALTH_EVENTS);
+	struct watch_req rc = watch_req(1, TABLE_HEALTH_EVENTS), rd, re = watch_req(1, TABLE_HEALTH_EVENTS);
+	struct token first, head;
+	size_t dn, nold;
+
+	(void)state;
+	world_new(8, 4);
+	produce(4, 0);
+	first = (struct token){ GEN, 1, TOKEN_ID_END };
+	rb.consumer = rc.consumer = "x";
+	rc.standby = true;
+	assert_int_equal(hub_watch(hub, a, &ra), 0);
+	assert_int_equal(hub_watch(hub, b, &rb), 0);
+	answer_all();
+	assert_int_equal(hub_watch(hub, c, &rc), 0);
+	/* A newer holder of "x" is ahead of its standby in the hub's list. */
+	rb.sid = 2;
+	assert_int_equal(hub_watch(hub, b, &rb), 0);
+	answer_all();
+	assert_int_equal(b->f[b->nf - 2].code, ERR_INTERRUPTED);
+	produce(20, 4);                          /* a and b keep up with the ring */
+	rd = resume_req(1, TABLE_HEALTH_EVENTS, &first);
+	assert_int_equal(hub_watch(hub, d, &rd), 0);
+	assert_int_equal(owed(R_PAGE), 1);   /* behind the ring: a page in flight */
+	dn = d->nf;
+
+	assert_int_equal(hub_lose_head(hub, "gone"), 4);
+	for (Client *k = a; k; k = k == a ? b : k == b ? c : k == c ? d : NULL) {
+		assert_int_equal(k->f[k->nf - 1].kind, F_ERROR);
+		assert_int_equal(k->f[k->nf - 1].code, ERR_HISTORY_LOST);
+	}
+	head = (struct token){ GEN, 2, TOKEN_ID_END };
+	assert_true(a->f[a->nf - 1].has_pos);
+	assert_int_equal(token_cmp(&a->f[a->nf - 1].pos, &head), 0);
+	assert_false(c->f[c->nf - 1].has_pos);   /* a standby has no position */
+	assert_int_equal(owed(R_LOAD), 0);       /* and none was promoted */
+	assert_int_equal(hub_subscription_count(hub), 0);
+	assert_int_equal(hub_ring_count(hub), 0);
+	answer_all();                            /* d's page comes back: dropped */
+	assert_int_equal(d->nf, dn + 1);
+	nold = a->nf + b->nf + c->nf + d->nf;
+
+	/* No head: a watch is told to retry. */
+	assert_int_equal(hub_watch(hub, e, &re), -EAGAIN);
+	assert_int_equal(e->f[0].code, ERR_HOST_UNREACHABLE);
+	/* The new head, ticks later: the stream starts there. */
+	fk.head_tick += 5;
+	head = (struct token){ GEN, fk.head_tick, TOKEN_ID_END };
+	hub_set_head(hub, &head);
+	re.sid = 2;
+	assert_int_equal(hub_watch(hub, e, &re), 0);
+	assert_int_equal(e->f[1].kind, F_BOOKMARK);
+	assert_int_equal(token_cmp(&e->f[1].pos, &head), 0);
+	produce(6, 0);
+	assert_stream(e, 2, TABLE_HEALTH_EVENTS, false, &head);
+	run_for(0.05);
+	assert_int_equal(a->nf + b->nf + c->nf + d->nf, nold);   /* the ended ones get nothing more */
+	world_free();
+	client_drop(a);
+	client_drop(b);
+	client_drop(c);
+	client_drop(d);
+	client_drop(e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1428,6 +1502,7 @@ int main(void)
 		cmocka_unit_test(test_ack_only_sent),
 		cmocka_unit_test(test_standby),
 		cmocka_unit_test(test_ack_many),
+		cmocka_unit_test(test_lose_head),
 	};
 
 	return cmocka_run_group_tests(tests, setup, NULL);
