@@ -54,7 +54,7 @@ my %S = $opt{quick}
        relays => [ 1, 3 ], relays_rate => 100, relays_secs => 1,
        loaded_runs => 1, loaded_secs => 1, loaded_rate => 200, loaded_backlog => 10000, loaded_acks => 10, loaded_tls => 20,
        loaded_tls_procs => 2, sizes_runs => 1, sizes_secs => 0.5, sizes_rate => 50, sizes_updates => 3,
-       big_rows => 10000, big_runs => 2, big_secs => 0.5, big_rate => 200,
+       big_rows => 10000, big_chunk => 1000, big_runs => 2, big_secs => 0.5, big_rate => 200,
        fanlat_subs => [ 1, 10, 20 ], fanlat_rate => 50, fanlat_secs => 0.5, fanlat_runs => 1, fanlat_procs => 2,
        fanlat_stall => 10)
     : (lat_secs => 30, lat_runs => 5, lat_drain => 5, rates => [ 100, 1000, 5000 ], capture_secs => 6, ooo_secs => 15, writer_rate => 100,
@@ -63,7 +63,8 @@ my %S = $opt{quick}
        relays => [ 1, 10, 50 ], relays_rate => 1000, relays_secs => 20,
        loaded_runs => 3, loaded_secs => 30, loaded_rate => 1000, loaded_backlog => 1000000, loaded_acks => 100, loaded_tls => 1000,
        loaded_tls_procs => 4, sizes_runs => 3, sizes_secs => 30, sizes_rate => 250, sizes_updates => 3,
-       big_rows => $ENV{BENCH_BIG} ? 10_000_000 : 1_000_000, big_runs => 2, big_secs => 30, big_rate => 1000,
+       big_rows => $ENV{BENCH_BIG} ? 10_000_000 : 1_000_000, big_chunk => 10_000, big_runs => 2, big_secs => 30,
+       big_rate => 1000,
        fanlat_subs => [ 1, 10, 100, 1000 ], fanlat_rate => 100, fanlat_secs => 20, fanlat_runs => 3,
        fanlat_procs => 4, fanlat_stall => 10);
 # BENCH_SECS and BENCH_RUNS: seconds per latency run and interleaved runs
@@ -1441,11 +1442,15 @@ sub live_run {
     return \%row;
 }
 
-# The changelog at big_rows rows (BENCH_BIG=1: 10M) with retention running
-# (retention_max_rows = big_rows, pruning every second, floor 5 s, so each
-# second about what the writers added is deleted) against an empty one:
-# live latency at big_rate and PostgreSQL's CPU.  Empty runs before and
-# after the big ones (the table truncated again), so drift shows.
+# The changelog at big_rows rows (BENCH_BIG=1: 10M) with retention running,
+# in its steady state, against an empty one: live latency at big_rate and
+# PostgreSQL's CPU.  The rows are loaded with the relay running, in chunks
+# of big_chunk rows, so they span thousands of ticks as a changelog built by
+# live writes does; a durable consumer that stopped at the start holds them,
+# and retention_max_rows = big_rows, so each prune deletes about what the
+# writers added (the oldest ticks), not the whole table.  In the empty runs
+# no consumer holds anything and retention keeps the last 5 s.  Empty runs
+# before and after the big ones (the table truncated again), so drift shows.
 sub phase_big {
     my $n = $S{big_rows};
     say_ "changelog at $n rows with retention running vs empty, $S{big_rate} ev/s";
@@ -1469,21 +1474,28 @@ sub phase_big {
     use_trigger('relay');
     daemon_start('tls', %set);
     $run->('empty', $_) for 1 .. $half;
-    daemon_stop();
+    # The holder: subscribed once, at the head, then gone (its stored
+    # position stays, and it is not idle for consumer_idle_hours).
+    my $hf = "$W/big.holder";
+    my $h = spawn('big.holder', "$BIN/bench_sub", '--socket', $daemon->socket, '--consumer', 'big-holder', '--raw',
+        '--seconds', 5, '--ready', "$hf.ready", '--token-out', $hf);
+    wait_files(15, "$hf.ready", $hf);
+    for (1 .. 50) { last if psql(q{SELECT count(*) FROM resume_tokens WHERE client_name = 'big-holder'}) > 0;
+        Time::HiRes::sleep(0.1) }
+    kill 'TERM', $h->{pid};
+    reap($h, 10);
     my $t0 = NvsTest::now();
-    my $chunk = 1_000_000;
-    for (my $a = 1; $a <= $n; $a += $chunk) {
-        my $b = $a + $chunk - 1;
+    for (my $a = 1; $a <= $n; $a += $S{big_chunk}) {
+        my $b = $a + $S{big_chunk} - 1;
         $b = $n if $b > $n;
         my (undef, $commit) = bulk_load($b - $a + 1, $a);
         $commit->();
     }
     psql('VACUUM ANALYZE datastore_changelog');
     my $load_s = NvsTest::now() - $t0;
-    say_ sprintf '  loaded %d rows in %.0f s', $n, $load_s;
-    daemon_start('tls', %set);
-    # Its reader takes the loaded rows first (a minute or more at 10M), then
-    # its first prunes over them.
+    my $ticks = psql('SELECT count(*) FROM nvsrelay.tick') + 0;
+    say_ sprintf '  loaded %d rows in %.0f s while the relay ticked (%d ticks)', $n, $load_s, $ticks;
+    # Its reader may still be behind the last chunks.
     my $catchup_s = head_past_loaded('big', 600);
     say_ sprintf '  the relay read the loaded rows in %.0f s', $catchup_s;
     Time::HiRes::sleep($opt{quick} ? 2 : 10);
@@ -1492,6 +1504,7 @@ sub phase_big {
     my ($pruned1) = psql('SELECT min(id) FROM datastore_changelog');
     daemon_stop();
     reset_tables();
+    psql(q{DELETE FROM resume_tokens WHERE client_name = 'big-holder'});
     daemon_start('tls', %set);
     $run->('empty', $_) for $half + 1 .. $S{big_runs};
     daemon_stop();
@@ -1508,7 +1521,8 @@ sub phase_big {
         $c{backend_cpu_s} = median(map { $_->{backend_cpu_s} } @k);
         $cells{$state} = \%c;
     }
-    $R{phases}{big} = { rows => $n, load_s => $load_s, reader_s => $catchup_s, runs => \@rows, cells => \%cells,
+    $R{phases}{big} = { rows => $n, load_s => $load_s, reader_s => $catchup_s, ticks => $ticks, chunk => $S{big_chunk},
+        runs => \@rows, cells => \%cells,
         pruned_during_big => ($pruned1 // 0) - ($pruned0 // 0), settings => \%set };
 }
 
@@ -2007,12 +2021,13 @@ sub report {
     }
     if (my $B = $P->{big}) {
         push @md, '## 8. A big changelog with retention running', '',
-            sprintf('The changelog at %d rows (loaded in %.0f s with the relay stopped, then read by its reader in '
-                . '%.0f s before the runs; `BENCH_BIG=1` for 10M) with retention running '
-                . '(%s; %d rows pruned during the big runs) against an empty one, runs with the empty table before and '
+            sprintf('The changelog at %d rows (loaded in %.0f s in chunks of %d rows while the relay ticked: %d ticks; '
+                . 'its reader past them %.0f s after; `BENCH_BIG=1` for 10M), held by a durable consumer that stopped '
+                . 'at the start, with retention running (%s; %d rows pruned during the big runs: the oldest ticks, about '
+                . 'what the writers added) against an empty one, runs with the empty table before and '
                 . "after; writers at $S{big_rate} ev/s, $S{big_secs} s per run. PostgreSQL CPU: every server process.",
-                $B->{rows}, $B->{load_s}, $B->{reader_s} // 0, join(', ', map {"$_=$B->{settings}{$_}"} sort keys %{ $B->{settings} }),
-                $B->{pruned_during_big}), '',
+                $B->{rows}, $B->{load_s}, $B->{chunk} // 0, $B->{ticks} // 0, $B->{reader_s} // 0,
+                join(', ', map {"$_=$B->{settings}{$_}"} sort keys %{ $B->{settings} }), $B->{pruned_during_big}), '',
             '| changelog | p50 | p99 | p99.9 | max | PostgreSQL CPU % | relay backends CPU-s | runs |', '|---|---|---|---|---|---|---|---|';
         for my $st (qw(empty big)) {
             my $c = $B->{cells}{$st} or next;

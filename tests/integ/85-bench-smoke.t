@@ -72,6 +72,9 @@ ok($bg{acks} && $bg{acks}{acks} > 0, 'under load: the durable consumers acknowle
 ok($bg{catchup} && $bg{catchup}{events} >= 10000, 'under load: the catch-up replayed the backlog');
 is($_->{stats}{missing}, 0, "big changelog ($_->{state}): every event delivered") for @{ $p->{big}{runs} || [] };
 ok($p->{big}{cells}{big} && $p->{big}{cells}{empty}, 'big changelog: both states measured');
+cmp_ok($p->{big}{ticks} // 0, '>=', 5, "big changelog: loaded over many ticks ($p->{big}{ticks})");
+cmp_ok($_->{changelog_rows}, '>=', $p->{big}{rows}, "big changelog: held by its consumer ($_->{changelog_rows} rows)")
+    for grep { $_->{state} eq 'big' } @{ $p->{big}{runs} || [] };
 ok($p->{ticks}{events} && $p->{ticks}{events} == $p->{ticks}{rows} && !$p->{ticks}{disorder} && $p->{ticks}{ticks} > 1,
     'small ticks: a backlog of many ticks replayed whole, in token order');
 is_deeply([ sort { $a <=> $b } keys %{ $p->{relays} || {} } ], [ 1, 3 ], 'relays: 1 and 3 on one database');
