@@ -1448,12 +1448,18 @@ sub live_run {
 # of big_chunk rows, so they span thousands of ticks as a changelog built by
 # live writes does; a durable consumer that stopped at the start holds them,
 # and retention_max_rows = big_rows, so each prune deletes about what the
-# writers added (the oldest ticks), not the whole table.  In the empty runs
+# writers added (the oldest ticks), not the whole table.  BENCH_BIG_BACKLOG=1
+# measures a first deployment on a changelog nothing ever pruned instead:
+# loaded in one transaction with the relay stopped, held by nobody, so
+# retention deletes it while the big runs go on.  In the empty runs
 # no consumer holds anything and retention keeps the last 5 s.  Empty runs
 # before and after the big ones (the table truncated again), so drift shows.
 sub phase_big {
     my $n = $S{big_rows};
-    say_ "changelog at $n rows with retention running vs empty, $S{big_rate} ev/s";
+    my $backlog = $ENV{BENCH_BIG_BACKLOG} ? 1 : 0;
+    my $chunk = $backlog ? $n : $S{big_chunk};
+    say_ "changelog at $n rows with retention running vs empty, $S{big_rate} ev/s"
+        . ($backlog ? ' (backlog: nothing holds the rows, retention deletes them during the runs)' : '');
     my %set = (retention_max_rows => $n, prune_interval_s => 1, retention_floor_s => 5);
     my (@rows, $i);
     my $seq = 50_000_000;
@@ -1474,27 +1480,33 @@ sub phase_big {
     use_trigger('relay');
     daemon_start('tls', %set);
     $run->('empty', $_) for 1 .. $half;
-    # The holder: subscribed once, at the head, then gone (its stored
-    # position stays, and it is not idle for consumer_idle_hours).
-    my $hf = "$W/big.holder";
-    my $h = spawn('big.holder', "$BIN/bench_sub", '--socket', $daemon->socket, '--consumer', 'big-holder', '--raw',
-        '--seconds', 5, '--ready', "$hf.ready", '--token-out', $hf);
-    wait_files(15, "$hf.ready", $hf);
-    for (1 .. 50) { last if psql(q{SELECT count(*) FROM resume_tokens WHERE client_name = 'big-holder'}) > 0;
-        Time::HiRes::sleep(0.1) }
-    kill 'TERM', $h->{pid};
-    reap($h, 10);
+    if ($backlog) {
+        daemon_stop();
+    } else {
+        # The holder: subscribed once, at the head, then gone (its stored
+        # position stays, and it is not idle for consumer_idle_hours).
+        my $hf = "$W/big.holder";
+        my $h = spawn('big.holder', "$BIN/bench_sub", '--socket', $daemon->socket, '--consumer', 'big-holder', '--raw',
+            '--seconds', 5, '--ready', "$hf.ready", '--token-out', $hf);
+        wait_files(15, "$hf.ready", $hf);
+        for (1 .. 50) { last if psql(q{SELECT count(*) FROM resume_tokens WHERE client_name = 'big-holder'}) > 0;
+            Time::HiRes::sleep(0.1) }
+        kill 'TERM', $h->{pid};
+        reap($h, 10);
+    }
     my $t0 = NvsTest::now();
-    for (my $a = 1; $a <= $n; $a += $S{big_chunk}) {
-        my $b = $a + $S{big_chunk} - 1;
+    for (my $a = 1; $a <= $n; $a += $chunk) {
+        my $b = $a + $chunk - 1;
         $b = $n if $b > $n;
         my (undef, $commit) = bulk_load($b - $a + 1, $a);
         $commit->();
     }
     psql('VACUUM ANALYZE datastore_changelog');
     my $load_s = NvsTest::now() - $t0;
+    daemon_start('tls', %set) if $backlog;
     my $ticks = psql('SELECT count(*) FROM nvsrelay.tick') + 0;
-    say_ sprintf '  loaded %d rows in %.0f s while the relay ticked (%d ticks)', $n, $load_s, $ticks;
+    say_ sprintf '  loaded %d rows in %.0f s %s (%d ticks)', $n, $load_s,
+        $backlog ? 'with the relay stopped' : 'while the relay ticked', $ticks;
     # Its reader may still be behind the last chunks.
     my $catchup_s = head_past_loaded('big', 600);
     say_ sprintf '  the relay read the loaded rows in %.0f s', $catchup_s;
@@ -1521,9 +1533,9 @@ sub phase_big {
         $c{backend_cpu_s} = median(map { $_->{backend_cpu_s} } @k);
         $cells{$state} = \%c;
     }
-    $R{phases}{big} = { rows => $n, load_s => $load_s, reader_s => $catchup_s, ticks => $ticks, chunk => $S{big_chunk},
+    $R{phases}{big} = { rows => $n, load_s => $load_s, reader_s => $catchup_s, ticks => $ticks, chunk => $chunk, backlog => $backlog,
         runs => \@rows, cells => \%cells,
-        pruned_during_big => ($pruned1 // 0) - ($pruned0 // 0), settings => \%set };
+        pruned_during_big => ($pruned1 || 0) - ($pruned0 || 0), settings => \%set };
 }
 
 sub plan_nodes {
@@ -2021,13 +2033,20 @@ sub report {
     }
     if (my $B = $P->{big}) {
         push @md, '## 8. A big changelog with retention running', '',
-            sprintf('The changelog at %d rows (loaded in %.0f s in chunks of %d rows while the relay ticked: %d ticks; '
+            ($B->{backlog}
+            ? sprintf('A first deployment on a changelog nothing ever pruned: %d rows (loaded in one transaction in %.0f s '
+                . 'with the relay stopped; its reader past them %.0f s after it started; `BENCH_BIG_BACKLOG=1`), held by '
+                . 'nobody, so retention (%s) deletes them during the big runs (%d rows pruned during them)',
+                $B->{rows}, $B->{load_s}, $B->{reader_s} // 0,
+                join(', ', map {"$_=$B->{settings}{$_}"} sort keys %{ $B->{settings} }), $B->{pruned_during_big})
+            : sprintf('The changelog at %d rows (loaded in %.0f s in chunks of %d rows while the relay ticked: %d ticks; '
                 . 'its reader past them %.0f s after; `BENCH_BIG=1` for 10M), held by a durable consumer that stopped '
                 . 'at the start, with retention running (%s; %d rows pruned during the big runs: the oldest ticks, about '
-                . 'what the writers added) against an empty one, runs with the empty table before and '
-                . "after; writers at $S{big_rate} ev/s, $S{big_secs} s per run. PostgreSQL CPU: every server process.",
-                $B->{rows}, $B->{load_s}, $B->{chunk} // 0, $B->{ticks} // 0, $B->{reader_s} // 0,
-                join(', ', map {"$_=$B->{settings}{$_}"} sort keys %{ $B->{settings} }), $B->{pruned_during_big}), '',
+                . 'what the writers added)', $B->{rows}, $B->{load_s}, $B->{chunk} // 0, $B->{ticks} // 0,
+                $B->{reader_s} // 0, join(', ', map {"$_=$B->{settings}{$_}"} sort keys %{ $B->{settings} }),
+                $B->{pruned_during_big}))
+            . ' against an empty one, runs with the empty table before and '
+            . "after; writers at $S{big_rate} ev/s, $S{big_secs} s per run. PostgreSQL CPU: every server process.", '',
             '| changelog | p50 | p99 | p99.9 | max | PostgreSQL CPU % | relay backends CPU-s | runs |', '|---|---|---|---|---|---|---|---|';
         for my $st (qw(empty big)) {
             my $c = $B->{cells}{$st} or next;
@@ -2172,7 +2191,8 @@ sub targets {
         if ($e && $b) {
             my $ok = !$e->{kept} || !$b->{kept} ? undef : defined $b->{p99} && defined $e->{p99}
                 ? $b->{p99} <= $e->{p99} + 2 && $b->{pg_cpu_pct} <= $e->{pg_cpu_pct} * 1.2 + 1 : 0;
-            push @t, [ "changelog at $B->{rows} rows with retention running", rms($b, 'p99') . ' p99, PostgreSQL '
+            push @t, [ $B->{backlog} ? "a backlog of $B->{rows} rows pruned during live runs"
+                    : "changelog at $B->{rows} rows with retention running", rms($b, 'p99') . ' p99, PostgreSQL '
                     . fmt($b->{pg_cpu_pct}, 1) . '% CPU', 'empty: ' . rms($e, 'p99') . ', ' . fmt($e->{pg_cpu_pct}, 1) . '%',
                 ratio($b->{pg_cpu_pct}, $e->{pg_cpu_pct}) . ' CPU', 'p99 ≤ empty + 2 ms, CPU ≤ 1.2× empty + 1 point',
                 verdict($ok) ];

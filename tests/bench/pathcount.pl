@@ -31,6 +31,7 @@ my $BIN = "$opt{build}/bench";
 
 my $pg = NvsTest::Pg->start(conf => { fsync => 'on', full_page_writes => 'on',
     shared_preload_libraries => "'pg_stat_statements'", 'pg_stat_statements.track_utility' => 'off',
+    'pg_stat_statements.track_planning' => 'on',
     track_wal_io_timing => 'on' });
 my $W = $pg->dir . '/pathcount';
 mkdir $W or die "$W: $!";
@@ -115,7 +116,8 @@ for my $rate (split /,/, $opt{rates}) {
         . " JOIN pg_roles r ON r.oid = s.userid WHERE r.rolname = 'nvsentinel'");
     @c{qw(wal_sync wal_write wal_records sync_ms)} = split /\|/, q1('SELECT wal_sync, wal_write, wal_records, round(wal_sync_time::numeric / greatest(wal_sync, 1), 3) FROM pg_stat_wal');
     $c{commits} = q1("SELECT xact_commit FROM pg_stat_database WHERE datname = 'nvsentinel'");
-    my @top = split /\n/, q1("SELECT calls || ' calls, ' || round(mean_exec_time::numeric, 3) || ' ms: ' || left(regexp_replace(query, '\\s+', ' ', 'g'), 70)"
+    my @top = split /\n/, q1("SELECT calls || ' calls, ' || round(mean_exec_time::numeric, 3) || ' ms + planning '"
+        . " || round((total_plan_time / calls)::numeric, 3) || ' ms: ' || left(regexp_replace(query, '\\s+', ' ', 'g'), 70)"
         . " FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid WHERE r.rolname = 'nvsentinel'"
         . " ORDER BY calls DESC LIMIT 5");
     my $ws = $NvsTest::JSON->decode((grep {/^\{/} split /\n/, NvsTest::slurp("$W/writer.$rate.out"))[-1] // '{}');
