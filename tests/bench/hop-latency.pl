@@ -22,12 +22,6 @@ GetOptions('rates=s' => \$rates, 'seconds=f' => \$secs, 'build=s' => \$build) or
 $ENV{NVSRELAY_BUILD} = $build;
 for (qw(bench_writer bench_sub)) { -x "$build/bench/$_" or die "no $build/bench/$_: run make all\n" }
 
-sub free_port {
-    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1, ReuseAddr => 1) or die $!;
-    my $p = $s->sockport;
-    close $s;
-    return $p;
-}
 
 # NvsTest::health_doc with the placeholders bench_writer fills in (as bench.pl does).
 sub template {
@@ -68,7 +62,7 @@ sub stats {
 
 my $pg  = NvsTest::Pg->start();
 my $dir = $pg->dir;
-my $port = free_port();
+my $port = NvsTest::free_port();
 my $up = NvsTest::Daemon->start($pg, socket => "$dir/up.sock", set => { listen_tcp => "127.0.0.1:$port",
     tcp_plaintext => 'on', log_level => 'notice', datastore_host => $pg->sockdir, datastore_sslmode => 'disable' });
 my $node = NvsTest::Daemon->start($pg, socket => "$dir/node.sock", set => { upstream => "127.0.0.1:$port",

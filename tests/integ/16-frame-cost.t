@@ -26,13 +26,6 @@ my $dir = $pg->dir;
 my $tls = "$dir/tls";
 my $slow = $ENV{NVSRELAY_SANITIZE} || $ENV{NVS_VALGRIND} ? 3 : 1;
 
-sub free_port {
-	my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1, ReuseAddr => 1)
-		or die "no free port: $!";
-	my $p = $s->sockport;
-	close $s;
-	return $p;
-}
 
 sub status_kb {
 	my ($d, $key) = @_;
@@ -51,7 +44,7 @@ sub tcp_client {
 		'NvsTest::Client';
 }
 
-my $port = free_port();
+my $port = NvsTest::free_port();
 my $tokfile = "$dir/token16";
 open(my $fh, '>', $tokfile) or die "$tokfile: $!";
 print $fh "0123456789abcdef0123456789abcdef\n";
@@ -157,7 +150,7 @@ $t->close;
 $d->stop(30);
 
 # --- silent TLS connections do not take the subscribers' slots --------------------------
-$port = free_port();
+$port = NvsTest::free_port();
 $d = NvsTest::Daemon->start($pg, set => { listen_tcp => "127.0.0.1:$port", tls_cert_file => "$tls/server.crt",
 	tls_key_file => "$tls/server.key", tls_ca_file => "$tls/ca.crt", max_clients => 10 });
 my $fd0 = fds($d);

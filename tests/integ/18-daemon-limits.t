@@ -24,13 +24,6 @@ my $pg  = NvsTest::Pg->start();
 my $dir = $pg->dir;
 my $san = $ENV{NVSRELAY_SANITIZE} || $ENV{NVS_VALGRIND};
 
-sub free_port {
-	my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1, ReuseAddr => 1)
-		or die "no free port: $!";
-	my $p = $s->sockport;
-	close $s;
-	return $p;
-}
 
 sub write_file {
 	my ($path, $text, $mode) = @_;
@@ -73,7 +66,7 @@ sub rss_kb { my ($pid) = @_; my ($kb) = NvsTest::slurp("/proc/$pid/status") =~ /
 
 # --- a refusal at start ------------------------------------------------------------------
 {
-	my $d = NvsTest::Daemon->start($pg, wait_ready => 0, set => { listen_tcp => '127.0.0.1:' . free_port(),
+	my $d = NvsTest::Daemon->start($pg, wait_ready => 0, set => { listen_tcp => '127.0.0.1:' . NvsTest::free_port(),
 		tcp_plaintext => 'on', unix_allow_uids => 'root' });
 	is($d->wait_exit(20), 78, 'plaintext TCP without a token beside unix_allow_uids: refuses to start (78)');
 	like($d->log, qr/lets every local user in over TCP, around unix_allow_uids/, '... and says why');
@@ -103,7 +96,7 @@ sub rss_kb { my ($pid) = @_; my ($kb) = NvsTest::slurp("/proc/$pid/status") =~ /
 }
 
 # --- HTTP under a flood of idle connections ------------------------------------------------
-my $hport = free_port();
+my $hport = NvsTest::free_port();
 my $d = NvsTest::Daemon->start($pg, set => { http_listen => "127.0.0.1:$hport" });
 my ($st) = http_get($hport, '/livez');
 is($st, 200, '/livez answers');
@@ -136,7 +129,7 @@ SKIP: {
 	skip('descriptor counts differ under valgrind', 1) if $ENV{NVS_VALGRIND};
 	my $build = $ENV{NVSRELAY_BUILD} || "$NvsTest::ROOT/build";
 	my $wrap = write_file("$dir/lowfd.sh", "#!/bin/sh\nulimit -n 64 || exit 1\nexec $build/nvsrelayd \"\$@\"\n", 0755);
-	$hport = free_port();
+	$hport = NvsTest::free_port();
 	$d = NvsTest::Daemon->start($pg, bin => $wrap, set => { http_listen => "127.0.0.1:$hport" });
 	like($d->log, qr/max_clients = 1024 needs about \d+ file descriptors and RLIMIT_NOFILE allows 64 \(hard limit 64\)/,
 		'max_clients against RLIMIT_NOFILE: a warning at start with the numbers');

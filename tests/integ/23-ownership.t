@@ -112,9 +112,7 @@ SKIP: {
     skip 'IO::Socket::SSL not installed (libio-socket-ssl-perl)', 5
         unless eval { require IO::Socket::SSL; require IO::Socket::INET; 1 };
     my $tls  = $pg->dir . '/tls';
-    my $l    = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1, ReuseAddr => 1) or die $!;
-    my $port = $l->sockport;
-    close $l;
+    my $port = NvsTest::free_port();
     $d->stop;
     my $t = NvsTest::Daemon->start($pg, socket => $pg->dir . '/relay-tls.sock', set => { listen_tcp => "127.0.0.1:$port", tls_cert_file => "$tls/server.crt",
         tls_key_file => "$tls/server.key", tls_ca_file => "$tls/ca.crt",

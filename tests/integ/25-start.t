@@ -14,7 +14,7 @@ use POSIX ();
 use NvsTest;
 
 my $pg  = NvsTest::Pg->start();
-my $hport = do { require IO::Socket::INET; my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1', LocalPort => 0) or die $!; $s->sockport };
+my $hport = NvsTest::free_port();
 my $d   = NvsTest::Daemon->start($pg, set => { ack_flush_ms => 50, http_listen => "127.0.0.1:$hport" });
 my $dbh = $pg->dbh();
 sub rid { $_[0]{event}{documentKey}{_id} }

@@ -16,13 +16,6 @@ my $pg  = NvsTest::Pg->start();
 my $dir = $pg->dir;
 my $tls = "$dir/tls";
 
-sub free_port {
-	my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1, ReuseAddr => 1)
-		or die "no free port: $!";
-	my $p = $s->sockport;
-	close $s;
-	return $p;
-}
 
 # An RSA server certificate from the test CA.
 my ($rc, $out) = NvsTest::run_cmd([ 'openssl', 'req', '-newkey', 'rsa:2048', '-noenc', '-subj', '/CN=localhost',
@@ -33,7 +26,7 @@ is($rc, 0, 'an RSA server key') or diag($out);
 	'-out', "$dir/rsa-server.crt" ]);
 is($rc, 0, '... with a certificate from the test CA') or diag($out);
 
-my $port = free_port();
+my $port = NvsTest::free_port();
 my $d = NvsTest::Daemon->start($pg, set => {
 	listen_tcp => "127.0.0.1:$port", tls_cert_file => "$dir/rsa-server.crt", tls_key_file => "$dir/rsa-server.key",
 	tls_ca_file => "$tls/ca.crt" });

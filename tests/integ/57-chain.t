@@ -23,24 +23,17 @@ my $pg   = NvsTest::Pg->start();
 my $dir  = $pg->dir;
 my $dbh  = $pg->dbh;
 
-sub free_port {
-    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1, ReuseAddr => 1)
-        or die "no free port: $!";
-    my $p = $s->sockport;
-    close $s;
-    return $p;
-}
 
 sub sessions {
     my $h = eval { $pg->dbh } or return -1;
     return scalar $h->selectrow_array(q{SELECT count(*) FROM pg_stat_activity WHERE application_name = 'nvsrelayd'});
 }
 
-my $uport = free_port();
+my $uport = NvsTest::free_port();
 my %uset  = (listen_tcp => "127.0.0.1:$uport", tcp_plaintext => 'on', poll_interval_ms => 100, tick_idle_ms => 500,
     ack_flush_ms => 50, reconnect_min_ms => 50, reconnect_max_ms => 500);
 my $up = NvsTest::Daemon->start($pg, socket => "$dir/up.sock", set => \%uset);
-my $u2port = free_port();
+my $u2port = NvsTest::free_port();
 my $up2 = NvsTest::Daemon->start($pg, socket => "$dir/up2.sock", set => { %uset, listen_tcp => "127.0.0.1:$u2port" });
 # The relays open their sessions over their first second or two: wait for a stable count.
 sub stable_sessions {

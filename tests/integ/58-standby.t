@@ -26,9 +26,7 @@ my $sdsn = "dbi:Pg:host=$dir/replica/sock;port=" . $pg->port . ';dbname=nvsentin
 my $sbh  = DBI->connect($sdsn, 'postgres', '', { RaiseError => 1, AutoCommit => 1 });
 is($sbh->selectrow_array('SELECT pg_is_in_recovery()'), 1, 'it is in recovery (a hot standby)');
 
-my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1, ReuseAddr => 1) or die $!;
-my $hport = $s->sockport;
-close $s;
+my $hport = NvsTest::free_port();
 # The leader's batches come with its ticks, on the primary (batch.c); the
 # standby serves the relays that follow the leader's ticks, and every
 # relay's catch-up pages and pages after a batch's first.  So a leader

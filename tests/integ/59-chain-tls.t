@@ -21,12 +21,6 @@ my $dir  = $pg->dir;
 my $tls  = "$dir/tls";
 my $dbh  = $pg->dbh;
 
-sub free_port {
-    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1, ReuseAddr => 1) or die $!;
-    my $p = $s->sockport;
-    close $s;
-    return $p;
-}
 
 sub write_file {
     my ($path, $text) = @_;
@@ -48,7 +42,7 @@ sub http_get {
 my $token = 'chain-' . join('', map { sprintf '%02x', int rand 256 } 1 .. 16);
 my $tok   = write_file("$dir/up.token", "$token\n");
 my $bad   = write_file("$dir/bad.token", "not-the-token\n");
-my $port  = free_port();
+my $port  = NvsTest::free_port();
 my %uset  = (listen_tcp => "127.0.0.1:$port", tls_cert_file => "$tls/server.crt", tls_key_file => "$tls/server.key",
     tls_ca_file => "$tls/ca.crt", auth_token_file => $tok, poll_interval_ms => 100, tick_idle_ms => 500);
 my $up = NvsTest::Daemon->start($pg, socket => "$dir/up.sock", set => \%uset);
@@ -56,7 +50,7 @@ my $up = NvsTest::Daemon->start($pg, socket => "$dir/up.sock", set => \%uset);
 my %good = (upstream_ca_file => "$tls/ca.crt", upstream_cert_file => "$tls/client.crt",
     upstream_key_file => "$tls/client.key", upstream_token_file => $tok, upstream_timeout_ms => 2000,
     reconnect_min_ms => 50, reconnect_max_ms => 300);
-my $hport = free_port();
+my $hport = NvsTest::free_port();
 my $a = NvsTest::Daemon->start($pg, socket => "$dir/a.sock",
     set => { %good, upstream => "127.0.0.1:$port", node_name => 'a', http_listen => "127.0.0.1:$hport" });
 like($a->log, qr/streaming from upstream address=127\.0\.0\.1:$port node=a/, 'TLS, client certificate and token: node a streams');
@@ -78,7 +72,7 @@ my %bad = (
 );
 for my $what (sort keys %bad) {
     my ($set, $re) = @{ $bad{$what} };
-    my $hp = free_port();
+    my $hp = NvsTest::free_port();
     (my $name = $what) =~ s/\W+/-/g;
     my $n = NvsTest::Daemon->start($pg, socket => "$dir/$name.sock", wait_ready => 0,
         set => { %$set, upstream => "127.0.0.1:$port", node_name => $name, http_listen => "127.0.0.1:$hp" });
@@ -151,8 +145,8 @@ is($ev->[0] && $ev->[0]{event}{documentKey}{_id}, $id2, 'and the subscriber, sti
 
 # Depth 2: node c chained to node a (plaintext on loopback), two hops from PostgreSQL.
 {
-    my $cport = free_port();
-    my $hp = free_port();
+    my $cport = NvsTest::free_port();
+    my $hp = NvsTest::free_port();
     my $mid = NvsTest::Daemon->start($pg, socket => "$dir/m.sock",
         set => { %good, upstream => "127.0.0.1:$port", node_name => 'mid', listen_tcp => "127.0.0.1:$cport",
             tcp_plaintext => 'on' });
@@ -228,7 +222,7 @@ is($ev->[0] && $ev->[0]{event}{documentKey}{_id}, $id2, 'and the subscriber, sti
 # is nvsentinel), so a node that calls itself by another name is refused, says so, and
 # still streams to its subscribers that have no consumer name.
 {
-    my $oport = free_port();
+    my $oport = NvsTest::free_port();
     my $own = NvsTest::Daemon->start($pg, socket => "$dir/own.sock",
         set => { %uset, listen_tcp => "127.0.0.1:$oport", consumer_owners => "hand/* = uid:$<; * = cn:{node}" });
     my %at = (%good, upstream => "127.0.0.1:$oport");

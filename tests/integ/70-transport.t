@@ -27,13 +27,6 @@ my $dir = $pg->dir;
 my $tls = "$dir/tls";
 my $dbh = $pg->dbh();
 
-sub free_port {
-	my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1, ReuseAddr => 1)
-		or die "no free port: $!";
-	my $p = $s->sockport;
-	close $s;
-	return $p;
-}
 
 sub write_file {
 	my ($path, $text, $mode) = @_;
@@ -142,19 +135,19 @@ my $tokfile = write_file("$dir/token", "$token\n", 0600);
 my $loose = write_file("$dir/token-loose", "$token\n", 0644);
 
 refuses_to_start('plaintext TCP on 0.0.0.0',
-	{ listen_tcp => '0.0.0.0:' . free_port(), tcp_plaintext => 'on' }, qr/loopback address only/);
+	{ listen_tcp => '0.0.0.0:' . NvsTest::free_port(), tcp_plaintext => 'on' }, qr/loopback address only/);
 refuses_to_start('TCP without TLS or tcp_plaintext',
-	{ listen_tcp => '127.0.0.1:' . free_port() }, qr/needs TLS/);
+	{ listen_tcp => '127.0.0.1:' . NvsTest::free_port() }, qr/needs TLS/);
 refuses_to_start('a token file others can read',
-	{ listen_tcp => '127.0.0.1:' . free_port(), tcp_plaintext => 'on', auth_token_file => $loose },
+	{ listen_tcp => '127.0.0.1:' . NvsTest::free_port(), tcp_plaintext => 'on', auth_token_file => $loose },
 	qr/token-loose has mode 0644.*must not be readable by group or others/);
 refuses_to_start('tls_cert_file without tls_key_file',
 	{ tls_cert_file => "$tls/server.crt" }, qr/tls_cert_file and tls_key_file must be set together/);
 refuses_to_start('TLS without client certificates or a token',
-	{ listen_tcp => '127.0.0.1:' . free_port(), tls_cert_file => "$tls/server.crt", tls_key_file => "$tls/server.key" },
+	{ listen_tcp => '127.0.0.1:' . NvsTest::free_port(), tls_cert_file => "$tls/server.crt", tls_key_file => "$tls/server.key" },
 	qr/needs client certificates \(tls_ca_file\) or a token/);
 refuses_to_start('a key that does not match the certificate',
-	{ listen_tcp => '127.0.0.1:' . free_port(), tls_cert_file => "$tls/server.crt", tls_key_file => "$tls/client.key",
+	{ listen_tcp => '127.0.0.1:' . NvsTest::free_port(), tls_cert_file => "$tls/server.crt", tls_key_file => "$tls/client.key",
 	  tls_ca_file => "$tls/ca.crt" }, qr/tls_key_file .* does not belong to tls_cert_file|tls_key_file .*client\.key/);
 refuses_to_start('an unknown user on the allow-list',
 	{ unix_allow_uids => '0, no-such-user-here' }, qr/unix_allow_uids: unknown name 'no-such-user-here'/);
@@ -163,7 +156,7 @@ refuses_to_start('an unknown user on the allow-list',
 # mTLS on TCP; Unix socket open to all by mode, closed to nobody by the allow-list.
 SKIP: {
 	skip 'IO::Socket::SSL not installed (libio-socket-ssl-perl)', 1 unless $have_ssl;
-	my $port = free_port();
+	my $port = NvsTest::free_port();
 	my $d = NvsTest::Daemon->start($pg, set => {
 		listen_tcp => "127.0.0.1:$port", tls_cert_file => "$tls/server.crt", tls_key_file => "$tls/server.key",
 		tls_ca_file => "$tls/ca.crt", max_subscriptions_per_client => 2, unix_allow_uids => 'root',
@@ -227,7 +220,7 @@ SKIP: {
 
 # ---------------------------------------------------------------------------------------
 # Plaintext TCP on loopback with a token; nobody on the allow-list; slow consumers.
-my $port = free_port();
+my $port = NvsTest::free_port();
 my $d = NvsTest::Daemon->start($pg, set => {
 	listen_tcp => "127.0.0.1:$port", tcp_plaintext => 'on', auth_token_file => $tokfile,
 	unix_allow_uids => 'nobody', unix_socket_mode => '0666', client_output_soft_seconds => 3 });

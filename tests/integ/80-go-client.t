@@ -27,7 +27,7 @@ my $sock = "$dir/relay.sock";
 my %set  = (ack_flush_ms => 50);
 
 # A TLS listener with client certificates, when the daemon has one.
-my $port = do { my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1', LocalPort => 0) or die $!; $s->sockport };
+my $port = NvsTest::free_port();
 my %tcp = (listen_tcp => "127.0.0.1:$port", tls_cert_file => "$dir/tls/server.crt",
     tls_key_file => "$dir/tls/server.key", tls_ca_file => "$dir/tls/ca.crt");
 my ($rc, $out) = NvsTest::run_cmd([ ($ENV{NVSRELAY_BUILD} || "$NvsTest::ROOT/build") . '/nvsrelayd',

@@ -28,7 +28,7 @@ my $dbh   = $pg->dbh();
 my %set   = (ack_flush_ms => 50);
 
 # TCP: TLS with client certificates and a token, when the daemon has a listener.
-my $port = do { my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1', LocalPort => 0) or die $!; $s->sockport };
+my $port = NvsTest::free_port();
 my $token = join '', map { sprintf '%02x', int rand 256 } 1 .. 32;
 { open(my $f, '>', "$dir/token") or die $!; print $f "$token\n"; close $f; chmod 0600, "$dir/token"; }
 { open(my $f, '>', "$dir/wrong-token") or die $!; print $f "x$token\n"; close $f; }

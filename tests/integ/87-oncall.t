@@ -34,10 +34,7 @@ my $pg  = NvsTest::Pg->start();
 my $dir = $pg->dir;
 my $dbh = $pg->dbh;
 
-my $probe = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1, ReuseAddr => 1)
-	or die "no free port: $!";
-my $hport = $probe->sockport;
-close $probe;
+my $hport = NvsTest::free_port();
 
 my $d = NvsTest::Daemon->start($pg, set => { http_listen => "127.0.0.1:$hport", tick_idle_ms => 300, ack_flush_ms => 50 });
 my $admin = $d->admin_socket;

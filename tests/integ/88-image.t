@@ -115,9 +115,7 @@ for my $f (sort keys %from) {
 	chown $uid, $gid, "$certs/$f";
 	chmod($f eq 'tls.key' ? 0600 : 0644, "$certs/$f");
 }
-my $probe = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1, ReuseAddr => 1) or die $!;
-my $hport = $probe->sockport;
-close $probe;
+my $hport = NvsTest::free_port();
 
 # in_image(@cmd): the command for running @cmd in the image: a private
 # mount namespace with the root filesystem read-only, /dev from the host,

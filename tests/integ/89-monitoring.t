@@ -68,9 +68,7 @@ for my $m (sort keys %used) {
 
 # And in a live relay's /metrics, once a durable consumer came and went
 # (per-consumer and sampled families appear only with data).
-my $probe = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1, ReuseAddr => 1) or die $!;
-my $hport = $probe->sockport;
-close $probe;
+my $hport = NvsTest::free_port();
 my $d = NvsTest::Daemon->start($pg, set => { http_listen => "127.0.0.1:$hport", stats_interval_s => 1, tick_idle_ms => 300 });
 my $dbh = $pg->dbh();
 my $keep;

@@ -36,10 +36,7 @@ my $pg  = NvsTest::Pg->start();
 my $dir = $pg->dir;
 
 # A free loopback port for HTTP (released just before the daemon binds it).
-my $probe = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1, ReuseAddr => 1)
-	or die "no free port: $!";
-my $hport = $probe->sockport;
-close $probe;
+my $hport = NvsTest::free_port();
 
 # The datagrams are read by a child into a file as they come: a sender blocks once ten
 # unread ones are queued (net.unix.max_dgram_qlen), and the watchdog pings twice a second.

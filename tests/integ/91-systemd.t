@@ -147,9 +147,7 @@ my %set  = (log_format => 'text', log_level => 'debug', tick_idle_ms => 200);
 # The TCP socket, plaintext as nvsrelayd allows on loopback: a free port.
 my $tcp_port;
 if (has_feature('tcp_plaintext')) {
-	my $probe = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1', LocalPort => 0, ReuseAddr => 1);
-	$tcp_port = $probe->sockport;
-	close $probe;
+		$tcp_port = NvsTest::free_port();
 }
 my $wd_usec = 2_000_000;
 my ($pid, $d);

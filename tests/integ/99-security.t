@@ -34,12 +34,6 @@ my $slow  = $ENV{NVS_VALGRIND} ? 6 : 1;
 my $ROLE  = $pgenv->{PGTMP_SCRAM_USER};
 my $PASS  = $pgenv->{PGTMP_SCRAM_PASSWORD};
 
-sub free_port {
-    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1) or die "port: $!";
-    my $p = $s->sockport;
-    close $s;
-    return $p;
-}
 
 # connect() to a Unix socket as the OS user nobody: '' on success, else the error.
 sub connect_as_nobody {
@@ -117,14 +111,14 @@ my ($can_create) = $dbh->selectrow_array("SELECT has_schema_privilege('$ROLE', '
     . " OR has_schema_privilege('$ROLE', 'public', 'CREATE') OR has_database_privilege('$ROLE', 'nvsentinel', 'CREATE')");
 ok(!$can_create, 'and cannot create anything');
 
-my $hport = free_port();
+my $hport = NvsTest::free_port();
 my $token = join '', map { sprintf '%02x', int rand 256 } 1 .. 24;
 my $tokfile = "$dir/auth.token";
 open(my $tf, '>', $tokfile) or die;
 print $tf "$token\n";
 close $tf;
 chmod 0600, $tokfile;
-my $tport = free_port();
+my $tport = NvsTest::free_port();
 my %scram = (DATASTORE_USERNAME => $ROLE, DATASTORE_PASSWORD => $PASS, DATASTORE_SSLCERT => undef, DATASTORE_SSLKEY => undef);
 my $rt = NvsTest::Daemon->start($pg, env => \%scram,
     set => { schema => 'verify', http_listen => "127.0.0.1:$hport", stats_interval_s => 1, ack_flush_ms => 50, batch_rows => 3,
