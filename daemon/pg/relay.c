@@ -825,7 +825,9 @@ Relay *relay_new(struct ev_loop *loop, const Conf *conf, struct hub *hub,
 	pcfg.session_sql = "SET jit = off";
 	r->main = pgconn_new(loop, "main", &pcfg, &main_ops, r);
 	r->listen = pgconn_new(loop, "listen", &pcfg, &listen_ops, r);
-	pcfg.session_sql = "SET jit = off; SET synchronous_commit = on";
+	/* Over a large changelog the plan cache planned the tick statement on
+	 * every call (0.45 ms, 0.13 ms to run at 1M rows) for no faster plan. */
+	pcfg.session_sql = "SET jit = off; SET synchronous_commit = on; SET plan_cache_mode = force_generic_plan";
 	r->ticker = ticker_new(loop, r->cv, &pcfg, &ticker_ops, r);
 	pcfg.session_sql = "SET jit = off";
 	r->retention = retention_new(loop, r->cv, &pcfg, &retention_ops, r);
