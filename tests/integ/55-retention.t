@@ -173,6 +173,9 @@ for my $round (1 .. 2) {
 ok(wait_until(sub { count('datastore_changelog') < 2500 }, 60), 'the batch the subscriber is in is pruned');
 my $lagged = $lag->events(25000, 60);
 my @nums = map { $_->{event}{fullDocument}{healthevent}{nodeName} // '' } @$lagged;
+# It started at the relay's head, which on a slow machine may not have
+# passed the 'next' rows yet: those come first, and are no gap.
+shift @nums while @nums && $nums[0] =~ /^next-/;
 my $k = 0;
 $k++ while $k < @nums && $nums[$k] eq 'lag-' . ($k + 1);
 cmp_ok($k, ">", 0, "the subscriber got the start of the batch ($k events)") or diag("got: @nums[0 .. ($#nums < 5 ? $#nums : 5)]");
