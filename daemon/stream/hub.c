@@ -361,10 +361,16 @@ Hub *hub_new(struct ev_loop *loop, const struct conf_values *cv)
 	return h;
 }
 
+/* Drops every event of the ring. */
+static void ring_clear(Hub *h)
+{
+	for (size_t i = 0; i < h->count; i++)
+		event_unref(hub_ring_at(h, i));
+	h->first = h->count = h->unparsed = 0;
+}
+
 void hub_free(Hub *h)
 {
-	size_t i;
-
 	if (!h)
 		return;
 	ev_timer_stop(h->loop, &h->tick);
@@ -373,8 +379,7 @@ void hub_free(Hub *h)
 		sub_kill(h->subs);
 	reap(h, true);
 	hub_count_free_all(h);
-	for (i = 0; i < h->count; i++)
-		event_unref(hub_ring_at(h, i));
+	ring_clear(h);
 	free(h->ring);
 	free(h->ring_time);
 	subtab_free(h->bysid);
@@ -424,7 +429,7 @@ void hub_publish(Hub *h, struct event *ev)
  * none is promoted meanwhile. */
 size_t hub_lose_head(Hub *h, const char *msg)
 {
-	size_t i, n = 0;
+	size_t n = 0;
 	bool closing = h->closing;
 
 	h->closing = true;
@@ -436,9 +441,7 @@ size_t hub_lose_head(Hub *h, const char *msg)
 		n++;
 	}
 	h->closing = closing;
-	for (i = 0; i < h->count; i++)
-		event_unref(hub_ring_at(h, i));
-	h->first = h->count = h->unparsed = 0;
+	ring_clear(h);
 	h->have_head = false;
 	memset(&h->head, 0, sizeof(h->head));
 	return n;
