@@ -23,6 +23,7 @@ enum sub_state { SUB_LOADING, SUB_ACTIVE, SUB_DEAD };
 
 struct sub {
 	struct sub *next, *prev;      /* hub list */
+	struct sub *cnext, *cprev;    /* the same client's others (hub.byclient has the first) */
 	struct hub *hub;
 	Client *client;
 	long long sid;
@@ -56,6 +57,7 @@ struct hub {
 	struct sub *dead;             /* detached, freed once no callback is pending */
 	struct hub_count *counts;     /* count requests waiting for the source (hubcount.c) */
 	Subtab *bysid;                /* (client, sid) -> live sub: acks in constant time */
+	Subtab *byclient;             /* (client, 0) -> its oldest live sub, the rest by cnext */
 	size_t nsubs;
 	size_t ncatching;             /* subscriptions with catching set */
 	struct event **ring;
@@ -73,6 +75,8 @@ struct hub {
 };
 
 struct event *hub_ring_at(const struct hub *h, size_t i);
+/* c's oldest live subscription (then by cnext), or NULL. */
+struct sub *hub_client_first(const struct hub *h, const Client *c);
 /* Index of the first ring event with a position after pos. */
 size_t hub_ring_after(const struct hub *h, const struct token *pos);
 /* What a durable consumer has finished: its acknowledged position, and

@@ -46,8 +46,8 @@ size_t hub_client_subscriptions(const Hub *h, const Client *c)
 {
 	size_t n = 0;
 
-	for (const struct sub *s = h->subs; s; s = s->next)
-		n += s->client == c;
+	for (const struct sub *s = hub_client_first(h, c); s; s = s->cnext)
+		n++;
 	return n;
 }
 

@@ -101,6 +101,16 @@ int subtab_put(Subtab *t, const void *owner, long long sid, void *val)
 	return 0;
 }
 
+int subtab_set(Subtab *t, const void *owner, long long sid, void *val)
+{
+	struct slot *sl = &t->slot[find(t, owner, sid)];
+
+	if (!sl->owner)
+		return -ENOENT;
+	sl->val = val;
+	return 0;
+}
+
 void *subtab_get(const Subtab *t, const void *owner, long long sid)
 {
 	return t->slot[find(t, owner, sid)].val;

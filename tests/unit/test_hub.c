@@ -1482,6 +1482,77 @@ static void test_lose_head(void **state)
 	client_drop(e);
 }
 
+/* Each client's subscriptions are its own list: a drain pumps the drained
+ * client's subscriptions only, a watch counts only the client's own, an
+ * unwatch of its oldest or newest and its close leave every other client's
+ * stream whole. */
+static void test_client_lists(void **state)
+{
+	Client *a = client_make(1, 100 * KIB), *b = client_make(2, 100 * KIB), *c = client_make(3, 100 * KIB);
+	struct watch_req req;
+	struct token from;
+	size_t an, cn;
+
+	(void)state;
+	world_new(64, 8);
+	fk.one_table = true;
+	produce(1, 0);
+	from = (struct token){ GEN, fk.head_tick, TOKEN_ID_END };
+	/* Interleaved, so no client's subscriptions sit together in the hub. */
+	const struct { Client *c; long long sid; } w[] = { { a, 1 }, { b, 1 }, { a, 2 }, { c, 1 }, { b, 2 }, { a, 3 } };
+	for (size_t i = 0; i < sizeof(w) / sizeof(w[0]); i++) {
+		req = watch_req(w[i].sid, TABLE_HEALTH_EVENTS);
+		assert_int_equal(hub_watch(hub, w[i].c, &req), 0);
+	}
+	assert_int_equal(hub_client_subscriptions(hub, a), 3);
+	assert_int_equal(hub_client_subscriptions(hub, b), 2);
+	assert_int_equal(hub_client_subscriptions(hub, c), 1);
+	produce(4, 0);
+	/* 256 KiB: each client holds three 100 KiB frames and stops. */
+	assert_int_equal(count_frames(a, F_EVENT), 3);
+	assert_int_equal(count_frames(b, F_EVENT), 3);
+	an = a->nf;
+	cn = c->nf;
+	for (int i = 0; i < 10; i++)
+		drain(b, 0);
+	assert_stream(b, 1, TABLE_HEALTH_EVENTS, false, &from);
+	assert_stream(b, 2, TABLE_HEALTH_EVENTS, false, &from);
+	assert_int_equal(a->nf, an);   /* b's drain pumped nobody else */
+	assert_int_equal(c->nf, cn);
+
+	/* a's oldest and newest go; the one between them still gets all. */
+	assert_int_equal(hub_unwatch(hub, a, 1), 0);
+	assert_int_equal(hub_unwatch(hub, a, 3), 0);
+	assert_int_equal(hub_client_subscriptions(hub, a), 1);
+	an = count_frames(a, F_EVENT);
+	for (int i = 0; i < 10; i++)
+		drain(a, 0);
+	assert_stream(a, 2, TABLE_HEALTH_EVENTS, false, &from);
+	assert_int_equal(c->nf, cn);
+
+	/* c closes: only its subscription ends; a and b go on. */
+	c->closed = true;
+	hub_client_gone(hub, c);
+	assert_int_equal(hub_client_subscriptions(hub, c), 0);
+	assert_int_equal(hub_subscription_count(hub), 3);
+	produce(2, 0);
+	for (int i = 0; i < 10; i++) {
+		drain(a, 0);
+		drain(b, 0);
+	}
+	assert_stream(a, 2, TABLE_HEALTH_EVENTS, false, &from);
+	assert_stream(b, 1, TABLE_HEALTH_EVENTS, false, &from);
+	assert_stream(b, 2, TABLE_HEALTH_EVENTS, false, &from);
+	assert_true(count_frames(a, F_EVENT) > an);
+	hub_client_gone(hub, a);
+	hub_client_gone(hub, b);
+	assert_int_equal(hub_subscription_count(hub), 0);
+	world_free();
+	client_drop(a);
+	client_drop(b);
+	client_drop(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1503,6 +1574,7 @@ int main(void)
 		cmocka_unit_test(test_standby),
 		cmocka_unit_test(test_ack_many),
 		cmocka_unit_test(test_lose_head),
+		cmocka_unit_test(test_client_lists),
 	};
 
 	return cmocka_run_group_tests(tests, setup, NULL);

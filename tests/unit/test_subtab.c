@@ -33,6 +33,12 @@ static void test_basic(void **state)
 	assert_int_equal(subtab_put(t, &b, 1, &v2), 0);   /* same sid, other owner */
 	assert_ptr_equal(subtab_get(t, &a, 1), &v1);
 	assert_ptr_equal(subtab_get(t, &b, 1), &v2);
+	assert_int_equal(subtab_set(t, &b, 1, &v1), 0);   /* replaced in place */
+	assert_ptr_equal(subtab_get(t, &b, 1), &v1);
+	assert_int_equal(subtab_set(t, &b, 2, &v1), -ENOENT);
+	assert_null(subtab_get(t, &b, 2));
+	assert_int_equal(subtab_count(t), 2);
+	assert_int_equal(subtab_set(t, &b, 1, &v2), 0);
 	assert_null(subtab_get(t, &a, -1));
 	assert_ptr_equal(subtab_del(t, &a, 1), &v1);
 	assert_null(subtab_del(t, &a, 1));
