@@ -68,14 +68,14 @@ my %S = $opt{quick}
        fanlat_subs => [ 1, 10, 100, 1000 ], fanlat_rate => 100, fanlat_secs => 20, fanlat_runs => 3,
        fanlat_procs => 4, fanlat_stall => 10);
 # BENCH_SECS and BENCH_RUNS: seconds per latency run and interleaved runs
-# per cell.  BENCH_SIZES="drain_rows=200000,idle_secs=10" overrides single
-# sizes.
+# per cell.  BENCH_SIZES="drain_rows=200000,idle_secs=10" overrides sizes;
+# a list's values are separated by colons ("fanlat_subs=100:1000").
 $S{lat_secs} = $ENV{BENCH_SECS} if $ENV{BENCH_SECS};
 $S{lat_runs} = $ENV{BENCH_RUNS} if $ENV{BENCH_RUNS};
 for (grep {length} split /,/, $ENV{BENCH_SIZES} || '') {
     my ($k, $v) = split /=/, $_, 2;
-    die "BENCH_SIZES: unknown size $k\n" unless exists $S{$k} && !ref $S{$k};
-    $S{$k} = $v;
+    die "BENCH_SIZES: unknown size $k\n" unless exists $S{$k};
+    $S{$k} = ref $S{$k} ? [ split /:/, $v ] : $v;
 }
 # BENCH_DAEMON_SET="tick_min_interval_ms=2,poll_interval_ms=1000": settings
 # for every nvsrelayd the run starts (experiments; recorded in the results).
@@ -1339,6 +1339,8 @@ sub phase_loaded {
             my $sub = spawn("$tag.sub", "$BIN/bench_sub", '--socket', $daemon->socket, '--expect', $count,
                 '--seconds', $secs, '--ready', "$W/$tag.sub.ready", '--out', "$W/$tag.sub.rec");
             wait_files(15, "$W/$tag.floor.ready", "$W/$tag.sub.ready");
+            # VmHWM from here: the relay's peak while this condition runs.
+            if (open(my $cr, '>', '/proc/' . $daemon->pid . '/clear_refs')) { print $cr "5\n"; close $cr }
             my @be = backends('nvsrelayd');
             my ($c0, $b0, $m0) = (cpu_of($daemon->pid), cpu_sum(@be), mono_now());
             my $wr = spawn("$tag.writer", "$BIN/bench_writer", '--conninfo', conninfo('unix', 'bench_writer'),
@@ -1350,7 +1352,8 @@ sub phase_loaded {
             reap_by(drain_end($ws), $fl, $sub);
             my %row = (cond => $cond, round => $round, rate => $S{loaded_rate}, writer => $ws,
                 achieved_rate => $ws->{committed} / ($ws->{seconds} || 1),
-                daemon_cpu_s => cpu_of($daemon->pid) - $c0, backend_cpu_s => cpu_sum(@be) - $b0, loadavg => loadavg());
+                daemon_cpu_s => cpu_of($daemon->pid) - $c0, backend_cpu_s => cpu_sum(@be) - $b0, loadavg => loadavg(),
+                rss_hwm_kb => rss_kb($daemon->pid, 'VmHWM'));
             if ($bg) {
                 my $done = $cond eq 'catchup' && exited($bg);
                 kill 'TERM', $bg->{pid};
@@ -1368,9 +1371,9 @@ sub phase_loaded {
             $row{floor_tls} = latency_stats($w, floor_arrivals("$W/$tag.floor.rec", $bypid));
             $row{discarded} = sprintf('writer fell behind: %.0f of %d ev/s', $row{achieved_rate}, $S{loaded_rate})
                 if $row{achieved_rate} < 0.95 * $S{loaded_rate};
-            say_ sprintf '  round %d %-8s p50 %s p99 %s p99.9 %s max %s ms; floor p99 %s; delivered %d/%d%s', $round, $cond,
-                fmt($row{stats}{p50}), fmt($row{stats}{p99}), fmt($row{stats}{p999}), fmt($row{stats}{max}),
-                fmt($row{floor_tls}{p99}), $row{stats}{delivered}, $row{stats}{n},
+            say_ sprintf '  round %d %-8s p50 %s p99 %s p99.9 %s max %s ms; floor p99 %s; delivered %d/%d; relay VmHWM %.1f MiB%s',
+                $round, $cond, fmt($row{stats}{p50}), fmt($row{stats}{p99}), fmt($row{stats}{p999}), fmt($row{stats}{max}),
+                fmt($row{floor_tls}{p99}), $row{stats}{delivered}, $row{stats}{n}, $row{rss_hwm_kb} / 1024,
                 $row{discarded} ? " (DISCARDED: $row{discarded})" : '';
             push @rows, \%row;
             # A condition's load outlives its processes for a while (a
