@@ -983,6 +983,99 @@ eval(const struct node *n, const cJSON *ctx)
 	return false;
 }
 
+/* ---- guards: one field read for many filters ---------------------------- */
+
+/* The K_EQ-to-a-string conjunct with the longest path, through $and only
+ * (every stage is one more conjunct), or NULL. */
+static const struct node *
+find_guard(const struct node *n)
+{
+	const struct node *best = NULL;
+
+	if (n->kind == K_EQ)
+		return cJSON_IsString(n->arg) ? n : NULL;
+	if (n->kind != K_AND)
+		return NULL;
+	for (size_t i = 0; i < n->nkids; i++) {
+		const struct node *g = find_guard(n->kids[i]);
+
+		if (g != NULL && (best == NULL || g->nseg > best->nseg))
+			best = g;
+	}
+	return best;
+}
+
+bool
+filter_guard(const Filter *f, const char **path, const char **value)
+{
+	const struct node *n = f != NULL ? find_guard(f->root) : NULL;
+
+	if (n == NULL)
+		return false;
+	*path = n->path;
+	*value = n->arg->valuestring;
+	return true;
+}
+
+struct filter_key {
+	struct node n;		/* kind unused: path and segments only */
+	char path[];
+};
+
+FilterKey *
+filter_key_new(const char *path)
+{
+	size_t len = strlen(path);
+	FilterKey *k = calloc(1, sizeof(*k) + len + 1);
+	struct cc c = { 0 };
+
+	if (k == NULL)
+		return NULL;
+	memcpy(k->path, path, len + 1);
+	if (set_path(&c, &k->n, k->path) < 0) {
+		free(k->n.seg);
+		free(k);
+		return NULL;
+	}
+	return k;
+}
+
+void
+filter_key_free(FilterKey *k)
+{
+	if (k == NULL)
+		return;
+	free(k->n.seg);
+	free(k);
+}
+
+/* walk()'s route through objects, giving up at the first array: past one,
+ * the path reaches many values and only walk() can say which matches. */
+int
+filter_key_read(const FilterKey *k, const cJSON *event, const char **s)
+{
+	const cJSON *cur = event;
+	size_t i = 0;
+
+	while (cur != NULL && i < k->n.nseg) {
+		size_t next = i + 1;
+
+		if (cJSON_IsArray(cur))
+			return FILTER_KEY_ANY;
+		if (!cJSON_IsObject(cur))
+			return FILTER_KEY_NONE;	/* a scalar on the way: missing */
+		cur = lookup(cur, &k->n, i, &next);
+		i = next;
+	}
+	if (cur != NULL && cJSON_IsArray(cur))
+		return FILTER_KEY_ANY;
+	if (cur != NULL && cJSON_IsString(cur)) {
+		*s = cur->valuestring;
+		return FILTER_KEY_STRING;
+	}
+	return FILTER_KEY_NONE;
+}
+
 bool
 filter_match(const Filter *f, const cJSON *event)
 {

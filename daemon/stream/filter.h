@@ -37,6 +37,29 @@ int filter_compile(const cJSON *pipeline, Filter **ret, char *err, size_t errlen
 bool filter_match(const Filter *f, const cJSON *event);
 
 void filter_free(Filter *f);
+
+/*
+ * Guards let the hub read one field of an event once for many filters
+ * instead of running each of them: a component per node watching its own
+ * node's events is a thousand filters that differ in one string.
+ * filter_guard gives a condition every match of f needs, the field at
+ * *path equal to the string *value (a conjunct of the whole pipeline, the
+ * one with the longest path); false when f has none.  Both point into f.
+ */
+bool filter_guard(const Filter *f, const char **path, const char **value);
+
+typedef struct filter_key FilterKey;
+enum { FILTER_KEY_NONE, FILTER_KEY_STRING, FILTER_KEY_ANY };
+/* A field path compiled for filter_key_read; NULL if path is not one a
+ * filter could hold, or out of memory. */
+FilterKey *filter_key_new(const char *path);
+void filter_key_free(FilterKey *k);
+/* What event holds at k's path, read as filter_match reads it:
+ * FILTER_KEY_STRING and *s, one string (an equality to any other string is
+ * false); FILTER_KEY_NONE, nothing a string equals (missing, null, a
+ * number, a boolean, an object); FILTER_KEY_ANY, an array on the way or at
+ * the end (many values: only filter_match can tell). */
+int filter_key_read(const FilterKey *k, const cJSON *event, const char **s);
 /* The pipeline it was compiled from (for `nvsrelay clients`). */
 const cJSON *filter_pipeline(const Filter *f);
 

@@ -1,14 +1,15 @@
 /*
  * hubsub.h - the hub's private state (struct hub, struct sub), shared by
  * hub.c, which owns it, hubview.c, which reads it for /metrics and the
- * admin socket, and hubcount.c, which keeps the count requests in flight.
- * No other module includes it.
+ * admin socket, hubcount.c, which keeps the count requests in flight, and
+ * hubguard.c, which keeps the filter guards.  No other module includes it.
  */
 #ifndef NVSRELAY_HUBSUB_H
 #define NVSRELAY_HUBSUB_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <ev.h>
 
 #include "client.h"
@@ -21,6 +22,16 @@
 
 enum sub_state { SUB_LOADING, SUB_ACTIVE, SUB_DEAD };
 
+/* Distinct guarded fields the hub reads once per ring event (hubguard.c). */
+#define HUB_GUARD_SLOTS 4
+
+struct hub_guard {
+	FilterKey *key;               /* NULL: free */
+	char *path;
+	size_t refs;                  /* subscriptions guarded by this field */
+	uint32_t gen;                 /* names this use of the slot in ring_guard */
+};
+
 struct sub {
 	struct sub *next, *prev;      /* hub list */
 	struct sub *cnext, *cprev;    /* the same client's others (hub.byclient has the first) */
@@ -31,6 +42,8 @@ struct sub {
 	char *consumer;               /* durable name, or NULL */
 	bool before;                  /* wants fullDocumentBeforeChange */
 	Filter *filter;               /* compiled pipeline, NULL: everything */
+	int guard;                    /* hub.guard slot of its filter's guard, -1: none */
+	uint64_t guard_hash;          /* the string the guard wants, hashed */
 	enum sub_state state;
 	bool reading;                 /* catch-up page in flight */
 	bool catching;                /* behind the ring: served by catch-up reads */
@@ -40,6 +53,7 @@ struct sub {
 	bool shutdown_wait;           /* shutdown waits for this write */
 	struct token pos;             /* passed up to here */
 	struct token sent;            /* position of the last frame sent */
+	ev_tstamp bookmarked;         /* when the last bookmark was sent */
 	struct token acked;           /* acknowledged (durable only) */
 	ev_tstamp acked_at;           /* when acked last moved */
 	struct token last_event;      /* position of the last event sent */
@@ -64,17 +78,29 @@ struct hub {
 	size_t cap, first, count;
 	size_t unparsed;              /* ring index from which trees may be cached */
 	ev_tstamp *ring_time;         /* when each ring event was read */
+	struct hub_guard guard[HUB_GUARD_SLOTS];
+	uint32_t guard_gen;
+	struct guard_val *ring_guard; /* per ring slot and guard slot; allocated on first use */
 	struct token ring_start;      /* position just before ring[first] */
 	struct token head;            /* live position: everything up to it read */
 	bool have_head;
 	bool closing;                 /* shutting down or freed: no standby promoted */
 	ev_timer tick;                /* bookmarks and position writes */
+	double bookmark_every;        /* a subscription's bookmarks at most this often */
 	void (*shutdown_done)(void *);
 	void *shutdown_arg;
 	int shutdown_pending;
 };
 
 struct event *hub_ring_at(const struct hub *h, size_t i);
+/* hubguard.c: s's filter's guard takes (or shares) a slot, or s->guard is
+ * -1; detach gives it back.  forget: ring slot (physical index) holds a
+ * new event.  skips: ring event i certainly fails s's filter. */
+void hub_guard_attach(struct hub *h, struct sub *s);
+void hub_guard_detach(struct hub *h, struct sub *s);
+void hub_guard_forget(struct hub *h, size_t slot);
+bool hub_guard_skips(struct hub *h, const struct sub *s, size_t i, struct event *ev);
+void hub_guard_free(struct hub *h);
 /* c's oldest live subscription (then by cnext), or NULL. */
 struct sub *hub_client_first(const struct hub *h, const Client *c);
 /* Index of the first ring event with a position after pos. */

@@ -1228,6 +1228,126 @@ test_quarantined_and_drained_nodes(void **state)
 	filter_free(f);
 }
 
+/* ---- guards ------------------------------------------------------------------ */
+
+static void
+assert_guard(const char *pipeline, const char *want_path, const char *want_value)
+{
+	Filter *f = compile_ok(pipeline);
+	const char *path = NULL, *value = NULL;
+	bool has = filter_guard(f, &path, &value);
+
+	if (want_path == NULL) {
+		if (has)
+			fail_msg("%s: unexpected guard %s = %s", pipeline, path, value);
+	} else {
+		if (!has)
+			fail_msg("%s: no guard, wanted %s", pipeline, want_path);
+		assert_string_equal(path, want_path);
+		assert_string_equal(value, want_value);
+	}
+	filter_free(f);
+}
+
+/* Which condition a filter offers as its guard: an equality to a string
+ * that every match needs, through $and and stages only. */
+static void
+test_guard_choice(void **state)
+{
+	(void)state;
+	assert_guard("[{\"$match\":{\"operationType\":\"insert\",\"fullDocument.healthevent.nodename\":\"gpu-node-007\"}}]",
+		     "fullDocument.healthevent.nodename", "gpu-node-007");
+	assert_guard("[{\"$match\":{\"a\":{\"$eq\":\"x\"}}}]", "a", "x");
+	assert_guard("[{\"$match\":{\"a\":\"x\"}},{\"$match\":{\"b.c\":\"y\"}}]", "b.c", "y");
+	assert_guard("[{\"$match\":{\"$and\":[{\"q\":1},{\"x.y.z\":\"v\"}]}}]", "x.y.z", "v");
+	assert_guard("[{\"$match\":{\"$or\":[{\"a\":\"x\"},{\"b\":\"y\"}]}}]", NULL, NULL);
+	assert_guard("[{\"$match\":{\"a\":{\"$ne\":\"x\"}}}]", NULL, NULL);
+	assert_guard("[{\"$match\":{\"a\":{\"$in\":[\"x\"]}}}]", NULL, NULL);
+	assert_guard("[{\"$match\":{\"a\":5}}]", NULL, NULL);
+	assert_guard("[{\"$match\":{\"$nor\":[{\"a\":\"x\"}]}}]", NULL, NULL);
+	assert_guard("[{\"$match\":{\"a\":{\"b\":\"x\"}}}]", NULL, NULL);   /* sub-document: not a field equality */
+	assert_guard("[]", NULL, NULL);
+}
+
+/* What hubguard.c concludes from filter_key_read: a certain mismatch. */
+static bool
+guard_skips(const char *path, const char *value, const cJSON *ev)
+{
+	FilterKey *k = filter_key_new(path);
+	const char *s = NULL;
+	int what;
+
+	assert_non_null(k);
+	what = filter_key_read(k, ev, &s);
+	filter_key_free(k);
+	return what == FILTER_KEY_NONE || (what == FILTER_KEY_STRING && strcmp(s, value) != 0);
+}
+
+/* The guard never skips an event the filter matches, over events that
+ * reach the field every way a path can (case-insensitive and dotted keys,
+ * arrays on the way and at the end, scalars on the way, null, numbers),
+ * and does skip the plain mismatches it is for. */
+static void
+test_guard_sound(void **state)
+{
+	static const char *const events[] = {
+		"{\"a\":{\"b\":\"x\"}}",
+		"{\"a\":{\"b\":\"y\"}}",
+		"{\"A\":{\"B\":\"x\"}}",
+		"{\"a\":{\"B\":\"y\"},\"A\":{\"b\":\"x\"}}",
+		"{\"a.b\":\"x\"}",
+		"{\"a.b\":\"y\",\"a\":{\"b\":\"x\"}}",
+		"{\"a\":{\"b\":[\"y\",\"x\"]}}",
+		"{\"a\":[{\"b\":\"x\"}]}",
+		"{\"a\":[{\"b\":\"y\"},{\"b\":\"x\"}]}",
+		"{\"a\":\"x\"}",
+		"{\"a\":{\"b\":null}}",
+		"{\"a\":{\"b\":5}}",
+		"{\"a\":{\"b\":{\"x\":1}}}",
+		"{\"a\":{}}",
+		"{}",
+		"{\"a\":{\"b\":\"X\"}}",
+	};
+	static const char *const pipes[][3] = {
+		{ "[{\"$match\":{\"a.b\":\"x\"}}]", "a.b", "x" },
+		{ "[{\"$match\":{\"a.b\":\"y\"}}]", "a.b", "y" },
+		{ "[{\"$match\":{\"a.b\":{\"$eq\":\"x\"},\"c\":{\"$exists\":false}}}]", "a.b", "x" },
+		{ "[{\"$match\":{\"a\":\"x\"}}]", "a", "x" },
+	};
+	int skipped = 0, matched = 0;
+
+	(void)state;
+	for (size_t p = 0; p < sizeof(pipes) / sizeof(pipes[0]); p++) {
+		Filter *f = compile_ok(pipes[p][0]);
+		const char *path, *value;
+
+		assert_true(filter_guard(f, &path, &value));
+		assert_string_equal(path, pipes[p][1]);
+		assert_string_equal(value, pipes[p][2]);
+		for (size_t e = 0; e < sizeof(events) / sizeof(events[0]); e++) {
+			cJSON *ev = parse(events[e]);
+			bool m = filter_match(f, ev), sk = guard_skips(path, value, ev);
+
+			if (m && sk)
+				fail_msg("%s skips %s, which it matches", pipes[p][0], events[e]);
+			skipped += sk;
+			matched += m;
+			cJSON_Delete(ev);
+		}
+		filter_free(f);
+	}
+	/* Not vacuous: both answers occur. */
+	assert_true(skipped >= 20);
+	assert_true(matched >= 10);
+	/* The cases it is for: one string, another string; nothing there. */
+	cJSON *ev = parse("{\"fullDocument\":{\"healthevent\":{\"nodename\":\"gpu-node-001\"}}}");
+	assert_true(guard_skips("fullDocument.healthevent.nodename", "gpu-node-002", ev));
+	assert_false(guard_skips("fullDocument.healthevent.nodename", "gpu-node-001", ev));
+	assert_true(guard_skips("fullDocument.healthevent.agent", "x", ev));
+	cJSON_Delete(ev);
+	assert_null(filter_key_new("a..b"));
+}
+
 int
 main(void)
 {
@@ -1261,6 +1381,8 @@ main(void)
 		cmocka_unit_test(test_processable_health_event_inserts),
 		cmocka_unit_test(test_processable_non_fatal_unhealthy_inserts),
 		cmocka_unit_test(test_quarantined_and_drained_nodes),
+		cmocka_unit_test(test_guard_choice),
+		cmocka_unit_test(test_guard_sound),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
