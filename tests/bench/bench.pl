@@ -53,6 +53,7 @@ my %S = $opt{quick}
        restart_secs => 3, restart_rate => 100, catchup_conns => 1, catchup_tick_rows => 1000, catchup_tick_rate => 1000,
        relays => [ 1, 3 ], relays_rate => 100, relays_secs => 1,
        loaded_runs => 1, loaded_secs => 1, loaded_rate => 200, loaded_backlog => 10000, loaded_acks => 10, loaded_tls => 20,
+       loaded_conds => [qw(quiet catchup acks tls nodes)],
        loaded_tls_procs => 2, sizes_runs => 1, sizes_secs => 0.5, sizes_rate => 50, sizes_updates => 3,
        big_rows => 10000, big_chunk => 1000, big_runs => 2, big_secs => 0.5, big_rate => 200,
        fanlat_subs => [ 1, 10, 20 ], fanlat_rate => 50, fanlat_secs => 0.5, fanlat_runs => 1, fanlat_procs => 2,
@@ -62,6 +63,7 @@ my %S = $opt{quick}
        restart_secs => 12, restart_rate => 200, catchup_conns => 1, catchup_tick_rows => 600000, catchup_tick_rate => 5000,
        relays => [ 1, 10, 50 ], relays_rate => 1000, relays_secs => 20,
        loaded_runs => 3, loaded_secs => 30, loaded_rate => 1000, loaded_backlog => 1000000, loaded_acks => 100, loaded_tls => 1000,
+       loaded_conds => [qw(quiet catchup acks tls nodes)],
        loaded_tls_procs => 4, sizes_runs => 3, sizes_secs => 30, sizes_rate => 250, sizes_updates => 3,
        big_rows => $ENV{BENCH_BIG} ? 10_000_000 : 1_000_000, big_chunk => 10_000, big_runs => 2, big_secs => 30,
        big_rate => 1000,
@@ -1313,7 +1315,7 @@ sub phase_loaded {
     # the runs start once the relay's head has passed it, or the first one
     # would time the backlog, not the condition.
     head_past_loaded('loaded', 120);
-    my @conds = qw(quiet catchup acks tls);
+    my @conds = @{ $S{loaded_conds} };
     my (@rows, $i);
     for my $round (1 .. $S{loaded_runs}) {
         my $sh = ($round - 1) % @conds;
@@ -1328,10 +1330,12 @@ sub phase_loaded {
             } elsif ($cond eq 'acks') {
                 $bg = spawn("$tag.bg", "$BIN/bench_sub", '--socket', $daemon->socket, '--raw', '--conns', $S{loaded_acks},
                     '--consumer', "bench-ack-$round", '--ack', '--seconds', $secs, '--ready', "$W/$tag.bg.ready");
-            } elsif ($cond eq 'tls') {
+            } elsif ($cond eq 'tls' || $cond eq 'nodes') {
+                # tls: every subscriber wants (nearly) every event; nodes:
+                # each wants one node's, of the 512 bench_writer spreads over.
                 $bg = spawn("$tag.bg", $^X, "$FindBin::Bin/bench_tlssubs.pl", '--port', $port, '--tls', $tls,
                     '--conns', $S{loaded_tls}, '--procs', $S{loaded_tls_procs}, '--seconds', $secs,
-                    '--ready', "$W/$tag.bg.ready");
+                    '--ready', "$W/$tag.bg.ready", $cond eq 'nodes' ? ('--nodes', 512) : ());
             }
             wait_files(120, "$W/$tag.bg.ready") if $bg && $cond ne 'catchup';
             my $fl = spawn("$tag.floor", "$BIN/bench_listen", '--conninfo', conninfo('tls', 'bench_floor'), '--expect', $count,
@@ -2079,13 +2083,15 @@ sub report {
     if (my $G = $P->{loaded}) {
         my %what = (quiet => 'quiet (nothing else)', catchup => "while another subscriber replays $G->{backlog} rows",
             acks => "while $S{loaded_acks} durable consumers acknowledge", tls => "while $S{loaded_tls} filtered subscribers "
-                . "(NVSentinel's pipelines) are connected over TCP+TLS from $S{loaded_tls_procs} processes");
+                . "(NVSentinel's pipelines, matching nearly every event) are connected over TCP+TLS from $S{loaded_tls_procs} processes",
+            nodes => "while $S{loaded_tls} subscribers each watching one node's inserts (of 512) are connected over TCP+TLS "
+                . "from $S{loaded_tls_procs} processes");
         push @md, '## 10. Live latency under load', '',
             "A live subscriber (libnvsrelay, Unix socket; the relay reads PostgreSQL over TLS) at $S{loaded_rate} ev/s, "
             . "$S{loaded_secs} s per run, $S{loaded_runs} rounds with the conditions interleaved; median (range) over the kept runs. "
             . 'Target: p99 within 2 ms of quiet.', '',
             '| condition | p50 | p99 | p99.9 | max | LISTEN floor p99 | runs | background |', '|---|---|---|---|---|---|---|---|';
-        for my $cond (qw(quiet catchup acks tls)) {
+        for my $cond (qw(quiet catchup acks tls nodes)) {
             my $c = $G->{cells}{$cond} or next;
             my @bg = map { $_->{background} ? $_->{background} : () } grep { $_->{cond} eq $cond } @{ $G->{runs} };
             my $bgs = join('; ', map {
@@ -2203,7 +2209,7 @@ sub targets {
     }
     if (my $G = $P->{loaded}) {
         my $q = $G->{cells}{quiet};
-        for my $cond (qw(catchup acks tls)) {
+        for my $cond (qw(catchup acks tls nodes)) {
             my $c = $G->{cells}{$cond} or next;
             my $ok = !$q || !$q->{kept} || !$c->{kept} ? undef : defined $c->{p99} && defined $q->{p99} ? $c->{p99} <= $q->{p99} + 2 : 0;
             push @t, [ "live p99 at $S{loaded_rate} ev/s under load: $cond", rms($c, 'p99'), 'quiet ' . rms($q, 'p99'),

@@ -4,10 +4,13 @@
 # each hold their share of --conns mTLS connections to nvsrelayd, each
 # watching health_events through one of NVSentinel's pipelines
 # (tests/pipelines/*.json, in turn), reading and dropping what arrives.
+# With --nodes M each watches instead the inserts of one node (gpu-node-000
+# to M-1, as bench_writer names them, in turn): an agent per node, which
+# the relay has to filter for, not write to.
 # Perl is enough here: these subscribers are the load, not what is timed.
 #
 #   bench_tlssubs.pl --port P --tls DIR --conns N [--procs K] [--ready FILE]
-#                    [--seconds S]
+#                    [--seconds S] [--nodes M]
 #
 # DIR holds ca.crt, client.crt and client.key.  FILE is touched once every
 # connection has its watch confirmed (a bookmark).  Runs until SIGTERM or S
@@ -25,9 +28,9 @@ use Time::HiRes ();
 use NvsTest;
 
 my %o = (procs => 4, seconds => 3600);
-GetOptions(\%o, 'port=i', 'tls=s', 'conns=i', 'procs=i', 'ready=s', 'seconds=f')
+GetOptions(\%o, 'port=i', 'tls=s', 'conns=i', 'procs=i', 'ready=s', 'seconds=f', 'nodes=i')
     && $o{port} && $o{tls} && $o{conns}
-    or die "usage: bench_tlssubs.pl --port P --tls DIR --conns N [--procs K] [--ready FILE] [--seconds S]\n";
+    or die "usage: bench_tlssubs.pl --port P --tls DIR --conns N [--procs K] [--ready FILE] [--seconds S] [--nodes M]\n";
 my @pipes = map { NvsTest::slurp($_) } sort glob("$NvsTest::ROOT/tests/pipelines/*.json");
 die "no pipelines in tests/pipelines\n" unless @pipes;
 my $J = JSON::PP->new->canonical;
@@ -50,7 +53,10 @@ sub child {
             Time::HiRes::sleep(0.1);
         }
         $s or die "bench_tlssubs: connect: $IO::Socket::SSL::SSL_ERROR\n";
-        my $pipe = $J->decode($pipes[ ($k * $n + $i) % @pipes ]);
+        my $pipe = $o{nodes}
+            ? [ { '$match' => { operationType => 'insert',
+                    'fullDocument.healthevent.nodename' => sprintf('gpu-node-%03d', ($k * $n + $i) % $o{nodes}) } } ]
+            : $J->decode($pipes[ ($k * $n + $i) % @pipes ]);
         print $s $J->encode({ op => 'hello', v => 1, client => 'bench_tlssubs' }), "\n",
             $J->encode({ op => 'watch', sid => 1, table => 'HealthEvents', pipeline => $pipe }), "\n";
         $s->blocking(0);
@@ -62,11 +68,19 @@ sub child {
     while (!$stop && NvsTest::now() < $deadline) {
         for my $s ($sel->can_read(0.2)) {
             # TLS: drain what OpenSSL has decrypted, not only what the socket holds.
+            my $eof;
             while (1) {
                 my $r = sysread($s, my $chunk, 65536);
+                # The relay closed (or stopped): a socket at its end stays
+                # readable, and reading it again would spin.
+                $eof = 1 if defined $r && $r == 0 || !defined $r && !$!{EAGAIN} && !$!{EWOULDBLOCK};
                 last unless $r;
                 $bytes += $r;
                 $buf{$s} .= $chunk;
+            }
+            if ($eof) {
+                $sel->remove($s);
+                close $s;
             }
             while ($buf{$s} =~ s/^([^\n]*)\n//) {
                 my $l = $1;

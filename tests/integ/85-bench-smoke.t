@@ -66,8 +66,9 @@ for my $row (@{ $p->{loaded}{runs} || [] }) {
     is($row->{stats}{missing}, 0, "under load ($row->{cond}): every event delivered");
 }
 my %bg = map { ($_->{cond} => $_->{background}) } @{ $p->{loaded}{runs} || [] };
-is(scalar(keys %bg), 4, 'under load: quiet, catch-up, acks, TLS subscribers');
+is(scalar(keys %bg), 5, 'under load: quiet, catch-up, acks, TLS subscribers, per-node TLS subscribers');
 ok($bg{tls} && $bg{tls}{confirmed} == 20 && $bg{tls}{procs} == 2, 'under load: 20 TLS subscribers watching, from 2 processes');
+ok($bg{nodes} && $bg{nodes}{confirmed} == 20 && $bg{nodes}{procs} == 2, 'under load: 20 per-node TLS subscribers watching');
 ok($bg{acks} && $bg{acks}{acks} > 0, 'under load: the durable consumers acknowledged');
 ok($bg{catchup} && $bg{catchup}{events} >= 10000, 'under load: the catch-up replayed the backlog');
 is($_->{stats}{missing}, 0, "big changelog ($_->{state}): every event delivered") for @{ $p->{big}{runs} || [] };
