@@ -1604,6 +1604,23 @@ static bool id_tag(uint64_t id, int arg)
 	return id % 3 == (uint64_t)arg;
 }
 
+/* c watches sid with {path: value}, from the head or (from) a position. */
+static void watch_eq(Client *c, long long sid, const char *path, const char *value, const struct token *from)
+{
+	struct watch_req req = from ? resume_req(sid, TABLE_HEALTH_EVENTS, from) : watch_req(sid, TABLE_HEALTH_EVENTS);
+
+	req.filter = eq_filter(path, value);
+	assert_int_equal(hub_watch(hub, c, &req), 0);
+	answer_all();
+}
+
+static void drain_all(Client *const *cs, size_t n, int rounds)
+{
+	for (int t = 0; t < rounds; t++)
+		for (size_t i = 0; i < n; i++)
+			drain(cs[i], 0);
+}
+
 /* Filters with guards (hubguard.c) give the same events as run in full:
  * two values of one field share a slot; more distinct fields than slots
  * run in full; a slot freed and taken by another field does not answer
@@ -1612,11 +1629,11 @@ static bool id_tag(uint64_t id, int arg)
 static void test_guards(void **state)
 {
 	Client *a = client_make(1, 100), *b = client_make(2, 100), *c = client_make(3, 100), *d = client_make(4, 100);
-	/* Six spellings of two fields (keys match case-insensitively), more
-	 * than there are slots. */
+	Client *const all[] = { a, b, c, d };
+	/* Five more spellings of one field (keys match case-insensitively):
+	 * more distinct paths than there are slots. */
 	static const char *const kinds[] = { "fullDocument.KIND", "fullDocument.Kind", "fullDocument.kInd",
 					     "fullDocument.kiNd", "fullDocument.kinD" };
-	struct watch_req req;
 	struct token from;
 
 	(void)state;
@@ -1624,26 +1641,14 @@ static void test_guards(void **state)
 	fk.one_table = true;
 	produce(1, 0);
 	from = (struct token){ GEN, fk.head_tick, TOKEN_ID_END };
-	req = watch_req(1, TABLE_HEALTH_EVENTS);
-	req.filter = eq_filter("fullDocument.kind", "m");
-	assert_int_equal(hub_watch(hub, a, &req), 0);
-	req = watch_req(1, TABLE_HEALTH_EVENTS);
-	req.filter = eq_filter("fullDocument.kind", "x");
-	assert_int_equal(hub_watch(hub, b, &req), 0);
-	req = watch_req(1, TABLE_HEALTH_EVENTS);
-	req.filter = eq_filter("fullDocument.tag", "t1");
-	assert_int_equal(hub_watch(hub, c, &req), 0);
-	for (int k = 0; k < 5; k++) {
-		req = watch_req(10 + k, TABLE_HEALTH_EVENTS);
-		req.filter = eq_filter(kinds[k], "m");
-		assert_int_equal(hub_watch(hub, d, &req), 0);
-	}
+	watch_eq(a, 1, "fullDocument.kind", "m", NULL);
+	watch_eq(b, 1, "fullDocument.kind", "x", NULL);
+	watch_eq(c, 1, "fullDocument.tag", "t1", NULL);
+	for (int k = 0; k < 5; k++)
+		watch_eq(d, 10 + k, kinds[k], "m", NULL);
 	for (int t = 0; t < 6; t++) {
 		produce(5, 2);
-		drain(a, 0);
-		drain(b, 0);
-		drain(c, 0);
-		drain(d, 0);
+		drain_all(all, 4, 1);
 	}
 	assert_ids(a, 1, &from, id_kind_m, 0);
 	assert_ids(b, 1, &from, id_kind_x, 0);
@@ -1657,27 +1662,16 @@ static void test_guards(void **state)
 	assert_int_equal(hub_unwatch(hub, b, 1), 0);
 	for (int k = 0; k < 5; k++)
 		assert_int_equal(hub_unwatch(hub, d, 10 + k), 0);
-	req = resume_req(2, TABLE_HEALTH_EVENTS, &from);
-	req.filter = eq_filter("fullDocument.TAG", "t2");
-	assert_int_equal(hub_watch(hub, a, &req), 0);
-	req = resume_req(2, TABLE_HEALTH_EVENTS, &from);
-	req.filter = eq_filter("fullDocument.Tag", "t0");
-	assert_int_equal(hub_watch(hub, b, &req), 0);
-	answer_all();
+	watch_eq(a, 2, "fullDocument.TAG", "t2", &from);
+	watch_eq(b, 2, "fullDocument.Tag", "t0", &from);
 	produce(5, 0);
-	for (int t = 0; t < 10; t++) {
-		drain(a, 0);
-		drain(b, 0);
-		drain(c, 0);
-	}
+	drain_all(all, 3, 10);
 	assert_ids(a, 2, &from, id_tag, 2);
 	assert_ids(b, 2, &from, id_tag, 0);
 	assert_ids(c, 1, &from, id_tag, 1);
 	world_free();
-	client_drop(a);
-	client_drop(b);
-	client_drop(c);
-	client_drop(d);
+	for (size_t i = 0; i < 4; i++)
+		client_drop(all[i]);
 }
 
 int main(void)
