@@ -426,6 +426,112 @@ int position_save(PgConn *pc, const char *consumer, const struct token *pos, sou
 	return 0;
 }
 
+/* save_sql for many consumers in one statement (one commit, one WAL
+ * flush).  One row per name, the highest token, since an INSERT ... ON
+ * CONFLICT may not touch a row twice. */
+static const char save_many_sql[] =
+	"INSERT INTO resume_tokens (client_name, resume_token, last_updated)"
+	" SELECT DISTINCT ON (v.name) v.name, jsonb_build_object('token', v.tok, 'eventID', e.id, 'timestamp',"
+	"  to_char(coalesce(c.changed_at, clock_timestamp()) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')),"
+	"  now()"
+	" FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS v(name, tok, id, tick)"
+	" CROSS JOIN LATERAL (SELECT coalesce(v.id, (SELECT max_id FROM nvsrelay.tick WHERE tick_id = v.tick)) AS id) e"
+	" LEFT JOIN datastore_changelog c ON c.id = e.id"
+	" ORDER BY v.name, v.tok DESC"
+	" ON CONFLICT (client_name) DO UPDATE SET resume_token = EXCLUDED.resume_token, last_updated = now()"
+	" WHERE resume_tokens.resume_token->>'token' IS NULL"
+	"  OR resume_tokens.resume_token->>'token' < EXCLUDED.resume_token->>'token'";
+
+struct save_many {
+	source_done_cb done;
+	void *arg;
+	size_t n;
+};
+
+static void save_many_cb(PgConn *pc, PGresult *res, void *arg)
+{
+	struct save_many *q = arg;
+	int status = 0;
+
+	(void)pc;
+	if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
+		log_warning("cannot store positions consumers=%zu error='%s'", q->n,
+			    res ? PQresultErrorMessage(res) : "connection lost");
+		status = -EIO;
+	}
+	q->done(q->arg, status);
+	free(q);
+}
+
+/* Appends element i of a PostgreSQL array literal: s quoted, or NULL. */
+static void arr_elem(char **w, size_t i, const char *s)
+{
+	char *p = *w;
+
+	*p++ = i ? ',' : '{';
+	if (!s) {
+		memcpy(p, "NULL", 4);
+		p += 4;
+	} else {
+		*p++ = '"';
+		for (; *s; s++) {
+			if (*s == '"' || *s == '\\')
+				*p++ = '\\';
+			*p++ = *s;
+		}
+		*p++ = '"';
+	}
+	*w = p;
+}
+
+int position_save_many(PgConn *pc, size_t n, const char *const *consumers, const struct token *pos,
+		       source_done_cb cb, void *arg)
+{
+	char *buf = NULL, *arr[4], *w;
+	size_t room = 4 * 2 + n * (4 * 3 + TOKEN_HEX_LEN + 2 * 24);
+	struct save_many *q = NULL;
+	int r = -ENOMEM;
+
+	if (!pgconn_is_up(pc))
+		return -ENOTCONN;
+	for (size_t i = 0; i < n; i++)
+		room += 2 * strlen(consumers[i]);
+	if (n == 0 || !(buf = malloc(room)) || !(q = calloc(1, sizeof(*q))))
+		goto out;
+	w = buf;
+	for (int a = 0; a < 4; a++) {
+		arr[a] = w;
+		for (size_t i = 0; i < n; i++) {
+			char text[TOKEN_HEX_LEN + 24];
+
+			if (a == 0)
+				arr_elem(&w, i, consumers[i]);
+			else if (a == 1)
+				arr_elem(&w, i, (token_format(&pos[i], text), text));
+			else if (a == 2)   /* as position_save: past INT64_MAX or none, NULL */
+				arr_elem(&w, i, pos[i].id == TOKEN_ID_END || pos[i].id > INT64_MAX ? NULL :
+					 (snprintf(text, sizeof(text), "%" PRIu64, pos[i].id), text));
+			else
+				arr_elem(&w, i, pos[i].tick > INT64_MAX ? NULL :
+					 (snprintf(text, sizeof(text), "%" PRIu64, pos[i].tick), text));
+		}
+		*w++ = '}';
+		*w++ = '\0';
+	}
+	q->done = cb;
+	q->arg = arg;
+	q->n = n;
+	r = pgconn_query_prep(pc, "position_saves", save_many_sql, 4, (const char *const *)arr, save_many_cb, q);
+	if (r == 0)
+		q = NULL;
+	else
+		r = -ENOTCONN;
+out:
+	free(q);
+	free(buf);
+	return r;
+}
+
 /*
  * The "count" request: the table's changelog rows with an id above the
  * position's, its own id inside a batch or, at a batch end, the highest id

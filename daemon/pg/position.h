@@ -20,6 +20,9 @@
 int position_load(PgConn *pc, uint32_t gen, const char *consumer, source_pos_cb cb, void *arg);
 /* A stored relay token is never moved backwards. */
 int position_save(PgConn *pc, const char *consumer, const struct token *pos, source_done_cb cb, void *arg);
+/* Several at once (one statement); n >= 1.  Each as position_save. */
+int position_save_many(PgConn *pc, size_t n, const char *const *consumers, const struct token *pos,
+		       source_done_cb cb, void *arg);
 /* -ESTALE: older than the retained history (or beyond every change);
  * -EAGAIN: not in a tick yet.  A row NVSentinel's cleanup removed resumes
  * with the next retained one (a warning and a metric). */

@@ -716,9 +716,7 @@ static int src_read_page(void *impl, const struct token *pos, enum event_table t
 
 static int src_load_position(void *impl, const char *consumer, source_pos_cb cb, void *arg)
 {
-	Relay *r = impl;
-
-	return position_load(r->main, r->generation, consumer, cb, arg);
+	return position_load(((Relay *)impl)->main, ((Relay *)impl)->generation, consumer, cb, arg);
 }
 
 static int src_save_position(void *impl, const char *consumer, const struct token *pos,
@@ -727,18 +725,20 @@ static int src_save_position(void *impl, const char *consumer, const struct toke
 	return position_save(((Relay *)impl)->main, consumer, pos, cb, arg);
 }
 
+static int src_save_positions(void *impl, size_t n, const char *const *consumers, const struct token *pos,
+			      source_done_cb cb, void *arg)
+{
+	return position_save_many(((Relay *)impl)->main, n, consumers, pos, cb, arg);
+}
+
 static int src_position_of_event(void *impl, uint64_t event_id, source_pos_cb cb, void *arg)
 {
-	Relay *r = impl;
-
-	return position_of_event(r->main, r->generation, event_id, cb, arg);
+	return position_of_event(((Relay *)impl)->main, ((Relay *)impl)->generation, event_id, cb, arg);
 }
 
 static int src_position_at_time(void *impl, const char *rfc3339, source_pos_cb cb, void *arg)
 {
-	Relay *r = impl;
-
-	return position_at_time(r->main, r->generation, rfc3339, cb, arg);
+	return position_at_time(((Relay *)impl)->main, ((Relay *)impl)->generation, rfc3339, cb, arg);
 }
 
 static int src_position_exists(void *impl, const struct token *pos, source_pos_cb cb, void *arg)
@@ -749,15 +749,15 @@ static int src_position_exists(void *impl, const struct token *pos, source_pos_c
 static int src_count_after(void *impl, enum event_table table, const struct token *pos,
 			   source_count_cb cb, void *arg)
 {
-	const char *name = table == TABLE_MAINTENANCE_EVENTS ? "maintenance_events" : "health_events";
-
-	return position_count(((Relay *)impl)->main, name, pos, cb, arg);
+	return position_count(((Relay *)impl)->main,
+			      table == TABLE_MAINTENANCE_EVENTS ? "maintenance_events" : "health_events", pos, cb, arg);
 }
 
 static const struct source_ops relay_source_ops = {
 	.read_page = src_read_page,
 	.load_position = src_load_position,
 	.save_position = src_save_position,
+	.save_positions = src_save_positions,
 	.position_of_event = src_position_of_event,
 	.position_at_time = src_position_at_time,
 	.position_exists = src_position_exists,

@@ -154,41 +154,6 @@ static void sub_unlink(struct sub *s)
 	h->nsubs--;
 }
 
-static void save_position(struct sub *s);
-
-static void save_done(void *arg, int status)
-{
-	struct sub *s = arg;
-	Hub *h = s->hub;
-
-	s->saving = false;
-	if (status < 0)
-		s->dirty = true;   /* retried on the next flush */
-	else
-		save_position(s);  /* acked again while the write was in flight */
-	if (s->shutdown_wait && (!s->saving || status < 0)) {
-		s->shutdown_wait = false;
-		if (--h->shutdown_pending == 0)
-			h->shutdown_done(h->shutdown_arg);
-	}
-}
-
-static void save_position(struct sub *s)
-{
-	struct token pos;
-
-	if (!s->consumer || s->standby || s->saving || !s->hub->src)
-		return;
-	pos = hub_durable_pos(s);
-	if (!s->dirty && token_cmp(&pos, &s->saved) <= 0)
-		return;
-	if (s->hub->src->ops->save_position(s->hub->src->impl, s->consumer, &pos, save_done, s) == 0) {
-		s->saving = true;
-		s->dirty = false;
-		s->saved = pos;
-	}
-}
-
 /* Detaches a subscription.  Its memory is only freed by reap(), from the
  * timer, so a caller further up the stack (a pump loop, a callback) may
  * still look at s->state safely. */
@@ -206,7 +171,7 @@ static void sub_kill(struct sub *s)
 	hub_guard_detach(h, s);   /* a dead subscription runs no filter */
 	s->state = SUB_DEAD;
 	s->client = NULL;
-	save_position(s);
+	hub_save(s);
 	s->next = h->dead;
 	h->dead = s;
 	if (s->consumer && !s->standby)
@@ -373,9 +338,9 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 	(void)revents;
 	reap(h, false);
+	hub_save_all(h);
 	for (s = h->subs; s; s = next) {
 		next = s->next;
-		save_position(s);
 		/* A bookmark tells a filtered or idle subscriber how far it got,
 		 * so its durable position moves even when nothing matches. */
 		if (s->state == SUB_ACTIVE && !s->reading && token_cmp(&s->pos, &s->sent) > 0 &&
@@ -536,7 +501,7 @@ static void activate(struct sub *s, const struct token *start)
 	bookmark(s);
 	if (s->consumer) {
 		s->dirty = true;
-		save_position(s);
+		hub_save(s);
 	}
 	log_info("subscription started client=c%llu sid=%lld table=%s consumer=%s",
 		 (unsigned long long)client_id(s->client), s->sid,
@@ -881,7 +846,7 @@ void hub_shutdown(Hub *h, void (*done)(void *arg), void *arg)
 		next = s->next;
 		if (s->state == SUB_ACTIVE)
 			bookmark(s);
-		save_position(s);
+		hub_save(s);
 		if (s->saving) {
 			s->shutdown_wait = true;
 			h->shutdown_pending++;

@@ -1,8 +1,9 @@
 /*
  * hubsub.h - the hub's private state (struct hub, struct sub), shared by
  * hub.c, which owns it, hubview.c, which reads it for /metrics and the
- * admin socket, hubcount.c, which keeps the count requests in flight, and
- * hubguard.c, which keeps the filter guards.  No other module includes it.
+ * admin socket, hubcount.c, which keeps the count requests in flight,
+ * hubguard.c, which keeps the filter guards, and hubsave.c, which writes
+ * durable positions.  No other module includes it.
  */
 #ifndef NVSRELAY_HUBSUB_H
 #define NVSRELAY_HUBSUB_H
@@ -93,6 +94,11 @@ struct hub {
 };
 
 struct event *hub_ring_at(const struct hub *h, size_t i);
+/* hubsave.c: s's durable position written now if it moved (hub_save); every
+ * consumer's that moved, in one write where the source can (hub_save_all,
+ * the flush). */
+void hub_save(struct sub *s);
+void hub_save_all(struct hub *h);
 /* hubguard.c: s's filter's guard takes (or shares) a slot, or s->guard is
  * -1; detach gives it back.  forget: ring slot (physical index) holds a
  * new event.  skips: ring event i certainly fails s's filter. */

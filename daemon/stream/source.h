@@ -44,6 +44,10 @@ struct source_ops {
 	/* Stores it; a stored position never moves backwards. */
 	int (*save_position)(void *impl, const char *consumer, const struct token *pos,
 			     source_done_cb cb, void *arg);
+	/* Stores n consumers' positions in one write, cb once for all; NULL:
+	 * the hub stores them one at a time. */
+	int (*save_positions)(void *impl, size_t n, const char *const *consumers, const struct token *pos,
+			      source_done_cb cb, void *arg);
 	/* The position after changelog row event_id (NVSentinel's {timestamp,
 	 * eventID} tokens). */
 	int (*position_of_event)(void *impl, uint64_t event_id, source_pos_cb cb, void *arg);

@@ -163,4 +163,36 @@ is(scalar(grep { $g{$_} } @$pre, @$post), 20, 'all 20 rows delivered across the 
 ok(!$c->eof, 'the client stayed connected');
 like($d->log, qr/postgresql connection lost/, 'the daemon noticed the restart');
 is($d->stop, 0, 'clean stop');
+
+# --- several consumers' positions in one write ------------------------------------
+# A flush stores every consumer that acknowledged since the last in one
+# statement: names that need quoting in it each get their own position.
+my $hport = NvsTest::free_port();
+$d = NvsTest::Daemon->start($pg, set => { ack_flush_ms => 300, http_listen => "127.0.0.1:$hport" });
+my @names = ('q"uote', 'back\\slash', 'com,ma', '{brace}', 'NULL', ' spaced ', 'plain');
+my @mc = map { NvsTest::Client->connect($d->socket) } @names;
+for my $i (0 .. $#names) {
+    $mc[$i]->watch(consumer => $names[$i]);
+    $mc[$i]->recv_op('bookmark', 10);
+}
+my $rows = insert_n(3, 'm');
+my %acked_tok;
+for my $i (0 .. $#names) {
+    my $e = $mc[$i]->events(3, 10);
+    $mc[$i]->ack(1, $e->[-1]{event}{_id});
+    $acked_tok{ $names[$i] } = tok($e->[-1]);
+}
+my $all_stored = sub {
+    my %have = map { $_->[0] => $_->[1] } @{ $dbh->selectall_arrayref(q{SELECT client_name, resume_token->>'token' FROM resume_tokens}) };
+    return !grep { ($have{$_} // '') ne $acked_tok{$_} } @names;
+};
+my $until = NvsTest::now() + 10;
+Time::HiRes::sleep(0.1) until $all_stored->() || NvsTest::now() > $until;
+ok($all_stored->(), 'seven consumers acknowledging together, names with quotes, a backslash, a comma, braces: each stored');
+my ($eid) = $dbh->selectrow_array(q{SELECT resume_token->>'eventID' FROM resume_tokens WHERE client_name = 'com,ma'});
+is($eid, NvsTest::token_cid($acked_tok{'com,ma'}), '... with the eventID of its position');
+my ($batched) = NvsTest::metrics_text($hport) =~ /pg_query_duration_seconds_count\{kind="position_saves"\} (\d+)/;
+cmp_ok($batched // 0, '>', 0, 'in one statement for several of them');
+$_->close for @mc;
+is($d->stop, 0, 'clean stop');
 done_testing();

@@ -206,6 +206,7 @@ static struct fake {
 	bool has_stored;
 	struct token stored;            /* the one consumer's stored position */
 	int saves;
+	int batches, batched;           /* save_positions calls, consumers in them */
 	bool one_table;                 /* every event in health_events */
 	bool down;                      /* PostgreSQL away: calls fail, pages error */
 } fk;
@@ -268,6 +269,26 @@ static int fk_save_position(void *impl, const char *consumer, const struct token
 	return 0;
 }
 
+/* One write for n consumers: the fake keeps one stored position (the
+ * highest), and counts the consumers written together. */
+static int fk_save_positions(void *impl, size_t n, const char *const *consumers, const struct token *pos,
+			     source_done_cb cb, void *arg)
+{
+	struct req *q = req_new(R_SAVE, arg);
+
+	(void)impl;
+	snprintf(q->consumer, sizeof(q->consumer), "%s", consumers[0]);
+	q->pos = pos[0];
+	for (size_t i = 1; i < n; i++)
+		if (token_cmp(&pos[i], &q->pos) > 0)
+			q->pos = pos[i];
+	q->done = cb;
+	fk.batches++;
+	fk.batched += n;
+	enqueue(q);
+	return 0;
+}
+
 static int fk_position_of_event(void *impl, uint64_t event_id, source_pos_cb cb, void *arg)
 {
 	struct req *q = req_new(R_EVENT_POS, arg);
@@ -324,6 +345,7 @@ static const struct source_ops fk_ops = {
 	.read_page = fk_read_page,
 	.load_position = fk_load_position,
 	.save_position = fk_save_position,
+	.save_positions = fk_save_positions,
 	.position_of_event = fk_position_of_event,
 	.position_at_time = fk_position_at_time,
 	.position_exists = fk_position_exists,
@@ -1674,6 +1696,48 @@ static void test_guards(void **state)
 		client_drop(all[i]);
 }
 
+/* A flush writes every consumer that moved in one call; one that did not
+ * move is not written; a subscription leaving is written at once. */
+static void test_save_batch(void **state)
+{
+	enum { N = 5 };
+	Client *cs[N];
+	struct token last;
+
+	(void)state;
+	world_new(64, 8);
+	fk.one_table = true;
+	produce(1, 0);
+	for (int i = 0; i < N; i++) {
+		struct watch_req r = watch_req(1, TABLE_HEALTH_EVENTS);
+		char name[16];
+
+		snprintf(name, sizeof(name), "c%d", i);
+		r.consumer = name;
+		cs[i] = client_make((uint64_t)i + 1, 100);
+		assert_int_equal(hub_watch(hub, cs[i], &r), 0);
+		answer_all();   /* the stored position (none), the first write */
+	}
+	assert_int_equal(fk.batches, 0);
+	produce(3, 0);
+	last = (struct token){ GEN, fk.head_tick, fk.last_id };
+	for (int i = 0; i < N; i++)
+		assert_int_equal(hub_ack(hub, cs[i], 1, &last), 0);
+	run_for(0.03);   /* ack_flush_ms = 10 */
+	assert_int_equal(owed(R_SAVE), 1);
+	assert_int_equal(fk.batches, 1);
+	assert_int_equal(fk.batched, N);
+	answer_all();
+	assert_int_equal(token_cmp(&fk.stored, &last), 0);
+	run_for(0.03);
+	assert_int_equal(owed(R_SAVE), 0);   /* nothing moved since */
+	assert_int_equal(fk.batches, 1);
+	hub_client_gone(hub, cs[0]);
+	world_free();
+	for (int i = 0; i < N; i++)
+		client_drop(cs[i]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1697,6 +1761,7 @@ int main(void)
 		cmocka_unit_test(test_lose_head),
 		cmocka_unit_test(test_client_lists),
 		cmocka_unit_test(test_guards),
+		cmocka_unit_test(test_save_batch),
 	};
 
 	return cmocka_run_group_tests(tests, setup, NULL);
