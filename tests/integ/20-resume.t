@@ -166,9 +166,10 @@ is($d->stop, 0, 'clean stop');
 
 # --- several consumers' positions in one write ------------------------------------
 # A flush stores every consumer that acknowledged since the last in one
-# statement: names that need quoting in it each get their own position.
+# statement (a flush a second here, so the seven acknowledgements below
+# meet in one): names that need quoting in it each get their own position.
 my $hport = NvsTest::free_port();
-$d = NvsTest::Daemon->start($pg, set => { ack_flush_ms => 300, http_listen => "127.0.0.1:$hport" });
+$d = NvsTest::Daemon->start($pg, set => { ack_flush_ms => 1000, http_listen => "127.0.0.1:$hport" });
 my @names = ('q"uote', 'back\\slash', 'com,ma', '{brace}', 'NULL', ' spaced ', 'plain');
 my @mc = map { NvsTest::Client->connect($d->socket) } @names;
 for my $i (0 .. $#names) {
