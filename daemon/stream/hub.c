@@ -17,7 +17,9 @@
  * transmission overlap instead of taking turns.
  *
  * Durable subscriptions (a consumer name) keep the acknowledged position
- * and write it to resume_tokens at most every ack_flush_ms.  A consumer has
+ * and write it to resume_tokens at most every ack_flush_ms, all of them in
+ * one write (hubsave.c).  Filters share reads of the fields they compare
+ * (hubguard.c).  A consumer has
  * one reader at a time: a plain watch takes the name over (the holder ends
  * with Interrupted), a standby watch waits and is promoted, from the
  * acknowledged position, when the holder goes.  Start positions beyond the
