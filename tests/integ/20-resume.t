@@ -183,15 +183,18 @@ for my $i (0 .. $#names) {
     $mc[$i]->ack(1, $e->[-1]{event}{_id});
     $acked_tok{ $names[$i] } = tok($e->[-1]);
 }
+# Each stores what it acknowledged, or further: a bookmark sent after the
+# events moves a consumer that acknowledged everything on (hub_durable_pos).
 my $all_stored = sub {
     my %have = map { $_->[0] => $_->[1] } @{ $dbh->selectall_arrayref(q{SELECT client_name, resume_token->>'token' FROM resume_tokens}) };
-    return !grep { ($have{$_} // '') ne $acked_tok{$_} } @names;
+    return !grep { ($have{$_} // '') lt $acked_tok{$_} } @names;
 };
 my $until = NvsTest::now() + 10;
 Time::HiRes::sleep(0.1) until $all_stored->() || NvsTest::now() > $until;
-ok($all_stored->(), 'seven consumers acknowledging together, names with quotes, a backslash, a comma, braces: each stored');
+ok($all_stored->(), 'seven consumers acknowledging together, names with quotes, a backslash, a comma, braces: each stored')
+    or diag(explain($dbh->selectall_arrayref(q{SELECT client_name, resume_token->>'token' FROM resume_tokens})), explain(\%acked_tok));
 my ($eid) = $dbh->selectrow_array(q{SELECT resume_token->>'eventID' FROM resume_tokens WHERE client_name = 'com,ma'});
-is($eid, NvsTest::token_cid($acked_tok{'com,ma'}), '... with the eventID of its position');
+cmp_ok($eid, '>=', NvsTest::token_cid($acked_tok{'com,ma'}), '... with the eventID of its position');
 my ($batched) = NvsTest::metrics_text($hport) =~ /pg_query_duration_seconds_count\{kind="position_saves"\} (\d+)/;
 cmp_ok($batched // 0, '>', 0, 'in one statement for several of them');
 $_->close for @mc;
