@@ -16,7 +16,7 @@ my $pg  = NvsTest::Pg->start();
 my $d   = NvsTest::Daemon->start($pg, set => { max_frame_bytes => 4096 });
 my $dbh = $pg->dbh();
 
-sub token_id { hex substr($_[0]{event}{_id}{_data}, 24, 16) }
+sub token_id { NvsTest::token_cid($_[0]{event}{_id}{_data}) }
 sub tok      { $_[0]{event}{_id}{_data} }
 
 my $c = NvsTest::Client->connect($d->socket);

@@ -20,7 +20,7 @@ my $d  = NvsTest::Daemon->start($pg, set => { poll_interval_ms => 50, tick_idle_
     ring_events => 256 });
 my $dbh = $pg->dbh();
 
-sub token_id { hex substr($_[0]{event}{_id}{_data}, 24, 16) }
+sub token_id { NvsTest::token_cid($_[0]{event}{_id}{_data}) }
 sub ticks { scalar $dbh->selectrow_array('SELECT max(tick_id) FROM nvsrelay.tick') }
 
 my $c = NvsTest::Client->connect($d->socket);

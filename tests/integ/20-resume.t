@@ -81,7 +81,7 @@ $c->close;
 my ($stored) = $dbh->selectrow_array(q{SELECT resume_token::text FROM resume_tokens WHERE client_name = 'node-drainer'});
 my $st = $NvsTest::JSON->decode($stored);
 is($st->{token}, tok($got->[2]), 'resume_tokens holds the acknowledged token, not the last sent');
-is($st->{eventID}, hex substr(tok($got->[2]), 24, 16), 'with NVSentinel\'s eventID');
+is($st->{eventID}, NvsTest::token_cid(tok($got->[2])), 'with NVSentinel\'s eventID');
 like($st->{timestamp}, qr/^\d{4}-\d\d-\d\dT[\d:.]+Z$/, 'and timestamp');
 my $later = insert_n(2, 'v');
 $c = NvsTest::Client->connect($d->socket);

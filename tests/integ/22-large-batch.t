@@ -31,8 +31,8 @@ my $d   = NvsTest::Daemon->start($pg, set => { %set, ring_events => 65536, clien
 my $dbh = $pg->dbh();
 
 sub tok  { $_[0]{event}{_id}{_data} }
-sub tick { hex substr(tok($_[0]), 8, 16) }
-sub clid { hex substr(tok($_[0]), 24, 16) }
+sub tick { NvsTest::token_tick(tok($_[0])) }
+sub clid { NvsTest::token_cid(tok($_[0])) }
 sub desc { my ($e) = @_; join ':', tick($e), clid($e), $e->{event}{documentKey}{_id}, $e->{event}{operationType} }
 
 # The live subscribers, one per table, from the head before any write.

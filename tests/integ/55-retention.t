@@ -63,7 +63,7 @@ $fast->ack(1, $fe->[-1]{event}{_id});
 # even where it has passed them.
 ok(wait_until(sub { count('datastore_changelog') < 300 }, 15), 'rows both consumers acknowledged are pruned');
 my ($low) = $dbh->selectrow_array('SELECT min(id) FROM datastore_changelog');
-my $held = hex substr($ev->[150]{event}{_id}{_data}, 24, 16);
+my $held = NvsTest::token_cid($ev->[150]{event}{_id}{_data});
 cmp_ok($low, '<=', $held, 'the rows after the slow consumer\'s ack are kept');
 cmp_ok(count('datastore_changelog'), '>=', 150, '... all 150 of them');
 
@@ -83,7 +83,7 @@ ok(wait_until(sub { ($dbh->selectrow_array('SELECT min(tick_id) FROM nvsrelay.ti
 my ($t_empty) = $dbh->selectrow_array('SELECT max(tick_id) FROM nvsrelay.tick');
 ok(wait_until(sub { ($dbh->selectrow_array('SELECT max(tick_id) FROM nvsrelay.tick'))[0] > $t_empty + 1 }, 10), 'ticks go on with an empty changelog');
 my ($newest_max) = $dbh->selectrow_array('SELECT max_id FROM nvsrelay.tick ORDER BY tick_id DESC LIMIT 1');
-cmp_ok($newest_max, '>=', hex substr($fe->[-1]{event}{_id}{_data}, 24, 16), '... and their max_id does not fall back to 0');
+cmp_ok($newest_max, '>=', NvsTest::token_cid($fe->[-1]{event}{_id}{_data}), '... and their max_id does not fall back to 0');
 my $c = NvsTest::Client->connect($d->socket);
 $c->watch(resumeAfter => $ev->[0]{event}{_id});
 my $e = $c->recv_op('error', 10);
@@ -92,7 +92,7 @@ like($e->{message}, qr/oldest available position is \{"_data":"([0-9a-f]{40})"\}
 my ($oldest) = $e->{message} =~ /"_data":"([0-9a-f]{40})"/;
 # The same loss through NVSentinel's position format: rows after that eventID
 # were pruned by the relay, not by NVSentinel's cleanup.
-$c->watch(sid => 2, resumeAfter => { timestamp => '2026-11-25T10:00:00Z', eventID => hex substr($ev->[0]{event}{_id}{_data}, 24, 16) });
+$c->watch(sid => 2, resumeAfter => { timestamp => '2026-11-25T10:00:00Z', eventID => NvsTest::token_cid($ev->[0]{event}{_id}{_data}) });
 $e = $c->recv_op('error', 10);
 is($e->{code}, 286, 'an NVSentinel eventID whose successors the relay pruned: still 286');
 like($e->{message}, qr/NVSentinel position \(eventID \d+\).*oldest available position/, '... naming the oldest position');
