@@ -21,17 +21,21 @@
 #include "pgconn.h"
 #include "position.h"
 
-/* The durable position, as a superset of NVSentinel's {timestamp, eventID}
- * so a component can move between its in-process watcher and the relay.
- * A write never moves a stored relay token backwards. */
+/* The durable positions of one or many consumers in one statement (one
+ * commit, one WAL flush), as a superset of NVSentinel's {timestamp,
+ * eventID} so a component can move between its in-process watcher and the
+ * relay.  A write never moves a stored relay token backwards.  One row per
+ * name, the highest token, since an INSERT ... ON CONFLICT may not touch a
+ * row twice. */
 static const char save_sql[] =
 	"INSERT INTO resume_tokens (client_name, resume_token, last_updated)"
-	" SELECT $1, jsonb_build_object('token', $2::text, 'eventID', e.id, 'timestamp',"
-	"  to_char(coalesce(e.changed_at, clock_timestamp()) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')),"
+	" SELECT DISTINCT ON (v.name) v.name, jsonb_build_object('token', v.tok, 'eventID', e.id, 'timestamp',"
+	"  to_char(coalesce(c.changed_at, clock_timestamp()) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')),"
 	"  now()"
-	" FROM (SELECT v.id, c.changed_at FROM (SELECT coalesce($3::bigint,"
-	"   (SELECT max_id FROM nvsrelay.tick WHERE tick_id = $4::bigint)) AS id) v"
-	"  LEFT JOIN datastore_changelog c ON c.id = v.id) e"
+	" FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS v(name, tok, id, tick)"
+	" CROSS JOIN LATERAL (SELECT coalesce(v.id, (SELECT max_id FROM nvsrelay.tick WHERE tick_id = v.tick)) AS id) e"
+	" LEFT JOIN datastore_changelog c ON c.id = e.id"
+	" ORDER BY v.name, v.tok DESC"
 	" ON CONFLICT (client_name) DO UPDATE SET resume_token = EXCLUDED.resume_token, last_updated = now()"
 	" WHERE resume_tokens.resume_token->>'token' IS NULL"
 	"  OR resume_tokens.resume_token->>'token' < EXCLUDED.resume_token->>'token'";
@@ -39,7 +43,6 @@ static const char save_sql[] =
 struct pos_req {
 	uint32_t gen;               /* the generation positions are made in */
 	source_pos_cb cb;
-	source_done_cb done;
 	void *arg;
 	char *consumer;
 	struct token pos;           /* position_exists: the position asked about */
@@ -378,88 +381,26 @@ int position_load(PgConn *pc, uint32_t gen, const char *consumer, source_pos_cb 
 	return 0;
 }
 
-static void save_cb(PgConn *pc, PGresult *res, void *arg)
-{
-	struct pos_req *q = arg;
-	int status = 0;
-
-	(void)pc;
-	if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
-		log_warning("cannot store position consumer=%s error='%s'", LOGQ(q->consumer),
-			    res ? PQresultErrorMessage(res) : "connection lost");
-		status = -EIO;
-	}
-	q->done(q->arg, status);
-	free(q->consumer);
-	free(q);
-}
-
-int position_save(PgConn *pc, const char *consumer, const struct token *pos, source_done_cb cb, void *arg)
-{
-	char hex[TOKEN_HEX_LEN + 1], id[24], tick[24];
-	const char *params[4];
-	struct pos_req *q;
-
-	if (!pgconn_is_up(pc))
-		return -ENOTCONN;
-	q = calloc(1, sizeof(*q));
-	if (!q || !(q->consumer = strdup(consumer))) {
-		free(q);
-		return -ENOMEM;
-	}
-	q->done = cb;
-	q->arg = arg;
-	token_format(pos, hex);
-	snprintf(id, sizeof(id), "%" PRIu64, pos->id);
-	snprintf(tick, sizeof(tick), "%" PRIu64, pos->tick);
-	params[0] = consumer;
-	params[1] = hex;
-	/* Both go through ::bigint: a value past INT64_MAX (no row or tick
-	 * has one) would fail the whole write, so it is passed as NULL. */
-	params[2] = pos->id == TOKEN_ID_END || pos->id > INT64_MAX ? NULL : id;
-	params[3] = pos->tick > INT64_MAX ? NULL : tick;
-	if (pgconn_query_prep(pc, "position_save", save_sql, 4, params, save_cb, q) < 0) {
-		free(q->consumer);
-		free(q);
-		return -ENOTCONN;
-	}
-	return 0;
-}
-
-/* save_sql for many consumers in one statement (one commit, one WAL
- * flush).  One row per name, the highest token, since an INSERT ... ON
- * CONFLICT may not touch a row twice. */
-static const char save_many_sql[] =
-	"INSERT INTO resume_tokens (client_name, resume_token, last_updated)"
-	" SELECT DISTINCT ON (v.name) v.name, jsonb_build_object('token', v.tok, 'eventID', e.id, 'timestamp',"
-	"  to_char(coalesce(c.changed_at, clock_timestamp()) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')),"
-	"  now()"
-	" FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS v(name, tok, id, tick)"
-	" CROSS JOIN LATERAL (SELECT coalesce(v.id, (SELECT max_id FROM nvsrelay.tick WHERE tick_id = v.tick)) AS id) e"
-	" LEFT JOIN datastore_changelog c ON c.id = e.id"
-	" ORDER BY v.name, v.tok DESC"
-	" ON CONFLICT (client_name) DO UPDATE SET resume_token = EXCLUDED.resume_token, last_updated = now()"
-	" WHERE resume_tokens.resume_token->>'token' IS NULL"
-	"  OR resume_tokens.resume_token->>'token' < EXCLUDED.resume_token->>'token'";
-
-struct save_many {
+struct save_req {
 	source_done_cb done;
 	void *arg;
 	size_t n;
+	char *first;             /* the first consumer, for the log line */
 };
 
-static void save_many_cb(PgConn *pc, PGresult *res, void *arg)
+static void save_cb(PgConn *pc, PGresult *res, void *arg)
 {
-	struct save_many *q = arg;
+	struct save_req *q = arg;
 	int status = 0;
 
 	(void)pc;
 	if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
-		log_warning("cannot store positions consumers=%zu error='%s'", q->n,
+		log_warning("cannot store position consumer=%s consumers=%zu error='%s'", LOGQ(q->first), q->n,
 			    res ? PQresultErrorMessage(res) : "connection lost");
 		status = -EIO;
 	}
 	q->done(q->arg, status);
+	free(q->first);
 	free(q);
 }
 
@@ -484,19 +425,21 @@ static void arr_elem(char **w, size_t i, const char *s)
 	*w = p;
 }
 
-int position_save_many(PgConn *pc, size_t n, const char *const *consumers, const struct token *pos,
-		       source_done_cb cb, void *arg)
+/* save_sql for n consumers; kind tells one write from a flush's batch in
+ * pg_query_duration_seconds. */
+static int save_rows(PgConn *pc, const char *kind, size_t n, const char *const *consumers,
+		     const struct token *pos, source_done_cb cb, void *arg)
 {
 	char *buf = NULL, *arr[4], *w;
 	size_t room = 4 * 2 + n * (4 * 3 + TOKEN_HEX_LEN + 2 * 24);
-	struct save_many *q = NULL;
+	struct save_req *q = NULL;
 	int r = -ENOMEM;
 
 	if (!pgconn_is_up(pc))
 		return -ENOTCONN;
 	for (size_t i = 0; i < n; i++)
 		room += 2 * strlen(consumers[i]);
-	if (n == 0 || !(buf = malloc(room)) || !(q = calloc(1, sizeof(*q))))
+	if (n == 0 || !(buf = malloc(room)) || !(q = calloc(1, sizeof(*q))) || !(q->first = strdup(consumers[0])))
 		goto out;
 	w = buf;
 	for (int a = 0; a < 4; a++) {
@@ -521,15 +464,28 @@ int position_save_many(PgConn *pc, size_t n, const char *const *consumers, const
 	q->done = cb;
 	q->arg = arg;
 	q->n = n;
-	r = pgconn_query_prep(pc, "position_saves", save_many_sql, 4, (const char *const *)arr, save_many_cb, q);
+	r = pgconn_query_prep(pc, kind, save_sql, 4, (const char *const *)arr, save_cb, q);
 	if (r == 0)
 		q = NULL;
 	else
 		r = -ENOTCONN;
 out:
+	if (q)
+		free(q->first);
 	free(q);
 	free(buf);
 	return r;
+}
+
+int position_save(PgConn *pc, const char *consumer, const struct token *pos, source_done_cb cb, void *arg)
+{
+	return save_rows(pc, "position_save", 1, &consumer, pos, cb, arg);
+}
+
+int position_save_many(PgConn *pc, size_t n, const char *const *consumers, const struct token *pos,
+		       source_done_cb cb, void *arg)
+{
+	return save_rows(pc, "position_saves", n, consumers, pos, cb, arg);
 }
 
 /*

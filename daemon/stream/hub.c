@@ -444,6 +444,8 @@ void hub_set_head(Hub *h, const struct token *head)
 
 void hub_publish(Hub *h, struct event *ev)
 {
+	size_t slot;
+
 	if (h->count == h->cap) {
 		struct event *old = h->ring[h->first];
 		if (h->unparsed > 0)
@@ -453,9 +455,10 @@ void hub_publish(Hub *h, struct event *ev)
 		h->first = (h->first + 1) % h->cap;
 		h->count--;
 	}
-	hub_guard_forget(h, (h->first + h->count) % h->cap);
-	h->ring[(h->first + h->count) % h->cap] = ev;
-	h->ring_time[(h->first + h->count) % h->cap] = ev_now(h->loop);
+	slot = (h->first + h->count) % h->cap;
+	hub_guard_forget(h, slot);
+	h->ring[slot] = ev;
+	h->ring_time[slot] = ev_now(h->loop);
 	h->count++;
 	h->head = *tmax(&h->head, &ev->pos);
 }
