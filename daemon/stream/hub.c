@@ -19,7 +19,8 @@
  * Durable subscriptions (a consumer name) keep the acknowledged position
  * and write it to resume_tokens at most every ack_flush_ms, all of them in
  * one write (hubsave.c).  Filters share reads of the fields they compare
- * (hubguard.c).  A consumer has
+ * (hubguard.c); bookmarks go out a slice per loop turn (hubmark.c).  A
+ * consumer has
  * one reader at a time: a plain watch takes the name over (the holder ends
  * with Interrupted), a standby watch waits and is promoted, from the
  * acknowledged position, when the holder goes.  Start positions beyond the
@@ -168,6 +169,7 @@ static void sub_kill(struct sub *s)
 
 	if (s->state == SUB_DEAD)
 		return;
+	hub_mark_forget(h, s);
 	sub_unlink(s);
 	set_catching(s, false);
 	hub_guard_detach(h, s);   /* a dead subscription runs no filter */
@@ -325,33 +327,15 @@ static void pump_all(Hub *h)
 	}
 }
 
-static void bookmark(struct sub *s)
-{
-	client_send_bookmark(s->client, s->sid, &s->pos);
-	s->bookmarked = ev_now(s->hub->loop);
-	s->sent = s->pos;
-	metrics_add(M_BOOKMARKS_SENT, NULL, 1);
-}
-
 static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	Hub *h = w->data;
-	struct sub *s, *next;
 
+	(void)loop;
 	(void)revents;
 	reap(h, false);
 	hub_save_all(h);
-	for (s = h->subs; s; s = next) {
-		next = s->next;
-		/* A bookmark tells a filtered or idle subscriber how far it got,
-		 * so its durable position moves even when nothing matches. */
-		if (s->state == SUB_ACTIVE && !s->reading && token_cmp(&s->pos, &s->sent) > 0 &&
-		    ev_now(loop) - s->bookmarked >= h->bookmark_every - w->repeat / 2 &&
-		    client_pending(s->client) == 0)
-			bookmark(s);
-		if (next && next->state == SUB_DEAD)
-			next = h->subs;
-	}
+	hub_mark_sweep(h);
 }
 
 /* The flush tick (ack_flush_ms, at most BOOKMARK_INTERVAL) and the
@@ -389,6 +373,7 @@ Hub *hub_new(struct ev_loop *loop, const struct conf_values *cv)
 	}
 	ev_timer_init(&h->tick, tick_cb, 0.2, 0.2);
 	h->tick.data = h;
+	hub_mark_init(h);
 	set_intervals(h);
 	ev_timer_set(&h->tick, h->tick.repeat, h->tick.repeat);
 	ev_timer_start(loop, &h->tick);
@@ -408,6 +393,7 @@ void hub_free(Hub *h)
 	if (!h)
 		return;
 	ev_timer_stop(h->loop, &h->tick);
+	hub_mark_stop(h);
 	h->closing = true;
 	while (h->subs)
 		sub_kill(h->subs);
@@ -503,7 +489,8 @@ static void activate(struct sub *s, const struct token *start)
 	s->state = SUB_ACTIVE;
 	/* The first bookmark confirms the subscription and gives a token to
 	 * resume from even if nothing ever matches. */
-	bookmark(s);
+	hub_bookmark(s);
+	hub_mark_phase(s);
 	if (s->consumer) {
 		s->dirty = true;
 		hub_save(s);
@@ -850,7 +837,7 @@ void hub_shutdown(Hub *h, void (*done)(void *arg), void *arg)
 	for (s = h->subs; s; s = next) {
 		next = s->next;
 		if (s->state == SUB_ACTIVE)
-			bookmark(s);
+			hub_bookmark(s);
 		hub_save(s);
 		if (s->saving) {
 			s->shutdown_wait = true;

@@ -2,8 +2,9 @@
  * hubsub.h - the hub's private state (struct hub, struct sub), shared by
  * hub.c, which owns it, hubview.c, which reads it for /metrics and the
  * admin socket, hubcount.c, which keeps the count requests in flight,
- * hubguard.c, which keeps the filter guards, and hubsave.c, which writes
- * durable positions.  No other module includes it.
+ * hubguard.c, which keeps the filter guards, hubsave.c, which writes
+ * durable positions, and hubmark.c, which sends bookmarks.  No other
+ * module includes it.
  */
 #ifndef NVSRELAY_HUBSUB_H
 #define NVSRELAY_HUBSUB_H
@@ -88,6 +89,9 @@ struct hub {
 	bool closing;                 /* shutting down or freed: no standby promoted */
 	ev_timer tick;                /* bookmarks and position writes */
 	double bookmark_every;        /* a subscription's bookmarks at most this often */
+	ev_idle mark_idle;            /* the bookmark sweep, a slice per loop turn */
+	struct sub *mark_next;        /* where the sweep goes on, NULL: no sweep */
+	double mark_phase;            /* the last subscription's bookmark phase */
 	void (*shutdown_done)(void *);
 	void *shutdown_arg;
 	int shutdown_pending;
@@ -107,6 +111,15 @@ void hub_guard_detach(struct hub *h, struct sub *s);
 void hub_guard_forget(struct hub *h, size_t slot);
 bool hub_guard_skips(struct hub *h, const struct sub *s, size_t i, struct event *ev);
 void hub_guard_free(struct hub *h);
+/* hubmark.c: a bookmark to s now (hub_bookmark); s's bookmarks start at
+ * a phase of their own (mark_phase, after its first); the flush tick's
+ * sweep (sweep); s leaves the hub list (forget); no sweep (stop). */
+void hub_bookmark(struct sub *s);
+void hub_mark_phase(struct sub *s);
+void hub_mark_init(struct hub *h);
+void hub_mark_sweep(struct hub *h);
+void hub_mark_forget(struct hub *h, const struct sub *s);
+void hub_mark_stop(struct hub *h);
 /* c's oldest live subscription (then by cnext), or NULL. */
 struct sub *hub_client_first(const struct hub *h, const Client *c);
 /* Index of the first ring event with a position after pos. */

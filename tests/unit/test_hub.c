@@ -67,6 +67,20 @@ struct client {
 };
 
 static Hub *hub;             /* the hub a fake client reports a drop to */
+static struct ev_loop *loop;
+
+/* test_bookmark_sweep's record of bookmarks: loop turn, time, client; and
+ * a client whose bookmark closes the three clients before it. */
+struct bm_rec {
+	unsigned iter;
+	ev_tstamp t;
+	uint64_t client;
+};
+static struct bm_rec bm_log[8192];
+static size_t bm_n;
+static bool bm_logging;
+static Client **bm_clients;  /* by id - 1 */
+static uint64_t bm_kill_at;
 
 static void record(Client *c, enum frame_kind kind, long long sid, const struct token *pos, int code)
 {
@@ -145,6 +159,17 @@ void client_send(Client *c, const char *data, size_t len)
 void client_send_bookmark(Client *c, long long sid, const struct token *tok)
 {
 	record(c, F_BOOKMARK, sid, tok, 0);
+	if (!bm_logging)
+		return;
+	assert_true(bm_n < sizeof(bm_log) / sizeof(bm_log[0]));
+	bm_log[bm_n++] = (struct bm_rec){ ev_iteration(loop), ev_now(loop), c->id };
+	if (c->id == bm_kill_at) {
+		bm_kill_at = 0;
+		for (uint64_t k = c->id - 1; k + 3 >= c->id && k >= 1; k--) {
+			bm_clients[k - 1]->closed = true;
+			hub_client_gone(hub, bm_clients[k - 1]);
+		}
+	}
 }
 
 void client_send_error(Client *c, long long sid, int code, const char *msg, const struct token *tok)
@@ -541,7 +566,6 @@ static void produce(size_t n, size_t split)
 
 /* ---- the world: loop, configuration, hub ----------------------------------- */
 
-static struct ev_loop *loop;
 static struct conf_values cv;
 
 static void world_new(int ring_events, size_t page_rows)
@@ -1696,6 +1720,96 @@ static void test_guards(void **state)
 		client_drop(all[i]);
 }
 
+/* Periodic bookmarks of n subscriptions in bm_log[from..]: the most sent
+ * in one loop turn, and how many flushes they fell on (runs of bookmarks
+ * no more than gap apart). */
+static void bm_shape(size_t from, double gap, unsigned *max_turn, int *flushes)
+{
+	*max_turn = 0;
+	*flushes = 0;
+	for (size_t i = from, run = 0; i < bm_n; i++) {
+		run = i > from && bm_log[i].iter == bm_log[i - 1].iter ? run + 1 : 1;
+		if (run > *max_turn)
+			*max_turn = (unsigned)run;
+		if (i == from || bm_log[i].t - bm_log[i - 1].t > gap)
+			(*flushes)++;
+	}
+}
+
+/* Bookmarks go out a slice per loop turn, so live events are read between
+ * them (a thousand filtered subscribers due on one flush were a thousand
+ * writes in one callback); subscriptions that started together fall due
+ * on flushes of their own; a client closed in the middle of a sweep costs
+ * the others nothing. */
+static void test_bookmark_sweep(void **state)
+{
+	enum { N = 200, SLICE = 16 /* hubmark.c MARK_SLICE_SENDS */ };
+	Client *cs[N];
+	size_t from;
+	unsigned max_turn;
+	int flushes;
+	struct token head;
+
+	(void)state;
+	world_new(64, 8);
+	cv.ack_flush_ms = 100;   /* a flush every 0.1 s, bookmarks every 0.5 s */
+	hub_reconfigure(hub);
+	fk.one_table = true;
+	produce(1, 0);
+	for (int i = 0; i < N; i++) {
+		cs[i] = client_make((uint64_t)i + 1, 100);
+		watch_eq(cs[i], 1, "fullDocument.kind", "none", NULL);
+	}
+	bm_clients = cs;
+	bm_n = 0;
+	bm_logging = true;
+
+	/* Events nobody wants, for a second: each subscription is bookmarked
+	 * past them, the first time on a flush given by its phase. */
+	for (int t = 0; t < 10; t++) {
+		produce(2, 0);
+		run_for(0.1);
+	}
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(last_of(cs[i], 1)->kind, F_BOOKMARK);
+		assert_true(cs[i]->nf >= 2);
+	}
+	bm_shape(0, 0.05, &max_turn, &flushes);
+	assert_true(max_turn <= SLICE);
+	/* Bookmarks on about ten flushes; all at one phase, two. */
+	assert_true(flushes >= 5);
+
+	/* Quiet until every one is due, then one more event: all 200 fall due
+	 * on one flush and go out in slices.  The bookmark to client 150 closes
+	 * clients 149-147, the sweep's next; the rest get theirs in that sweep. */
+	run_for(1.2);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(token_cmp(&last_of(cs[i], 1)->pos, &(struct token){ GEN, fk.head_tick, TOKEN_ID_END }), 0);
+	produce(2, 0);
+	head = (struct token){ GEN, fk.head_tick, TOKEN_ID_END };
+	from = bm_n;
+	bm_kill_at = 150;
+	run_for(0.15);
+	bm_logging = false;
+	assert_int_equal(bm_kill_at, 0);
+	bm_shape(from, 0.05, &max_turn, &flushes);
+	assert_true(max_turn <= SLICE);
+	assert_int_equal(flushes, 1);
+	assert_int_equal(bm_n - from, N - 3);
+	for (int i = 0; i < N; i++) {
+		if (i + 1 >= 147 && i + 1 <= 149) {
+			assert_true(cs[i]->closed);
+			continue;
+		}
+		assert_int_equal(last_of(cs[i], 1)->kind, F_BOOKMARK);
+		assert_int_equal(token_cmp(&last_of(cs[i], 1)->pos, &head), 0);
+	}
+	world_free();
+	for (int i = 0; i < N; i++)
+		client_drop(cs[i]);
+	bm_clients = NULL;
+}
+
 /* A flush writes every consumer that moved in one call; one that did not
  * move is not written; a subscription leaving is written at once. */
 static void test_save_batch(void **state)
@@ -1762,6 +1876,7 @@ int main(void)
 		cmocka_unit_test(test_client_lists),
 		cmocka_unit_test(test_guards),
 		cmocka_unit_test(test_save_batch),
+		cmocka_unit_test(test_bookmark_sweep),
 	};
 
 	return cmocka_run_group_tests(tests, setup, NULL);
