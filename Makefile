@@ -125,7 +125,7 @@ $(B)/tests/test_%: tests/unit/test_%.c $(PURE_OBJ) | $(B)/tests
 
 # The hub is no pure module: its test links it with log.c, and fakes of its
 # event source and of the client functions it calls (tests/unit/test_hub.c).
-HUB_TEST_OBJ := $(B)/daemon/stream/hub.o $(B)/daemon/stream/hubview.o $(B)/daemon/stream/hubcount.o $(B)/daemon/stream/hubguard.o $(B)/daemon/stream/hubsave.o $(B)/daemon/stream/hubmark.o $(B)/daemon/log.o
+HUB_TEST_OBJ := $(B)/daemon/stream/hub.o $(B)/daemon/stream/hubview.o $(B)/daemon/stream/hubcount.o $(B)/daemon/stream/hubguard.o $(B)/daemon/stream/hubsave.o $(B)/daemon/stream/hubmark.o $(B)/daemon/stream/hubpark.o $(B)/daemon/log.o
 $(B)/tests/test_hub: tests/unit/test_hub.c $(HUB_TEST_OBJ) $(PURE_OBJ) | $(B)/tests
 	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags cmocka) -o $@ $< \
 	    $(HUB_TEST_OBJ) $(PURE_OBJ) $(LIBS) $(shell pkg-config --libs cmocka) $(LDSAN)

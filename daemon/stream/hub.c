@@ -19,8 +19,9 @@
  * Durable subscriptions (a consumer name) keep the acknowledged position
  * and write it to resume_tokens at most every ack_flush_ms, all of them in
  * one write (hubsave.c).  Filters share reads of the fields they compare
- * (hubguard.c); bookmarks go out a slice per loop turn (hubmark.c).  A
- * consumer has
+ * (hubguard.c), and a guarded subscription at the head is only looked at
+ * when an event may concern it (hubpark.c); bookmarks go out a slice per
+ * loop turn (hubmark.c).  A consumer has
  * one reader at a time: a plain watch takes the name over (the holder ends
  * with Interrupted), a standby watch waits and is promoted, from the
  * acknowledged position, when the holder goes.  Start positions beyond the
@@ -99,7 +100,7 @@ static bool wants(struct sub *s, struct event *ev, size_t ring_i)
 		return false;
 	if (!s->filter)
 		return true;
-	if (ring_i != NOT_RING && hub_guard_skips(s->hub, s, ring_i, ev))
+	if (ring_i != NOT_RING && hub_guard_skips(s->hub, s, ring_i))
 		return false;
 	tree = event_tree(ev);
 	return !tree || filter_match(s->filter, tree);
@@ -170,6 +171,7 @@ static void sub_kill(struct sub *s)
 	if (s->state == SUB_DEAD)
 		return;
 	hub_mark_forget(h, s);
+	hub_park_unlink(h, s);
 	sub_unlink(s);
 	set_catching(s, false);
 	hub_guard_detach(h, s);   /* a dead subscription runs no filter */
@@ -277,7 +279,9 @@ static void pump(struct sub *s)
 	Hub *h = s->hub;
 	size_t i;
 
-	if (s->state != SUB_ACTIVE || s->reading || !h->have_head)
+	/* Parked: at the head as of the last move, and woken for anything
+	 * after it that may concern it (hubpark.c). */
+	if (s->state != SUB_ACTIVE || s->reading || s->parked || !h->have_head)
 		return;
 	if (token_cmp(&s->pos, &h->ring_start) < 0) {
 		size_t ahead;
@@ -318,12 +322,14 @@ static void pump_all(Hub *h)
 {
 	struct sub *s, *next;
 
-	for (s = h->subs; s; s = next) {
-		next = s->next;
+	hub_park_wake(h);
+	for (s = h->awake; s; s = next) {
+		next = s->pnext;
 		pump(s);
+		hub_park_try(h, s);
 		/* Closing a client kills all its subscriptions, maybe next too. */
 		if (next && next->state == SUB_DEAD)
-			next = h->subs;
+			next = h->awake;
 	}
 }
 
@@ -363,7 +369,8 @@ Hub *hub_new(struct ev_loop *loop, const struct conf_values *cv)
 	h->ring_time = calloc(h->cap, sizeof(*h->ring_time));
 	h->bysid = subtab_new();
 	h->byclient = subtab_new();
-	if (!h->ring || !h->ring_time || !h->bysid || !h->byclient) {
+	if (!h->ring || !h->ring_time || !h->bysid || !h->byclient || hub_park_init(h) < 0) {
+		hub_park_free(h);
 		subtab_free(h->bysid);
 		subtab_free(h->byclient);
 		free(h->ring);
@@ -405,6 +412,7 @@ void hub_free(Hub *h)
 	free(h->ring_time);
 	subtab_free(h->bysid);
 	subtab_free(h->byclient);
+	hub_park_free(h);
 	free(h);
 }
 
@@ -462,7 +470,7 @@ size_t hub_lose_head(Hub *h, const char *msg)
 	while (h->subs) {
 		struct sub *s = h->subs;
 		client_send_error(s->client, s->sid, ERR_HISTORY_LOST, msg,
-				  s->state == SUB_ACTIVE ? &s->pos : NULL);
+				  s->state == SUB_ACTIVE ? hub_pos(s) : NULL);
 		sub_kill(s);
 		n++;
 	}
@@ -723,6 +731,7 @@ int hub_watch(Hub *h, Client *c, const struct watch_req *req)
 	if (h->subs)
 		h->subs->prev = s;
 	h->subs = s;
+	hub_park_link(h, s);
 	h->nsubs++;
 
 	if (s->consumer && req->standby && has_holder(h, s)) {

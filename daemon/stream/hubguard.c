@@ -103,26 +103,34 @@ void hub_guard_forget(struct hub *h, size_t slot)
 		memset(&h->ring_guard[slot * HUB_GUARD_SLOTS], 0, HUB_GUARD_SLOTS * sizeof(*h->ring_guard));
 }
 
-bool hub_guard_skips(struct hub *h, const struct sub *s, size_t i, struct event *ev)
+int hub_guard_value(struct hub *h, int k, size_t i, uint64_t *hash)
 {
-	const struct hub_guard *g;
-	struct guard_val *v;
+	const struct hub_guard *g = &h->guard[k];
+	struct guard_val *v = &h->ring_guard[((h->first + i) % h->cap) * HUB_GUARD_SLOTS + (size_t)k];
 
-	if (s->guard < 0)
-		return false;
-	g = &h->guard[s->guard];
-	v = &h->ring_guard[((h->first + i) % h->cap) * HUB_GUARD_SLOTS + (size_t)s->guard];
 	if (v->gen != g->gen) {
-		const cJSON *tree = event_tree(ev);
+		const cJSON *tree = event_tree(hub_ring_at(h, i));
 		const char *str = NULL;
 
 		if (!tree)
-			return false;   /* sent, as wants() sends what it cannot parse */
+			return FILTER_KEY_ANY;   /* sent, as wants() sends what it cannot parse */
 		v->what = filter_key_read(g->key, tree, &str);
 		v->hash = v->what == FILTER_KEY_STRING ? str_hash(str) : 0;
 		v->gen = g->gen;
 	}
-	return v->what == FILTER_KEY_NONE || (v->what == FILTER_KEY_STRING && v->hash != s->guard_hash);
+	*hash = v->hash;
+	return v->what;
+}
+
+bool hub_guard_skips(struct hub *h, const struct sub *s, size_t i)
+{
+	uint64_t hash;
+	int what;
+
+	if (s->guard < 0)
+		return false;
+	what = hub_guard_value(h, s->guard, i, &hash);
+	return what == FILTER_KEY_NONE || (what == FILTER_KEY_STRING && hash != s->guard_hash);
 }
 
 void hub_guard_free(struct hub *h)

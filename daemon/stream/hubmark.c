@@ -25,9 +25,9 @@
 
 void hub_bookmark(struct sub *s)
 {
-	client_send_bookmark(s->client, s->sid, &s->pos);
+	client_send_bookmark(s->client, s->sid, hub_pos(s));
 	s->bookmarked = ev_now(s->hub->loop);
-	s->sent = s->pos;
+	s->sent = *hub_pos(s);
 	metrics_add(M_BOOKMARKS_SENT, NULL, 1);
 }
 
@@ -46,7 +46,7 @@ void hub_mark_phase(struct sub *s)
 static bool due(const struct hub *h, const struct sub *s)
 {
 	/* Half a flush early: due times fall between flushes. */
-	return s->state == SUB_ACTIVE && !s->reading && token_cmp(&s->pos, &s->sent) > 0 &&
+	return s->state == SUB_ACTIVE && !s->reading && token_cmp(hub_pos(s), &s->sent) > 0 &&
 	       ev_now(h->loop) - s->bookmarked >= h->bookmark_every - h->tick.repeat / 2 &&
 	       client_pending(s->client) == 0;
 }

@@ -2,9 +2,10 @@
  * hubsub.h - the hub's private state (struct hub, struct sub), shared by
  * hub.c, which owns it, hubview.c, which reads it for /metrics and the
  * admin socket, hubcount.c, which keeps the count requests in flight,
- * hubguard.c, which keeps the filter guards, hubsave.c, which writes
- * durable positions, and hubmark.c, which sends bookmarks.  No other
- * module includes it.
+ * hubguard.c, which keeps the filter guards, hubpark.c, which parks the
+ * guarded subscriptions at the head, hubsave.c, which writes durable
+ * positions, and hubmark.c, which sends bookmarks.  No other module
+ * includes it.
  */
 #ifndef NVSRELAY_HUBSUB_H
 #define NVSRELAY_HUBSUB_H
@@ -31,12 +32,16 @@ struct hub_guard {
 	FilterKey *key;               /* NULL: free */
 	char *path;
 	size_t refs;                  /* subscriptions guarded by this field */
+	size_t parked;                /* of them parked (hubpark.c) */
 	uint32_t gen;                 /* names this use of the slot in ring_guard */
 };
 
 struct sub {
 	struct sub *next, *prev;      /* hub list */
 	struct sub *cnext, *cprev;    /* the same client's others (hub.byclient has the first) */
+	struct sub *pnext, *pprev;    /* hub.awake or hub.parked */
+	struct sub *bnext, *bprev;    /* parked: its bucket (hub.buckets has the first) */
+	bool parked;                  /* at hub.park_pos, pos is stale (hubpark.c) */
 	struct hub *hub;
 	Client *client;
 	long long sid;
@@ -70,6 +75,10 @@ struct hub {
 	const struct conf_values *cv;
 	const struct source *src;     /* catch-up pages and positions, or NULL */
 	struct sub *subs;
+	struct sub *awake;            /* visited when the head moves */
+	struct sub *parked;           /* not visited: woken by their guard's value */
+	Subtab *buckets;              /* (guard slot, value hash) -> first parked sub */
+	struct token park_pos;        /* where every parked subscription is */
 	struct sub *dead;             /* detached, freed once no callback is pending */
 	struct hub_count *counts;     /* count requests waiting for the source (hubcount.c) */
 	Subtab *bysid;                /* (client, sid) -> live sub: acks in constant time */
@@ -109,7 +118,23 @@ void hub_save_all(struct hub *h);
 void hub_guard_attach(struct hub *h, struct sub *s);
 void hub_guard_detach(struct hub *h, struct sub *s);
 void hub_guard_forget(struct hub *h, size_t slot);
-bool hub_guard_skips(struct hub *h, const struct sub *s, size_t i, struct event *ev);
+bool hub_guard_skips(struct hub *h, const struct sub *s, size_t i);
+/* What ring event i holds in guard slot k: FILTER_KEY_STRING (*hash set),
+ * FILTER_KEY_NONE, or FILTER_KEY_ANY (also for an event that cannot be
+ * parsed). */
+int hub_guard_value(struct hub *h, int k, size_t i, uint64_t *hash);
+/* hubpark.c: where s is (s->pos is stale while s is parked); the bucket
+ * table (init, free); s joins the visited subscriptions (link) or leaves
+ * the hub (unlink); s parks if it is guarded and at the head (try); the
+ * head moved: wake the subscriptions the new events' guard values name,
+ * the others are at the head (wake). */
+const struct token *hub_pos(const struct sub *s);
+int hub_park_init(struct hub *h);
+void hub_park_free(struct hub *h);
+void hub_park_link(struct hub *h, struct sub *s);
+void hub_park_unlink(struct hub *h, struct sub *s);
+void hub_park_try(struct hub *h, struct sub *s);
+void hub_park_wake(struct hub *h);
 void hub_guard_free(struct hub *h);
 /* hubmark.c: a bookmark to s now (hub_bookmark); s's bookmarks start at
  * a phase of their own (mark_phase, after its first); the flush tick's

@@ -80,7 +80,7 @@ size_t hub_consumers(const Hub *h, const char **names, size_t max)
  * what they were sent), and the age of the oldest of them. */
 static void sub_lag(const Hub *h, const struct sub *s, struct hub_sub_info *si)
 {
-	struct token from = s->consumer ? hub_durable_pos(s) : s->pos;
+	struct token from = s->consumer ? hub_durable_pos(s) : *hub_pos(s);
 	ev_tstamp now = ev_now(h->loop);
 
 	si->lag_events = 0;
@@ -112,7 +112,7 @@ void hub_foreach(const Hub *h, void (*fn)(void *arg, const struct hub_sub_info *
 		si.sid = s->sid;
 		si.table = s->table;
 		si.active = s->state == SUB_ACTIVE;
-		si.acked = s->consumer ? s->acked : s->pos;
+		si.acked = s->consumer ? s->acked : *hub_pos(s);
 		si.ack_age = s->consumer ? ev_now(h->loop) - s->acked_at : 0;
 		si.buffered = client_pending(s->client);
 		si.conn = s->client;

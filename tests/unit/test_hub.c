@@ -34,6 +34,7 @@
 #include "event.h"
 #include "filter.h"
 #include "hub.h"
+#include "hubsub.h"   /* test_parked counts the parked subscriptions */
 #include "log.h"
 #include "source.h"
 #include "token.h"
@@ -507,16 +508,14 @@ static void answer_all(void)
 			fail_msg("the hub keeps asking its source");
 }
 
-static struct event *make_event(uint64_t tick, uint64_t id, enum event_table table, bool match)
+static struct event *make_event_doc(uint64_t tick, uint64_t id, enum event_table table, const char *doc)
 {
-	char doc[96], rec[64];
+	char rec[64];
 	struct change_row row = { 0 };
 	struct token pos = { GEN, tick, id };
 	const char *err = NULL;
 	struct event *ev;
 
-	snprintf(doc, sizeof(doc), "{\"kind\":\"%s\",\"n\":%llu,\"tag\":\"t%llu\"}", match ? "m" : "x",
-		 (unsigned long long)id, (unsigned long long)(id % 3));
 	snprintf(rec, sizeof(rec), "00000000-0000-0000-0000-%012llu", (unsigned long long)id);
 	row.id = id;
 	row.table = table == TABLE_HEALTH_EVENTS ? "health_events" : "maintenance_events";
@@ -527,6 +526,15 @@ static struct event *make_event(uint64_t tick, uint64_t id, enum event_table tab
 	ev = event_build(&row, &pos, "nvsentinel", &err);
 	assert_non_null(ev);
 	return ev;
+}
+
+static struct event *make_event(uint64_t tick, uint64_t id, enum event_table table, bool match)
+{
+	char doc[96];
+
+	snprintf(doc, sizeof(doc), "{\"kind\":\"%s\",\"n\":%llu,\"tag\":\"t%llu\"}", match ? "m" : "x",
+		 (unsigned long long)id, (unsigned long long)(id % 3));
+	return make_event_doc(tick, id, table, doc);
 }
 
 /* What a tick's event of index i is: the table and whether it matches the
@@ -1810,6 +1818,130 @@ static void test_bookmark_sweep(void **state)
 	bm_clients = NULL;
 }
 
+/* A tick of one health event with document doc; returns its id. */
+static uint64_t produce_doc(const char *doc)
+{
+	uint64_t tick = ++fk.head_tick, id = ++fk.last_id;
+	struct event *ev = make_event_doc(tick, id, TABLE_HEALTH_EVENTS, doc);
+	struct token head = { GEN, tick, TOKEN_ID_END };
+
+	assert_true(fk.nev < MAX_EVENTS);
+	fk.ev[fk.nev++] = ev;
+	hub_publish(hub, event_ref(ev));
+	hub_set_head(hub, &head);
+	return id;
+}
+
+static uint64_t park_arr_id, park_none_id;
+
+struct info_find {
+	const Client *c;
+	long long sid;
+	struct hub_sub_info si;
+	bool found;
+};
+
+static void info_find_cb(void *arg, const struct hub_sub_info *si)
+{
+	struct info_find *f = arg;
+
+	if (si->conn == f->c && si->sid == f->sid) {
+		f->si = *si;
+		f->found = true;
+	}
+}
+
+/* id_tag, but the array event has tags 1 and 2 and the other has none. */
+static bool id_tag_park(uint64_t id, int arg)
+{
+	if (id == park_arr_id)
+		return arg == 1 || arg == 2;
+	return id != park_none_id && id_tag(id, arg);
+}
+
+static size_t parked_count(void)
+{
+	size_t n = 0;
+
+	for (const struct sub *s = hub->parked; s; s = s->pnext)
+		n++;
+	return n;
+}
+
+/* Guarded subscriptions at the head park (hubpark.c) and are woken only by
+ * events whose guard value may be theirs: each still gets exactly its
+ * events, also from an event whose field is an array (it wakes every
+ * parked subscription of the field) and after more events than the ring
+ * holds arrived in one move (they catch up from the source); a parked
+ * subscription's bookmarks and lag are at the head; one that leaves while
+ * parked leaves its bucket to the others. */
+static void test_parked(void **state)
+{
+	Client *a = client_make(1, 100), *b = client_make(2, 100), *c = client_make(3, 100), *d = client_make(4, 100);
+	Client *const all[] = { a, b, c, d };
+	struct watch_req rd = watch_req(1, TABLE_HEALTH_EVENTS);
+	struct token from, head;
+	struct info_find fi = { .c = b, .sid = 1 };
+
+	(void)state;
+	world_new(16, 4);
+	fk.one_table = true;
+	produce(1, 0);
+	from = (struct token){ GEN, fk.head_tick, TOKEN_ID_END };
+	watch_eq(a, 1, "fullDocument.tag", "t0", NULL);
+	watch_eq(b, 1, "fullDocument.tag", "t1", NULL);
+	watch_eq(c, 1, "fullDocument.tag", "t2", NULL);
+	watch_eq(c, 2, "fullDocument.tag", "t2", NULL);   /* shares c's bucket */
+	assert_int_equal(hub_watch(hub, d, &rd), 0);
+	answer_all();
+	for (int t = 0; t < 4; t++) {
+		produce(5, 2);
+		drain_all(all, 4, 1);
+	}
+	assert_int_equal(parked_count(), 4);   /* all but d, which has no guard */
+	park_arr_id = produce_doc("{\"kind\":\"m\",\"tag\":[\"t1\",\"t2\"]}");
+	park_none_id = produce_doc("{\"kind\":\"m\"}");
+	produce(3, 0);
+	drain_all(all, 4, 1);
+	/* Forty events in one move through a ring of sixteen. */
+	produce(40, 0);
+	for (int t = 0; t < 20; t++) {
+		answer_all();
+		drain_all(all, 4, 1);
+	}
+	produce(2, 0);
+	drain_all(all, 4, 1);
+	assert_ids(a, 1, &from, id_tag_park, 0);
+	assert_ids(b, 1, &from, id_tag_park, 1);
+	assert_ids(c, 1, &from, id_tag_park, 2);
+	assert_ids(c, 2, &from, id_tag_park, 2);
+	assert_stream(d, 1, TABLE_HEALTH_EVENTS, false, &from);
+
+	/* Events only for t0: b's and c's bookmarks and lag are at the head. */
+	produce_doc("{\"kind\":\"m\",\"tag\":\"t0\"}");
+	head = (struct token){ GEN, fk.head_tick, TOKEN_ID_END };
+	run_for(0.2);
+	assert_int_equal(last_of(b, 1)->kind, F_BOOKMARK);
+	assert_int_equal(token_cmp(&last_of(b, 1)->pos, &head), 0);
+	assert_int_equal(token_cmp(&last_of(c, 2)->pos, &head), 0);
+	hub_foreach(hub, info_find_cb, &fi);
+	assert_true(fi.found);
+	assert_int_equal(token_cmp(&fi.si.acked, &head), 0);
+	assert_int_equal(fi.si.lag_events, 0);
+
+	/* c's first subscription leaves its shared bucket; the second still
+	 * gets its events, the first none. */
+	assert_int_equal(hub_unwatch(hub, c, 1), 0);
+	produce_doc("{\"kind\":\"m\",\"tag\":\"t2\"}");
+	drain_all(all, 4, 1);
+	assert_int_equal(last_of(c, 2)->kind, F_EVENT);
+	assert_int_equal(last_of(c, 2)->pos.id, fk.last_id);
+	assert_true(last_of(c, 1)->kind != F_EVENT || last_of(c, 1)->pos.id != fk.last_id);
+	world_free();
+	for (size_t i = 0; i < 4; i++)
+		client_drop(all[i]);
+}
+
 /* A flush writes every consumer that moved in one call; one that did not
  * move is not written; a subscription leaving is written at once. */
 static void test_save_batch(void **state)
@@ -1877,6 +2009,7 @@ int main(void)
 		cmocka_unit_test(test_guards),
 		cmocka_unit_test(test_save_batch),
 		cmocka_unit_test(test_bookmark_sweep),
+		cmocka_unit_test(test_parked),
 	};
 
 	return cmocka_run_group_tests(tests, setup, NULL);
