@@ -1668,6 +1668,15 @@ static void watch_eq(Client *c, long long sid, const char *path, const char *val
 	answer_all();
 }
 
+/* A world of one table with one tick written; returns the head. */
+static struct token guard_world(int ring_events, size_t page_rows)
+{
+	world_new(ring_events, page_rows);
+	fk.one_table = true;
+	produce(1, 0);
+	return (struct token){ GEN, fk.head_tick, TOKEN_ID_END };
+}
+
 static void drain_all(Client *const *cs, size_t n, int rounds)
 {
 	for (int t = 0; t < rounds; t++)
@@ -1691,10 +1700,7 @@ static void test_guards(void **state)
 	struct token from;
 
 	(void)state;
-	world_new(64, 8);
-	fk.one_table = true;
-	produce(1, 0);
-	from = (struct token){ GEN, fk.head_tick, TOKEN_ID_END };
+	from = guard_world(64, 8);
 	watch_eq(a, 1, "fullDocument.kind", "m", NULL);
 	watch_eq(b, 1, "fullDocument.kind", "x", NULL);
 	watch_eq(c, 1, "fullDocument.tag", "t1", NULL);
@@ -1884,10 +1890,7 @@ static void test_parked(void **state)
 	struct info_find fi = { .c = b, .sid = 1 };
 
 	(void)state;
-	world_new(16, 4);
-	fk.one_table = true;
-	produce(1, 0);
-	from = (struct token){ GEN, fk.head_tick, TOKEN_ID_END };
+	from = guard_world(16, 4);
 	watch_eq(a, 1, "fullDocument.tag", "t0", NULL);
 	watch_eq(b, 1, "fullDocument.tag", "t1", NULL);
 	watch_eq(c, 1, "fullDocument.tag", "t2", NULL);
