@@ -1375,6 +1375,14 @@ sub phase_loaded {
             $row{floor_tls} = latency_stats($w, floor_arrivals("$W/$tag.floor.rec", $bypid));
             $row{discarded} = sprintf('writer fell behind: %.0f of %d ev/s', $row{achieved_rate}, $S{loaded_rate})
                 if $row{achieved_rate} < 0.95 * $S{loaded_rate};
+            # A subscriber short of the writer's events: what it did get
+            # (other events, an error frame, nothing), so the run says why.
+            if ($row{stats}{delivered} < $row{stats}{n}) {
+                my $ss = eval { summary($sub) } || { error => "$@" };
+                $row{sub} = $ss;
+                say_ sprintf '  round %d %s: the subscriber got %s events (%s distinct)%s', $round, $cond,
+                    $ss->{events} // '?', $ss->{distinct} // '?', $ss->{stderr} || $ss->{error} ? ': ' . ($ss->{stderr} || $ss->{error}) : '';
+            }
             say_ sprintf '  round %d %-8s p50 %s p99 %s p99.9 %s max %s ms; floor p99 %s; delivered %d/%d; relay VmHWM %.1f MiB%s',
                 $round, $cond, fmt($row{stats}{p50}), fmt($row{stats}{p99}), fmt($row{stats}{p999}), fmt($row{stats}{max}),
                 fmt($row{floor_tls}{p99}), $row{stats}{delivered}, $row{stats}{n}, $row{rss_hwm_kb} / 1024,
