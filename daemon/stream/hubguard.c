@@ -113,7 +113,7 @@ int hub_guard_value(struct hub *h, int k, size_t i, uint64_t *hash)
 		const char *str = NULL;
 
 		if (!tree)
-			return FILTER_KEY_ANY;   /* sent, as wants() sends what it cannot parse */
+			return FILTER_KEY_ANY;   /* not kept: the filter runs, and sends it */
 		v->what = filter_key_read(g->key, tree, &str);
 		v->hash = v->what == FILTER_KEY_STRING ? str_hash(str) : 0;
 		v->gen = g->gen;

@@ -123,6 +123,7 @@ bool hub_guard_skips(struct hub *h, const struct sub *s, size_t i);
  * FILTER_KEY_NONE, or FILTER_KEY_ANY (also for an event that cannot be
  * parsed). */
 int hub_guard_value(struct hub *h, int k, size_t i, uint64_t *hash);
+void hub_guard_free(struct hub *h);
 /* hubpark.c: where s is (s->pos is stale while s is parked); the bucket
  * table (init, free); s joins the visited subscriptions (link) or leaves
  * the hub (unlink); s parks if it is guarded and at the head (try); the
@@ -135,7 +136,6 @@ void hub_park_link(struct hub *h, struct sub *s);
 void hub_park_unlink(struct hub *h, struct sub *s);
 void hub_park_try(struct hub *h, struct sub *s);
 void hub_park_wake(struct hub *h);
-void hub_guard_free(struct hub *h);
 /* hubmark.c: a bookmark to s now (hub_bookmark); s's bookmarks start at
  * a phase of their own (mark_phase, after its first); the flush tick's
  * sweep (sweep); s leaves the hub list (forget); no sweep (stop). */

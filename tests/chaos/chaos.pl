@@ -13,9 +13,10 @@
 #     maintenance_events, 1-50 rows per transaction, sleeps inside, some rolled back. Each
 #     transaction also inserts its tag into chaos_tx, so an outcome lost with the connection
 #     is looked up afterwards; the writers log every change they know committed;
-#   - five subscribers: resuming by token, durable consumers acknowledging the low-water
+#   - six subscribers: resuming by token, durable consumers acknowledging the low-water
 #     mark of what they finished processing (out of order), a slow reader, with and without
-#     a pipeline (used when the server accepts pipelines, else dropped and noted); each
+#     a pipeline (one a string equality the relay parks between matches; used when the
+#     server accepts pipelines, else dropped and noted); each
 #     disconnects now and then on its own and logs every frame it got;
 #   - faults, one at a time at random moments while the writers run: SIGKILL of nvsrelayd and
 #     restart, pg_ctl restart -m immediate, pg_terminate_backend of every relay session, only
@@ -313,6 +314,9 @@ sub writer_main {
 #   DONE <sentinel seen: 1|0>
 my $PIPE_OPS   = [ { '$match' => { operationType => { '$in' => [ 'insert', 'delete' ] } } } ];
 my $PIPE_SHARD = [ { '$match' => { 'fullDocument.shard' => { '$in' => [ 0, 2 ] } } } ];
+# A string equality: the relay guards it and parks the subscription between
+# the inserts that wake it (daemon/stream/hubpark.c).
+my $PIPE_INS   = [ { '$match' => { operationType => 'insert' } } ];
 my @SUBS = (
     { name => 'tok-he',   table => 'health_events',      mode => 'token' },
     { name => 'dur-he',   table => 'health_events',      mode => 'durable', before => 1 },
@@ -321,6 +325,8 @@ my @SUBS = (
       pred => sub { $_[0]{op} ne 'update' } },
     { name => 'slow-he-f', table => 'health_events', mode => 'durable', slow => 1, pipeline => $PIPE_SHARD,
       pred => sub { $_[0]{op} ne 'delete' && defined $_[0]{shard} && ($_[0]{shard} == 0 || $_[0]{shard} == 2) } },
+    { name => 'tok-he-g', table => 'health_events', mode => 'token', pipeline => $PIPE_INS,
+      pred => sub { $_[0]{op} eq 'insert' } },
 );
 
 sub sub_main {
@@ -459,7 +465,7 @@ while (NvsTest::now() < $t_wait) {
     Time::HiRes::sleep(0.05);
 }
 my @unstarted = grep { NvsTest::slurp("$dir/s-$_->{name}.log") !~ /^S 1 /m } @SUBS;
-is(scalar @unstarted, 0, 'all five subscribers started before the first write')
+is(scalar @unstarted, 0, 'all ' . scalar(@SUBS) . ' subscribers started before the first write')
     or diag("not started: @{[ map { $_->{name} } @unstarted ]}");
 
 my $w_deadline = Time::HiRes::time() + $S->{seconds};
