@@ -1838,7 +1838,29 @@ static uint64_t produce_doc(const char *doc)
 	return id;
 }
 
-static uint64_t park_arr_id, park_none_id;
+static uint64_t park_arr_id, park_none_id, park_solo_id;
+
+/* A tick of n health events published in one move, the first with tag
+ * "solo"; returns its id. */
+static uint64_t produce_solo(size_t n)
+{
+	uint64_t tick = ++fk.head_tick, solo = 0;
+	struct token head = { GEN, tick, TOKEN_ID_END };
+
+	for (size_t k = 0; k < n; k++) {
+		uint64_t id = ++fk.last_id;
+		struct event *ev = k ? make_event(tick, id, TABLE_HEALTH_EVENTS, kind_match(id))
+				     : make_event_doc(tick, id, TABLE_HEALTH_EVENTS, "{\"kind\":\"m\",\"tag\":\"solo\"}");
+
+		if (k == 0)
+			solo = id;
+		assert_true(fk.nev < MAX_EVENTS);
+		fk.ev[fk.nev++] = ev;
+		hub_publish(hub, event_ref(ev));
+	}
+	hub_set_head(hub, &head);
+	return solo;
+}
 
 struct info_find {
 	const Client *c;
@@ -1857,11 +1879,14 @@ static void info_find_cb(void *arg, const struct hub_sub_info *si)
 	}
 }
 
-/* id_tag, but the array event has tags 1 and 2 and the other has none. */
+/* id_tag, but the array event has tags 1 and 2, one has none, and the
+ * solo one only "solo" (arg 3). */
 static bool id_tag_park(uint64_t id, int arg)
 {
 	if (id == park_arr_id)
 		return arg == 1 || arg == 2;
+	if (id == park_solo_id)
+		return arg == 3;
 	return id != park_none_id && id_tag(id, arg);
 }
 
@@ -1895,19 +1920,22 @@ static void test_parked(void **state)
 	watch_eq(b, 1, "fullDocument.tag", "t1", NULL);
 	watch_eq(c, 1, "fullDocument.tag", "t2", NULL);
 	watch_eq(c, 2, "fullDocument.tag", "t2", NULL);   /* shares c's bucket */
+	watch_eq(a, 2, "fullDocument.tag", "solo", NULL);
 	assert_int_equal(hub_watch(hub, d, &rd), 0);
 	answer_all();
 	for (int t = 0; t < 4; t++) {
 		produce(5, 2);
 		drain_all(all, 4, 1);
 	}
-	assert_int_equal(parked_count(), 4);   /* all but d, which has no guard */
+	assert_int_equal(parked_count(), 5);   /* all but d, which has no guard */
 	park_arr_id = produce_doc("{\"kind\":\"m\",\"tag\":[\"t1\",\"t2\"]}");
 	park_none_id = produce_doc("{\"kind\":\"m\"}");
 	produce(3, 0);
 	drain_all(all, 4, 1);
-	/* Forty events in one move through a ring of sixteen. */
-	produce(40, 0);
+	/* Forty events in one move through a ring of sixteen, the first the
+	 * only one a's second subscription wants: gone from the ring before
+	 * the move is looked at. */
+	park_solo_id = produce_solo(40);
 	for (int t = 0; t < 20; t++) {
 		answer_all();
 		drain_all(all, 4, 1);
@@ -1915,6 +1943,7 @@ static void test_parked(void **state)
 	produce(2, 0);
 	drain_all(all, 4, 1);
 	assert_ids(a, 1, &from, id_tag_park, 0);
+	assert_ids(a, 2, &from, id_tag_park, 3);
 	assert_ids(b, 1, &from, id_tag_park, 1);
 	assert_ids(c, 1, &from, id_tag_park, 2);
 	assert_ids(c, 2, &from, id_tag_park, 2);
