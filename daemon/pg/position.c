@@ -425,6 +425,31 @@ static void arr_elem(char **w, size_t i, const char *s)
 	*w = p;
 }
 
+/* Column a of save_sql's row for consumer at pos, as text in text or NULL.
+ * The id and tick go through ::bigint: a value past INT64_MAX (no row or
+ * tick has one) would fail the whole write, so it is passed as NULL, as is
+ * the id of a position at a batch's end. */
+static const char *row_field(int a, const char *consumer, const struct token *pos, char *text, size_t size)
+{
+	switch (a) {
+	case 0:
+		return consumer;
+	case 1:
+		token_format(pos, text);
+		return text;
+	case 2:
+		if (pos->id == TOKEN_ID_END || pos->id > INT64_MAX)
+			return NULL;
+		snprintf(text, size, "%" PRIu64, pos->id);
+		return text;
+	default:
+		if (pos->tick > INT64_MAX)
+			return NULL;
+		snprintf(text, size, "%" PRIu64, pos->tick);
+		return text;
+	}
+}
+
 /* save_sql for n consumers; kind tells one write from a flush's batch in
  * pg_query_duration_seconds. */
 static int save_rows(PgConn *pc, const char *kind, size_t n, const char *const *consumers,
@@ -447,16 +472,7 @@ static int save_rows(PgConn *pc, const char *kind, size_t n, const char *const *
 		for (size_t i = 0; i < n; i++) {
 			char text[TOKEN_HEX_LEN + 24];
 
-			if (a == 0)
-				arr_elem(&w, i, consumers[i]);
-			else if (a == 1)
-				arr_elem(&w, i, (token_format(&pos[i], text), text));
-			else if (a == 2)   /* as position_save: past INT64_MAX or none, NULL */
-				arr_elem(&w, i, pos[i].id == TOKEN_ID_END || pos[i].id > INT64_MAX ? NULL :
-					 (snprintf(text, sizeof(text), "%" PRIu64, pos[i].id), text));
-			else
-				arr_elem(&w, i, pos[i].tick > INT64_MAX ? NULL :
-					 (snprintf(text, sizeof(text), "%" PRIu64, pos[i].tick), text));
+			arr_elem(&w, i, row_field(a, consumers[i], &pos[i], text, sizeof(text)));
 		}
 		*w++ = '}';
 		*w++ = '\0';
