@@ -982,6 +982,10 @@ sub phase_idle {
 # N changelog rows committed at once by 4 sessions, written straight into
 # datastore_changelog in the shape the trigger writes (to_jsonb of a
 # health_events row), so loading does not dominate the run.
+# The transactions of the last bulk load (their xids): a tick sees the
+# load once its snapshot sees every one of them.
+my @loaded_xids;
+
 sub bulk_load {
     my ($n, $first) = @_;
     my $k = $n >= 4000 ? 4 : 1;
@@ -1017,6 +1021,7 @@ SQL
     $_->do(q{SELECT pg_notify('nvsentinel_changes', '{"table":"health_events"}')}) for @dbh;
     my $load = NvsTest::now() - $t0;
     return ($load, sub {
+        @loaded_xids = map { $_->selectrow_array('SELECT pg_current_xact_id()::text') } @dbh;
         my $tc = NvsTest::now();
         $_->commit for @dbh;
         $_->disconnect for @dbh;
@@ -1258,18 +1263,20 @@ sub phase_relays {
 # consumers acknowledge (acks); loaded_tls filtered subscribers are
 # connected over TCP+TLS from several processes (tls).  loaded_runs rounds,
 # the conditions interleaved.  Target: p99 within 2 ms of quiet.
-# Waits until the relay's head has passed the rows loaded so far (the tick
-# whose batch holds them: the first to see their highest id; the latest
-# tick when the load committed may still predate it), as a subscriber's
-# first bookmark shows it.  A relay that just started, or one reading a
-# batch of millions of rows, gets there only after a while; a latency run
-# before that times the backlog.
+# Waits until the relay's head has passed the rows loaded so far (the
+# first tick whose snapshot sees every transaction of the last load: the
+# load's sessions commit one after another, so their rows may fall into
+# two ticks, and a tick that sees the highest id may still miss a whole
+# session's rows), as a subscriber's first bookmark shows it.  A relay that
+# just started, or one reading a batch of millions of rows, gets there only
+# after a while; a latency run before that times the backlog.
 sub head_past_loaded {
     my ($tag, $tries) = @_;
     my $bulk_tick = '';
+    my $seen = join(' AND ', map {"pg_visible_in_snapshot('$_'::xid8, snap)"} @loaded_xids) || 'TRUE';
     for my $try (1 .. 120) {
-        chomp($bulk_tick = psql('SELECT min(tick_id) FROM nvsrelay.tick'
-            . ' WHERE max_id >= (SELECT max(id) FROM datastore_changelog)'));
+        chomp($bulk_tick = psql("SELECT min(tick_id) FROM nvsrelay.tick WHERE $seen"
+            . ' AND max_id >= (SELECT max(id) FROM datastore_changelog)'));
         last if length $bulk_tick;
         Time::HiRes::sleep(0.5);
     }
