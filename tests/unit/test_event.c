@@ -3,14 +3,17 @@
  * for inserts, updates (with and without the pre-image variant) and
  * deletes, refusal of a document that is not JSON, documents that are not
  * objects, the case of the operation and operations that are none of the
- * three.
+ * three, the clusterTime read as seconds, and fields that print many times
+ * their length.
  */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include <cJSON.h>
@@ -260,6 +263,96 @@ static void test_tables_and_refs(void **state)
 	event_unref(NULL);
 }
 
+static double changed_at(const char *cluster_time)
+{
+	struct change_row r = row("INSERT", "{}", NULL);
+	const char *err;
+	struct event *ev;
+	double t;
+
+	r.cluster_time = cluster_time;
+	ev = event_build(&r, &pos, "db", &err);
+	assert_non_null(ev);
+	t = ev->changed_at;
+	event_unref(ev);
+	return t;
+}
+
+/* timegm's answer for y-m-d h:mi:s UTC. */
+static double utc(int y, int m, int d, int h, int mi, int s)
+{
+	struct tm tm = { .tm_year = y - 1900, .tm_mon = m - 1, .tm_mday = d, .tm_hour = h, .tm_min = mi, .tm_sec = s };
+
+	return (double)timegm(&tm);
+}
+
+/* changed_at (the delivery latency histogram's start) against timegm, and
+ * 0 for anything that is not the relay's own UTC format. */
+static void test_cluster_time(void **state)
+{
+	static const int days[][6] = {
+		{ 1970, 1, 1, 0, 0, 0 }, { 1999, 12, 31, 23, 59, 59 }, { 2000, 2, 29, 12, 0, 0 },
+		{ 2000, 3, 1, 0, 0, 1 }, { 2024, 2, 29, 23, 59, 59 }, { 2026, 11, 25, 10, 0, 0 },
+		{ 2100, 3, 1, 6, 30, 0 }, { 1969, 12, 31, 23, 59, 59 }, { 2038, 1, 19, 3, 14, 8 },
+	};
+	static const char *const bad[] = {
+		"", "2026-11-25", "2026-11-25 10:00:00Z", "2026-11-25T10:00:00+01:00", "2026-11-25T10:00:00",
+		"2026-11-25T10:00:00.5", "2026-13-01T00:00:00Z", "2026-00-10T00:00:00Z", "2026-11-32T00:00:00Z",
+		"2026-11-25T24:00:00Z", "2026-11-25T10:60:00Z", "2026-1a-25T10:00:00Z", " 026-11-25T10:00:00Z",
+		"2026-11-25T10:00:00ZZ", "2026/11/25T10:00:00Z",
+	};
+	char text[64];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(days) / sizeof(days[0]); i++) {
+		const int *d = days[i];
+
+		snprintf(text, sizeof(text), "%04d-%02d-%02dT%02d:%02d:%02dZ", d[0], d[1], d[2], d[3], d[4], d[5]);
+		assert_true(changed_at(text) == utc(d[0], d[1], d[2], d[3], d[4], d[5]));
+	}
+	assert_true(changed_at("2026-11-25T10:00:00.25Z") == utc(2026, 11, 25, 10, 0, 0) + 0.25);
+	assert_true(changed_at("2026-11-25T10:00:00.123456Z") > utc(2026, 11, 25, 10, 0, 0) + 0.123455);
+	assert_true(changed_at("2026-11-25T10:00:00.123456Z") < utc(2026, 11, 25, 10, 0, 0) + 0.123457);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_true(changed_at(bad[i]) == 0);
+}
+
+/* An insert is printed into a buffer sized from its fields (or, should that
+ * be short, the usual way): fields whose every byte prints as an escape,
+ * and a document of 200 kB, come out whole and exact. */
+static void test_print_size(void **state)
+{
+	static char id[512], table[64], big[200 * 1024];
+	struct change_row r = row("INSERT", big, NULL);
+	const char *err;
+	struct event *ev;
+	cJSON *j, *back;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(id) - 1; i++)
+		id[i] = (char)(1 + i % 31);         /* control characters: \u00XX */
+	for (i = 0; i < sizeof(table) - 1; i++)
+		table[i] = i % 2 ? '"' : '\\';
+	memset(big, 'x', sizeof(big) - 1);
+	memcpy(big, "{\"k\": \"", 7);
+	memcpy(big + sizeof(big) - 3, "\"}", 2);
+	r.record_id = id;
+	r.table = table;
+	ev = event_build(&r, &pos, "db\x01\x02", &err);
+	assert_non_null(ev);
+	j = parse(ev->json, ev->len);
+	assert_string_equal(str(j, "documentKey/_id"), id);
+	assert_string_equal(str(j, "ns/coll"), table);
+	assert_string_equal(str(j, "ns/db"), "db\x01\x02");
+	back = cJSON_GetObjectItemCaseSensitive(j, "fullDocument");
+	assert_non_null(back);
+	assert_int_equal(strlen(str(back, "k")), sizeof(big) - 1 - 9);
+	cJSON_Delete(j);
+	event_unref(ev);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -271,6 +364,8 @@ int main(void)
 		cmocka_unit_test(test_document_not_an_object),
 		cmocka_unit_test(test_operation_case),
 		cmocka_unit_test(test_unknown_operation),
+		cmocka_unit_test(test_cluster_time),
+		cmocka_unit_test(test_print_size),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
