@@ -10,7 +10,8 @@
  * and the idle heartbeat (tick_idle_ms), which keeps bookmarks moving and
  * shows standby relays that the leader is alive.
  *
- * The probe runs every poll_interval_ms after any activity, and while probes
+ * The probe runs poll_interval_ms after any activity, a committed tick
+ * included (a tick reads whatever a probe would find), and while probes
  * find nothing and the LISTEN connection is up its interval doubles up to
  * poll_interval_max_ms: PostgreSQL does not drop notifications of a live
  * LISTEN session (a full queue fails the notifying commit instead), so an
@@ -91,11 +92,11 @@ static double base_iv(const Ticker *t)
 	return t->cv->poll_interval_ms / 1000.0;
 }
 
-/* Arms the probe for probe_iv from now, or for the idle tick if that is
- * due sooner.  An idle tick already due is the one just sent. */
-static void rearm(Ticker *t)
+/* Arms the probe for iv from now, or for the idle tick if that is due
+ * sooner.  An idle tick already due is the one just sent. */
+static void rearm_in(Ticker *t, double iv)
 {
-	double iv = t->probe_iv, idle;
+	double idle;
 
 	if (!ev_is_active(&t->poll))
 		return;
@@ -106,6 +107,11 @@ static void rearm(Ticker *t)
 	}
 	t->poll.repeat = iv;
 	ev_timer_again(t->loop, &t->poll);
+}
+
+static void rearm(Ticker *t)
+{
+	rearm_in(t, t->probe_iv);
 }
 
 /* Activity: probe at poll_interval_ms again. */
@@ -276,6 +282,7 @@ static void poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		"  WHERE c.xid = ANY (ARRAY(SELECT x FROM pg_snapshot_xip($1::pg_snapshot) x"
 		"   WHERE pg_visible_in_snapshot(x, pg_current_snapshot()))))";
 	const char *params[1];
+	double since;
 
 	(void)loop;
 	(void)revents;
@@ -287,9 +294,18 @@ static void poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
 			t->busy = true;
 		return;
 	}
-	if (!t->last_snap || ev_now(t->loop) - t->last_tick >= t->cv->tick_idle_ms / 1000.0) {
+	since = ev_now(t->loop) - t->last_tick;
+	if (!t->last_snap || since >= t->cv->tick_idle_ms / 1000.0) {
 		do_tick(t);
 		rearm(t);
+		return;
+	}
+	/* A tick committed within the interval read everything a probe would
+	 * find: under a steady stream of kicks the probe only cost a round
+	 * trip, and a NOTIFY arriving during it waited for it.  The probe is
+	 * due an interval after that tick instead. */
+	if (since < t->probe_iv) {
+		rearm_in(t, t->probe_iv - since);
 		return;
 	}
 	params[0] = t->last_snap;

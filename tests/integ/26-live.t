@@ -8,7 +8,10 @@
 # it wrote is unread, so losing count of one would strand the burst's tail:
 # tick_idle_ms and poll_interval_ms are set far above the bound asserted here,
 # so nothing else would deliver it); a row written without a NOTIFY is
-# delivered within poll_interval_max_ms although the probe backed off.
+# delivered within poll_interval_max_ms although the probe backed off; while
+# NOTIFYs keep the ticks coming the head probe is not sent at all (a tick
+# reads whatever it would find), and a silent row after such a stream still
+# arrives.
 use strict;
 use warnings;
 use FindBin;
@@ -136,6 +139,41 @@ sub written_and_delivered {
             sprintf 'round %d: a row written without a NOTIFY arrives after %.1f s (bound %.1f s + a tick and a read)',
             $round, NvsTest::now() - $t0, $max_ms / 1000);
     }
+    $c->close;
+    $d->stop;
+}
+
+# ---- a steady stream: ticks, no probes ------------------------------------
+# Events every 20 ms, the probe's interval 100 ms: every probe would fall
+# within an interval of a tick, which already read what it would find, so
+# none is sent (the relay used to send one every interval regardless).
+# Then one row without a NOTIFY: the probe, due again an interval after
+# the last tick, finds it.
+{
+    my $d = NvsTest::Daemon->start($pg, set => { poll_interval_ms => 100, tick_idle_ms => 60000,
+        log_level => 'debug' });
+    my $c = subscriber($d, '26-steady');
+    written_and_delivered($c, 10 * $slow, 'a first event', 'steady-0');
+    my $mark = length $d->log;
+    my @nodes = map {"steady-$_"} 1 .. 60;
+    for (@nodes) {
+        NvsTest::insert_health_event($dbh, node => $_);
+        Time::HiRes::sleep(0.02);
+    }
+    my $ev = $c->events(scalar @nodes, 10 * $slow, sid => 1);
+    is_deeply([ map { node_of($_) } @$ev ], \@nodes, 'a stream of 60 events at 50 a second delivered in order');
+    my $l = substr($d->log, $mark);
+    my $probes = () = $l =~ /stage=probe_sent/g;
+    my $ticks = () = $l =~ /stage=tick_sent/g;
+    ok($ticks >= 30 && $probes <= 1, "no head probe while ticks come every 20 ms ($probes probes, $ticks ticks)");
+    $dbh->begin_work;
+    $dbh->do(q{SET LOCAL nvsrelay.capture = off});
+    my $id = NvsTest::insert_health_event($dbh, node => 'steady-silent');
+    $dbh->do(q{INSERT INTO datastore_changelog (table_name, record_id, operation, new_values)
+        SELECT 'health_events', h.id, 'INSERT', to_jsonb(h) FROM health_events h WHERE h.id = ?}, undef, $id);
+    $dbh->commit;
+    $ev = $c->events(1, 5 * $slow, sid => 1);
+    is(node_of($ev->[0] // {}) // '', 'steady-silent', 'then a row without a NOTIFY arrives through the probe');
     $c->close;
     $d->stop;
 }
