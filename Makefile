@@ -47,7 +47,8 @@ ALL_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recov
 LDSAN      := -fsanitize=$(SANITIZE)
 endif
 
-PROTO_SRC  := proto/errors.c proto/frame.c proto/hostport.c proto/jsoncost.c proto/request.c proto/token.c proto/utf8.c
+PROTO_SRC  := proto/errors.c proto/frame.c proto/hostport.c proto/jsoncost.c proto/request.c proto/rfc3339.c proto/token.c \
+              proto/utf8.c
 DAEMON_SRC := $(filter-out daemon/main.c,$(wildcard $(DAEMON_DIRS:%=%/*.c)))
 HEADERS    := $(wildcard proto/*.h cli/*.h $(DAEMON_DIRS:%=%/*.h))
 # The CLI (cli/) links libnvsrelay; `import` also reads the daemon's

@@ -23,6 +23,7 @@
 
 #include "diff.h"
 #include "event.h"
+#include "rfc3339.h"
 
 enum event_table event_table_of(const char *name)
 {
@@ -110,60 +111,15 @@ static size_t print_size(const struct change_row *row, const char *db, const cha
 	return n;
 }
 
-/* n decimal digits at s as a number, or -1. */
-static int digits(const char *s, int n)
-{
-	int v = 0;
-
-	for (; n > 0; n--, s++) {
-		if (*s < '0' || *s > '9')
-			return -1;
-		v = v * 10 + (*s - '0');
-	}
-	return v;
-}
-
-/* Days from 1970-01-01 to y-m-d of the proleptic Gregorian calendar
- * (H. Hinnant's days_from_civil): timegm without the time zone machinery
- * and sscanf, which were a fifth of building an event. */
-static long days_from_civil(int y, int m, int d)
-{
-	long era, yoe, doy, doe;
-
-	y -= m <= 2;
-	era = (y >= 0 ? y : y - 399) / 400;
-	yoe = y - era * 400;
-	doy = (153L * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-	return era * 146097 + doe - 719468;
-}
-
-/* "YYYY-MM-DDTHH:MM:SS[.ffffff]Z" as Unix seconds, 0 when it is not that:
- * the delivery latency histogram (hub.c) measures from it.  Called for
- * every row, live and catch-up alike. */
+/* clusterTime as Unix seconds, 0 when it is not a timestamp: the delivery
+ * latency histogram (hub.c) measures from it.  Read for every row, live
+ * and catch-up alike, so by rfc3339.c's arithmetic: sscanf and timegm's
+ * time zone code were a fifth of building an event. */
 static double utc_seconds(const char *s)
 {
-	int y, mo, d, h, mi, sec;
-	double frac = 0, scale = 0.1;
+	struct rfc3339_time t;
 
-	if (!s || strlen(s) < 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':')
-		return 0;
-	y = digits(s, 4);
-	mo = digits(s + 5, 2);
-	d = digits(s + 8, 2);
-	h = digits(s + 11, 2);
-	mi = digits(s + 14, 2);
-	sec = digits(s + 17, 2);
-	if (y < 0 || mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 || h > 23 || mi < 0 || mi > 59 || sec < 0 ||
-	    sec > 60)
-		return 0;
-	s += 19;
-	if (*s == '.')
-		for (s++; *s >= '0' && *s <= '9'; s++, scale /= 10)
-			frac += (*s - '0') * scale;
-	if (strcmp(s, "Z") != 0)
-		return 0;
-	return (double)(days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec) + frac;
+	return s && rfc3339_parse(s, &t) ? (double)t.sec + t.nsec / 1e9 : 0;
 }
 
 struct event *event_build(const struct change_row *row, const struct token *pos, const char *db,
