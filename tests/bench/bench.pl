@@ -979,13 +979,13 @@ sub phase_idle {
     $R{phases}{idle} = \%res;
 }
 
-# N changelog rows committed at once by 4 sessions, written straight into
-# datastore_changelog in the shape the trigger writes (to_jsonb of a
-# health_events row), so loading does not dominate the run.
 # The transactions of the last bulk load (their xids): a tick sees the
 # load once its snapshot sees every one of them.
 my @loaded_xids;
 
+# N changelog rows committed at once by 4 sessions, written straight into
+# datastore_changelog in the shape the trigger writes (to_jsonb of a
+# health_events row), so loading does not dominate the run.
 sub bulk_load {
     my ($n, $first) = @_;
     my $k = $n >= 4000 ? 4 : 1;
