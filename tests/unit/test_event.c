@@ -11,7 +11,6 @@
 #include <stdint.h>
 #include <setjmp.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <cmocka.h>
