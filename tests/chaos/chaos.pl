@@ -218,7 +218,10 @@ sub writer_main {
         return 1;
     };
     my $long_done = !$long;
-    while (Time::HiRes::time() < $deadline) {
+    # A pg_restart ends the long transaction with its connection; it is begun again, past
+    # the deadline if need be (the faults stop there), so that one always commits.
+    while (Time::HiRes::time() < $deadline
+        || (!$long_done && Time::HiRes::time() < $deadline + 3 * $S->{long_txn})) {
         last unless $connect->();
         my $tag = sprintf 'w%d-%d', $i, ++$n;
         my @ch;
@@ -583,12 +586,12 @@ for (@$rows) {
 my @cl_ids = map { $_->[0] } @$rows;
 
 # The writers' view: committed changes (a multiset of "table record op v") and rolled-back tags.
-my (%committed, %rolled_tags, $written, $rolled_changes, %tag_out, $long_committed);
+my (%committed, %rolled_tags, $written, $rolled_changes, %tag_out, $long_committed, $long_ended);
 for my $i (0 .. $S->{writers}) {
     my $cur;
     for (split /\n/, NvsTest::slurp("$dir/w$i.log")) {
         if (/^([CR]) (\S+)$/) { $cur = $1; $rolled_tags{$2} = 1 if $1 eq 'R'; next }
-        if (/^L (\S+) ([CR])$/) { $long_committed = $2 eq 'C' ? $1 : $long_committed // 0; next }
+        if (/^L (\S+) ([CR])$/) { $2 eq 'C' ? ($long_committed = $1) : $long_ended++; next }
         next if /^(Q|END)/;
         my ($t, $id, $op, $v) = split / /;
         next unless defined $v;
@@ -743,7 +746,8 @@ diag("chaos: $summary");
 diag("problem: $_" . ($nproblem{$_} && $nproblem{$_} > 1 ? " ($nproblem{$_} times)" : '')) for @problems;
 
 cmp_ok($written, '>', 0, "the writers committed changes ($written)");
-ok($long_committed, "a transaction held open for $S->{long_txn} s committed (" . ($long_committed || 'none') . ')');
+ok($long_committed, "a transaction held open for $S->{long_txn} s committed (" . ($long_committed || 'none')
+    . ', after ' . ($long_ended // 0) . ' ended by a fault)');
 is(scalar(grep { !$nfault{$_} } @FAULTS), 0, 'every kind of fault was injected at least once')
     or diag('missing: ' . join(' ', grep { !$nfault{$_} } @FAULTS));
 is($T{lost}, 0, 'lost == 0');
