@@ -498,6 +498,9 @@ static void activate(struct sub *s, const struct token *start)
 	/* The first bookmark confirms the subscription and gives a token to
 	 * resume from even if nothing ever matches. */
 	hub_bookmark(s);
+	/* A bookmark past client_output_limit closed the client and killed s. */
+	if (s->state == SUB_DEAD)
+		return;
 	hub_mark_phase(s);
 	if (s->consumer) {
 		s->dirty = true;
@@ -745,6 +748,10 @@ int hub_watch(Hub *h, Client *c, const struct watch_req *req)
 	}
 	if (s->consumer)
 		take_over(h, s);
+	/* The old holder may be this very client: the frame telling it so can
+	 * pass client_output_limit and close it, s included. */
+	if (s->state == SUB_DEAD)
+		return 0;
 	if (req->has_resume) {
 		start_at(s, &req->resume);
 		return 0;

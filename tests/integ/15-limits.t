@@ -8,6 +8,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/../lib";
 use Test::More;
+use JSON::PP ();
 use NvsTest;
 
 my $pg  = NvsTest::Pg->start();
@@ -40,5 +41,44 @@ $split->send_raw($_) for split //, qq({"op":"ping"}\n);
 ok($split->recv_op('pong', 5), 'a frame sent byte by byte');
 $split->send_raw(qq({"op":"ping"}\n) x 50);
 is(scalar(grep { $split->recv_op('pong', 5) } 1 .. 50), 50, 'fifty frames in one write, fifty answers');
+# A subscription's first frame that passes the limit: the client is closed
+# while its watch is being started, and the start must not go on with it.
+# Pongs are queued, not written, until the read that brought them is done,
+# so a run of pings fills the queue to just short of the limit; one of
+# these runs leaves less room than the bookmark (or the error frame) needs.
+my $resume = do {
+    my $c = NvsTest::Client->connect($d->socket);
+    $c->watch(sid => 1);
+    my $b = $c->recv_op('bookmark', 10);
+    $c->close;
+    $b->{token};
+};
+# Whether $c was closed for its output limit rather than sent sid's bookmark.
+sub closed_over_limit {
+    my ($c, $sid) = @_;
+    while (my $f = $c->recv(10)) {
+        return 0 if $f->{op} eq 'bookmark' && $f->{sid} == $sid;
+    }
+    return $c->eof && grep { ($_->{message} // '') =~ /output limit exceeded/ } @{ $c->errors };
+}
+my ($plain, $taken) = (0, 0);
+for my $k (130 .. 146) {
+    my $c = NvsTest::Client->connect($d->socket);
+    $c->send_raw(qq({"op":"ping"}\n) x $k . qq({"op":"watch","sid":1,"table":"health_events"}\n));
+    $plain += closed_over_limit($c, 1) ? 1 : 0;
+    # The same client takes its own consumer over: the Interrupted frame to
+    # the old subscription, or the new one's bookmark, does not fit.
+    my $o = NvsTest::Client->connect($d->socket);
+    $o->watch(sid => 1, consumer => "full-$k", resumeAfter => $resume);
+    $o->recv_op('bookmark', 10);
+    $o->send_raw(qq({"op":"ping"}\n) x ($k - 10) . qq({"op":"watch","sid":2,"table":"health_events","consumer":"full-$k",)
+        . qq("resumeAfter":) . JSON::PP->new->canonical->encode($resume) . "}\n");
+    $taken += closed_over_limit($o, 2) ? 1 : 0;
+}
+cmp_ok($plain, '>', 0, "a watch's first bookmark closed its client ($plain of 17)");
+cmp_ok($taken, '>', 0, "taking its own consumer over closed a client ($taken of 17)");
+my $after = NvsTest::Client->connect($d->socket);
+$after->ping;
+ok($after->recv_op('pong', 5), 'clients closed while their watch started: the daemon carries on');
 is($d->stop, 0, 'clean stop');
 done_testing();
