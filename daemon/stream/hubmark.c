@@ -25,9 +25,11 @@
 
 void hub_bookmark(struct sub *s)
 {
-	client_send_bookmark(s->client, s->sid, hub_pos(s));
+	const struct token *pos = hub_pos(s);
+
+	client_send_bookmark(s->client, s->sid, pos);
 	s->bookmarked = ev_now(s->hub->loop);
-	s->sent = *hub_pos(s);
+	s->sent = *pos;
 	metrics_add(M_BOOKMARKS_SENT, NULL, 1);
 }
 
