@@ -468,7 +468,8 @@ static void slow_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	char msg[200], reason[96];
 
 	(void)revents;
-	if (c->closing || outq_bytes(c->q) == 0) {
+	/* secs 0: turned off by a reload since this timer started. */
+	if (c->closing || outq_bytes(c->q) == 0 || secs <= 0) {
 		ev_timer_stop(loop, w);
 		c->soft_since = 0;
 		return;

@@ -396,6 +396,18 @@ write_conf("log_level = debug\nring_events = 100\n");
 is($rc, 0, 'nvsrelay reload');
 like($out, qr/^restart needed\s+ring_events$/m, 'reload names the keys that need a restart');
 
+# client_output_soft_seconds reloaded to 0 turns the stall check off, also for
+# a client whose check was already running: far more pongs than its socket
+# holds stay queued while it does not read.
+my $stuck = NvsTest::Client->connect($d->socket);
+$stuck->send_raw(qq({"op":"ping"}\n) x 60000, 5);
+Time::HiRes::sleep(1.5);
+write_conf("log_level = debug\nring_events = 100\nclient_output_soft_seconds = 0\n");
+$d->kill('HUP');
+ok($d->wait_log(qr/configuration reloaded applied=.*client_output_soft_seconds/, 10), 'soft seconds reloaded to 0');
+ok(!$d->wait_log(qr/slow consumer dropped/, 3), '... and a client with output queued is not dropped for it');
+$stuck->close;
+
 # ---- PostgreSQL away: /readyz 503, watchdog still pinged while reconnecting ----------
 $pg->stop_server;
 ok(wait_for(sub { (get('/readyz'))[0] == 503 }, 20), '/readyz 503 while PostgreSQL is stopped');
