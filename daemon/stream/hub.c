@@ -855,10 +855,15 @@ void hub_shutdown(Hub *h, void (*done)(void *arg), void *arg)
 		if (s->state == SUB_ACTIVE)
 			hub_bookmark(s);
 		hub_save(s);
-		if (s->saving) {
+		if (s->saving && !s->shutdown_wait) {
 			s->shutdown_wait = true;
 			h->shutdown_pending++;
 		}
+		/* A bookmark that closed its client killed the client's other
+		 * subscriptions, next maybe among them: start over (what is done
+		 * is not done twice). */
+		if (next && next->state == SUB_DEAD)
+			next = h->subs;
 	}
 	if (--h->shutdown_pending == 0)
 		done(arg);
