@@ -196,6 +196,11 @@ bool client_delivered(const Client *c, long long sid, struct token *ret)
 	return outq_delivered(c->q, sid, ret);
 }
 
+void client_sid_reset(Client *c, long long sid)
+{
+	outq_sid_reset(c->q, sid);
+}
+
 static void slow_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
 /* Bookkeeping after bytes joined the queue, which held was_queued before. */

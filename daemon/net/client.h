@@ -106,6 +106,9 @@ void client_send_error(Client *c, long long sid, int code, const char *msg,
  * socket (or, for a client being dropped, will leave before its error
  * frame).  Returns false when none did. */
 bool client_delivered(const Client *c, long long sid, struct token *ret);
+/* sid now names a new subscription: client_delivered forgets the old one's
+ * positions, including those of its frames still queued. */
+void client_sid_reset(Client *c, long long sid);
 
 /* The one failure path: logs once, detaches subscriptions, flushes what is
  * queued (bounded time) and frees the client later in the loop. */

@@ -24,6 +24,7 @@ struct chunk {
 	bool has_pos;            /* an event or bookmark: sid has reached pos */
 	long long sid;
 	struct token pos;
+	uint64_t serial;         /* order of queueing, for outq_sid_reset */
 	size_t len;              /* bytes of the whole chunk */
 	size_t off;              /* bytes already written */
 	size_t head;             /* ev: the envelope head in data */
@@ -35,6 +36,8 @@ struct chunk {
 struct sidpos {
 	long long sid;
 	uint64_t seq;            /* when it was last moved, to evict the stalest */
+	uint64_t from;           /* chunks queued before this serial are another subscription's */
+	bool known;              /* pos is set */
 	struct token pos;
 };
 
@@ -44,6 +47,7 @@ struct outq {
 	struct sidpos *left;     /* per sid, what left; allocated on first use */
 	size_t nleft, maxleft;
 	uint64_t left_seq;
+	uint64_t serial;         /* of the last chunk queued */
 };
 
 Outq *outq_new(size_t max_sids)
@@ -90,6 +94,7 @@ size_t outq_bytes(const Outq *q)
 
 static void append(Outq *q, struct chunk *ch, size_t len)
 {
+	ch->serial = ++q->serial;
 	if (q->tail)
 		q->tail->next = ch;
 	else
@@ -204,31 +209,52 @@ int outq_iov(const Outq *q, struct iovec *iov, int max, size_t max_bytes)
 	return n;
 }
 
-static void note_left(Outq *q, long long sid, const struct token *pos)
+/* sid's entry, taking the slot moved longest ago when sid has none; NULL
+ * when out of memory. */
+static struct sidpos *sid_entry(Outq *q, long long sid)
 {
 	size_t i, old = 0;
 
 	for (i = 0; i < q->nleft; i++) {
-		if (q->left[i].sid == sid) {
-			q->left[i].pos = *pos;
-			q->left[i].seq = ++q->left_seq;
-			return;
-		}
+		if (q->left[i].sid == sid)
+			return &q->left[i];
 		if (q->left[i].seq < q->left[old].seq)
 			old = i;
 	}
 	if (!q->left && !(q->left = calloc(q->maxleft, sizeof(*q->left))))
-		return;
+		return NULL;
 	i = q->nleft < q->maxleft ? q->nleft++ : old;
+	memset(&q->left[i], 0, sizeof(q->left[i]));
 	q->left[i].sid = sid;
-	q->left[i].pos = *pos;
-	q->left[i].seq = ++q->left_seq;
+	return &q->left[i];
+}
+
+static void note_left(Outq *q, const struct chunk *ch)
+{
+	struct sidpos *e = sid_entry(q, ch->sid);
+
+	if (!e || ch->serial < e->from)
+		return;
+	e->pos = ch->pos;
+	e->known = true;
+	e->seq = ++q->left_seq;
+}
+
+void outq_sid_reset(Outq *q, long long sid)
+{
+	struct sidpos *e = sid_entry(q, sid);
+
+	if (!e)
+		return;
+	e->known = false;
+	e->from = q->serial + 1;
+	e->seq = ++q->left_seq;
 }
 
 bool outq_delivered(const Outq *q, long long sid, struct token *ret)
 {
 	for (size_t i = 0; i < q->nleft; i++) {
-		if (q->left[i].sid == sid) {
+		if (q->left[i].sid == sid && q->left[i].known) {
 			*ret = q->left[i].pos;
 			return true;
 		}
@@ -244,7 +270,7 @@ static void pop_chunk(Outq *q)
 	if (!q->head)
 		q->tail = NULL;
 	if (ch->has_pos)
-		note_left(q, ch->sid, &ch->pos);
+		note_left(q, ch);
 	chunk_free(ch);
 }
 
@@ -274,7 +300,7 @@ void outq_drop_unsent(Outq *q, size_t promised)
 
 		if (ch->off > 0 || at < promised) {
 			if (ch->has_pos)
-				note_left(q, ch->sid, &ch->pos);
+				note_left(q, ch);
 			at += left;
 			q->tail = ch;
 			pp = &ch->next;

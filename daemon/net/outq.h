@@ -57,5 +57,8 @@ void outq_clear(Outq *q);
  * is bounded: past max_sids the entry moved longest ago goes, which only
  * costs a token in a final error frame for a subscription long gone. */
 bool outq_delivered(const Outq *q, long long sid, struct token *ret);
+/* A new subscription takes sid: what is queued for sid so far, and what
+ * left of it, belong to the one before and no longer count as sid's. */
+void outq_sid_reset(Outq *q, long long sid);
 
 #endif

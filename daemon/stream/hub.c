@@ -725,6 +725,9 @@ int hub_watch(Hub *h, Client *c, const struct watch_req *req)
 	s->hub = h;
 	s->client = c;
 	s->sid = req->sid;
+	/* A sid used before on this connection: the error frame of a drop
+	 * must not name where the old subscription got to. */
+	client_sid_reset(c, s->sid);
 	s->table = req->table;
 	s->before = req->before;
 	s->filter = req->filter;

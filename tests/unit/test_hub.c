@@ -54,6 +54,7 @@ struct frame {
 	struct token pos;
 	int code;
 	size_t pending;          /* output queued when it was sent */
+	bool stale;              /* an earlier subscription's (client_sid_reset) */
 };
 
 struct client {
@@ -93,7 +94,7 @@ static void record(Client *c, enum frame_kind kind, long long sid, const struct 
 		assert_non_null(c->f);
 	}
 	c->f[c->nf++] = (struct frame){ kind, sid, pos != NULL, pos ? *pos : (struct token){ 0, 0, 0 }, code,
-					c->pending };
+					c->pending, false };
 }
 
 uint64_t client_id(const Client *c)
@@ -114,11 +115,18 @@ void client_wake_below(Client *c, size_t bytes)
 bool client_delivered(const Client *c, long long sid, struct token *ret)
 {
 	for (size_t i = c->nf; i-- > 0;)
-		if (c->f[i].sid == sid && c->f[i].kind != F_ERROR) {
+		if (c->f[i].sid == sid && c->f[i].kind != F_ERROR && !c->f[i].stale) {
 			*ret = c->f[i].pos;
 			return true;
 		}
 	return false;
+}
+
+void client_sid_reset(Client *c, long long sid)
+{
+	for (size_t i = 0; i < c->nf; i++)
+		if (c->f[i].sid == sid)
+			c->f[i].stale = true;
 }
 
 /* As client.c: an event that would pass the limit is not queued; every

@@ -186,6 +186,42 @@ test_positions_bounded(void **state)
 	outq_free(NULL);
 }
 
+/* A sid taken by a new subscription: where the old one got to, and its
+ * frames that leave later, are not the new one's position. */
+static void
+test_sid_reset(void **state)
+{
+	Outq *q = outq_new(4);
+	struct event *e1 = mkevent(50, "{\"n\":1}", NULL), *e2 = mkevent(60, "{\"n\":2}", NULL);
+	struct event *e3 = mkevent(7, "{\"n\":3}", NULL);
+	struct token t;
+
+	(void)state;
+	outq_push_event(q, 1, e1, false);
+	outq_consume(q, outq_bytes(q));
+	outq_push_event(q, 1, e2, false);   /* the old subscription's, still queued */
+	outq_push_event(q, 3, e1, false);
+	outq_sid_reset(q, 1);
+	assert_false(outq_delivered(q, 1, &t));
+	outq_consume(q, outq_bytes(q));
+	assert_false(outq_delivered(q, 1, &t));
+	assert_true(outq_delivered(q, 3, &t));
+	assert_int_equal(t.id, 50);
+	/* The new subscription's own frames count, also when kept by a drop. */
+	outq_push_event(q, 1, e3, false);
+	outq_push_event(q, 1, e2, false);
+	outq_drop_unsent(q, 1);
+	assert_true(outq_delivered(q, 1, &t));
+	assert_int_equal(t.id, 7);
+	/* Before anything of sid was ever queued. */
+	outq_sid_reset(q, 9);
+	assert_false(outq_delivered(q, 9, &t));
+	event_unref(e1);
+	event_unref(e2);
+	event_unref(e3);
+	outq_free(q);
+}
+
 int
 main(void)
 {
@@ -195,6 +231,7 @@ main(void)
 		cmocka_unit_test(test_delivered_after_leaving),
 		cmocka_unit_test(test_drop_unsent),
 		cmocka_unit_test(test_positions_bounded),
+		cmocka_unit_test(test_sid_reset),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
