@@ -102,11 +102,12 @@ static uint32_t generation(void)
 static bool consumer_allowed(Client *c, const struct request *rq)
 {
 	struct owner_id id;
-	char subject[256], who[300], msg[400];
+	struct owner_bufs bufs;
+	char who[600], msg[400];
 
 	if (!g.owners || !rq->consumer)
 		return true;
-	client_owner_id(c, &id, subject, sizeof(subject));
+	client_owner_id(c, &id, &bufs);
 	if (owners_allowed(g.owners, rq->consumer, &id))
 		return true;
 	owners_id_text(&id, who, sizeof(who));

@@ -152,15 +152,17 @@ const char *client_peer(const Client *c)
 	return c->peer;
 }
 
-void client_owner_id(Client *c, struct owner_id *id, char *subject, size_t len)
+void client_owner_id(Client *c, struct owner_id *id, struct owner_bufs *bufs)
 {
 	memset(id, 0, sizeof(*id));
 	id->has_cred = c->has_cred;
 	id->uid = c->uid;
 	id->gid = c->gid;
 	id->token = c->need_token && c->state == CS_OPEN;
-	transport_peer_subject(c->t, subject, len);
-	id->subject = subject[0] ? subject : NULL;
+	transport_peer_subject(c->t, bufs->subject, sizeof(bufs->subject));
+	id->subject = bufs->subject[0] ? bufs->subject : NULL;
+	transport_peer_cn(c->t, bufs->cn, sizeof(bufs->cn));
+	id->cn = bufs->cn[0] ? bufs->cn : NULL;
 }
 
 size_t client_pending(const Client *c)
@@ -750,7 +752,7 @@ static void input(Client *c)
 
 static void handshake(Client *c)
 {
-	char why[256], desc[96], subject[256];
+	char why[256], desc[96], subject[512];
 	int r = transport_handshake(c->t, why, sizeof(why));
 
 	if (r == 0) {

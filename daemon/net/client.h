@@ -83,9 +83,9 @@ void client_refuse(Client *c, enum client_refusal why, int code, const char *msg
 uint64_t client_id(const Client *c);
 /* "unix:uid=..", "tls:ADDR", as log lines name the peer. */
 const char *client_peer(const Client *c);
-/* What the transport proved about the peer (consumer_owners); subject is
- * the buffer for a TLS certificate's subject. */
-void client_owner_id(Client *c, struct owner_id *id, char *subject, size_t len);
+/* What the transport proved about the peer (consumer_owners), in the
+ * caller's buffers for a TLS certificate's subject and last CN. */
+void client_owner_id(Client *c, struct owner_id *id, struct owner_bufs *bufs);
 /* Bytes queued and not yet written to the socket. */
 size_t client_pending(const Client *c);
 /* Asks for the writable upcall as soon as fewer than bytes are queued

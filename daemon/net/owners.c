@@ -228,28 +228,14 @@ int owners_parse(const char *spec, Owners **ret, char *err, size_t errlen)
 	return 0;
 }
 
-/* Whether the last CN of a one-line subject "/O=x/CN=name" is the first
- * cnlen bytes of cn. */
-static bool cn_is(const char *subject, const char *cn, size_t cnlen)
-{
-	const char *p = subject, *last = NULL;
-	size_t n;
-
-	while ((p = strstr(p, "/CN=")))
-		last = p += 4;
-	if (!last)
-		return false;
-	n = strcspn(last, "/");
-	return cnlen == n && strncmp(last, cn, n) == 0;
-}
-
 /* A name with no '/' has no node part: cn:{node} never matches it, so a
  * node cannot claim a name of the upstream's own consumers. */
-static bool cn_is_node(const char *subject, const char *consumer)
+static bool cn_is_node(const char *cn, const char *consumer)
 {
 	const char *slash = strchr(consumer, '/');
 
-	return slash && slash > consumer && cn_is(subject, consumer, (size_t)(slash - consumer));
+	return slash && slash > consumer && strlen(cn) == (size_t)(slash - consumer) &&
+	       strncmp(cn, consumer, (size_t)(slash - consumer)) == 0;
 }
 
 static bool id_matches(const struct ident *w, const struct owner_id *id, const char *consumer)
@@ -262,9 +248,9 @@ static bool id_matches(const struct ident *w, const struct owner_id *id, const c
 	case ID_SUBJECT:
 		return id->subject && strcmp(id->subject, w->text) == 0;
 	case ID_CN:
-		return id->subject && cn_is(id->subject, w->text, strlen(w->text));
+		return id->cn && strcmp(id->cn, w->text) == 0;
 	case ID_CN_NODE:
-		return id->subject && cn_is_node(id->subject, consumer);
+		return id->cn && cn_is_node(id->cn, consumer);
 	case ID_TOKEN:
 		return id->token;
 	case ID_ANY:
@@ -297,6 +283,8 @@ const char *owners_id_text(const struct owner_id *id, char *buf, size_t len)
 		snprintf(buf, len, "uid=%u gid=%u", id->uid, id->gid);
 	else if (id->subject && id->subject[0])
 		snprintf(buf, len, "subject=%s", id->subject);
+	else if (id->cn)
+		snprintf(buf, len, "cn=%s", id->cn);
 	else if (id->token)
 		snprintf(buf, len, "token");
 	else

@@ -18,7 +18,14 @@ struct owner_id {
 	bool has_cred;             /* Unix socket: SO_PEERCRED read */
 	unsigned uid, gid;
 	const char *subject;       /* TLS: the client certificate's one-line subject, or NULL */
+	const char *cn;            /* TLS: its last commonName's value, or NULL */
 	bool token;                /* authenticated with auth_token_file's token */
+};
+
+/* Room for a peer's subject and CN while its owner_id is in use. */
+struct owner_bufs {
+	char subject[512];
+	char cn[256];
 };
 
 /* Parses "PATTERN = ID, ID; PATTERN = ID ..." (owners.c has the grammar).

@@ -81,10 +81,38 @@ const char *tls_describe(SSL *ssl, char *buf, size_t len)
 const char *tls_peer_subject(SSL *ssl, char *buf, size_t len)
 {
 	X509 *cert = SSL_get0_peer_certificate(ssl);
+	char *all;
 
 	buf[0] = '\0';
-	if (cert)
-		X509_NAME_oneline(X509_get_subject_name(cert), buf, (int)len);
+	if (!cert || !(all = X509_NAME_oneline(X509_get_subject_name(cert), NULL, 0)))
+		return buf;
+	if (strlen(all) < len)
+		strcpy(buf, all);
+	OPENSSL_free(all);
+	return buf;
+}
+
+const char *tls_peer_cn(SSL *ssl, char *buf, size_t len)
+{
+	X509 *cert = SSL_get0_peer_certificate(ssl);
+	X509_NAME *name;
+	unsigned char *utf8 = NULL;
+	int i = -1, last = -1, n;
+
+	buf[0] = '\0';
+	if (!cert)
+		return buf;
+	name = X509_get_subject_name(cert);
+	while ((i = X509_NAME_get_index_by_NID(name, NID_commonName, i)) >= 0)
+		last = i;
+	if (last < 0)
+		return buf;
+	n = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, last)));
+	if (n >= 0 && (size_t)n < len && !memchr(utf8, '\0', (size_t)n)) {
+		memcpy(buf, utf8, (size_t)n);
+		buf[n] = '\0';
+	}
+	OPENSSL_free(utf8);
 	return buf;
 }
 

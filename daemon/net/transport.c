@@ -34,6 +34,7 @@ struct transport_ops {
 	void (*shutdown)(Transport *t);
 	const char *(*describe)(Transport *t, char *buf, size_t len);
 	const char *(*peer_subject)(Transport *t, char *buf, size_t len);
+	const char *(*peer_cn)(Transport *t, char *buf, size_t len);
 	void (*free)(Transport *t);
 	size_t write_max;
 };
@@ -215,6 +216,11 @@ static const char *tls_subject(Transport *t, char *buf, size_t len)
 	return tls_peer_subject(t->ssl, buf, len);
 }
 
+static const char *tls_cn(Transport *t, char *buf, size_t len)
+{
+	return tls_peer_cn(t->ssl, buf, len);
+}
+
 static void tls_free(Transport *t)
 {
 	/* The session's socket BIO does not own the fd. */
@@ -231,6 +237,7 @@ static const struct transport_ops tls_ops = {
 	.shutdown = tls_shutdown,
 	.describe = tls_describe_session,
 	.peer_subject = tls_subject,
+	.peer_cn = tls_cn,
 	.free = tls_free,
 	.write_max = TLS_STAGE,
 };
@@ -326,6 +333,14 @@ const char *transport_peer_subject(Transport *t, char *buf, size_t len)
 {
 	if (t->ops->peer_subject)
 		return t->ops->peer_subject(t, buf, len);
+	snprintf(buf, len, "%s", "");
+	return buf;
+}
+
+const char *transport_peer_cn(Transport *t, char *buf, size_t len)
+{
+	if (t->ops->peer_cn)
+		return t->ops->peer_cn(t, buf, len);
 	snprintf(buf, len, "%s", "");
 	return buf;
 }

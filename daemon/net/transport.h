@@ -70,5 +70,7 @@ void transport_shutdown(Transport *t);
 /* Protocol and peer certificate subject for the log ("" for plain). */
 const char *transport_describe(Transport *t, char *buf, size_t len);
 const char *transport_peer_subject(Transport *t, char *buf, size_t len);
+/* The certificate's last commonName ("" for plain or none): tls_peer_cn. */
+const char *transport_peer_cn(Transport *t, char *buf, size_t len);
 
 #endif

@@ -109,7 +109,7 @@ is(stored('victim'), undef, 'the refused name has no stored position');
 
 # --- consumer_owners on TCP+TLS: the client certificate ------------------------------------
 SKIP: {
-    skip 'IO::Socket::SSL not installed (libio-socket-ssl-perl)', 5
+    skip 'IO::Socket::SSL not installed (libio-socket-ssl-perl)', 8
         unless eval { require IO::Socket::SSL; require IO::Socket::INET; 1 };
     my $tls  = $pg->dir . '/tls';
     my $port = NvsTest::free_port();
@@ -138,6 +138,26 @@ SKIP: {
         '... logged with the certificate subject');
     print $s $NvsTest::JSON->encode({ op => 'watch', sid => 3, table => 'health_events', consumer => 'unlisted' }), "\n";
     is($frame->()->{code}, 13, 'a name the map does not list: 13');
+    close $s;
+
+    # A CN whose value holds "/CN=nvsentinel" (a CA that signs what it is
+    # asked): the one-line subject reads "/CN=evil/CN=nvsentinel", but the
+    # CN is "evil/CN=nvsentinel" and gets no name bound to nvsentinel.
+    my $gen = join(' && ', 'cd ' . $pg->dir,
+        q{openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -noenc -subj '/CN=evil\/CN=nvsentinel'}
+            . ' -keyout slash.key -out slash.csr',
+        "openssl x509 -req -in slash.csr -CA $tls/ca.crt -CAkey $tls/ca.key -CAcreateserial -days 1"
+            . " -extfile $tls/client.ext -out slash.crt");
+    my ($grc, $gout) = NvsTest::run_cmd([ 'sh', '-c', $gen ]);
+    is($grc, 0, 'a certificate whose CN holds "/CN=" is made') or diag($gout);
+    my $e = IO::Socket::SSL->new(PeerAddr => '127.0.0.1', PeerPort => $port, Timeout => 10,
+        SSL_verify_mode => IO::Socket::SSL::SSL_VERIFY_PEER(), SSL_ca_file => "$tls/ca.crt",
+        SSL_hostname => 'localhost', SSL_cert_file => $pg->dir . '/slash.crt', SSL_key_file => $pg->dir . '/slash.key');
+    ok($e, '... and connects') or diag("TLS: $IO::Socket::SSL::SSL_ERROR $!"), skip 'no TLS connection', 1;
+    $s = $e;
+    print $s $NvsTest::JSON->encode({ op => 'watch', sid => 1, table => 'health_events', consumer => 'by-cert' }), "\n";
+    $f = $frame->();
+    is_deeply([ @$f{qw(op sid code)} ], [ 'error', 1, 13 ], '... but is not cn:nvsentinel: 13');
     close $s;
 }
 

@@ -15,8 +15,9 @@
 
 static const struct owner_id unix1001 = { .has_cred = true, .uid = 1001, .gid = 50 };
 static const struct owner_id unix1002 = { .has_cred = true, .uid = 1002, .gid = 60 };
-static const struct owner_id tls_fq = { .subject = "/O=NVIDIA/OU=x/CN=fault-quarantine" };
-static const struct owner_id tls_other = { .subject = "/O=NVIDIA/CN=fault-quarantine-evil" };
+static const struct owner_id tls_fq = { .subject = "/O=NVIDIA/OU=x/CN=fault-quarantine", .cn = "fault-quarantine" };
+static const struct owner_id tls_other = { .subject = "/O=NVIDIA/CN=fault-quarantine-evil",
+					      .cn = "fault-quarantine-evil" };
 static const struct owner_id tok = { .token = true };
 static const struct owner_id root = { .has_cred = true };
 static const struct owner_id nobody = { 0 };
@@ -52,6 +53,12 @@ static void test_match(void **state)
 	assert_true(owners_allowed(o, "fault-quarantine", &unix1002));
 	assert_true(owners_allowed(o, "fault-remediation", &tls_fq));
 	assert_false(owners_allowed(o, "fault-quarantine", &tls_other));   /* CN is compared whole */
+	/* A CN value holding "/CN=" reads in the one-line subject as a later
+	 * CN; the CN compared is the entry's value (tls_peer_cn). */
+	assert_false(owners_allowed(o, "fault-quarantine", &(struct owner_id){
+		.subject = "/O=NVIDIA/CN=x/CN=fault-quarantine", .cn = "x/CN=fault-quarantine" }));
+	assert_false(owners_allowed(o, "fault-quarantine",
+				    &(struct owner_id){ .subject = "/O=NVIDIA/CN=fault-quarantine" }));   /* no CN read */
 	assert_false(owners_allowed(o, "fault-quarantine", &unix1001));
 	assert_true(owners_allowed(o, "labeler", &unix1002));               /* by gid */
 	assert_true(owners_allowed(o, "labeler", &(struct owner_id){ .subject = "/O=NVIDIA/CN=labeler" }));
@@ -81,8 +88,8 @@ static void test_first_match(void **state)
 /* cn:{node}: a chained relay stores only under its own node name. */
 static void test_cn_node(void **state)
 {
-	static const struct owner_id node_a = { .subject = "/O=fleet/CN=node-a" };
-	static const struct owner_id node_ab = { .subject = "/CN=node-ab" };
+	static const struct owner_id node_a = { .subject = "/O=fleet/CN=node-a", .cn = "node-a" };
+	static const struct owner_id node_ab = { .subject = "/CN=node-ab", .cn = "node-ab" };
 	Owners *o = parse_ok("ops/* = cn:ops; * = cn:{node}, uid:0");
 
 	(void)state;
@@ -93,6 +100,8 @@ static void test_cn_node(void **state)
 	assert_false(owners_allowed(o, "node-ab/x", &node_a));
 	assert_false(owners_allowed(o, "/x", &node_a));                         /* an empty node part */
 	assert_false(owners_allowed(o, "node-a", &node_a));                     /* no node part */
+	assert_false(owners_allowed(o, "node-a/x", &(struct owner_id){ .subject = "/CN=node-b/CN=node-a",
+								    .cn = "node-b/CN=node-a" }));
 	assert_false(owners_allowed(o, "ops/x", &node_a));                      /* an earlier entry decides */
 	assert_false(owners_allowed(o, "node-a/x", &unix1001));                 /* no certificate */
 	assert_false(owners_allowed(o, "node-a/x", &tok));
@@ -139,6 +148,7 @@ static void test_id_text(void **state)
 	(void)state;
 	assert_string_equal(owners_id_text(&unix1001, buf, sizeof(buf)), "uid=1001 gid=50");
 	assert_string_equal(owners_id_text(&tls_fq, buf, sizeof(buf)), "subject=/O=NVIDIA/OU=x/CN=fault-quarantine");
+	assert_string_equal(owners_id_text(&(struct owner_id){ .cn = "x" }, buf, sizeof(buf)), "cn=x");
 	assert_string_equal(owners_id_text(&tok, buf, sizeof(buf)), "token");
 	assert_string_equal(owners_id_text(&nobody, buf, sizeof(buf)), "none");
 }
