@@ -89,11 +89,6 @@ static int read_history(Relay *r, struct page_req *q);
 static int reread_after(Relay *r, struct page_req *q);
 static const char *table_param(enum event_table table);
 
-bool relay_is_ready(const Relay *r)
-{
-	return r->ready;
-}
-
 uint32_t relay_generation(const Relay *r)
 {
 	return r->generation;
@@ -284,25 +279,29 @@ static void reader_done(Relay *r)
 }
 
 /* A page of the live stream read: its events go to the hub, the head moves
- * to next.  Returns whether it moved. */
+ * to next.  Returns whether it moved.  A read on the standby outlives the
+ * main connection's drop, so two reads of a batch can answer: the events of
+ * a page (in position order) at or before the head are out already. */
 static bool live_take(Relay *r, struct event **evs, size_t n, const struct token *next)
 {
+	size_t i, old;
 	bool moved;
-	size_t i;
 
 	log_debug("live path stage=rows n=%zu t=%.6f", n, ev_time());
-	for (i = 0; i < n; i++)
+	for (old = 0; old < n && token_cmp(&evs[old]->pos, &r->live) <= 0; old++)
+		event_unref(evs[old]);
+	for (i = old; i < n; i++)
 		hub_publish(r->hub, evs[i]);
 	if (n)
-		log_debug("live path stage=published t=%.6f", ev_time());
-	moved = token_cmp(next, &r->live) != 0;
+		log_debug("live path stage=published t=%.6f already_out=%zu", ev_time(), old);
+	moved = token_cmp(next, &r->live) > 0;
 	if (moved) {
 		r->head_moved = ev_now(r->loop);
-		metrics_add(M_EVENTS_READ, NULL, (double)n);
-		metrics_add(M_BATCH_ROWS, NULL, (double)n);
+		metrics_add(M_EVENTS_READ, NULL, (double)(n - old));
+		metrics_add(M_BATCH_ROWS, NULL, (double)(n - old));
 		metrics_add(M_TICKS_READ, NULL, next->id == TOKEN_ID_END);
+		r->live = *next;
 	}
-	r->live = *next;
 	hub_set_head(r->hub, &r->live);
 	return moved;
 }

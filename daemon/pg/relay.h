@@ -27,7 +27,6 @@ Relay *relay_new(struct ev_loop *loop, const Conf *conf, struct hub *hub,
 void relay_free(Relay *r);
 void relay_start(Relay *r);
 
-bool relay_is_ready(const Relay *r);
 uint32_t relay_generation(const Relay *r);
 
 /* The catch-up pages and positions the hub reads (main.c hands it over

@@ -106,6 +106,39 @@ my $ev = $c->events(scalar @got, 30 * $slow, sid => 2);
 is_deeply([ map { $_->{event}{_id}{_data} } @$ev ], \@toks, 'catch-up from the start: the same changes, same order');
 my $after = replica_pages();
 cmp_ok($after, '>', $before_pause, "the standby served more pages ($after in all)");
+
+# The main connection lost while a live read is out on the standby (its
+# backend stopped): the read outlives the drop, and the reader, reconnected,
+# reads the same batch again. Both answers come; the batch goes out once.
+my $sb_pids = sub {
+    grep {/^\d+$/} split /\n/, NvsTest::run_cmd([ 'psql', '-h', "$dir/replica/sock", '-p', $pg->port, '-U', 'postgres',
+        '-d', 'nvsentinel', '-Atc', q{SELECT pid FROM pg_stat_activity WHERE application_name = 'nvsrelayd'} ]) };
+$sbh = DBI->connect($sdsn, 'postgres', '', { RaiseError => 1, AutoCommit => 1 });
+my @stopped = $sb_pids->();
+cmp_ok(scalar @stopped, '>', 0, 'the relay has a session on the standby');
+kill 'STOP', @stopped;
+my @race = map { NvsTest::insert_health_event($dbh, node => "race-$_") } 1 .. 5;
+Time::HiRes::sleep(0.5);
+$dbh->do(q{SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'nvsrelayd'});
+Time::HiRes::sleep(1.5);
+kill 'CONT', @stopped;
+push @race, NvsTest::insert_health_event($dbh, node => 'race-sentinel');
+my @rgot;
+$deadline = NvsTest::now() + 30 * $slow;
+while (NvsTest::now() < $deadline && !grep { $_->{event}{documentKey}{_id} eq $race[-1] } @rgot) {
+    push @rgot, @{ $live->events(100000, 0.5) };
+}
+my @rids = map { $_->{event}{documentKey}{_id} } @rgot;
+my %rseen;
+is(join(' ', grep { $rseen{$_}++ } @rids), '', 'a read that outlived the main connection: nothing twice');
+is(scalar(grep { !$rseen{$_} } @race), 0, '... nothing lost');
+my @rtoks = map { $_->{event}{_id}{_data} } @rgot;
+is_deeply(\@rtoks, [ sort @rtoks ], '... in order');
+# From the ring, a subscriber that starts before them gets them once too.
+my $r2 = NvsTest::Client->connect($d->socket);
+$r2->watch(sid => 3, resumeAfter => { _data => $toks[-1] });
+my $ev2 = $r2->events(scalar @race + 6, 10 * $slow, sid => 3);
+is_deeply([ map { $_->{event}{documentKey}{_id} } @$ev2 ], \@race, '... and once, in order, to one resuming before them');
 is($d->stop(20), 0, 'clean stop');
 is($leader->stop(20), 0, 'the leader stops cleanly');
 done_testing();
