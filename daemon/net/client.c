@@ -50,7 +50,6 @@
 #include "outq.h"
 #include "request.h"
 #include "transport.h"
-#include "utf8.h"
 
 #define READ_ROOM 65536
 #define CLOSE_LINGER 2.0
@@ -301,33 +300,13 @@ void client_send_bookmark(Client *c, long long sid, const struct token *tok)
 void client_send_error(Client *c, long long sid, int code, const char *msg,
 		       const struct token *tok)
 {
-	cJSON *o = cJSON_CreateObject();
-	char quoted[1024], *s;
+	size_t n;
+	char *s = proto_error_frame(sid, code, msg, tok, &n);
 
-	if (!o)
-		return;
-	cJSON_AddStringToObject(o, "op", "error");
-	if (sid >= 0)
-		cJSON_AddNumberToObject(o, "sid", (double)sid);
-	cJSON_AddNumberToObject(o, "code", code);
-	cJSON_AddStringToObject(o, "codeName", proto_error_name(code));
-	/* Messages quote client text, cut to fit: send only valid UTF-8. */
-	utf8_quote(quoted, sizeof(quoted), msg, strlen(msg));
-	cJSON_AddStringToObject(o, "message", quoted);
-	if (tok) {
-		char hex[TOKEN_HEX_LEN + 1];
-		token_format(tok, hex);
-		cJSON *t = cJSON_AddObjectToObject(o, "token");
-		if (t)
-			cJSON_AddStringToObject(t, "_data", hex);
-	}
-	s = cJSON_PrintUnformatted(o);
-	cJSON_Delete(o);
 	if (!s)
 		return;
 	log_info("client error client=c%" PRIu64 " sid=%lld code=%d reason=%s", c->id, sid, code, LOGQ(msg));
-	client_send(c, s, strlen(s));
-	client_send(c, "\n", 1);
+	client_send(c, s, n);
 	free(s);
 }
 

@@ -18,6 +18,8 @@
 
 #include <cJSON.h>
 
+#include "errors.h"
+#include "token.h"
 #include "wire.h"
 
 #define TOK "0000000a00000000000000030000000000000007"
@@ -337,6 +339,40 @@ test_member_span(void **state)
 	assert_int_equal(wire_member_span("{\"x\"", 4, "event", &off, &len), -EBADMSG);
 }
 
+/* The server's error frame (proto_error_frame) reads back as it was built:
+ * one line ending in its newline, bad UTF-8 replaced, the token's text. */
+static void
+test_error_frame_round_trip(void **state)
+{
+	struct token tok = { 0x2a, 7, 9 };
+	char hex[TOKEN_HEX_LEN + 1], err[128];
+	struct wire_msg m = { 0 };
+	size_t len;
+	char *f;
+
+	(void)state;
+	f = proto_error_frame(3, ERR_HISTORY_LOST, "gone \xff here", &tok, &len);
+	assert_non_null(f);
+	assert_true(len > 1 && f[len - 1] == '\n' && memchr(f, '\n', len) == f + len - 1);
+	assert_int_equal(wire_parse(f, len - 1, &m, err, sizeof(err)), 0);
+	assert_int_equal(m.type, WIRE_ERROR);
+	assert_int_equal(m.sid, 3);
+	assert_int_equal(m.code, ERR_HISTORY_LOST);
+	assert_string_equal(m.code_name, "ChangeStreamHistoryLost");
+	assert_non_null(strstr(m.message, "gone "));
+	assert_null(strchr(m.message, '\xff'));
+	token_format(&tok, hex);
+	assert_string_equal(m.token, hex);
+	wire_msg_clear(&m);
+	free(f);
+	f = proto_error_frame(-1, ERR_AUTH_FAILED, "no", NULL, &len);
+	assert_int_equal(wire_parse(f, len - 1, &m, err, sizeof(err)), 0);
+	assert_int_equal(m.sid, -1);
+	assert_null(m.token);
+	wire_msg_clear(&m);
+	free(f);
+}
+
 int
 main(void)
 {
@@ -350,6 +386,7 @@ main(void)
 		cmocka_unit_test(test_parse_bookmark_error_hello),
 		cmocka_unit_test(test_parse_broken),
 		cmocka_unit_test(test_member_span),
+		cmocka_unit_test(test_error_frame_round_trip),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
