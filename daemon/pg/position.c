@@ -38,7 +38,12 @@ static const char save_sql[] =
 	" ORDER BY v.name, v.tok DESC"
 	" ON CONFLICT (client_name) DO UPDATE SET resume_token = EXCLUDED.resume_token, last_updated = now()"
 	" WHERE resume_tokens.resume_token->>'token' IS NULL"
-	"  OR resume_tokens.resume_token->>'token' < EXCLUDED.resume_token->>'token'";
+	"  OR resume_tokens.resume_token->>'token' < EXCLUDED.resume_token->>'token'"
+	/* A token of an earlier generation (before a restore) is no position
+	 * here, whatever its random generation compares as. */
+	"  OR (left(resume_tokens.resume_token->>'token', 8) <> left(EXCLUDED.resume_token->>'token', 8)"
+	"   AND left(EXCLUDED.resume_token->>'token', 8) ="
+	"    (SELECT lpad(to_hex(generation), 8, '0') FROM nvsrelay.meta))";
 
 struct pos_req {
 	uint32_t gen;               /* the generation positions are made in */

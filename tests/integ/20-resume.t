@@ -198,5 +198,24 @@ cmp_ok($eid, '>=', NvsTest::token_cid($acked_tok{'com,ma'}), '... with the event
 my ($batched) = NvsTest::metrics_text($hport) =~ /pg_query_duration_seconds_count\{kind="position_saves"\} (\d+)/;
 cmp_ok($batched // 0, '>', 0, 'in one statement for several of them');
 $_->close for @mc;
+
+# A stored token of another generation (a restore started a new one) that
+# compares above this generation's: the consumer's next save replaces it.
+my ($gen) = $dbh->selectrow_array(q{SELECT lpad(to_hex(generation), 8, '0') FROM nvsrelay.meta});
+my $other = $gen eq 'ffffffff' ? 'fffffffe' : 'ffffffff';
+$dbh->do(q{INSERT INTO resume_tokens (client_name, resume_token, last_updated) VALUES ('old-gen', jsonb_build_object('token', ?::text), now())},
+    undef, $other . ('0' x 32));
+my $og = NvsTest::Client->connect($d->socket);
+$og->watch(sid => 1, consumer => 'old-gen');
+my $ogf = $og->recv_op([ 'error', 'bookmark' ], 10);
+is($ogf && $ogf->{code}, 286, 'a stored position of another generation: 286');
+$og->watch(sid => 2, consumer => 'old-gen', resumeAfter => { _data => $acked_tok{'com,ma'} });
+my $ogb = $og->recv_op('bookmark', 10);
+$og->ack(2, $ogb->{token});
+$until = NvsTest::now() + 10;
+my $now_stored = sub { ($dbh->selectrow_array(q{SELECT resume_token->>'token' FROM resume_tokens WHERE client_name = 'old-gen'}))[0] };
+Time::HiRes::sleep(0.1) until substr($now_stored->(), 0, 8) eq $gen || NvsTest::now() > $until;
+is(substr($now_stored->(), 0, 8), $gen, "... resumed by token and acknowledged, it is stored in this generation");
+$og->close;
 is($d->stop, 0, 'clean stop');
 done_testing();
