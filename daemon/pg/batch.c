@@ -123,7 +123,7 @@ const char batch_page_sql[] =
  * 2^32 after the latest tick, past any tick a crash may have taken (ids of
  * lost ticks are never written again, so a token never names two
  * snapshots).  The transaction commits asynchronously (set_config, local to
- * it): see ticker.c for why that is safe.
+ * it) but for that first tick: see ticker.c for why that is safe.
  * The header row: the new tick, NULL, 'y' when the page was read, the new
  * snapshot (the ticker's probe wants it), then NULLs; then the rows, each
  * with the new tick.  The caller sees the result only after ReadyForQuery,
@@ -136,7 +136,7 @@ const char batch_tick_sql[] =
 	"  SELECT coalesce((SELECT tick_id FROM p), 0) + CASE WHEN $3::boolean AND EXISTS (SELECT 1 FROM p)"
 	"    THEN 4294967296 ELSE 1 END, pg_current_snapshot(),"
 	"   greatest(coalesce((SELECT max(id) FROM datastore_changelog), 0), coalesce((SELECT max_id FROM p), 0))"
-	"  FROM (SELECT set_config('synchronous_commit', 'off', true)) a"
+	"  FROM (SELECT set_config('synchronous_commit', CASE WHEN $3::boolean THEN 'on' ELSE 'off' END, true)) a"
 	"  RETURNING tick_id, snap),"
 	" s AS (SELECT t.tick_id AS t, p.snap AS ps, t.snap AS ns,"
 	"   pg_snapshot_xmax(p.snap) AS lo, pg_snapshot_xmax(t.snap) AS hi FROM t, p WHERE p.tick_id = $1::bigint),"

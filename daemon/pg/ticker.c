@@ -46,7 +46,9 @@
  *    position names is on disk;
  *  - a lost tick's id is never written again: a crash ends every session,
  *    so the next tick is the first of a new leadership, and that one leaves
- *    a gap of 2^32 ids (the statement's $3);
+ *    a gap of 2^32 ids (the statement's $3).  It commits synchronously: a
+ *    second crash that took it would let the next leadership write its id
+ *    again, with another snapshot, under tokens already handed out;
  *  - a position on a lost tick (a subscriber's in-memory token, this
  *    relay's own reader) reads on from the tick before it (batch.c, 'l'):
  *    that one is on disk, so no xid it counts as finished can be reused,
