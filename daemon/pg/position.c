@@ -54,13 +54,25 @@ struct pos_req {
 	uint64_t event_id;          /* NVSentinel eventID being resolved */
 };
 
-/* Row 0: the tick whose batch holds the row (NULL: no tick covers it yet)
- * and the row id; no row: the changelog no longer has it. */
+/* Row 0: the tick to start in (NULL: no tick covers the row yet) and the
+ * row id; no row: the changelog no longer has it.  eventID N means "every
+ * row up to N was processed", so the start is after N in the first batch
+ * holding any row after N: that is N's own, unless a row with a larger id
+ * committed before N (in an earlier batch).  Those rows are among the ones
+ * N's tick sees below its max_id; the ticks that see one of them are a run
+ * ending at N's, walked back from it.  Rows up to N in the batches between
+ * come again. */
 static const char event_pos_sql[] =
-	"SELECT CASE WHEN c.xid IS NULL THEN (SELECT min(tick_id) FROM nvsrelay.tick)"
-	"  ELSE (SELECT min(t.tick_id) FROM nvsrelay.tick t WHERE pg_visible_in_snapshot(c.xid, t.snap)) END,"
-	" c.id, (SELECT min(tick_id) FROM nvsrelay.tick)"
-	" FROM datastore_changelog c WHERE c.id = $1::bigint";
+	"WITH n AS (SELECT c.id, CASE WHEN c.xid IS NULL THEN (SELECT min(tick_id) FROM nvsrelay.tick)"
+	"  ELSE (SELECT min(t.tick_id) FROM nvsrelay.tick t WHERE pg_visible_in_snapshot(c.xid, t.snap)) END AS tk"
+	"  FROM datastore_changelog c WHERE c.id = $1::bigint),"
+	" e AS (SELECT n.*, (SELECT max_id FROM nvsrelay.tick WHERE tick_id = n.tk) AS top FROM n),"
+	" b AS (SELECT (SELECT t.tick_id FROM nvsrelay.tick t WHERE t.tick_id < e.tk AND NOT EXISTS ("
+	"   SELECT 1 FROM datastore_changelog r WHERE r.id > e.id AND r.id <= e.top"
+	"    AND pg_visible_in_snapshot(r.xid, t.snap)) ORDER BY t.tick_id DESC LIMIT 1) AS t FROM e)"
+	" SELECT CASE WHEN e.tk IS NOT NULL THEN"
+	"   (SELECT min(tick_id) FROM nvsrelay.tick WHERE tick_id > coalesce(b.t, 0) AND tick_id <= e.tk) END,"
+	" e.id, (SELECT min(tick_id) FROM nvsrelay.tick) FROM e, b";
 
 void position_oldest_msg(uint32_t gen, const char *what, const char *min_tick, char *buf, size_t len)
 {

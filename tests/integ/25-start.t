@@ -52,6 +52,26 @@ is($far->{code}, 286, 'an eventID beyond every change of the database: 286');
 like($far->{message}, qr/beyond every change/, '... saying so');
 $c->close;
 
+# A row with a larger changelog id that committed before N's is in an
+# earlier batch than N; NVSentinel's watcher can store N having processed
+# N only. The stream after eventID N still has that row.
+my $live = NvsTest::Client->connect($d->socket);
+$live->watch(sid => 1);
+$live->recv_op('bookmark', 10);
+my $open = $pg->dbh(autocommit => 0);
+my $rn  = NvsTest::insert_health_event($open, node => 'ooo-n');
+my $rn1 = NvsTest::insert_health_event($dbh, node => 'ooo-n1');
+is_deeply([ map { rid($_) } @{ $live->events(1, 10) } ], [$rn1], 'a larger id committed first, in its own batch');
+$open->commit;
+is_deeply([ map { rid($_) } @{ $live->events(1, 10) } ], [$rn], '... then the smaller one, in a later batch');
+$live->close;
+my ($cl_n) = $dbh->selectrow_array(q{SELECT id FROM datastore_changelog WHERE record_id = ?}, undef, $rn);
+$c = NvsTest::Client->connect($d->socket);
+$c->watch(resumeAfter => { eventID => $cl_n + 0 });
+is_deeply([ map { rid($_) } @{ $c->events(2, 5) } ], [ $rn1, $rn ],
+    'resumeAfter {eventID} of the smaller: the larger one comes (and the smaller again, in its batch)');
+$c->close;
+
 # NVSentinel's cleanup_changelog removed the row of a stored position (and
 # older ones) but nothing after it: resume after it, as its own watcher would.
 sub removed_resumes {
