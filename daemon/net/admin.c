@@ -769,7 +769,9 @@ static void process(OpsConn *c)
 		opsconn_consume(c, in_len);
 		in_len = 0;
 	}
-	opsconn_reading(c, !ac->pending && !ac->eof);
+	/* Not while answers are backed up: lines would pile up to the input
+	 * cap and be thrown away as one too long. */
+	opsconn_reading(c, !ac->pending && !ac->eof && opsconn_queued(c) < ADMIN_MAX_OUT);
 	if (opsconn_queued(c))
 		flush(c);
 	else if (ac->eof && !ac->pending && in_len == 0)

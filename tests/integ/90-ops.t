@@ -423,6 +423,47 @@ ok(wait_for(sub { (get('/readyz'))[0] == 200 }, 30), '/readyz 200 again after Po
 my (undef, undef, undef, $mu) = scrape();
 cmp_ok($mu->{'nvsrelay_pg_reconnects_total{conn="main"}'} // 0, '>', 0, 'metrics: reconnects counted');
 
+# ---- admin: pipelined commands while the answers back up -------------------------------
+# Four answers of 10,000 consumers fill the output past its cap; then 5,000
+# more commands (80 kB, past the input cap) while nothing is read. Every
+# command is answered once the reader reads.
+{
+	my $pdbh = $pg->dbh();
+	$pdbh->do(q{INSERT INTO resume_tokens (client_name, resume_token, last_updated)
+		SELECT 'pipe-' || g, jsonb_build_object('token', 'x'), now() FROM generate_series(1, 10000) g});
+	my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM, Peer => $admin) or die "admin: $!";
+	my $cmds = qq({"cmd":"consumers"}\n) x 4 . qq({"cmd":"status"}\n) x 5000;
+	$s->blocking(0);
+	my ($off, $until) = (0, NvsTest::now() + 2);   # two seconds without reading
+	while ($off < length($cmds) && NvsTest::now() < $until) {
+		my $w = CORE::send($s, substr($cmds, $off), MSG_NOSIGNAL);
+		if ($w) { $off += $w } else { select(undef, undef, undef, 0.02) }
+	}
+	select(undef, undef, undef, 0.5);
+	my ($buf, $lines, $too_long) = ('', 0, 0);
+	$until = NvsTest::now() + 60;
+	while (NvsTest::now() < $until && $lines < 5004) {
+		if ($off < length($cmds)) {
+			my $w = CORE::send($s, substr($cmds, $off), MSG_NOSIGNAL);
+			$off += $w if $w;
+		}
+		my $r = sysread($s, my $chunk, 1 << 20);
+		if (!defined $r) { select(undef, undef, undef, 0.01); next }
+		last if $r == 0;
+		$buf .= $chunk;
+		while ((my $i = index($buf, "\n")) >= 0) {
+			my $line = substr($buf, 0, $i + 1, '');
+			$lines++;
+			$too_long++ if $line =~ /too long/;
+		}
+	}
+	is($lines, 5004, 'pipelined admin commands past both caps: each answered (' . $lines . ' of 5004)');
+	is($too_long, 0, '... none thrown away as a line too long');
+	close $s;
+	$pdbh->do(q{DELETE FROM resume_tokens WHERE client_name LIKE 'pipe-%'});
+	$pdbh->disconnect;
+}
+
 # ---- stop ---------------------------------------------------------------------------
 drain_notes();
 $n = scalar(@notes);
