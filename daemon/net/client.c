@@ -363,7 +363,8 @@ static void output(Client *c)
 		}
 		return;
 	}
-	ev_io_stop(c->env.loop, &c->wio);
+	if (!c->read_wants_write)   /* a TLS read waits on it */
+		ev_io_stop(c->env.loop, &c->wio);
 	ev_timer_stop(c->env.loop, &c->slow);
 	c->soft_since = 0;
 	c->wake_below = 0;
