@@ -845,6 +845,17 @@ void hub_client_writable(Hub *h, Client *c)
 	}
 }
 
+/* Shutdown waits for the position writes in flight on list. */
+static void await_saves(Hub *h, struct sub *list)
+{
+	for (struct sub *s = list; s; s = s->next) {
+		if (s->saving && !s->shutdown_wait) {
+			s->shutdown_wait = true;
+			h->shutdown_pending++;
+		}
+	}
+}
+
 void hub_shutdown(Hub *h, void (*done)(void *arg), void *arg)
 {
 	struct sub *s, *next;
@@ -855,19 +866,20 @@ void hub_shutdown(Hub *h, void (*done)(void *arg), void *arg)
 	h->shutdown_pending = 1;
 	for (s = h->subs; s; s = next) {
 		next = s->next;
+		if (s->shutdown_seen)
+			continue;
+		s->shutdown_seen = true;
 		if (s->state == SUB_ACTIVE)
 			hub_bookmark(s);
 		hub_save(s);
-		if (s->saving && !s->shutdown_wait) {
-			s->shutdown_wait = true;
-			h->shutdown_pending++;
-		}
 		/* A bookmark that closed its client killed the client's other
-		 * subscriptions, next maybe among them: start over (what is done
-		 * is not done twice). */
+		 * subscriptions, next maybe among them: start over. */
 		if (next && next->state == SUB_DEAD)
 			next = h->subs;
 	}
+	/* Every write in flight, also those of subscriptions that died. */
+	await_saves(h, h->subs);
+	await_saves(h, h->dead);
 	if (--h->shutdown_pending == 0)
 		done(arg);
 }

@@ -58,6 +58,7 @@ struct sub {
 	bool saving;                  /* position write in flight */
 	bool dirty;                   /* acked moved since the last write */
 	bool shutdown_wait;           /* shutdown waits for this write */
+	bool shutdown_seen;           /* shutdown sent its last bookmark */
 	struct token pos;             /* passed up to here */
 	struct token sent;            /* position of the last frame sent */
 	ev_tstamp bookmarked;         /* when the last bookmark was sent */

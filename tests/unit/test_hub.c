@@ -2024,6 +2024,68 @@ static void test_save_batch(void **state)
 		client_drop(cs[i]);
 }
 
+/* Shutdown's last bookmark closes a client (and, with bm_kill_at, the
+ * three before it, one of them a durable consumer with an ack not written):
+ * the walk goes on past the dead, every live subscription gets one last
+ * bookmark, and the shutdown waits for the dead consumer's write too. */
+static int shutdown_calls;
+static void shutdown_done(void *arg)
+{
+	(void)arg;
+	shutdown_calls++;
+}
+
+static void test_shutdown_drop(void **state)
+{
+	enum { N = 6 };
+	Client *cs[N];
+	struct token last;
+	size_t before[N];
+
+	(void)state;
+	world_new(64, 8);
+	cv.ack_flush_ms = 1000000;   /* the ack is written by the shutdown only */
+	hub_reconfigure(hub);
+	fk.one_table = true;
+	produce(1, 0);
+	for (int i = 0; i < N; i++) {
+		struct watch_req r = watch_req(1, TABLE_HEALTH_EVENTS);
+
+		cs[i] = client_make((uint64_t)i + 1, 100);
+		if (i == 1)
+			r.consumer = "held";
+		assert_int_equal(hub_watch(hub, cs[i], &r), 0);
+		answer_all();
+	}
+	produce(2, 0);
+	last = (struct token){ GEN, fk.head_tick, fk.last_id };
+	assert_int_equal(hub_ack(hub, cs[1], 1, &last), 0);
+	for (int i = 0; i < N; i++)
+		before[i] = count_frames(cs[i], F_BOOKMARK);
+	/* Newest first: client 5's bookmark closes clients 4, 3 and 2 (the
+	 * consumer); client 6 came before and 1 comes after the dead. */
+	bm_clients = cs;
+	bm_logging = true;
+	bm_n = 0;
+	bm_kill_at = 5;
+	shutdown_calls = 0;
+	hub_shutdown(hub, shutdown_done, NULL);
+	bm_logging = false;
+	assert_int_equal(bm_kill_at, 0);
+	for (int i = 0; i < N; i++)
+		if (!cs[i]->closed)
+			assert_int_equal(count_frames(cs[i], F_BOOKMARK), before[i] + 1);
+	assert_true(cs[1]->closed && !cs[0]->closed && !cs[5]->closed);
+	assert_int_equal(shutdown_calls, 0);   /* the consumer's write is owed */
+	assert_int_equal(owed(R_SAVE), 1);
+	answer_all();
+	assert_int_equal(shutdown_calls, 1);
+	assert_int_equal(token_cmp(&fk.stored, &last), 0);
+	world_free();
+	for (int i = 0; i < N; i++)
+		client_drop(cs[i]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2048,6 +2110,7 @@ int main(void)
 		cmocka_unit_test(test_client_lists),
 		cmocka_unit_test(test_guards),
 		cmocka_unit_test(test_save_batch),
+		cmocka_unit_test(test_shutdown_drop),
 		cmocka_unit_test(test_bookmark_sweep),
 		cmocka_unit_test(test_parked),
 	};
