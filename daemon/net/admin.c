@@ -754,6 +754,7 @@ static void process(OpsConn *c)
 	struct aconn *ac = conn_state(c);
 	size_t in_len;
 	char *in = opsconn_in(c, &in_len), *nl;
+	bool full;
 
 	while (!ac->pending && opsconn_queued(c) < ADMIN_MAX_OUT && (nl = memchr(in, '\n', in_len))) {
 		size_t len = (size_t)(nl - in);
@@ -771,11 +772,16 @@ static void process(OpsConn *c)
 	}
 	/* Not while answers are backed up: lines would pile up to the input
 	 * cap and be thrown away as one too long. */
-	opsconn_reading(c, !ac->pending && !ac->eof && opsconn_queued(c) < ADMIN_MAX_OUT);
-	if (opsconn_queued(c))
-		flush(c);
-	else if (ac->eof && !ac->pending && in_len == 0)
-		opsconn_free(c);
+	full = opsconn_queued(c) >= ADMIN_MAX_OUT;
+	opsconn_reading(c, !ac->pending && !ac->eof && !full);
+	if (!opsconn_queued(c)) {
+		if (ac->eof && !ac->pending && in_len == 0)
+			opsconn_free(c);
+		return;
+	}
+	/* All written at once: no writable callback comes to go on. */
+	if (flush(c) && full && opsconn_queued(c) == 0)
+		process(c);
 }
 
 static void conn_input(OpsConn *c, int n)
