@@ -38,12 +38,13 @@ static const char save_sql[] =
 	" ORDER BY v.name, v.tok DESC"
 	" ON CONFLICT (client_name) DO UPDATE SET resume_token = EXCLUDED.resume_token, last_updated = now()"
 	" WHERE resume_tokens.resume_token->>'token' IS NULL"
-	"  OR resume_tokens.resume_token->>'token' < EXCLUDED.resume_token->>'token'"
-	/* A token of an earlier generation (before a restore) is no position
-	 * here, whatever its random generation compares as. */
-	"  OR (left(resume_tokens.resume_token->>'token', 8) <> left(EXCLUDED.resume_token->>'token', 8)"
-	"   AND left(EXCLUDED.resume_token->>'token', 8) ="
-	"    (SELECT lpad(to_hex(generation), 8, '0') FROM nvsrelay.meta))";
+	"  OR CASE WHEN left(resume_tokens.resume_token->>'token', 8) = left(EXCLUDED.resume_token->>'token', 8)"
+	"   THEN resume_tokens.resume_token->>'token' < EXCLUDED.resume_token->>'token'"
+	/* A token of another generation (before a restore) is no position
+	 * here, whatever its random generation compares as; only one of the
+	 * current generation replaces it. */
+	"   ELSE left(EXCLUDED.resume_token->>'token', 8) ="
+	"    (SELECT lpad(to_hex(generation), 8, '0') FROM nvsrelay.meta) END";
 
 struct pos_req {
 	uint32_t gen;               /* the generation positions are made in */
@@ -54,25 +55,34 @@ struct pos_req {
 	uint64_t event_id;          /* NVSentinel eventID being resolved */
 };
 
+/*
+ * eventID N means "every row up to N was processed", so a stream from it
+ * starts after N in the first batch holding any row after N.  A row's
+ * first tick is the first whose snapshot sees it; ANCHOR(id, tk) names a
+ * row after N (N itself, or the first retained one) and its first tick tk.
+ * Rows after N in earlier batches committed before it: among the rows after
+ * N up to tk's max_id, whose transactions (few: the rows of one share its
+ * xid) are taken once; the ticks that see one of them are a run ending at
+ * tk, walked back from it.  Rows up to N in the batches between come again.
+ */
+#define FIRST_TICK(XID) \
+	"CASE WHEN " XID " IS NULL THEN (SELECT min(tick_id) FROM nvsrelay.tick)" \
+	" ELSE (SELECT min(t.tick_id) FROM nvsrelay.tick t WHERE pg_visible_in_snapshot(" XID ", t.snap)) END"
+#define AFTER_N_XIDS \
+	" xs AS MATERIALIZED (SELECT DISTINCT r.xid FROM a, datastore_changelog r WHERE r.id > $1::bigint" \
+	"  AND r.id <= (SELECT max_id FROM nvsrelay.tick WHERE tick_id = a.tk) AND r.xid IS NOT NULL)"
+#define START_TICK \
+	"(SELECT min(tick_id) FROM nvsrelay.tick WHERE tick_id <= a.tk AND tick_id > coalesce((" \
+	"  SELECT t.tick_id FROM nvsrelay.tick t WHERE t.tick_id < a.tk AND NOT EXISTS (" \
+	"   SELECT 1 FROM xs WHERE pg_visible_in_snapshot(xs.xid, t.snap)) ORDER BY t.tick_id DESC LIMIT 1), 0))"
+
 /* Row 0: the tick to start in (NULL: no tick covers the row yet) and the
- * row id; no row: the changelog no longer has it.  eventID N means "every
- * row up to N was processed", so the start is after N in the first batch
- * holding any row after N: that is N's own, unless a row with a larger id
- * committed before N (in an earlier batch).  Those rows are among the ones
- * N's tick sees below its max_id; the ticks that see one of them are a run
- * ending at N's, walked back from it.  Rows up to N in the batches between
- * come again. */
+ * row id; no row: the changelog no longer has it. */
 static const char event_pos_sql[] =
-	"WITH n AS (SELECT c.id, CASE WHEN c.xid IS NULL THEN (SELECT min(tick_id) FROM nvsrelay.tick)"
-	"  ELSE (SELECT min(t.tick_id) FROM nvsrelay.tick t WHERE pg_visible_in_snapshot(c.xid, t.snap)) END AS tk"
-	"  FROM datastore_changelog c WHERE c.id = $1::bigint),"
-	" e AS (SELECT n.*, (SELECT max_id FROM nvsrelay.tick WHERE tick_id = n.tk) AS top FROM n),"
-	" b AS (SELECT (SELECT t.tick_id FROM nvsrelay.tick t WHERE t.tick_id < e.tk AND NOT EXISTS ("
-	"   SELECT 1 FROM datastore_changelog r WHERE r.id > e.id AND r.id <= e.top"
-	"    AND pg_visible_in_snapshot(r.xid, t.snap)) ORDER BY t.tick_id DESC LIMIT 1) AS t FROM e)"
-	" SELECT CASE WHEN e.tk IS NOT NULL THEN"
-	"   (SELECT min(tick_id) FROM nvsrelay.tick WHERE tick_id > coalesce(b.t, 0) AND tick_id <= e.tk) END,"
-	" e.id, (SELECT min(tick_id) FROM nvsrelay.tick) FROM e, b";
+	"WITH a AS (SELECT c.id, " FIRST_TICK("c.xid") " AS tk FROM datastore_changelog c WHERE c.id = $1::bigint),"
+	AFTER_N_XIDS
+	" SELECT CASE WHEN a.tk IS NOT NULL THEN " START_TICK " END, a.id, (SELECT min(tick_id) FROM nvsrelay.tick)"
+	" FROM a";
 
 void position_oldest_msg(uint32_t gen, const char *what, const char *min_tick, char *buf, size_t len)
 {
@@ -94,11 +104,11 @@ void position_oldest_msg(uint32_t gen, const char *what, const char *min_tick, c
 static const char removed_pos_sql[] =
 	"WITH lo AS (SELECT tick_id, max_id FROM nvsrelay.tick ORDER BY tick_id LIMIT 1),"
 	" hi AS (SELECT tick_id, max_id FROM nvsrelay.tick ORDER BY tick_id DESC LIMIT 1),"
-	" nx AS (SELECT c.id, c.xid FROM datastore_changelog c WHERE c.id > $1::bigint ORDER BY c.id LIMIT 1)"
+	" a AS (SELECT c.id, " FIRST_TICK("c.xid") " AS tk FROM datastore_changelog c"
+	"  WHERE c.id > $1::bigint ORDER BY c.id LIMIT 1),"
+	AFTER_N_XIDS
 	" SELECT (SELECT tick_id FROM lo), (SELECT max_id FROM lo), (SELECT tick_id FROM hi), (SELECT max_id FROM hi),"
-	"  (SELECT id FROM nx),"
-	"  (SELECT CASE WHEN nx.xid IS NULL THEN (SELECT tick_id FROM lo)"
-	"   ELSE (SELECT min(t.tick_id) FROM nvsrelay.tick t WHERE pg_visible_in_snapshot(nx.xid, t.snap)) END FROM nx)";
+	"  (SELECT id FROM a), (SELECT " START_TICK " FROM a)";
 
 static uint64_t col_u64(const PGresult *res, int col)
 {

@@ -71,6 +71,27 @@ $c->watch(resumeAfter => { eventID => $cl_n + 0 });
 is_deeply([ map { rid($_) } @{ $c->events(2, 5) } ], [ $rn1, $rn ],
     'resumeAfter {eventID} of the smaller: the larger one comes (and the smaller again, in its batch)');
 $c->close;
+# The same when row N is gone (cleanup_changelog): the first row after it
+# committed after a larger one.
+$live = NvsTest::Client->connect($d->socket);
+$live->watch(sid => 1);
+$live->recv_op('bookmark', 10);
+my $rpre = NvsTest::insert_health_event($dbh, node => 'ooo-pre');
+$live->events(1, 10);
+$open = $pg->dbh(autocommit => 0);
+my $ra = NvsTest::insert_health_event($open, node => 'ooo-a');
+my $rb = NvsTest::insert_health_event($dbh, node => 'ooo-b');
+is_deeply([ map { rid($_) } @{ $live->events(1, 10) } ], [$rb], 'again a larger id first');
+$open->commit;
+is_deeply([ map { rid($_) } @{ $live->events(1, 10) } ], [$ra], '... then the smaller');
+$live->close;
+my ($cl_pre) = $dbh->selectrow_array(q{SELECT id FROM datastore_changelog WHERE record_id = ?}, undef, $rpre);
+$dbh->do(q{DELETE FROM datastore_changelog WHERE id = ?}, undef, $cl_pre);
+$c = NvsTest::Client->connect($d->socket);
+$c->watch(resumeAfter => { eventID => $cl_pre + 0 });
+is_deeply([ map { rid($_) } @{ $c->events(2, 5) } ], [ $rb, $ra ],
+    'resumeAfter {eventID} of a removed row: the larger id that committed first comes too');
+$c->close;
 
 # NVSentinel's cleanup_changelog removed the row of a stored position (and
 # older ones) but nothing after it: resume after it, as its own watcher would.
@@ -81,7 +102,7 @@ sub removed_resumes {
     my $body = <$sock> // '';
     return $body =~ /^nvsrelay_removed_position_resumes_total (\S+)/m ? $1 + 0 : -1;
 }
-is(removed_resumes(), 0, 'no removed-position resume counted yet');
+is(removed_resumes(), 1, 'one removed-position resume counted so far (the one above)');
 # Cleaned-up rows are days old: a fresh daemon holds none of them in memory.
 is($d->stop, 0, 'daemon stops');
 $d = NvsTest::Daemon->start($pg, set => { ack_flush_ms => 50, http_listen => "127.0.0.1:$hport" });
