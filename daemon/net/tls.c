@@ -81,10 +81,22 @@ const char *tls_describe(SSL *ssl, char *buf, size_t len)
 const char *tls_peer_subject(SSL *ssl, char *buf, size_t len)
 {
 	X509 *cert = SSL_get0_peer_certificate(ssl);
+	X509_NAME *name;
 	char *all;
 
 	buf[0] = '\0';
-	if (!cert || !(all = X509_NAME_oneline(X509_get_subject_name(cert), NULL, 0)))
+	if (!cert)
+		return buf;
+	/* The one-line form does not escape '/': O="x/CN=y" would read as
+	 * two entries, so such a subject names no one. */
+	name = X509_get_subject_name(cert);
+	for (int i = 0; i < X509_NAME_entry_count(name); i++) {
+		const ASN1_STRING *v = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i));
+
+		if (memchr(ASN1_STRING_get0_data(v), '/', (size_t)ASN1_STRING_length(v)))
+			return buf;
+	}
+	if (!(all = X509_NAME_oneline(name, NULL, 0)))
 		return buf;
 	if (strlen(all) < len)
 		strcpy(buf, all);

@@ -39,8 +39,9 @@ const char *tls_error(struct ssl_st *ssl, int syserr, char *buf, size_t len);
 /* "TLSv1.3 TLS_AES_256_GCM_SHA384" for the log. */
 const char *tls_describe(struct ssl_st *ssl, char *buf, size_t len);
 
-/* The client certificate's subject ("/CN=fault-quarantine"), "" without one
- * or when it does not fit in buf (a cut subject could match a shorter one). */
+/* The client certificate's subject ("/CN=fault-quarantine"), "" without one,
+ * when it does not fit in buf (a cut subject could match a shorter one) or
+ * when a value holds '/' (it would read as another entry). */
 const char *tls_peer_subject(struct ssl_st *ssl, char *buf, size_t len);
 /* The value of the subject's last commonName, read from the name's entries
  * (the one-line subject does not escape '/', so "CN=x/CN=y" would read as

@@ -109,14 +109,15 @@ is(stored('victim'), undef, 'the refused name has no stored position');
 
 # --- consumer_owners on TCP+TLS: the client certificate ------------------------------------
 SKIP: {
-    skip 'IO::Socket::SSL not installed (libio-socket-ssl-perl)', 8
+    skip 'IO::Socket::SSL not installed (libio-socket-ssl-perl)', 9
         unless eval { require IO::Socket::SSL; require IO::Socket::INET; 1 };
     my $tls  = $pg->dir . '/tls';
     my $port = NvsTest::free_port();
     $d->stop;
     my $t = NvsTest::Daemon->start($pg, socket => $pg->dir . '/relay-tls.sock', set => { listen_tcp => "127.0.0.1:$port", tls_cert_file => "$tls/server.crt",
         tls_key_file => "$tls/server.key", tls_ca_file => "$tls/ca.crt",
-        consumer_owners => 'by-cert = cn:nvsentinel; by-other = cn:someone-else, uid:' . $me });
+        consumer_owners => 'by-cert = cn:nvsentinel; by-subject = subject:/CN=evil/CN=nvsentinel; '
+            . 'by-other = cn:someone-else, uid:' . $me });
     my $s = IO::Socket::SSL->new(PeerAddr => '127.0.0.1', PeerPort => $port, Timeout => 10,
         SSL_verify_mode => IO::Socket::SSL::SSL_VERIFY_PEER(), SSL_ca_file => "$tls/ca.crt",
         SSL_hostname => 'localhost', SSL_verifycn_name => 'localhost', SSL_verifycn_scheme => 'default',
@@ -153,11 +154,15 @@ SKIP: {
     my $e = IO::Socket::SSL->new(PeerAddr => '127.0.0.1', PeerPort => $port, Timeout => 10,
         SSL_verify_mode => IO::Socket::SSL::SSL_VERIFY_PEER(), SSL_ca_file => "$tls/ca.crt",
         SSL_hostname => 'localhost', SSL_cert_file => $pg->dir . '/slash.crt', SSL_key_file => $pg->dir . '/slash.key');
-    ok($e, '... and connects') or diag("TLS: $IO::Socket::SSL::SSL_ERROR $!"), skip 'no TLS connection', 1;
+    ok($e, '... and connects') or diag("TLS: $IO::Socket::SSL::SSL_ERROR $!"), skip 'no TLS connection', 2;
     $s = $e;
     print $s $NvsTest::JSON->encode({ op => 'watch', sid => 1, table => 'health_events', consumer => 'by-cert' }), "\n";
     $f = $frame->();
     is_deeply([ @$f{qw(op sid code)} ], [ 'error', 1, 13 ], '... but is not cn:nvsentinel: 13');
+    print $s $NvsTest::JSON->encode({ op => 'watch', sid => 2, table => 'health_events', consumer => 'by-subject' }), "\n";
+    $f = $frame->();
+    is_deeply([ @$f{qw(op sid code)} ], [ 'error', 2, 13 ],
+        '... nor the subject its one-line form reads as ("/CN=evil/CN=nvsentinel"): 13');
     close $s;
 }
 
