@@ -48,6 +48,7 @@ struct outq {
 	size_t nleft, maxleft;
 	uint64_t left_seq;
 	uint64_t serial;         /* of the last chunk queued */
+	uint64_t floor;          /* the highest 'from' an evicted entry had */
 };
 
 Outq *outq_new(size_t max_sids)
@@ -223,9 +224,19 @@ static struct sidpos *sid_entry(Outq *q, long long sid)
 	}
 	if (!q->left && !(q->left = calloc(q->maxleft, sizeof(*q->left))))
 		return NULL;
-	i = q->nleft < q->maxleft ? q->nleft++ : old;
+	if (q->nleft < q->maxleft) {
+		i = q->nleft++;
+	} else {
+		/* An evicted reset must still hide the chunks queued before it:
+		 * a new entry ignores all of those (at worst a token less in an
+		 * error frame). */
+		i = old;
+		if (q->left[i].from > q->floor)
+			q->floor = q->left[i].from;
+	}
 	memset(&q->left[i], 0, sizeof(q->left[i]));
 	q->left[i].sid = sid;
+	q->left[i].from = q->floor;
 	return &q->left[i];
 }
 

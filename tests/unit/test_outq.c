@@ -216,6 +216,16 @@ test_sid_reset(void **state)
 	/* Before anything of sid was ever queued. */
 	outq_sid_reset(q, 9);
 	assert_false(outq_delivered(q, 9, &t));
+	outq_consume(q, outq_bytes(q));
+	/* A reset whose entry is evicted (4 slots, 5 sids) while the old
+	 * subscription's frame is still queued: that frame still does not
+	 * count when it leaves. */
+	outq_push_event(q, 2, e2, false);   /* sid 2's old subscription */
+	outq_sid_reset(q, 2);
+	for (long long sid = 20; sid < 24; sid++)
+		outq_sid_reset(q, sid);    /* evicts sid 2's entry */
+	outq_consume(q, outq_bytes(q));
+	assert_false(outq_delivered(q, 2, &t));
 	event_unref(e1);
 	event_unref(e2);
 	event_unref(e3);
