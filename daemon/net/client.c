@@ -353,7 +353,7 @@ static void output(Client *c)
 		return;
 	}
 	if (outq_bytes(c->q) > 0) {
-		if (c->write_wants_read)
+		if (c->write_wants_read && !c->read_wants_write)
 			ev_io_stop(c->env.loop, &c->wio);
 		else
 			ev_io_start(c->env.loop, &c->wio);
