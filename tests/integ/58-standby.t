@@ -139,6 +139,7 @@ my $r2 = NvsTest::Client->connect($d->socket);
 $r2->watch(sid => 3, resumeAfter => { _data => $toks[-1] });
 my $ev2 = $r2->events(scalar @race + 6, 10 * $slow, sid => 3);
 is_deeply([ map { $_->{event}{documentKey}{_id} } @$ev2 ], \@race, '... and once, in order, to one resuming before them');
+ok($d->wait_log(qr/stage=published t=\S+ already_out=[1-9]/, 1), '... where a page did come twice (the log says so)');
 is($d->stop(20), 0, 'clean stop');
 is($leader->stop(20), 0, 'the leader stops cleanly');
 done_testing();
