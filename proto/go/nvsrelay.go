@@ -222,8 +222,9 @@ type Watcher struct {
 	err          error
 	closed       bool
 	cur          *session
-	lastPos      string // last event or bookmark token seen: where a resume starts
-	lastEvent    string // last event token handed to the channel
+	lastPos      string   // last event or bookmark token seen: where a resume starts
+	lastEvent    string   // last event token handed to the channel
+	handed       []string // the last tokens handed, at most cap(events)+1: which the consumer has
 	lastBookmark string
 	marked       string // highest token MarkProcessed was given
 	reconnects   int
@@ -338,7 +339,7 @@ func (w *Watcher) Err() error {
 func (w *Watcher) MarkProcessed(token string) error {
 	w.mu.Lock()
 	if token == "" {
-		token = w.lastEvent
+		token = w.received()
 	}
 	if token == "" {
 		w.mu.Unlock()
@@ -762,7 +763,7 @@ func (w *Watcher) serve(s *session) error {
 			// what was delivered since is passed over.
 			old := ev.Token <= w.lastPos
 			if !old {
-				w.lastPos, w.lastEvent = ev.Token, ev.Token
+				w.lastPos = ev.Token
 			}
 			w.mu.Unlock()
 			if old {
@@ -774,6 +775,16 @@ func (w *Watcher) serve(s *session) error {
 			case <-w.ctx.Done():
 				return w.ctx.Err()
 			}
+			// Only now is it the consumer's (or in the channel's
+			// buffer): before, MarkProcessed("") and the bookmark rule
+			// in ackTarget took an event still on its way for done.
+			w.mu.Lock()
+			w.lastEvent = ev.Token
+			w.handed = append(w.handed, ev.Token)
+			if over := len(w.handed) - (cap(w.events) + 1); over > 0 {
+				w.handed = append(w.handed[:0], w.handed[over:]...)
+			}
+			w.mu.Unlock()
 		case "bookmark":
 			if f.Token == nil || f.Token.Data == "" {
 				return &protocolError{"bookmark without a token"}
@@ -795,6 +806,18 @@ func (w *Watcher) serve(s *session) error {
 			return f.serverError()
 		}
 	}
+}
+
+// received is the token of the last event the consumer took from the
+// channel ("" when none): the newest handed over, less those still in the
+// buffer. The buffer only empties meanwhile, so it is never too far.
+// Called with w.mu held.
+func (w *Watcher) received() string {
+	i := len(w.handed) - 1 - len(w.events)
+	if i < 0 {
+		return ""
+	}
+	return w.handed[i]
 }
 
 func parseEvent(raw json.RawMessage) (Event, error) {

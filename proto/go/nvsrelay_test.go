@@ -313,6 +313,30 @@ func TestMarkProcessedDurable(t *testing.T) {
 	}
 }
 
+// MarkProcessed("") acknowledges what the consumer took from the channel,
+// not what still waits in its buffer.
+func TestMarkProcessedEmptyOnlyTaken(t *testing.T) {
+	consumer := uniq("go-taken-")
+	w := dial(t, Options{Consumer: consumer, Buffer: 4})
+	p := uniq("tk")
+	insertN(t, p, 3)
+	first := collect(t, w, p, 1)[0].ev.Token
+	deadline := time.Now().Add(waitFor)
+	for len(w.events) < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := len(w.events); n != 2 {
+		t.Fatalf("%d events in the buffer, want the other 2", n)
+	}
+	if err := w.MarkProcessed(""); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	if stored := waitStored(t, consumer, first); stored != first {
+		t.Fatalf("stored %q, want the taken event's %q", stored, first)
+	}
+}
+
 // waitStored polls the consumer's stored position until it reaches want
 // (positions are written a little after the acknowledgement) and returns it.
 func waitStored(t *testing.T, consumer, want string) string {
