@@ -143,7 +143,7 @@ static const struct opt opts[] = {
 	OPT(ring_events, T_INT, "8192", .min = 1, .max = 16777216,
 	    .help = "recent events kept in memory for subscribers that are catching up"),
 	OPT(max_frame_bytes, T_INT, "16777216", .min = 1024, .max = 1073741824,
-	    .help = "largest protocol frame accepted or sent"),
+	    .help = "largest protocol frame accepted from a client (events sent may be larger)"),
 	OPT(max_clients, T_INT, "1024", .min = 1, .max = 1048576,
 	    .help = "subscriber connections accepted at once"),
 	OPT(max_subscriptions_per_client, T_INT, "64", .min = 1, .max = 65536,

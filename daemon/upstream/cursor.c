@@ -254,7 +254,7 @@ static struct cursor *open_cursor(Cursors *cs, const char *addr, const struct to
 	char hex[TOKEN_HEX_LEN + 1], *frame = NULL, err[128];
 	struct upconn_opts o = {
 		.addr = addr, .tls = cs->env.tls, .token = cs->env.token, .client = cs->env.client,
-		.max_frame = (size_t)cs->env.cv->max_frame_bytes, .timeout = cs->env.timeout,
+		.timeout = cs->env.timeout,
 	};
 	struct wire_watch w = {
 		.sid = 1, .table = table == TABLE_HEALTH_EVENTS ? "health_events"

@@ -31,6 +31,11 @@
 #include "upconn.h"
 #include "wire.h"
 
+/* The largest frame taken from upstream.  Not max_frame_bytes, which
+ * bounds what a relay reads: an event carries its documents whole (an
+ * update with its pre-image, twice) and may be larger. */
+#define UPSTREAM_FRAME_MAX (1024 * 1024 * 1024)
+
 enum upstate { U_START, U_CONNECTING, U_HANDSHAKE, U_HELLO, U_OPEN };
 
 struct upconn_tls {
@@ -43,7 +48,6 @@ struct upconn {
 	void *arg;
 	char *addr, *token, *client;
 	UpConnTls *tls;
-	size_t max_frame;
 	double timeout;
 	enum upstate state;
 	int fd;
@@ -269,7 +273,7 @@ static void read_frames(UpConn *u)
 		u->last_rx = ev_now(u->loop);
 		while (!u->closed && (r = frame_reader_next(u->fr, &line, &len)) != 0) {
 			if (r < 0) {
-				fail(u, "upstream sent a frame over max_frame_bytes");
+				fail(u, "upstream sent a frame over 1 GiB");
 				return;
 			}
 			if (len == 0)
@@ -433,12 +437,11 @@ UpConn *upconn_open(struct ev_loop *loop, const struct upconn_opts *o, const str
 	u->arg = arg;
 	u->fd = -1;
 	u->tls = o->tls;
-	u->max_frame = o->max_frame;
 	u->timeout = o->timeout;
 	u->addr = strdup(o->addr);
 	u->client = strdup(o->client ? o->client : "nvsrelayd");
 	u->token = o->token ? strdup(o->token) : NULL;
-	u->fr = frame_reader_new(o->max_frame);
+	u->fr = frame_reader_new(UPSTREAM_FRAME_MAX);
 	if (!u->addr || !u->client || (o->token && !u->token) || !u->fr ||
 	    wire_hello(u->client, u->token, &hello) < 0 || queue(u, hello, strlen(hello)) < 0) {
 		free(hello);

@@ -30,7 +30,6 @@ struct upconn_opts {
 	UpConnTls *tls;            /* NULL: plaintext */
 	const char *token;         /* bearer token for the hello, or NULL */
 	const char *client;        /* name in the hello */
-	size_t max_frame;
 	double timeout;            /* connect + hello, and longest silence, in seconds */
 };
 

@@ -297,7 +297,7 @@ static void connect_live(Upstream *u)
 	char hex[TOKEN_HEX_LEN + 1], *frame = NULL, err[128];
 	struct upconn_opts o = {
 		.addr = u->addrs[u->cur], .tls = u->tls, .token = u->token, .client = u->client,
-		.max_frame = (size_t)u->cv->max_frame_bytes, .timeout = u->timeout,
+		.timeout = u->timeout,
 	};
 	struct wire_watch w = { .sid = LIVE_SID, .table = "*", .before = "whenAvailable" };
 

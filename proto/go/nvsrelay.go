@@ -230,6 +230,10 @@ type Watcher struct {
 	reconnects   int
 }
 
+// maxServerFrame is the largest frame taken from the server once it said
+// hello (the C library's bound too).
+const maxServerFrame = 1 << 30
+
 type session struct {
 	conn     net.Conn
 	br       *bufio.Reader
@@ -541,9 +545,10 @@ func (w *Watcher) handshake(s *session, first bool) error {
 	}
 	switch f.Op {
 	case "hello":
-		if f.MaxFrame > 0 {
-			s.maxFrame = f.MaxFrame + 4096
-		}
+		// maxFrameBytes bounds what the server reads; its events carry
+		// their documents whole (an update with its pre-image, twice),
+		// so they are bounded as the C library bounds them.
+		s.maxFrame = maxServerFrame
 	case "error":
 		return f.serverError()
 	default:
@@ -615,7 +620,7 @@ func (s *session) next() (*frame, error) {
 		if err == bufio.ErrBufferFull {
 			long = append(long, chunk...)
 			if len(long) > s.maxFrame {
-				return nil, &protocolError{"frame larger than maxFrameBytes"}
+				return nil, &protocolError{"frame larger than " + strconv.Itoa(s.maxFrame) + " bytes"}
 			}
 			continue
 		}

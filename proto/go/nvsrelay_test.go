@@ -313,6 +313,23 @@ func TestMarkProcessedDurable(t *testing.T) {
 	}
 }
 
+// An event frame may be larger than the server's maxFrameBytes, which
+// bounds what it reads: an update carries its document twice with the
+// pre-image. 80-go-client.t sets max_frame_bytes to 1 MiB.
+func TestEventOverMaxFrame(t *testing.T) {
+	w := dial(t, Options{FullDocumentBeforeChange: "whenAvailable"})
+	p := uniq("big")
+	id := insert(t, p+"-0", false)
+	psql(t, fmt.Sprintf("UPDATE health_events SET document = document || jsonb_build_object('pad', repeat('x', 700000))"+
+		" WHERE id = '%s'", id))
+	psql(t, fmt.Sprintf("UPDATE health_events SET document = document || '{\"v\": 2}' WHERE id = '%s'", id))
+	evs := collect(t, w, p, 3)
+	if n := len(evs[2].ev.Raw); n < 1<<20 {
+		t.Fatalf("the last update's frame is %d bytes, want over 1 MiB", n)
+	}
+	w.Close()
+}
+
 // MarkProcessed("") acknowledges what the consumer took from the channel,
 // not what still waits in its buffer.
 func TestMarkProcessedEmptyOnlyTaken(t *testing.T) {

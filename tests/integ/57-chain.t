@@ -300,6 +300,31 @@ ok(defined $stored && $stored ge $last, "n1's consumer dur is stored upstream as
 }
 
 is(stable_sessions(), $upsess, "still only the upstreams' sessions on PostgreSQL ($upsess)");
+
+# An event frame larger than max_frame_bytes (which bounds what a relay
+# reads): an update with a 700 kB document carries it twice, with its
+# pre-image. The node takes it from upstream and serves it.
+{
+    my $u3port = NvsTest::free_port();
+    my $up3 = NvsTest::Daemon->start($pg, socket => "$dir/up3.sock",
+        set => { %uset, listen_tcp => "127.0.0.1:$u3port", max_frame_bytes => 1048576 });
+    my $n3 = NvsTest::Daemon->start($pg, socket => "$dir/n3.sock", set => { upstream => "127.0.0.1:$u3port",
+        upstream_tls => 'off', node_name => 'n3', max_frame_bytes => 1048576, reconnect_min_ms => 50 });
+    ok($n3->wait_log(qr/streaming from upstream/, 15 * $slow), 'a node with max_frame_bytes 1 MiB streams');
+    my $c = NvsTest::Client->connect($n3->socket);
+    $c->watch(sid => 1, fullDocumentBeforeChange => 'whenAvailable');
+    $c->recv_op('bookmark', 10 * $slow);
+    my $id = NvsTest::insert_health_event($dbh, node => 'big-1');
+    $dbh->do(q{UPDATE health_events SET document = document || jsonb_build_object('pad', repeat('x', 700000)) WHERE id = ?},
+        undef, $id);
+    $dbh->do(q{UPDATE health_events SET document = document || '{"v": 2}' WHERE id = ?}, undef, $id);
+    my $ev = $c->events(3, 20 * $slow, sid => 1);
+    is(scalar @$ev, 3, 'the node delivers events whose frames pass max_frame_bytes');
+    unlike($n3->log, qr/frame over/, '... without failing its upstream connection');
+    $c->close;
+    is($n3->stop(20), 0, 'that node stops cleanly');
+    is($up3->stop(20), 0, 'its upstream stops cleanly');
+}
 for my $i (0, 1) { is($nodes[$i]->stop(20), 0, 'node n' . ($i + 1) . ' stops cleanly') }
 is($up->stop(20), 0, 'the upstream stops cleanly');
 is($up2->stop(20), 0, 'the second upstream stops cleanly');

@@ -24,7 +24,8 @@ $go .= '/go';
 my $pg   = NvsTest::Pg->start();
 my $dir  = $pg->dir;
 my $sock = "$dir/relay.sock";
-my %set  = (ack_flush_ms => 50);
+# max_frame_bytes 1 MiB: TestEventOverMaxFrame gets a larger event frame.
+my %set  = (ack_flush_ms => 50, max_frame_bytes => 1048576);
 
 # A TLS listener with client certificates, when the daemon has one.
 my $port = NvsTest::free_port();
