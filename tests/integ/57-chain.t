@@ -328,4 +328,35 @@ is(stable_sessions(), $upsess, "still only the upstreams' sessions on PostgreSQL
 for my $i (0, 1) { is($nodes[$i]->stop(20), 0, 'node n' . ($i + 1) . ' stops cleanly') }
 is($up->stop(20), 0, 'the upstream stops cleanly');
 is($up2->stop(20), 0, 'the second upstream stops cleanly');
+
+# The upstream's database restored to before the node's head (its ticks
+# from there on gone). The restarted upstream's first tick leaves a gap past
+# them, so the node's head is a lost tick below the upstream's head: it is
+# served from the tick before (as after a crash), the node's subscriber
+# gets the change again and what follows, no error.
+{
+    my $u4port = NvsTest::free_port();
+    my %u4 = (%uset, listen_tcp => "127.0.0.1:$u4port");
+    my $up4 = NvsTest::Daemon->start($pg, socket => "$dir/up4.sock", set => \%u4);
+    my $n4 = NvsTest::Daemon->start($pg, socket => "$dir/n4.sock", set => { upstream => "127.0.0.1:$u4port",
+        upstream_tls => 'off', node_name => 'n4', reconnect_min_ms => 50, reconnect_max_ms => 300 });
+    ok($n4->wait_log(qr/streaming from upstream/, 15 * $slow), 'node n4 streams');
+    my $c = NvsTest::Client->connect($n4->socket);
+    $c->watch(sid => 1);
+    $c->recv_op('bookmark', 10 * $slow);
+    my $before = NvsTest::insert_health_event($dbh, node => 'before-restore');
+    my $ev = $c->events(1, 10 * $slow, sid => 1);
+    is(scalar @$ev, 1, 'an event through n4');
+    is($up4->stop(20), 0, 'its upstream stops');
+    my $tick = NvsTest::token_tick($ev->[0]{event}{_id}{_data});
+    $dbh->do('DELETE FROM nvsrelay.tick WHERE tick_id >= ?', undef, $tick);
+    $up4 = NvsTest::Daemon->start($pg, socket => "$dir/up4.sock", set => \%u4);
+    my $after = NvsTest::insert_health_event($dbh, node => 'after-restore');
+    my @ids = map { $_->{event}{documentKey}{_id} } @{ $c->events(2, 20 * $slow, sid => 1) };
+    is_deeply(\@ids, [ $before, $after ], "n4's subscriber gets the change again, then the next one");
+    is(scalar @{ $c->errors }, 0, '... and no error frame');
+    $c->close;
+    is($n4->stop(20), 0, 'n4 stops cleanly');
+    is($up4->stop(20), 0, 'its upstream stops cleanly');
+}
 done_testing();
