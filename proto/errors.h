@@ -33,10 +33,10 @@ enum proto_error {
 const char *proto_error_name(int code);
 
 struct token;
-/* An error frame, '\n' included, in *len bytes of malloc'd memory (NULL
- * when out of memory): sid < 0 leaves "sid" out (a connection's error), tok
- * may be NULL.  msg may quote client text: what is not valid UTF-8 is
- * replaced and it is cut to fit. */
+/* An error frame, '\n' included, in *len bytes of malloc'd memory, not
+ * NUL-terminated (NULL when out of memory): sid < 0 leaves "sid" out (a
+ * connection's error), tok may be NULL.  msg may quote client text: what
+ * is not valid UTF-8 is replaced and it is cut to fit. */
 char *proto_error_frame(long long sid, int code, const char *msg, const struct token *tok, size_t *len);
 
 #endif

@@ -87,8 +87,9 @@ const char *tls_peer_subject(SSL *ssl, char *buf, size_t len)
 	buf[0] = '\0';
 	if (!cert)
 		return buf;
-	/* The one-line form does not escape '/': O="x/CN=y" would read as
-	 * two entries, so such a subject names no one. */
+	/* In the one-line form a '/' inside a value is only told from the
+	 * one between entries by a backslash (OpenSSL 3.0 writes "\/"; not
+	 * every version does): such a subject names no one. */
 	name = X509_get_subject_name(cert);
 	for (int i = 0; i < X509_NAME_entry_count(name); i++) {
 		const ASN1_STRING *v = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i));

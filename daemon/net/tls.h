@@ -44,8 +44,9 @@ const char *tls_describe(struct ssl_st *ssl, char *buf, size_t len);
  * when a value holds '/' (it would read as another entry). */
 const char *tls_peer_subject(struct ssl_st *ssl, char *buf, size_t len);
 /* The value of the subject's last commonName, read from the name's entries
- * (the one-line subject does not escape '/', so "CN=x/CN=y" would read as
- * two); "" without one, or when it holds a NUL or does not fit in buf. */
+ * (in the one-line subject a CN of "x/CN=y" reads as "/CN=x\/CN=y", whose
+ * last "/CN=" is not the entry's); "" without one, or when it holds a NUL
+ * or does not fit in buf. */
 const char *tls_peer_cn(struct ssl_st *ssl, char *buf, size_t len);
 
 #endif

@@ -58,8 +58,9 @@ struct pos_req {
 /*
  * eventID N means "every row up to N was processed", so a stream from it
  * starts after N in the first batch holding any row after N.  A row's
- * first tick is the first whose snapshot sees it; ANCHOR(id, tk) names a
- * row after N (N itself, or the first retained one) and its first tick tk.
+ * first tick is the first whose snapshot sees it; the CTE a names the row
+ * to start from (N itself, or the first retained one after it) and its
+ * first tick tk.
  * Rows after N in earlier batches committed before it: among the rows after
  * N up to tk's max_id, whose transactions (few: the rows of one share its
  * xid) are taken once; the ticks that see one of them are a run ending at

@@ -54,41 +54,42 @@ $c->close;
 
 # A row with a larger changelog id that committed before N's is in an
 # earlier batch than N; NVSentinel's watcher can store N having processed
-# N only. The stream after eventID N still has that row.
-my $live = NvsTest::Client->connect($d->socket);
-$live->watch(sid => 1);
-$live->recv_op('bookmark', 10);
-my $open = $pg->dbh(autocommit => 0);
-my $rn  = NvsTest::insert_health_event($open, node => 'ooo-n');
-my $rn1 = NvsTest::insert_health_event($dbh, node => 'ooo-n1');
-is_deeply([ map { rid($_) } @{ $live->events(1, 10) } ], [$rn1], 'a larger id committed first, in its own batch');
-$open->commit;
-is_deeply([ map { rid($_) } @{ $live->events(1, 10) } ], [$rn], '... then the smaller one, in a later batch');
-$live->close;
-my ($cl_n) = $dbh->selectrow_array(q{SELECT id FROM datastore_changelog WHERE record_id = ?}, undef, $rn);
+# N only. The stream after eventID N still has that row. ooo() commits a
+# row with a larger id first, checks the two batches through a live
+# subscriber, and returns the smaller row's and the larger row's ids (and,
+# with $pre, the id of a row committed before them).
+sub ooo {
+    my ($tag, $pre) = @_;
+    my $live = NvsTest::Client->connect($d->socket);
+    $live->watch(sid => 1);
+    $live->recv_op('bookmark', 10);
+    if ($pre) {
+        $pre = NvsTest::insert_health_event($dbh, node => "ooo-$tag-pre");
+        is_deeply([ map { rid($_) } @{ $live->events(1, 10) } ], [$pre], "$tag: a row before them");
+    }
+    my $open  = $pg->dbh(autocommit => 0);
+    my $small = NvsTest::insert_health_event($open, node => "ooo-$tag-small");
+    my $large = NvsTest::insert_health_event($dbh, node => "ooo-$tag-large");
+    is_deeply([ map { rid($_) } @{ $live->events(1, 10) } ], [$large], "$tag: a larger id committed first, in its own batch");
+    $open->commit;
+    is_deeply([ map { rid($_) } @{ $live->events(1, 10) } ], [$small], "$tag: ... then the smaller one, in a later batch");
+    $live->close;
+    return ($small, $large, $pre);
+}
+sub cl_id { ($dbh->selectrow_array(q{SELECT id FROM datastore_changelog WHERE record_id = ?}, undef, $_[0]))[0] + 0 }
+my ($rn, $rn1) = ooo('kept');
 $c = NvsTest::Client->connect($d->socket);
-$c->watch(resumeAfter => { eventID => $cl_n + 0 });
+$c->watch(resumeAfter => { eventID => cl_id($rn) });
 is_deeply([ map { rid($_) } @{ $c->events(2, 5) } ], [ $rn1, $rn ],
     'resumeAfter {eventID} of the smaller: the larger one comes (and the smaller again, in its batch)');
 $c->close;
 # The same when row N is gone (cleanup_changelog): the first row after it
 # committed after a larger one.
-$live = NvsTest::Client->connect($d->socket);
-$live->watch(sid => 1);
-$live->recv_op('bookmark', 10);
-my $rpre = NvsTest::insert_health_event($dbh, node => 'ooo-pre');
-$live->events(1, 10);
-$open = $pg->dbh(autocommit => 0);
-my $ra = NvsTest::insert_health_event($open, node => 'ooo-a');
-my $rb = NvsTest::insert_health_event($dbh, node => 'ooo-b');
-is_deeply([ map { rid($_) } @{ $live->events(1, 10) } ], [$rb], 'again a larger id first');
-$open->commit;
-is_deeply([ map { rid($_) } @{ $live->events(1, 10) } ], [$ra], '... then the smaller');
-$live->close;
-my ($cl_pre) = $dbh->selectrow_array(q{SELECT id FROM datastore_changelog WHERE record_id = ?}, undef, $rpre);
+my ($ra, $rb, $rpre) = ooo('removed', 1);
+my $cl_pre = cl_id($rpre);
 $dbh->do(q{DELETE FROM datastore_changelog WHERE id = ?}, undef, $cl_pre);
 $c = NvsTest::Client->connect($d->socket);
-$c->watch(resumeAfter => { eventID => $cl_pre + 0 });
+$c->watch(resumeAfter => { eventID => $cl_pre });
 is_deeply([ map { rid($_) } @{ $c->events(2, 5) } ], [ $rb, $ra ],
     'resumeAfter {eventID} of a removed row: the larger id that committed first comes too');
 $c->close;
