@@ -64,14 +64,17 @@ struct pos_req {
  * Rows after N in earlier batches committed before it: among the rows after
  * N up to tk's max_id, whose transactions (few: the rows of one share its
  * xid) are taken once; the ticks that see one of them are a run ending at
- * tk, walked back from it.  Rows up to N in the batches between come again.
+ * tk, walked back from it (none when tk is the first tick, whose batch may
+ * be a large imported history).  Rows up to N in the batches between come
+ * again.
  */
 #define FIRST_TICK(XID) \
 	"CASE WHEN " XID " IS NULL THEN (SELECT min(tick_id) FROM nvsrelay.tick)" \
 	" ELSE (SELECT min(t.tick_id) FROM nvsrelay.tick t WHERE pg_visible_in_snapshot(" XID ", t.snap)) END"
 #define AFTER_N_XIDS \
 	" xs AS MATERIALIZED (SELECT DISTINCT r.xid FROM a, datastore_changelog r WHERE r.id > $1::bigint" \
-	"  AND r.id <= (SELECT max_id FROM nvsrelay.tick WHERE tick_id = a.tk) AND r.xid IS NOT NULL)"
+	"  AND r.id <= (SELECT max_id FROM nvsrelay.tick WHERE tick_id = a.tk) AND r.xid IS NOT NULL" \
+	"  AND a.tk > (SELECT min(tick_id) FROM nvsrelay.tick))"
 #define START_TICK \
 	"(SELECT min(tick_id) FROM nvsrelay.tick WHERE tick_id <= a.tk AND tick_id > coalesce((" \
 	"  SELECT t.tick_id FROM nvsrelay.tick t WHERE t.tick_id < a.tk AND NOT EXISTS (" \
