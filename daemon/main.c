@@ -159,7 +159,8 @@ static int up_unwatch(void *arg, Client *c, long long sid)
 static void up_gone(void *arg, Client *c)
 {
 	hub_client_gone(arg, c);
-	downlink_client_gone(g.downlink, c);
+	if (g.downlink)   /* NULL once freed at exit, before the sources */
+		downlink_client_gone(g.downlink, c);
 }
 
 /* A chained relay's load or store of a name: the same owners as a watch
@@ -566,6 +567,9 @@ out:
 	hub_set_source(g.hub, NULL);
 	downlink_set_source(g.downlink, NULL);
 	downlink_free(g.downlink);
+	/* A position write the relay fails may end the hub's shutdown, which
+	 * closes the clients: up_gone must not reach the freed downlink. */
+	g.downlink = NULL;
 	relay_free(g.relay);
 	g.relay = NULL;
 	upstream_free(g.upstream);
