@@ -7,8 +7,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "fileio.h"
+
+int fileio_private(const char *path, unsigned deny, unsigned *mode)
+{
+	struct stat st;
+
+	if (stat(path, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	*mode = (unsigned)(st.st_mode & 07777);
+	return (*mode & deny) ? -EPERM : 0;
+}
 
 char *fileio_read(const char *path, size_t max, size_t *ret_len)
 {

@@ -16,4 +16,10 @@
  * The caller frees it (wiping it first when it may hold a secret). */
 char *fileio_read(const char *path, size_t max, size_t *len);
 
+/* Whether the regular file at path is closed to the readers deny names (a
+ * mode mask: S_IRWXO for a key, S_IRWXG | S_IRWXO for a token): 0, or
+ * -EPERM with its mode in *mode, or -errno when it cannot be examined
+ * (-EINVAL: not a regular file). */
+int fileio_private(const char *path, unsigned deny, unsigned *mode);
+
 #endif

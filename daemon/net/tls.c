@@ -16,11 +16,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "fileio.h"
 #include "tls.h"
 
 /* ECDHE or DHE key exchange, AES-GCM or CHACHA20-POLY1305, either
@@ -135,6 +137,7 @@ TlsServer *tls_server_new(const char *cert_file, const char *key_file, const cha
 	static const unsigned char sid_ctx[] = "nvsrelayd";
 	TlsServer *t = calloc(1, sizeof(*t));
 	char why[200];
+	unsigned mode;
 
 	ERR_clear_error();
 	if (!t || !(t->ctx = SSL_CTX_new(TLS_server_method()))) {
@@ -162,6 +165,11 @@ TlsServer *tls_server_new(const char *cert_file, const char *key_file, const cha
 	SSL_CTX_set_session_id_context(t->ctx, sid_ctx, sizeof(sid_ctx) - 1);
 	if (SSL_CTX_use_certificate_chain_file(t->ctx, cert_file) != 1) {
 		snprintf(err, errlen, "tls_cert_file %s: %s", cert_file, tls_error(NULL, 0, why, sizeof(why)));
+		goto fail;
+	}
+	if (fileio_private(key_file, S_IRWXO, &mode) == -EPERM) {
+		snprintf(err, errlen, "tls_key_file %s has mode %04o: a private key must not be readable by others "
+			 "(chmod 600 or 640, or defaultMode: 0440 for a Kubernetes secret)", key_file, mode);
 		goto fail;
 	}
 	if (SSL_CTX_use_PrivateKey_file(t->ctx, key_file, SSL_FILETYPE_PEM) != 1) {

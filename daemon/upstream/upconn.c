@@ -17,12 +17,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "fileio.h"
 #include "frame.h"
 #include "hostport.h"
 #include "resolve.h"
@@ -68,7 +70,9 @@ UpConnTls *upconn_tls_new(const char *ca_file, const char *cert_file, const char
 			  char *err, size_t errlen)
 {
 	UpConnTls *t = calloc(1, sizeof(*t));
+	const char *key = *key_file ? key_file : cert_file;
 	char why[256];
+	unsigned mode;
 
 	if (!t || !(t->ctx = SSL_CTX_new(TLS_client_method()))) {
 		snprintf(err, errlen, "cannot create a TLS context");
@@ -82,8 +86,13 @@ UpConnTls *upconn_tls_new(const char *ca_file, const char *cert_file, const char
 			 tls_error(NULL, EINVAL, why, sizeof(why)));
 		goto fail;
 	}
+	if (*cert_file && fileio_private(key, S_IRWXO, &mode) == -EPERM) {
+		snprintf(err, errlen, "upstream_key_file %s has mode %04o: a private key must not be readable by others "
+			 "(chmod 600 or 640, or defaultMode: 0440 for a Kubernetes secret)", key, mode);
+		goto fail;
+	}
 	if (*cert_file && (SSL_CTX_use_certificate_chain_file(t->ctx, cert_file) != 1 ||
-			   SSL_CTX_use_PrivateKey_file(t->ctx, *key_file ? key_file : cert_file, SSL_FILETYPE_PEM) != 1 ||
+			   SSL_CTX_use_PrivateKey_file(t->ctx, key, SSL_FILETYPE_PEM) != 1 ||
 			   SSL_CTX_check_private_key(t->ctx) != 1)) {
 		snprintf(err, errlen, "upstream_cert_file %s: %s", cert_file, tls_error(NULL, EINVAL, why, sizeof(why)));
 		goto fail;

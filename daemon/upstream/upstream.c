@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cJSON.h>
@@ -435,9 +436,15 @@ static const struct source_ops upstream_ops = {
 static int read_token(const char *path, char **ret, char *err, size_t errlen)
 {
 	size_t len = 0;
-	char *t = fileio_read(path, 4096, &len);
+	unsigned mode;
+	char *t;
 
-	if (!t) {
+	if (fileio_private(path, S_IRWXG | S_IRWXO, &mode) == -EPERM) {
+		snprintf(err, errlen, "upstream_token_file %s has mode %04o: a token must not be readable by group or "
+			 "others (chmod 600, or defaultMode: 0400 for a Kubernetes secret)", path, mode);
+		return -EPERM;
+	}
+	if (!(t = fileio_read(path, 4096, &len))) {
 		snprintf(err, errlen, "upstream_token_file %s: %s", path, strerror(errno));
 		return -EINVAL;
 	}

@@ -82,6 +82,23 @@ for my $what (sort keys %bad) {
         "$what: /readyz says not ready");
     $n->stop(10);
 }
+# A token or a private key that others can read: the node refuses to start, saying why.
+{
+    my $ltok = write_file("$dir/loose.token", "$token\n");
+    chmod 0640, $ltok;
+    my $lkey = write_file("$dir/loose.key", NvsTest::slurp("$tls/client.key"));
+    chmod 0644, $lkey;
+    for my $case ([ 'a token the group can read', { upstream_token_file => $ltok },
+            qr/loose\.token has mode 0640: a token must not be readable by group or others/ ],
+        [ 'a key others can read', { upstream_key_file => $lkey },
+            qr/loose\.key has mode 0644: a private key must not be readable by others/ ]) {
+        my ($what, $set, $re) = @$case;
+        my $n = NvsTest::Daemon->start($pg, socket => "$dir/loose.sock", wait_ready => 0,
+            set => { %good, %$set, upstream => "127.0.0.1:$port", node_name => 'loose' });
+        is($n->wait_exit(20), 78, "$what: refuses to start (78)");
+        like($n->log, $re, "$what: says why");
+    }
+}
 # Names are resolved off the event loop; one that does not resolve is a failed attempt like
 # any other, and the next address of the list serves.
 {

@@ -141,6 +141,11 @@ refuses_to_start('TCP without TLS or tcp_plaintext',
 refuses_to_start('a token file others can read',
 	{ listen_tcp => '127.0.0.1:' . NvsTest::free_port(), tcp_plaintext => 'on', auth_token_file => $loose },
 	qr/token-loose has mode 0644.*must not be readable by group or others/);
+my $loose_key = write_file("$dir/server-loose.key", NvsTest::slurp("$tls/server.key"), 0644);
+refuses_to_start('a private key others can read',
+	{ listen_tcp => '127.0.0.1:' . NvsTest::free_port(), tls_cert_file => "$tls/server.crt", tls_key_file => $loose_key,
+	  tls_ca_file => "$tls/ca.crt" },
+	qr/server-loose\.key has mode 0644: a private key must not be readable by others/);
 refuses_to_start('tls_cert_file without tls_key_file',
 	{ tls_cert_file => "$tls/server.crt" }, qr/tls_cert_file and tls_key_file must be set together/);
 refuses_to_start('TLS without client certificates or a token',
