@@ -1,5 +1,6 @@
 /*
- * fileio.c - reads a whole small file into memory (see fileio.h).  No
+ * fileio.c - reads a whole small file into memory, and checks a secret
+ * file's mode (see fileio.h).  No
  * logging: callers word the message, from errno.  A read error fails the
  * whole read: a directory given as a file is refused, not read as empty.
  */

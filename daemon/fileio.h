@@ -2,7 +2,8 @@
  * fileio.h - reads a whole small file (the config file, a token file, a
  * pipeline) into memory.  Used by conf_load.c for the daemon and `nvsrelay
  * import`, and by the CLI's main.c; one copy, so every reader gets the same
- * size limit and the same errno on failure.
+ * size limit and the same errno on failure.  Also whether a key or token
+ * file is closed to other users (tls.c, upconn.c, upstream.c).
  */
 #ifndef NVSRELAY_FILEIO_H
 #define NVSRELAY_FILEIO_H
