@@ -241,12 +241,9 @@ static int load_password_file(Conf *c, char *err, size_t errlen)
 		errbuf_set(err, errlen, "datastore_password_file %s: not a regular file", path);
 		goto out;
 	}
-	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
-		errbuf_set(err, errlen, "datastore_password_file %s has mode %04o: a password must not be readable by group "
-		       "or others (chmod 600, or defaultMode: 0400 for a Kubernetes secret)",
-		       path, (unsigned)(st.st_mode & 07777));
+	if (fileio_mode_check((unsigned)st.st_mode, S_IRWXG | S_IRWXO, "datastore_password_file", path, "a password",
+			      err, errlen) < 0)
 		goto out;
-	}
 	if ((n = read(fd, buf, sizeof(buf) - 1)) < 0) {
 		errbuf_set(err, errlen, "datastore_password_file %s: %s", path, strerror(errno));
 		goto out;

@@ -5,6 +5,7 @@
  * whole read: a directory given as a file is refused, not read as empty.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,16 +13,28 @@
 
 #include "fileio.h"
 
-int fileio_private(const char *path, unsigned deny, unsigned *mode)
+int fileio_mode_check(unsigned mode, unsigned deny, const char *what, const char *path, const char *noun,
+		      char *err, size_t errlen)
+{
+	bool group = deny & S_IRWXG;
+
+	if (!(mode & deny))
+		return 0;
+	if (err && errlen)
+		snprintf(err, errlen, "%s %s has mode %04o: %s must not be readable by %s (%s)", what, path,
+			 mode & 07777, noun, group ? "group or others" : "others",
+			 group ? "chmod 600, or defaultMode: 0400 for a Kubernetes secret"
+			       : "chmod 600 or 640, or defaultMode: 0440 for a Kubernetes secret");
+	return -EPERM;
+}
+
+int fileio_private(const char *path, unsigned deny, const char *what, const char *noun, char *err, size_t errlen)
 {
 	struct stat st;
 
-	if (stat(path, &st) < 0)
-		return -errno;
-	if (!S_ISREG(st.st_mode))
-		return -EINVAL;
-	*mode = (unsigned)(st.st_mode & 07777);
-	return (*mode & deny) ? -EPERM : 0;
+	if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
+		return 0;
+	return fileio_mode_check((unsigned)st.st_mode, deny, what, path, noun, err, errlen);
 }
 
 char *fileio_read(const char *path, size_t max, size_t *ret_len)

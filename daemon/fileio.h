@@ -17,10 +17,15 @@
  * The caller frees it (wiping it first when it may hold a secret). */
 char *fileio_read(const char *path, size_t max, size_t *len);
 
-/* Whether the regular file at path is closed to the readers deny names (a
- * mode mask: S_IRWXO for a key, S_IRWXG | S_IRWXO for a token): 0, or
- * -EPERM with its mode in *mode, or -errno when it cannot be examined
- * (-EINVAL: not a regular file). */
-int fileio_private(const char *path, unsigned deny, unsigned *mode);
+/* Whether a secret file's mode grants none of deny's bits (S_IRWXO for a
+ * private key, S_IRWXG | S_IRWXO for a password or a token): 0, or -EPERM
+ * with err saying so ("<what> <path> has mode 0644: <noun> must not be
+ * readable by ...") and how to fix it.  fileio_mode_check takes a mode
+ * already read (from the fstat of the descriptor about to be read);
+ * fileio_private stats path, and returns 0 too when it cannot (the reader
+ * of the file then says why). */
+int fileio_mode_check(unsigned mode, unsigned deny, const char *what, const char *path, const char *noun,
+		      char *err, size_t errlen);
+int fileio_private(const char *path, unsigned deny, const char *what, const char *noun, char *err, size_t errlen);
 
 #endif

@@ -30,6 +30,7 @@
 
 #include "errors.h"
 #include "allow.h"
+#include "fileio.h"
 #include "listener.h"
 #include "log.h"
 #include "net.h"
@@ -337,13 +338,9 @@ static int load_token(Listener *l, const char *path, char *err, size_t errlen)
 		r = -EINVAL;
 		goto out;
 	}
-	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
-		snprintf(err, errlen, "auth_token_file %s has mode %04o: a token must not be readable by group or "
-			 "others (chmod 600, or defaultMode: 0400 for a Kubernetes secret)",
-			 path, (unsigned)(st.st_mode & 07777));
-		r = -EPERM;
+	if ((r = fileio_mode_check((unsigned)st.st_mode, S_IRWXG | S_IRWXO, "auth_token_file", path, "a token",
+				   err, errlen)) < 0)
 		goto out;
-	}
 	n = read(fd, buf, sizeof(buf));
 	if (n < 0) {
 		snprintf(err, errlen, "auth_token_file %s: %s", path, strerror(errno));

@@ -137,7 +137,6 @@ TlsServer *tls_server_new(const char *cert_file, const char *key_file, const cha
 	static const unsigned char sid_ctx[] = "nvsrelayd";
 	TlsServer *t = calloc(1, sizeof(*t));
 	char why[200];
-	unsigned mode;
 
 	ERR_clear_error();
 	if (!t || !(t->ctx = SSL_CTX_new(TLS_server_method()))) {
@@ -167,11 +166,8 @@ TlsServer *tls_server_new(const char *cert_file, const char *key_file, const cha
 		snprintf(err, errlen, "tls_cert_file %s: %s", cert_file, tls_error(NULL, 0, why, sizeof(why)));
 		goto fail;
 	}
-	if (fileio_private(key_file, S_IRWXO, &mode) == -EPERM) {
-		snprintf(err, errlen, "tls_key_file %s has mode %04o: a private key must not be readable by others "
-			 "(chmod 600 or 640, or defaultMode: 0440 for a Kubernetes secret)", key_file, mode);
+	if (fileio_private(key_file, S_IRWXO, "tls_key_file", "a private key", err, errlen) < 0)
 		goto fail;
-	}
 	if (SSL_CTX_use_PrivateKey_file(t->ctx, key_file, SSL_FILETYPE_PEM) != 1) {
 		snprintf(err, errlen, "tls_key_file %s: %s", key_file, tls_error(NULL, 0, why, sizeof(why)));
 		goto fail;

@@ -72,7 +72,6 @@ UpConnTls *upconn_tls_new(const char *ca_file, const char *cert_file, const char
 	UpConnTls *t = calloc(1, sizeof(*t));
 	const char *key = *key_file ? key_file : cert_file;
 	char why[256];
-	unsigned mode;
 
 	if (!t || !(t->ctx = SSL_CTX_new(TLS_client_method()))) {
 		snprintf(err, errlen, "cannot create a TLS context");
@@ -86,11 +85,8 @@ UpConnTls *upconn_tls_new(const char *ca_file, const char *cert_file, const char
 			 tls_error(NULL, EINVAL, why, sizeof(why)));
 		goto fail;
 	}
-	if (*cert_file && fileio_private(key, S_IRWXO, &mode) == -EPERM) {
-		snprintf(err, errlen, "upstream_key_file %s has mode %04o: a private key must not be readable by others "
-			 "(chmod 600 or 640, or defaultMode: 0440 for a Kubernetes secret)", key, mode);
+	if (*cert_file && fileio_private(key, S_IRWXO, "upstream_key_file", "a private key", err, errlen) < 0)
 		goto fail;
-	}
 	if (*cert_file && (SSL_CTX_use_certificate_chain_file(t->ctx, cert_file) != 1 ||
 			   SSL_CTX_use_PrivateKey_file(t->ctx, key, SSL_FILETYPE_PEM) != 1 ||
 			   SSL_CTX_check_private_key(t->ctx) != 1)) {

@@ -436,14 +436,10 @@ static const struct source_ops upstream_ops = {
 static int read_token(const char *path, char **ret, char *err, size_t errlen)
 {
 	size_t len = 0;
-	unsigned mode;
 	char *t;
 
-	if (fileio_private(path, S_IRWXG | S_IRWXO, &mode) == -EPERM) {
-		snprintf(err, errlen, "upstream_token_file %s has mode %04o: a token must not be readable by group or "
-			 "others (chmod 600, or defaultMode: 0400 for a Kubernetes secret)", path, mode);
+	if (fileio_private(path, S_IRWXG | S_IRWXO, "upstream_token_file", "a token", err, errlen) < 0)
 		return -EPERM;
-	}
 	if (!(t = fileio_read(path, 4096, &len))) {
 		snprintf(err, errlen, "upstream_token_file %s: %s", path, strerror(errno));
 		return -EINVAL;
